@@ -1,0 +1,7 @@
+"""`python -m bot ...` is the same as the `migrate-bot` command."""
+
+import sys
+
+from bot.cli import main
+
+sys.exit(main())

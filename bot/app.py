@@ -1,0 +1,54 @@
+"""Wiring: build the Bolt app, the run store and the Slack client from settings, once, at startup."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from slack_bolt import App
+
+from bot.config import BotConfig, Settings
+from bot.integrations.slack import Slack, make_client
+from bot.operations import Deps
+from bot.publisher import Publisher
+from bot.runs import RunStore, connect
+
+log = logging.getLogger(__name__)
+
+
+def instance_name() -> str:
+    """Identifies this process in step ownership, so a dead owner can be told from a live one."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def build_deps(settings: Settings, config: BotConfig) -> Deps:
+    store = RunStore(connect(settings.redis_url), prefix=settings.key_prefix)
+    slack = Slack(make_client(settings.slack_bot_token, settings.slack_api_url))
+    return Deps(
+        config=config,
+        store=store,
+        slack=slack,
+        publisher=Publisher(store, slack),
+        instance_id=instance_name(),
+        executor=ThreadPoolExecutor(max_workers=config.worker_threads, thread_name_prefix="step"),
+    )
+
+
+def build_bolt_app(settings: Settings, deps: Deps) -> App:
+    """The Bolt app with every listener registered. Listeners run in a pool sized for concurrent runs."""
+    import handlers
+
+    assert deps.slack is not None
+    app = App(
+        client=deps.slack.client,
+        signing_secret=settings.slack_signing_secret,
+        token_verification_enabled=False,
+        listener_executor=ThreadPoolExecutor(max_workers=max(32, deps.config.worker_threads * 2),
+                                             thread_name_prefix="listener"),
+        raise_error_for_unhandled_request=False,
+    )
+    handlers.register(app, deps)
+    return app

@@ -1,0 +1,301 @@
+"""Settings: the process environment and the environments file, read once and passed in as frozen objects."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bot.errors import ConfigError
+from bot.redact import register_secret
+
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+DEFAULT_CONFIG_PATH = Path(__file__).parent / "defaults" / "environments.yml"
+
+_SLACK_ID = re.compile(r"^[UWSB][A-Z0-9]{2,}$")
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+_ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BackupConfig(_Strict):
+    """How the backup step takes and verifies its backup."""
+
+    method: Literal["rds_snapshot", "pg_dump"] = "pg_dump"
+    rds_instance: str | None = None
+    s3_bucket: str | None = None
+    s3_prefix: str = "migrations/"
+    local_dir: str | None = None
+    format: Literal["custom", "directory"] = "custom"
+    jobs: int = Field(default=1, ge=1, le=16)
+    verify_restore: bool = True
+    timeout_s: float = Field(default=3600, gt=0)
+
+    @model_validator(mode="after")
+    def _target_given(self) -> BackupConfig:
+        if self.method == "rds_snapshot" and not self.rds_instance:
+            raise ValueError("rds_instance is required when method is rds_snapshot")
+        if self.method == "pg_dump" and not (self.s3_bucket or self.local_dir):
+            raise ValueError("pg_dump needs s3_bucket or local_dir")
+        return self
+
+
+class MaintenanceConfig(_Strict):
+    """Maintenance mode: optional per environment, by ECS task definition or by a webhook of the app."""
+
+    enabled: bool = False
+    method: Literal["ecs_task_definition", "webhook"] = "webhook"
+    task_definition: str | None = None
+    webhook_url: str | None = None
+    webhook_token: str | None = None
+
+    @model_validator(mode="after")
+    def _method_settings(self) -> MaintenanceConfig:
+        if self.enabled and self.method == "ecs_task_definition" and not self.task_definition:
+            raise ValueError("task_definition is required for method ecs_task_definition")
+        if self.enabled and self.method == "webhook" and not self.webhook_url:
+            raise ValueError("webhook_url is required for method webhook")
+        return self
+
+
+class MigrateConfig(_Strict):
+    """Where the migrations are and which runner applies them."""
+
+    migrations_dir: str = "prisma/migrations"
+    runner: Literal["native", "prisma_cli"] = "native"
+    prisma_command: list[str] = Field(default_factory=lambda: ["npx", "prisma", "migrate"])
+    prisma_cwd: str | None = None
+    lock_timeout_ms: int | None = Field(default=5000, ge=0)
+    statement_timeout_ms: int | None = Field(default=None, ge=0)
+    lock_retries: int = Field(default=3, ge=0, le=20)
+    timeout_s: float = Field(default=1800, gt=0)
+
+
+class SeedConfig(_Strict):
+    """The optional seed step (the seed's `npm run seed`)."""
+
+    enabled: bool = False
+    command: list[str] = Field(default_factory=lambda: ["npm", "run", "seed"])
+    cwd: str | None = None
+    timeout_s: float = Field(default=600, gt=0)
+
+
+class DeployConfig(_Strict):
+    """The ECS service that runs the app."""
+
+    enabled: bool = True
+    cluster: str | None = None
+    service: str | None = None
+    wait_timeout_s: float = Field(default=900, gt=0)
+    poll_interval_s: float = Field(default=15, gt=0)
+
+    @model_validator(mode="after")
+    def _service_named(self) -> DeployConfig:
+        if self.enabled and not (self.cluster and self.service):
+            raise ValueError("cluster and service are required when deploy is enabled")
+        return self
+
+
+class SmokeCheckConfig(_Strict):
+    """One HTTP check of the smoke-test chain."""
+
+    name: str
+    method: str = "GET"
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    json_body: Any | None = Field(default=None, alias="json")
+    expect_status: int | list[int] = 200
+    capture: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=10, gt=0)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class AwsConfig(_Strict):
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+
+
+class EnvironmentConfig(_Strict):
+    """One environment (prod, staging, local): who may do what, and how each step is done."""
+
+    name: str = ""
+    channel: str
+    requesters: list[str] = Field(min_length=1)
+    approvers: list[str] = Field(min_length=1)
+    approvals_required: int = Field(default=1, ge=1, le=5)
+    oncall: str | None = None
+    database_url: str | None = None
+    aws: AwsConfig = Field(default_factory=AwsConfig)
+    backup: BackupConfig | None = None
+    maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
+    migrate: MigrateConfig = Field(default_factory=MigrateConfig)
+    seed: SeedConfig = Field(default_factory=SeedConfig)
+    deploy: DeployConfig = Field(default_factory=lambda: DeployConfig(enabled=False))
+    smoke: list[SmokeCheckConfig] = Field(default_factory=list)
+    lock_hours: float = Field(default=12, gt=0, le=72)
+
+    @field_validator("channel")
+    @classmethod
+    def _channel_id(cls, value: str) -> str:
+        if not _CHANNEL_ID.match(value):
+            raise ValueError(f"expected a Slack channel ID like C0123ABCD, got {value!r}")
+        return value
+
+    @field_validator("requesters", "approvers")
+    @classmethod
+    def _slack_ids(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _SLACK_ID.match(value):
+                raise ValueError(f"expected Slack user IDs (U…/W…) or user-group IDs (S…), got {value!r}")
+        return values
+
+    @field_validator("oncall")
+    @classmethod
+    def _oncall_id(cls, value: str | None) -> str | None:
+        if value is not None and not _SLACK_ID.match(value):
+            raise ValueError(f"expected a Slack user ID or user-group ID, got {value!r}")
+        return value
+
+
+class BotConfig(_Strict):
+    """The whole environments file."""
+
+    environments: dict[str, EnvironmentConfig] = Field(min_length=1)
+    worker_threads: int = Field(default=16, ge=2, le=256)
+
+    @field_validator("environments")
+    @classmethod
+    def _names(cls, envs: dict[str, EnvironmentConfig]) -> dict[str, EnvironmentConfig]:
+        named: dict[str, EnvironmentConfig] = {}
+        for key, env in envs.items():
+            if not _ENV_NAME.match(key):
+                raise ValueError(f"environment names are lower-case words like prod or staging, got {key!r}")
+            named[key] = env.model_copy(update={"name": key})
+        return named
+
+    def environment(self, name: str) -> EnvironmentConfig | None:
+        return self.environments.get(name)
+
+
+_VAR = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(value: Any, environ: Mapping[str, str], where: str) -> Any:
+    """Replace ${VAR} and ${VAR:-default} in strings with values from the environment."""
+    if isinstance(value, str):
+
+        def sub(match: re.Match[str]) -> str:
+            escaped, name, default = match.group(1), match.group(2), match.group(3)
+            if escaped:  # $${name} is a literal ${name}, left for run-time templates
+                return match.group(0)[1:]
+            if name in environ:
+                return environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{where}: environment variable {name} is not set (referenced as ${{{name}}})")
+
+        return _VAR.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, environ, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, environ, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _describe(error: ValidationError, path: Path) -> str:
+    first = error.errors()[0]
+    loc = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "missing":
+        message = "required field is missing"
+    elif first["type"] == "extra_forbidden":
+        message = "unknown field (check the spelling against the configuration reference)"
+    more = len(error.errors()) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{path}: {loc}: {message}{suffix}"
+
+
+def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> BotConfig:
+    """Read and validate the environments file. Raises ConfigError with one line naming the field."""
+    path = Path(path)
+    environ = os.environ if environ is None else environ
+    try:
+        raw = yaml.safe_load(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found (set MIGRATE_BOT_CONFIG to your environments file)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "somewhere"
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: {where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with an 'environments' key at the top level")
+    raw = _interpolate(raw, environ, "")
+    try:
+        config = BotConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+    for env in config.environments.values():
+        register_secret(env.database_url)
+        register_secret(env.maintenance.webhook_token)
+        if env.database_url:
+            match = re.match(r"^[a-z+]+://[^:/@]*:([^@]+)@", env.database_url)
+            if match:
+                register_secret(match.group(1))
+    return config
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Process-level settings from the environment variables."""
+
+    slack_bot_token: str
+    slack_signing_secret: str
+    slack_app_token: str | None
+    slack_api_url: str
+    redis_url: str
+    config_path: Path
+    key_prefix: str
+    port: int
+    demo: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None, *, require_slack: bool = True) -> Settings:
+        environ = os.environ if environ is None else environ
+        token = environ.get("SLACK_BOT_TOKEN", "")
+        secret = environ.get("SLACK_SIGNING_SECRET", "")
+        if require_slack and not token:
+            raise ConfigError("SLACK_BOT_TOKEN is not set (the bot token, xoxb-…; see README 'Connect a workspace')")
+        if require_slack and not secret:
+            raise ConfigError("SLACK_SIGNING_SECRET is not set (Basic Information → App Credentials in Slack)")
+        port_text = environ.get("PORT", "3000")
+        if not port_text.isdigit():
+            raise ConfigError(f"PORT must be a number, got {port_text!r}")
+        for value in (token, secret, environ.get("SLACK_APP_TOKEN")):
+            register_secret(value)
+        api_url = environ.get("SLACK_API_URL", DEFAULT_SLACK_API_URL)
+        if not api_url.endswith("/"):
+            api_url += "/"
+        return cls(
+            slack_bot_token=token,
+            slack_signing_secret=secret,
+            slack_app_token=environ.get("SLACK_APP_TOKEN") or None,
+            slack_api_url=api_url,
+            redis_url=environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            config_path=Path(environ.get("MIGRATE_BOT_CONFIG", str(DEFAULT_CONFIG_PATH))),
+            key_prefix=environ.get("MIGRATE_BOT_KEY_PREFIX", "migbot:"),
+            port=int(port_text),
+        )

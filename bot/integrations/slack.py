@@ -1,0 +1,117 @@
+"""Slack's Web API: the one client the bot uses, with retries on rate limits, 5xx and dropped connections."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+
+from bot.errors import IntegrationError
+from bot.redact import redact
+
+log = logging.getLogger(__name__)
+
+
+class SlackUnavailable(IntegrationError):
+    """Slack's Web API refused or failed a call even after retries."""
+
+
+def make_client(token: str, base_url: str, *, timeout_s: int = 10) -> WebClient:
+    """A WebClient that waits out 429s (Retry-After), retries 500/503 and connection resets."""
+    return WebClient(
+        token=token,
+        base_url=base_url,
+        timeout=timeout_s,
+        retry_handlers=[
+            ConnectionErrorRetryHandler(max_retry_count=2),
+            RateLimitErrorRetryHandler(max_retry_count=5),
+            ServerErrorRetryHandler(max_retry_count=3),
+        ],
+    )
+
+
+class Slack:
+    """The calls the bot makes, each translating slack_sdk errors into one readable line."""
+
+    def __init__(self, client: WebClient, *, group_cache_s: float = 60.0) -> None:
+        self.client = client
+        self._group_cache: dict[str, tuple[float, frozenset[str]]] = {}
+        self._group_cache_s = group_cache_s
+        self._lock = threading.Lock()
+
+    def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            response = self.client.api_call(method, json=kwargs)
+            return dict(response.data) if isinstance(response.data, dict) else {}
+        except SlackApiError as exc:
+            error = exc.response.get("error", "unknown_error") if exc.response is not None else "unknown_error"
+            raise SlackUnavailable(f"Slack {method} failed: {error}") from exc
+        except (SlackClientError, OSError) as exc:
+            raise SlackUnavailable(f"Slack {method} failed: {redact(str(exc))[:200]}") from exc
+
+    def post_message(self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None,
+                     thread_ts: str | None = None) -> str:
+        args: dict[str, Any] = {"channel": channel, "text": text, "unfurl_links": False}
+        if blocks is not None:
+            args["blocks"] = blocks
+        if thread_ts:
+            args["thread_ts"] = thread_ts
+        return str(self._call("chat.postMessage", **args)["ts"])
+
+    def update_message(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
+        self._call("chat.update", channel=channel, ts=ts, text=text, blocks=blocks)
+
+    def post_ephemeral(self, channel: str, user: str, text: str,
+                       blocks: list[dict[str, Any]] | None = None) -> None:
+        args: dict[str, Any] = {"channel": channel, "user": user, "text": text}
+        if blocks is not None:
+            args["blocks"] = blocks
+        self._call("chat.postEphemeral", **args)
+
+    def open_view(self, trigger_id: str, view: dict[str, Any]) -> None:
+        self._call("views.open", trigger_id=trigger_id, view=view)
+
+    def publish_home(self, user: str, view: dict[str, Any]) -> None:
+        self._call("views.publish", user_id=user, view=view)
+
+    def upload_file(self, *, channel: str, thread_ts: str | None, filename: str, content: bytes,
+                    title: str) -> None:
+        try:
+            self.client.files_upload_v2(channel=channel, thread_ts=thread_ts, filename=filename,
+                                        content=content, title=title)
+        except SlackApiError as exc:
+            raise SlackUnavailable(f"Slack file upload failed: {exc.response.get('error', 'unknown')}") from exc
+        except (SlackClientError, OSError) as exc:
+            raise SlackUnavailable(f"Slack file upload failed: {redact(str(exc))[:200]}") from exc
+
+    def group_members(self, group_id: str) -> frozenset[str]:
+        with self._lock:
+            cached = self._group_cache.get(group_id)
+            if cached and time.monotonic() - cached[0] < self._group_cache_s:
+                return cached[1]
+        data = self._call("usergroups.users.list", usergroup=group_id)
+        members = frozenset(data.get("users", []))
+        with self._lock:
+            self._group_cache[group_id] = (time.monotonic(), members)
+        return members
+
+    def groups_of(self, user: str, candidates: list[str]) -> frozenset[str]:
+        """Which of the user-group IDs in ``candidates`` (S…) the user belongs to."""
+        found = set()
+        for group in candidates:
+            if group.startswith("S"):
+                try:
+                    if user in self.group_members(group):
+                        found.add(group)
+                except SlackUnavailable as exc:
+                    log.warning("could not resolve user group %s: %s", group, exc)
+        return frozenset(found)

@@ -1,0 +1,69 @@
+"""Every sentence a Slack user reads from the bot, as small functions in one place."""
+
+from __future__ import annotations
+
+import difflib
+from datetime import datetime
+
+USAGE = (
+    "*Usage:* `/migrate <env> [--image <tag>]` starts a run · `/migrate status [env|run-id]` · "
+    "`/migrate cancel <run-id> [reason]` · `/migrate check <env>` · `/migrate help`"
+)
+
+
+def slack_date(at: datetime, fmt: str = "{date_short_pretty} {time}") -> str:
+    """A date every reader sees in their own time zone, with a UTC fallback."""
+    return f"<!date^{int(at.timestamp())}^{fmt}|{at:%Y-%m-%d %H:%M} UTC>"
+
+
+def unknown_environment(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    hint = f" Did you mean `{close[0]}`?" if close else ""
+    return f"Unknown environment `{name}`.{hint} Known: {', '.join(known)}"
+
+
+def not_allowed_to_start(user: str, env: str) -> str:
+    return (f"<@{user}>, you are not on the requester list for `{env}`, so nothing was started. "
+            "Ask an admin to add you (or your user group) to `requesters` in the environments file.")
+
+
+def not_allowed_to_cancel(env: str) -> str:
+    return f"Only the requester, an approver or a requester of `{env}` may cancel this run. Nothing was changed."
+
+
+def run_started(run_id: str, env: str, channel: str) -> str:
+    return (f"Started run `{run_id}` in *{env}*. Its status message is in <#{channel}>: "
+            "tick the checklist there, then a second person approves.")
+
+
+def run_cancelled(run_id: str) -> str:
+    return f"Run `{run_id}` is cancelled and the environment lock is released."
+
+
+def state_store_unavailable() -> str:
+    return ("⚠️ The state store (Redis) is unavailable — nothing was changed. "
+            "Try again in a minute; if it persists, check Redis and `/healthz`.")
+
+
+def stale_message() -> str:
+    return "This message is out of date — here is the current one. Nothing was changed."
+
+
+def denied(reason: str) -> str:
+    return f"🚫 {reason} The run is unchanged."
+
+
+def internal_error() -> str:
+    return "Something went wrong on the bot's side and nothing was changed. The error was logged for the team."
+
+
+def audit_line(actor: str, action: str, outcome: str, detail: str, at: datetime) -> str:
+    who = "the bot" if actor == "bot" else (actor if actor.startswith("cli:") else f"<@{actor}>")
+    icon = {"ok": "•", "denied": "🚫", "failed": "❌", "interrupted": "⚠️"}.get(outcome, "•")
+    words = action.replace(".", " ").replace("_", " ")
+    text = f"{icon} {slack_date(at, '{time_secs}')} {who} — {words}"
+    if detail:
+        text += f": {detail}"
+    if outcome not in ("ok",):
+        text += f" ({outcome})"
+    return text

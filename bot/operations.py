@@ -1,0 +1,256 @@
+"""The bot's operations as plain functions: Slack handlers, the CLI and tests all call these the same way."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from bot import messages
+from bot.config import BotConfig, EnvironmentConfig
+from bot.errors import AlreadyDone, BotError, NotAllowed, Refusal, RunNotFound, StaleMessage
+from bot.integrations.slack import Slack
+from bot.publisher import Publisher
+from bot.runbook import (
+    CHECKLIST_LABELS,
+    AuditEvent,
+    Policy,
+    Run,
+    RunStatus,
+    approve,
+    cancel,
+    confirm_item,
+    new_run,
+)
+from bot.runs import RunStore, new_run_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Deps:
+    """Everything an operation needs, built once at startup and passed in."""
+
+    config: BotConfig
+    store: RunStore
+    slack: Slack | None
+    publisher: Publisher | None
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    instance_id: str = "local"
+    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=16,
+                                                                                     thread_name_prefix="step"))
+
+    def policy(self, env: EnvironmentConfig) -> Policy:
+        return Policy(frozenset(env.requesters), frozenset(env.approvers), env.approvals_required)
+
+    def groups_of(self, user: str, env: EnvironmentConfig) -> frozenset[str]:
+        if self.slack is None or user.startswith("cli:"):
+            return frozenset()
+        return self.slack.groups_of(user, [*env.requesters, *env.approvers])
+
+    def publish(self, run_id: str) -> None:
+        if self.publisher is not None:
+            self.publisher.sync(run_id)
+
+
+@dataclass
+class Reply:
+    """What the user who acted sees (ephemeral), plus what to do after the acknowledgement."""
+
+    text: str
+    blocks: list[dict[str, Any]] | None = None
+    publish_run: str | None = None
+    after: Callable[[], None] | None = None
+
+
+# ---- /migrate <env> ------------------------------------------------------------------------------
+
+def environment_or_refuse(deps: Deps, name: str) -> EnvironmentConfig:
+    env = deps.config.environment(name)
+    if env is None:
+        raise NotAllowed(messages.unknown_environment(name, sorted(deps.config.environments)))
+    return env
+
+
+def start_run(deps: Deps, *, env_name: str, user: str, image_tag: str | None = None) -> Reply:
+    env = environment_or_refuse(deps, env_name)
+    if not deps.policy(env).may_start(user, deps.groups_of(user, env)):
+        return Reply(messages.not_allowed_to_start(user, env.name))
+    now = deps.clock()
+    transition = new_run(
+        run_id=new_run_id(env.name, now),
+        env=env.name,
+        requested_by=user,
+        channel=env.channel,
+        now=now,
+        approvals_required=env.approvals_required,
+        steps_enabled=steps_enabled(env),
+        image_tag=image_tag,
+    )
+    run = deps.store.create(transition, lock_hours=env.lock_hours, reason=f"/migrate {env.name}")
+    return Reply(messages.run_started(run.id, env.name, env.channel), publish_run=run.id)
+
+
+def steps_enabled(env: EnvironmentConfig) -> dict[str, bool]:
+    return {
+        "backup": True,
+        "maintenance_on": env.maintenance.enabled,
+        "migrate": True,
+        "seed": env.seed.enabled,
+        "deploy": env.deploy.enabled,
+        "smoke": bool(env.smoke),
+        "maintenance_off": env.maintenance.enabled,
+    }
+
+
+# ---- buttons -------------------------------------------------------------------------------------
+
+def _denial(deps: Deps, run_id: str, user: str, action: str, exc: Refusal) -> None:
+    """Authorization refusals are audited; doubled clicks and stale messages are not news."""
+    if isinstance(exc, (AlreadyDone, StaleMessage)):
+        return
+    deps.store.audit(run_id, AuditEvent(user, action, "denied", deps.clock(), str(exc)))
+
+
+def confirm(deps: Deps, *, run_id: str, item: str, user: str) -> Reply:
+    try:
+        deps.store.apply(run_id, lambda run: confirm_item(run, item=item, user=user, now=deps.clock()))
+    except Refusal as exc:
+        _denial(deps, run_id, user, "checklist.confirm", exc)
+        return Reply(messages.denied(str(exc)), publish_run=run_id)
+    return Reply("", publish_run=run_id)
+
+
+def approve_run(deps: Deps, *, run_id: str, user: str, version: int | None,
+                fingerprint: Callable[[Run], str | None] | None = None) -> Reply:
+    run = deps.store.get(run_id)
+    env = environment_or_refuse(deps, run.env)
+    policy, groups = deps.policy(env), deps.groups_of(user, env)
+
+    def change(current: Run):  # type: ignore[no-untyped-def]
+        return approve(current, user=user, policy=policy, groups=groups, now=deps.clock(),
+                       fingerprint=fingerprint(current) if fingerprint else None)
+
+    try:
+        deps.store.apply(run_id, change, expected_version=version)
+    except StaleMessage:
+        return Reply(messages.stale_message(), blocks=deps.publisher.current_view(run_id)["blocks"]
+                     if deps.publisher else None, publish_run=run_id)
+    except Refusal as exc:
+        _denial(deps, run_id, user, "run.approve", exc)
+        return Reply(messages.denied(str(exc)), publish_run=run_id)
+    return Reply("", publish_run=run_id)
+
+
+def may_cancel(deps: Deps, run: Run, user: str) -> bool:
+    if user.startswith("cli:") or user == run.requested_by:
+        return True
+    env = deps.config.environment(run.env)
+    if env is None:
+        return False
+    policy, groups = deps.policy(env), deps.groups_of(user, env)
+    return policy.may_approve(user, groups) or policy.may_start(user, groups)
+
+
+def cancel_run(deps: Deps, *, run_id: str, user: str, reason: str = "") -> Reply:
+    run = deps.store.get(run_id)
+    if not may_cancel(deps, run, user):
+        deps.store.audit(run_id, AuditEvent(user, "run.cancel", "denied", deps.clock(), "not allowed"))
+        return Reply(messages.denied(messages.not_allowed_to_cancel(run.env)), publish_run=run_id)
+    try:
+        deps.store.apply(run_id, lambda current: cancel(current, user=user, now=deps.clock(), reason=reason))
+    except Refusal as exc:
+        _denial(deps, run_id, user, "run.cancel", exc)
+        return Reply(messages.denied(str(exc)), publish_run=run_id)
+    return Reply(messages.run_cancelled(run_id), publish_run=run_id)
+
+
+# ---- status --------------------------------------------------------------------------------------
+
+def describe_run(run: Run, now: datetime) -> str:
+    age = int((now - run.created_at).total_seconds() // 60)
+    state = run.status.value.replace("_", " ")
+    checklist = f"{len(run.checklist)}/{len(CHECKLIST_LABELS)} checklist"
+    approvals = f"{len(run.approvals)}/{run.approvals_required} approvals"
+    steps = ", ".join(f"{s.name} {s.status.value}" for s in run.steps if s.status.value != "pending")
+    line = f"{run.id} [{run.env}] {state} · by {run.requested_by} · {age} min ago · {checklist} · {approvals}"
+    return line + (f" · {steps}" if steps else "")
+
+
+def status(deps: Deps, query: str | None = None) -> str:
+    """Plain-text status for Slack or the terminal: one run by id, the runs of an env, or all recent ones."""
+    now = deps.clock()
+    if query and deps.config.environment(query) is None:
+        run = deps.store.get(query)
+        return describe_run(run, now)
+    runs = deps.store.recent_runs(limit=10, env=query)
+    if not runs:
+        return f"No runs{f' in {query}' if query else ''} yet."
+    active = [r for r in runs if r.is_active]
+    lines = [describe_run(r, now) for r in runs]
+    head = f"{len(active)} active run(s)" + (f" in {query}" if query else "")
+    return head + ":\n" + "\n".join(lines)
+
+
+# ---- the /migrate dispatcher ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Invocation:
+    user: str
+    channel: str
+    text: str
+    trigger_id: str | None = None
+
+
+def handle_command(deps: Deps, inv: Invocation) -> Reply:
+    """Parse `/migrate ...` text and run the operation. Raises nothing a user shouldn't see."""
+    try:
+        words = shlex.split(inv.text.strip())
+    except ValueError:
+        return Reply(f"Could not parse `{inv.text[:100]}` (unbalanced quotes).\n{messages.USAGE}")
+    if not words or words[0] in ("help", "-h", "--help"):
+        return Reply(messages.USAGE)
+    verb, rest = words[0].lower(), words[1:]
+    try:
+        if verb == "status":
+            if len(rest) > 1:
+                return Reply(messages.USAGE)
+            return Reply(status(deps, rest[0] if rest else None))
+        if verb == "cancel":
+            if not rest:
+                return Reply("Which run? `/migrate cancel <run-id> [reason]`")
+            return cancel_run(deps, run_id=rest[0], user=inv.user, reason=" ".join(rest[1:]))
+        if verb in deps.config.environments:
+            image_tag = None
+            if rest:
+                if len(rest) == 2 and rest[0] == "--image" and rest[1]:
+                    image_tag = rest[1]
+                else:
+                    return Reply(f"Unexpected `{' '.join(rest)}`.\n{messages.USAGE}")
+            return start_run(deps, env_name=verb, user=inv.user, image_tag=image_tag)
+        extra = EXTRA_VERBS.get(verb)
+        if extra is not None:
+            return extra(deps, inv, rest)
+        if len(words) == 1:
+            return Reply(messages.unknown_environment(verb[:40], sorted(deps.config.environments)))
+        return Reply(f"Unknown command `{verb[:40]}`.\n{messages.USAGE}")
+    except RunNotFound as exc:
+        return Reply(str(exc))
+    except Refusal as exc:
+        return Reply(str(exc))
+
+
+# Later capabilities (check, schedule, timeline, ...) add verbs here: verb -> fn(deps, invocation, args).
+EXTRA_VERBS: dict[str, Callable[[Deps, Invocation, list[str]], Reply]] = {}
+
+
+def safely(fn: Callable[[], Reply]) -> Reply:
+    """Run an operation; any BotError becomes its one-line text, anything else a generic apology."""
+    try:
+        return fn()
+    except BotError as exc:
+        return Reply(str(exc) if not isinstance(exc, Refusal) else messages.denied(str(exc)))

@@ -1,0 +1,440 @@
+"""The runbook as pure rules: the run document, the checklist, the steps, and every allowed transition (no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from bot.errors import AlreadyDone, NotAllowed, SelfApproval, WrongState
+
+
+@dataclass(frozen=True)
+class ChecklistItem:
+    key: str
+    label: str
+
+
+# The seed's pre-migration checklist, in its order.
+CHECKLIST: tuple[ChecklistItem, ...] = (
+    ChecklistItem("staging_tested", "All migrations tested in staging environment"),
+    ChecklistItem("backup_verified", "Database backup completed and verified"),
+    ChecklistItem("rollback_plan", "Rollback plan prepared and tested"),
+    ChecklistItem("window_scheduled", "Maintenance window scheduled (if required)"),
+    ChecklistItem("team_notified", "Team notified of deployment timeline"),
+    ChecklistItem("script_reviewed", "Migration script reviewed by at least one other developer"),
+)
+CHECKLIST_KEYS = tuple(item.key for item in CHECKLIST)
+CHECKLIST_LABELS = {item.key: item.label for item in CHECKLIST}
+
+
+class RunStatus(StrEnum):
+    COLLECTING = "collecting"
+    AWAITING_APPROVAL = "awaiting_approval"
+    RUNNING = "running"
+    MONITORING = "monitoring"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.ROLLED_BACK, RunStatus.CANCELLED})
+"""States after which the environment lock is released. FAILED keeps the lock: a human must roll back or close."""
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    name: str
+    label: str
+    optional: bool
+
+
+# The seed's production steps 1-6 and 8 (7, monitoring, is the run's `monitoring` state).
+STEP_SPECS: dict[str, StepSpec] = {
+    "backup": StepSpec("backup", "Back up the database", optional=False),
+    "maintenance_on": StepSpec("maintenance_on", "Enable maintenance mode", optional=True),
+    "migrate": StepSpec("migrate", "Apply Prisma migrations", optional=False),
+    "seed": StepSpec("seed", "Run the database seed", optional=True),
+    "deploy": StepSpec("deploy", "Deploy the new app version", optional=False),
+    "smoke": StepSpec("smoke", "Smoke-test critical paths", optional=False),
+    "maintenance_off": StepSpec("maintenance_off", "Disable maintenance mode", optional=False),
+}
+
+
+class Confirmation(BaseModel):
+    by: str
+    at: datetime
+    evidence: str | None = None
+
+
+class Approval(BaseModel):
+    by: str
+    at: datetime
+    fingerprint: str | None = None
+
+
+class StepState(BaseModel):
+    name: str
+    status: StepStatus = StepStatus.PENDING
+    attempt: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    by: str | None = None
+    owner: str | None = None
+    progress: str | None = None
+    result: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return STEP_SPECS[self.name].label
+
+
+class Run(BaseModel):
+    """Everything the bot knows about one migration run; stored in Redis as JSON."""
+
+    id: str
+    env: str
+    status: RunStatus = RunStatus.COLLECTING
+    requested_by: str
+    channel: str
+    message_ts: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    version: int = 0
+    approvals_required: int = 1
+    checklist: dict[str, Confirmation] = Field(default_factory=dict)
+    approvals: list[Approval] = Field(default_factory=list)
+    steps: list[StepState] = Field(default_factory=list)
+    image_tag: str | None = None
+    fingerprint: str | None = None
+    pending_migrations: list[str] = Field(default_factory=list)
+    cancelled_by: str | None = None
+    cancel_reason: str | None = None
+    failure: str | None = None
+    facts: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def is_active(self) -> bool:
+        return not self.is_terminal
+
+    def step(self, name: str) -> StepState:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise WrongState(f"Run {self.id} has no step {name!r}.")
+
+    def missing_items(self) -> list[str]:
+        return [key for key in CHECKLIST_KEYS if key not in self.checklist]
+
+    def approved_by(self) -> list[str]:
+        return [a.by for a in self.approvals]
+
+
+@dataclass
+class AuditEvent:
+    """One line of the append-only audit trail: who did what, when, and how it ended."""
+
+    actor: str
+    action: str
+    outcome: str
+    at: datetime
+    detail: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Transition:
+    run: Run
+    events: list[AuditEvent]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Who may do what in one environment, with user-group membership already resolved."""
+
+    requesters: frozenset[str]
+    approvers: frozenset[str]
+    approvals_required: int
+
+    def may_start(self, user: str, groups: Iterable[str] = ()) -> bool:
+        return _member(user, groups, self.requesters)
+
+    def may_approve(self, user: str, groups: Iterable[str] = ()) -> bool:
+        return _member(user, groups, self.approvers)
+
+
+def _member(user: str, groups: Iterable[str], allowed: frozenset[str]) -> bool:
+    return user in allowed or any(group in allowed for group in groups)
+
+
+def _touch(run: Run, now: datetime) -> Run:
+    return run.model_copy(update={"version": run.version + 1, "updated_at": now}, deep=True)
+
+
+def steps_for(enabled: dict[str, bool]) -> list[StepState]:
+    """The step list of a new run: every step whose switch in ``enabled`` is on (default on)."""
+    return [StepState(name=name) for name in STEP_SPECS if enabled.get(name, True)]
+
+
+def new_run(
+    *,
+    run_id: str,
+    env: str,
+    requested_by: str,
+    channel: str,
+    now: datetime,
+    approvals_required: int,
+    steps_enabled: dict[str, bool],
+    image_tag: str | None = None,
+) -> Transition:
+    run = Run(
+        id=run_id,
+        env=env,
+        requested_by=requested_by,
+        channel=channel,
+        created_at=now,
+        updated_at=now,
+        version=1,
+        approvals_required=approvals_required,
+        steps=steps_for(steps_enabled),
+        image_tag=image_tag,
+    )
+    detail = f"image {image_tag}" if image_tag else ""
+    return Transition(run, [AuditEvent(requested_by, "run.start", "ok", now, detail)])
+
+
+def _require_status(run: Run, allowed: Iterable[RunStatus], action: str) -> None:
+    allowed = tuple(allowed)
+    if run.status not in allowed:
+        raise WrongState(f"Cannot {action}: run {run.id} is {run.status.value.replace('_', ' ')}.")
+
+
+def confirm_item(run: Run, *, item: str, user: str, now: datetime, evidence: str | None = None) -> Transition:
+    """Tick one checklist item. When the last one is ticked the run waits for approval."""
+    if item not in CHECKLIST_LABELS:
+        raise WrongState(f"Unknown checklist item {item!r}.")
+    _require_status(run, (RunStatus.COLLECTING, RunStatus.AWAITING_APPROVAL), "confirm a checklist item")
+    if item in run.checklist:
+        done = run.checklist[item]
+        raise AlreadyDone(f"“{CHECKLIST_LABELS[item]}” was already confirmed by <@{done.by}>.")
+    new = _touch(run, now)
+    new.checklist[item] = Confirmation(by=user, at=now, evidence=evidence)
+    events = [AuditEvent(user, "checklist.confirm", "ok", now, CHECKLIST_LABELS[item], {"item": item})]
+    if not new.missing_items() and new.status is RunStatus.COLLECTING:
+        new.status = RunStatus.AWAITING_APPROVAL
+        events.append(AuditEvent("bot", "run.awaiting_approval", "ok", now, "checklist complete"))
+    return Transition(new, events)
+
+
+def approve(run: Run, *, user: str, policy: Policy, groups: Iterable[str], now: datetime,
+            fingerprint: str | None = None) -> Transition:
+    """Record one approval; the two-person rule is enforced here, whatever the buttons showed."""
+    if run.status is RunStatus.COLLECTING:
+        missing = ", ".join(f"“{CHECKLIST_LABELS[key]}”" for key in run.missing_items())
+        raise WrongState(f"Approval needs every checklist item confirmed first. Still open: {missing}.")
+    _require_status(run, (RunStatus.AWAITING_APPROVAL,), "approve")
+    if user == run.requested_by:
+        raise SelfApproval("You requested this run, so you cannot approve it. Ask another approver.")
+    if user in run.approved_by():
+        raise AlreadyDone("You have already approved this run; approvals from one person count once.")
+    if not policy.may_approve(user, groups):
+        raise NotAllowed(f"You are not on the approver list for {run.env}.")
+    new = _touch(run, now)
+    new.approvals.append(Approval(by=user, at=now, fingerprint=fingerprint))
+    if fingerprint:
+        new.fingerprint = fingerprint
+    events = [AuditEvent(user, "run.approve", "ok", now, f"{len(new.approvals)}/{run.approvals_required}")]
+    if len(new.approvals) >= run.approvals_required:
+        new.status = RunStatus.RUNNING
+        events.append(AuditEvent("bot", "run.approved", "ok", now, "all approvals in; steps may run"))
+    return Transition(new, events)
+
+
+def void_approvals(run: Run, *, reason: str, now: datetime) -> Transition:
+    """Take back every approval (the migrations changed after they were approved)."""
+    new = _touch(run, now)
+    new.approvals = []
+    new.fingerprint = None
+    if new.status is RunStatus.RUNNING:
+        new.status = RunStatus.AWAITING_APPROVAL
+    return Transition(new, [AuditEvent("bot", "run.approval_voided", "ok", now, reason)])
+
+
+def cancel(run: Run, *, user: str, now: datetime, reason: str = "") -> Transition:
+    """Cancel a run that has not started changing anything yet, or that has stopped."""
+    if run.is_terminal:
+        raise AlreadyDone(f"Run {run.id} is already {run.status.value.replace('_', ' ')}.")
+    running = [s.name for s in run.steps if s.status is StepStatus.RUNNING]
+    if running:
+        raise WrongState(f"Step {running[0]} is running; wait for it to finish before cancelling.")
+    new = _touch(run, now)
+    new.status = RunStatus.CANCELLED
+    new.cancelled_by = user
+    new.cancel_reason = reason or None
+    return Transition(new, [AuditEvent(user, "run.cancel", "ok", now, reason)])
+
+
+def next_step(run: Run) -> StepState | None:
+    """The first step that is not finished (succeeded or skipped)."""
+    for step in run.steps:
+        if step.status not in (StepStatus.SUCCEEDED, StepStatus.SKIPPED):
+            return step
+    return None
+
+
+def begin_step(run: Run, *, name: str, user: str, owner: str, now: datetime) -> Transition:
+    """Claim a step for execution. Only the next step, and only once: a second click loses here."""
+    _require_status(run, (RunStatus.RUNNING,), f"run step {name}")
+    step = next_step(run)
+    if step is None or step.name != name:
+        current = run.step(name)
+        if current.status is StepStatus.RUNNING:
+            raise AlreadyDone(f"Step “{current.label}” is already running.")
+        if current.status in (StepStatus.SUCCEEDED, StepStatus.SKIPPED):
+            raise AlreadyDone(f"Step “{current.label}” is already {current.status.value}.")
+        raise WrongState(f"Step “{current.label}” is not next; “{step.label if step else 'none'}” is.")
+    if step.status is StepStatus.RUNNING:
+        raise AlreadyDone(f"Step “{step.label}” is already running.")
+    new = _touch(run, now)
+    target = new.step(name)
+    target.status = StepStatus.RUNNING
+    target.attempt += 1
+    target.started_at = now
+    target.finished_at = None
+    target.by = user
+    target.owner = owner
+    target.error = None
+    target.progress = None
+    action = "step.retry" if target.attempt > 1 else "step.start"
+    return Transition(new, [AuditEvent(user, action, "ok", now, target.label, {"step": name, "attempt": target.attempt})])
+
+
+def report_progress(run: Run, *, name: str, progress: str, now: datetime) -> Transition:
+    step = run.step(name)
+    if step.status is not StepStatus.RUNNING:
+        raise WrongState(f"Step {name} is not running.")
+    new = _touch(run, now)
+    new.step(name).progress = progress
+    return Transition(new, [])
+
+
+def finish_step(run: Run, *, name: str, result: dict[str, Any], now: datetime, summary: str = "") -> Transition:
+    step = run.step(name)
+    if step.status is not StepStatus.RUNNING:
+        raise WrongState(f"Step {name} is {step.status.value}, not running.")
+    new = _touch(run, now)
+    target = new.step(name)
+    target.status = StepStatus.SUCCEEDED
+    target.finished_at = now
+    target.result = result
+    target.progress = None
+    target.owner = None
+    events = [AuditEvent("bot", "step.succeeded", "ok", now, summary or target.label, {"step": name})]
+    if next_step(new) is None:
+        new.status = RunStatus.MONITORING
+        events.append(AuditEvent("bot", "run.monitoring", "ok", now, "all steps done; watching the result"))
+    return Transition(new, events)
+
+
+def fail_step(run: Run, *, name: str, error: str, now: datetime, result: dict[str, Any] | None = None,
+              stop_run: bool = True) -> Transition:
+    step = run.step(name)
+    if step.status is not StepStatus.RUNNING:
+        raise WrongState(f"Step {name} is {step.status.value}, not running.")
+    new = _touch(run, now)
+    target = new.step(name)
+    target.status = StepStatus.FAILED
+    target.finished_at = now
+    target.error = error
+    target.owner = None
+    target.progress = None
+    if result:
+        target.result = result
+    events = [AuditEvent("bot", "step.failed", "failed", now, f"{target.label}: {error}", {"step": name})]
+    if stop_run:
+        new.status = RunStatus.FAILED
+        new.failure = f"{target.label} failed: {error}"
+    return Transition(new, events)
+
+
+def skip_step(run: Run, *, name: str, user: str, now: datetime) -> Transition:
+    _require_status(run, (RunStatus.RUNNING,), f"skip step {name}")
+    step = next_step(run)
+    if step is None or step.name != name:
+        raise WrongState(f"Only the next step can be skipped, and {name} is not next.")
+    if not STEP_SPECS[name].optional:
+        raise NotAllowed(f"“{step.label}” cannot be skipped: the runbook requires it.")
+    if step.status is StepStatus.RUNNING:
+        raise WrongState(f"“{step.label}” is running.")
+    new = _touch(run, now)
+    target = new.step(name)
+    target.status = StepStatus.SKIPPED
+    target.finished_at = now
+    target.by = user
+    events = [AuditEvent(user, "step.skip", "ok", now, target.label, {"step": name})]
+    if next_step(new) is None:
+        new.status = RunStatus.MONITORING
+        events.append(AuditEvent("bot", "run.monitoring", "ok", now, "all steps done; watching the result"))
+    return Transition(new, events)
+
+
+def interrupt_step(run: Run, *, name: str, now: datetime, why: str) -> Transition:
+    """The process running a step died: mark it for a human. Never re-run it silently."""
+    step = run.step(name)
+    if step.status is not StepStatus.RUNNING:
+        raise WrongState(f"Step {name} is {step.status.value}, not running.")
+    new = _touch(run, now)
+    target = new.step(name)
+    target.status = StepStatus.INTERRUPTED
+    target.owner = None
+    target.error = why
+    return Transition(new, [AuditEvent("bot", "step.interrupted", "interrupted", now, f"{target.label}: {why}",
+                                       {"step": name})])
+
+
+def resolve_interrupted(run: Run, *, name: str, user: str, now: datetime, done: bool) -> Transition:
+    """A human looked at reality after an interruption: mark the step done, or leave it to be retried."""
+    step = run.step(name)
+    if step.status is not StepStatus.INTERRUPTED:
+        raise WrongState(f"Step {name} is {step.status.value}, not interrupted.")
+    new = _touch(run, now)
+    target = new.step(name)
+    if done:
+        target.status = StepStatus.SUCCEEDED
+        target.finished_at = now
+        target.result = {**target.result, "resolved_by": user}
+        events = [AuditEvent(user, "step.mark_done", "ok", now, f"{target.label} checked by hand and marked done",
+                             {"step": name})]
+        if next_step(new) is None:
+            new.status = RunStatus.MONITORING
+            events.append(AuditEvent("bot", "run.monitoring", "ok", now, "all steps done; watching the result"))
+        return Transition(new, events)
+    target.status = StepStatus.PENDING
+    return Transition(new, [AuditEvent(user, "step.reset", "ok", now, f"{target.label} will be run again",
+                                       {"step": name})])
+
+
+def finish_run(run: Run, *, user: str, now: datetime, status: RunStatus, detail: str) -> Transition:
+    new = _touch(run, now)
+    new.status = status
+    return Transition(new, [AuditEvent(user, f"run.{status.value}", "ok", now, detail)])

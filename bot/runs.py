@@ -1,0 +1,292 @@
+"""The run store in Redis: run documents, per-environment locks, compare-and-set transitions and the audit stream."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bot.errors import RunActive, RunNotFound, StateStoreUnavailable
+from bot.runbook import AuditEvent, Run, Transition
+
+UNAVAILABLE = "state store unavailable — nothing was changed"
+_MAX_CAS_ATTEMPTS = 50
+
+
+@dataclass(frozen=True)
+class EnvLock:
+    """Who holds an environment: one active run at a time."""
+
+    env: str
+    run_id: str
+    owner: str
+    reason: str
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: str
+    actor: str
+    action: str
+    outcome: str
+    at: datetime
+    detail: str
+    data: dict[str, Any]
+
+
+def connect(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
+    """A Redis client whose every call gives up quickly, so a dead Redis turns into a clear error."""
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=timeout_s,
+        socket_timeout=timeout_s,
+        health_check_interval=30,
+        decode_responses=True,
+    )
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise StateStoreUnavailable(UNAVAILABLE) from exc
+    except WatchError:
+        raise
+    except RedisError as exc:
+        raise StateStoreUnavailable(f"{UNAVAILABLE} ({type(exc).__name__})") from exc
+
+
+def new_run_id(env: str, now: datetime) -> str:
+    """Short, readable, unique, and valid inside RDS snapshot identifiers: prod-261124-a1b2c3."""
+    return f"{env}-{now:%y%m%d}-{secrets.token_hex(3)}"
+
+
+class RunStore:
+    """All run state lives here, so any replica or the CLI can pick a run up."""
+
+    def __init__(self, client: redis.Redis, *, prefix: str = "migbot:",
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.redis = client
+        self.prefix = prefix
+        self.clock = clock
+
+    # keys -------------------------------------------------------------------------------------
+    def _run_key(self, run_id: str) -> str:
+        return f"{self.prefix}run:{run_id}"
+
+    def _lock_key(self, env: str) -> str:
+        return f"{self.prefix}lock:{env}"
+
+    def _audit_key(self, run_id: str) -> str:
+        return f"{self.prefix}audit:{run_id}"
+
+    def key(self, *parts: str) -> str:
+        """A namespaced key for other modules (idempotency keys, cursors, heartbeats)."""
+        return self.prefix + ":".join(parts)
+
+    # health -----------------------------------------------------------------------------------
+    def ping(self) -> bool:
+        try:
+            return bool(self.redis.ping())
+        except RedisError:
+            return False
+
+    # reads ------------------------------------------------------------------------------------
+    def get(self, run_id: str) -> Run:
+        with _store_errors():
+            raw = self.redis.get(self._run_key(run_id))
+        if raw is None:
+            raise RunNotFound(f"No run with id `{run_id}`. Try `/migrate status` to list recent runs.")
+        return Run.model_validate_json(raw)
+
+    def find(self, run_id: str) -> Run | None:
+        try:
+            return self.get(run_id)
+        except RunNotFound:
+            return None
+
+    def lock(self, env: str) -> EnvLock | None:
+        with _store_errors():
+            raw = self.redis.get(self._lock_key(env))
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return EnvLock(
+            env=env,
+            run_id=data["run_id"],
+            owner=data["owner"],
+            reason=data["reason"],
+            created_at=datetime.fromisoformat(data["created_at"]),
+            expires_at=datetime.fromisoformat(data["expires_at"]),
+        )
+
+    def active_run(self, env: str) -> Run | None:
+        held = self.lock(env)
+        return self.find(held.run_id) if held else None
+
+    def recent_runs(self, limit: int = 10, env: str | None = None) -> list[Run]:
+        with _store_errors():
+            ids = self.redis.zrevrange(f"{self.prefix}runs", 0, max(limit * 5, 50) - 1)
+            raws = self.redis.mget([self._run_key(i) for i in ids]) if ids else []
+        runs = [Run.model_validate_json(raw) for raw in raws if raw]
+        if env:
+            runs = [run for run in runs if run.env == env]
+        return runs[:limit]
+
+    def active_runs(self) -> list[Run]:
+        return [run for run in self.recent_runs(limit=200) if run.is_active]
+
+    def audit_entries(self, run_id: str, after: str = "-") -> list[AuditEntry]:
+        start = "-" if after == "-" else f"({after}"
+        with _store_errors():
+            rows = self.redis.xrange(self._audit_key(run_id), min=start, max="+")
+        return [
+            AuditEntry(
+                id=entry_id,
+                actor=fields["actor"],
+                action=fields["action"],
+                outcome=fields["outcome"],
+                at=datetime.fromisoformat(fields["at"]),
+                detail=fields.get("detail", ""),
+                data=json.loads(fields.get("data", "{}")),
+            )
+            for entry_id, fields in rows
+        ]
+
+    # writes -----------------------------------------------------------------------------------
+    @staticmethod
+    def _audit_fields(event: AuditEvent) -> dict[str, str]:
+        return {
+            "actor": event.actor,
+            "action": event.action,
+            "outcome": event.outcome,
+            "at": event.at.isoformat(),
+            "detail": event.detail,
+            "data": json.dumps(event.data, default=str),
+        }
+
+    def create(self, transition: Transition, *, lock_hours: float, reason: str = "migration run") -> Run:
+        """Store a new run and take its environment's lock, atomically. Refuses while another run holds it."""
+        run = transition.run
+        lock_key = self._lock_key(run.env)
+        now = self.clock()
+        expires = now + timedelta(hours=lock_hours)
+        lock_doc = json.dumps({
+            "run_id": run.id, "owner": run.requested_by, "reason": reason,
+            "created_at": now.isoformat(), "expires_at": expires.isoformat(),
+        })
+        with _store_errors(), self.redis.pipeline() as pipe:
+            for _ in range(_MAX_CAS_ATTEMPTS):
+                try:
+                    pipe.watch(lock_key)
+                    if pipe.exists(lock_key):
+                        pipe.unwatch()
+                        held = self.lock(run.env)
+                        if held is not None:
+                            raise RunActive(self._describe_lock(held))
+                        continue
+                    pipe.multi()
+                    pipe.set(self._run_key(run.id), run.model_dump_json())
+                    pipe.set(lock_key, lock_doc, px=int(lock_hours * 3600 * 1000))
+                    pipe.zadd(f"{self.prefix}runs", {run.id: run.created_at.timestamp()})
+                    for event in transition.events:
+                        pipe.xadd(self._audit_key(run.id), self._audit_fields(event))
+                    pipe.execute()
+                    return run
+                except WatchError:
+                    continue
+        raise RunActive(f"Another run is being started in {run.env} right now; try again in a moment.")
+
+    def _describe_lock(self, held: EnvLock) -> str:
+        age = self.clock() - held.created_at
+        minutes = int(age.total_seconds() // 60)
+        age_text = f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+        run = self.find(held.run_id)
+        link = f"<https://slack.com/archives/{run.channel}/p{run.message_ts.replace('.', '')}|{held.run_id}>" \
+            if run and run.message_ts else f"`{held.run_id}`"
+        state = f", {run.status.value.replace('_', ' ')}" if run else ""
+        return (f"A run is already active in {held.env}: {link} started by <@{held.owner}> {age_text} ago{state}. "
+                f"Finish or cancel it first (`/migrate cancel {held.run_id}`).")
+
+    def apply(self, run_id: str, change: Callable[[Run], Transition],
+              expected_version: int | None = None) -> Transition:
+        """Compare-and-set: read the run, compute the transition, write it only if nobody wrote in between.
+
+        ``change`` is pure and may raise a Refusal; then nothing is written. Two clicks, two replicas:
+        one wins, the other re-reads and is refused by the rules (already approved, already running).
+        """
+        key = self._run_key(run_id)
+        with _store_errors(), self.redis.pipeline() as pipe:
+            for _ in range(_MAX_CAS_ATTEMPTS):
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        pipe.unwatch()
+                        raise RunNotFound(f"No run with id `{run_id}`.")
+                    current = Run.model_validate_json(raw)
+                    if expected_version is not None and current.version != expected_version:
+                        pipe.unwatch()
+                        from bot.errors import StaleMessage
+
+                        raise StaleMessage("This message is out of date — here is the current one.")
+                    transition = change(current)
+                    pipe.multi()
+                    pipe.set(key, transition.run.model_dump_json())
+                    for event in transition.events:
+                        pipe.xadd(self._audit_key(run_id), self._audit_fields(event))
+                    if transition.run.is_terminal and not current.is_terminal:
+                        self._queue_release(pipe, transition.run)
+                    pipe.execute()
+                    return transition
+                except WatchError:
+                    continue
+        raise StateStoreUnavailable("too much contention on this run; nothing was changed — try again")
+
+    def _queue_release(self, pipe: Any, run: Run) -> None:
+        # The lock is released only if this run still holds it; checked again by the Lua script.
+        pipe.eval(
+            "local v = redis.call('GET', KEYS[1]); "
+            "if v and cjson.decode(v)['run_id'] == ARGV[1] then return redis.call('DEL', KEYS[1]) end; return 0",
+            1, self._lock_key(run.env), run.id,
+        )
+
+    def set_message(self, run_id: str, channel: str, ts: str) -> bool:
+        """Remember the status message; only the first writer wins, so a run never gets two messages."""
+        def change(run: Run) -> Transition:
+            if run.message_ts:
+                from bot.errors import AlreadyDone
+
+                raise AlreadyDone("message already posted")
+            new = run.model_copy(update={"message_ts": ts, "channel": channel}, deep=True)
+            return Transition(new, [])
+
+        from bot.errors import AlreadyDone
+
+        try:
+            self.apply(run_id, change)
+            return True
+        except AlreadyDone:
+            return False
+
+    def audit(self, run_id: str, event: AuditEvent) -> None:
+        """Append one entry (a denial, a note) without touching the run document."""
+        with _store_errors():
+            self.redis.xadd(self._audit_key(run_id), self._audit_fields(event))
+
+    def claim_once(self, key: str, ttl_s: int = 86400, value: str = "1") -> bool:
+        """True exactly once per key across all replicas (SET NX)."""
+        with _store_errors():
+            return bool(self.redis.set(self.key("once", key), value, nx=True, ex=ttl_s))

@@ -1,0 +1,39 @@
+"""HTTP serving: Starlette routes for Slack's requests and /healthz, run by uvicorn (no dev server)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt import App
+from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bot.runs import RunStore
+
+log = logging.getLogger(__name__)
+
+
+def build_asgi(bolt_app: App, store: RunStore) -> Starlette:
+    """POST /slack/events for commands, interactivity and events; GET /healthz reports Redis."""
+
+    async def slack_events(request: Request) -> Response:
+        body = await request.body()
+        bolt_request = to_bolt_request(request, body)
+        # Bolt's App is synchronous: dispatch in a worker thread so the event loop keeps serving.
+        bolt_response = await run_in_threadpool(bolt_app.dispatch, bolt_request)
+        return to_starlette_response(bolt_response)
+
+    async def healthz(_: Request) -> Response:
+        ok = await run_in_threadpool(store.ping)
+        body: dict[str, Any] = {"status": "ok" if ok else "degraded", "redis": "ok" if ok else "unreachable"}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    return Starlette(routes=[
+        Route("/slack/events", slack_events, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ])

@@ -1,0 +1,173 @@
+"""Pure rendering: a run becomes the Block Kit JSON of its one status message (no I/O)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.messages import slack_date
+from bot.runbook import CHECKLIST, STEP_SPECS, Run, RunStatus, StepStatus, next_step
+
+Block = dict[str, Any]
+
+STATUS_LABEL = {
+    RunStatus.COLLECTING: "🟡 Collecting the checklist",
+    RunStatus.AWAITING_APPROVAL: "🟠 Awaiting approval",
+    RunStatus.RUNNING: "🔵 Running",
+    RunStatus.MONITORING: "🟣 Monitoring",
+    RunStatus.SUCCEEDED: "🟢 Succeeded",
+    RunStatus.FAILED: "🔴 Failed",
+    RunStatus.ROLLING_BACK: "🟠 Rolling back",
+    RunStatus.ROLLED_BACK: "⚪ Rolled back",
+    RunStatus.CANCELLED: "⚪ Cancelled",
+}
+
+STEP_ICON = {
+    StepStatus.PENDING: "⬜",
+    StepStatus.RUNNING: "⏳",
+    StepStatus.SUCCEEDED: "✅",
+    StepStatus.FAILED: "❌",
+    StepStatus.SKIPPED: "⏭️",
+    StepStatus.INTERRUPTED: "⚠️",
+}
+
+
+def button_value(run: Run) -> str:
+    """Buttons carry only the run id and the message version they were rendered at."""
+    return f"{run.id}|{run.version}"
+
+
+def parse_button_value(value: str) -> tuple[str, int | None]:
+    run_id, _, version = (value or "").partition("|")
+    return run_id, int(version) if version.isdigit() else None
+
+
+def _text(text: str) -> dict[str, str]:
+    return {"type": "mrkdwn", "text": text[:3000]}
+
+
+def _button(text: str, action_id: str, value: str, style: str | None = None,
+            confirm: tuple[str, str, str] | None = None) -> Block:
+    button: Block = {"type": "button", "text": {"type": "plain_text", "text": text[:75], "emoji": True},
+                     "action_id": action_id, "value": value}
+    if style:
+        button["style"] = style
+    if confirm:
+        title, body, ok = confirm
+        button["confirm"] = {
+            "title": {"type": "plain_text", "text": title[:100]},
+            "text": {"type": "mrkdwn", "text": body[:300]},
+            "confirm": {"type": "plain_text", "text": ok[:30]},
+            "deny": {"type": "plain_text", "text": "Not yet"},
+        }
+        if style in ("danger", "primary"):
+            button["confirm"]["style"] = style
+    return button
+
+
+def fallback_text(run: Run) -> str:
+    return f"Migration {run.id} in {run.env}: {STATUS_LABEL[run.status]}"
+
+
+def render_run(run: Run) -> dict[str, Any]:
+    """The status message of a run: header, checklist, approvals, steps, and the buttons valid right now."""
+    v = run.version
+    value = button_value(run)
+    blocks: list[Block] = [
+        {"type": "header", "block_id": f"head:{v}",
+         "text": {"type": "plain_text", "text": f"Migration {run.id} · {run.env}"[:150], "emoji": True}},
+        {"type": "context", "block_id": f"meta:{v}", "elements": [_text(
+            f"*{STATUS_LABEL[run.status]}* · requested by <@{run.requested_by}> · {slack_date(run.created_at)}"
+            + (f" · image `{run.image_tag}`" if run.image_tag else ""))]},
+        {"type": "divider", "block_id": f"d1:{v}"},
+    ]
+    checklist_open = run.status in (RunStatus.COLLECTING, RunStatus.AWAITING_APPROVAL)
+    done = len(run.checklist)
+    blocks.append({"type": "section", "block_id": f"cl:{v}",
+                   "text": _text(f"*Pre-migration checklist* ({done}/{len(CHECKLIST)})")})
+    for item in CHECKLIST:
+        confirmation = run.checklist.get(item.key)
+        if confirmation:
+            line = f"✅ {item.label} — <@{confirmation.by}>, {slack_date(confirmation.at, '{time}')}"
+            if confirmation.evidence:
+                line += f"\n      _{confirmation.evidence}_"
+            blocks.append({"type": "section", "block_id": f"item:{item.key}:{v}", "text": _text(line)})
+        else:
+            section: Block = {"type": "section", "block_id": f"item:{item.key}:{v}", "text": _text(f"⬜ {item.label}")}
+            if checklist_open:
+                section["accessory"] = _button("Confirm", f"checklist:{item.key}", value)
+            blocks.append(section)
+    blocks.append({"type": "divider", "block_id": f"d2:{v}"})
+    blocks.extend(_approval_blocks(run, value))
+    if run.status not in (RunStatus.COLLECTING, RunStatus.AWAITING_APPROVAL, RunStatus.CANCELLED) or any(
+        s.status is not StepStatus.PENDING for s in run.steps
+    ):
+        blocks.append({"type": "divider", "block_id": f"d3:{v}"})
+        blocks.extend(_step_blocks(run, value))
+    if run.failure and run.status is RunStatus.FAILED:
+        blocks.append({"type": "section", "block_id": f"fail:{v}", "text": _text(f"❌ *{run.failure}*")})
+    if run.status is RunStatus.CANCELLED:
+        reason = f": {run.cancel_reason}" if run.cancel_reason else ""
+        blocks.append({"type": "context", "block_id": f"cancelled:{v}",
+                       "elements": [_text(f"Cancelled by <@{run.cancelled_by}>{reason}" if run.cancelled_by
+                                          and not run.cancelled_by.startswith("cli:")
+                                          else f"Cancelled by {run.cancelled_by}{reason}")]})
+    controls: list[Block] = []
+    if run.status is RunStatus.AWAITING_APPROVAL:
+        controls.append(_button("Approve", "approve", value, "primary", (
+            f"Approve {run.env} migration?",
+            f"You approve run {run.id} in {run.env}: backup, migrations and deploy will follow.",
+            "Approve")))
+    if run.is_active and not any(s.status is StepStatus.RUNNING for s in run.steps):
+        controls.append(_button("Cancel run", "cancel", value, "danger", (
+            "Cancel this run?", "The run stops here and the environment lock is released.", "Cancel run")))
+    if controls:
+        blocks.append({"type": "actions", "block_id": f"controls:{v}", "elements": controls})
+    blocks.append({"type": "context", "block_id": f"foot:{v}",
+                   "elements": [_text(f"run `{run.id}` · v{v} · audit trail in the thread")]})
+    return {"text": fallback_text(run), "blocks": blocks}
+
+
+def _approval_blocks(run: Run, value: str) -> list[Block]:
+    got, need = len(run.approvals), run.approvals_required
+    lines = [f"*Approval* ({got}/{need}) — the requester cannot approve their own run"]
+    for approval in run.approvals:
+        lines.append(f"✅ Approved by <@{approval.by}> at {slack_date(approval.at, '{time}')}")
+    if run.status is RunStatus.COLLECTING:
+        lines.append("_Approval opens when every checklist item is confirmed._")
+    return [{"type": "section", "block_id": f"appr:{run.version}", "text": _text("\n".join(lines))}]
+
+
+def _step_blocks(run: Run, value: str) -> list[Block]:
+    lines = ["*Runbook*"]
+    for step in run.steps:
+        line = f"{STEP_ICON[step.status]} {step.label}"
+        if step.status is StepStatus.RUNNING:
+            line += f" — running{f' ({step.progress})' if step.progress else ''}"
+        elif step.status is StepStatus.SUCCEEDED and step.result.get("summary"):
+            line += f" — {step.result['summary']}"
+        elif step.status in (StepStatus.FAILED, StepStatus.INTERRUPTED) and step.error:
+            line += f" — {step.error}"
+        if step.attempt > 1:
+            line += f" (attempt {step.attempt})"
+        lines.append(line)
+    blocks: list[Block] = [{"type": "section", "block_id": f"steps:{run.version}", "text": _text("\n".join(lines))}]
+    if run.status is not RunStatus.RUNNING:
+        return blocks
+    step = next_step(run)
+    if step is None or step.status is StepStatus.RUNNING:
+        return blocks
+    spec = STEP_SPECS[step.name]
+    elements: list[Block] = []
+    if step.status is StepStatus.INTERRUPTED:
+        elements.append(_button(f"Retry: {spec.label}", f"step_run:{step.name}", value, "primary", (
+            "Run this step again?", f"“{spec.label}” was interrupted. Check what it left behind before running it again.",
+            "Run again")))
+        elements.append(_button("Checked: it completed", f"step_done:{step.name}", value, None, (
+            "Mark as done?", f"Only if you verified by hand that “{spec.label}” completed.", "Mark done")))
+    else:
+        label = "Retry" if step.status is StepStatus.FAILED else "Run"
+        elements.append(_button(f"{label}: {spec.label}", f"step_run:{step.name}", value, "primary"))
+        if spec.optional:
+            elements.append(_button("Skip", f"step_skip:{step.name}", value))
+    blocks.append({"type": "actions", "block_id": f"step:{step.name}:{run.version}", "elements": elements})
+    return blocks

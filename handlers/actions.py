@@ -1,0 +1,75 @@
+"""Button clicks on the status message: ack at once, then apply the click to the run and re-render."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from slack_bolt import Ack, App
+
+from bot import messages
+from bot.errors import BotError, StateStoreUnavailable
+from bot.operations import Deps, Reply, approve_run, cancel_run, confirm
+from bot.views import parse_button_value
+from handlers.commands import follow_up
+
+log = logging.getLogger(__name__)
+
+# Later capabilities register more: action_id pattern -> fn(deps, click) -> Reply
+CLICK_HANDLERS: list[tuple[re.Pattern[str], Callable[[Deps, Click], Reply]]] = []
+
+
+class Click:
+    """The fields of a block_actions payload that operations need."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        action = (body.get("actions") or [{}])[0]
+        self.action_id: str = str(action.get("action_id", ""))
+        self.user: str = str((body.get("user") or {}).get("id", ""))
+        self.channel: str = str((body.get("channel") or {}).get("id", "")
+                                or (body.get("container") or {}).get("channel_id", ""))
+        self.run_id, self.version = parse_button_value(str(action.get("value", "")))
+        self.trigger_id: str | None = body.get("trigger_id")
+        self.subject = self.action_id.partition(":")[2]
+
+
+def _run_click(deps: Deps, click: Click) -> Reply:
+    if click.action_id.startswith("checklist:"):
+        return confirm(deps, run_id=click.run_id, item=click.subject, user=click.user)
+    if click.action_id == "approve":
+        from bot.steps import approval_fingerprint
+
+        return approve_run(deps, run_id=click.run_id, user=click.user, version=click.version,
+                           fingerprint=lambda run: approval_fingerprint(deps, run))
+    if click.action_id == "cancel":
+        return cancel_run(deps, run_id=click.run_id, user=click.user)
+    for pattern, handler in CLICK_HANDLERS:
+        if pattern.match(click.action_id):
+            return handler(deps, click)
+    return Reply("That button is not known to this version of the bot. Nothing was changed.")
+
+
+def register(app: App, deps: Deps) -> None:
+    @app.action(re.compile(r".+"))
+    def on_click(ack: Ack, body: dict[str, Any]) -> None:
+        ack()
+        click = Click(body)
+        if not click.run_id or not click.user:
+            return
+        try:
+            reply = _run_click(deps, click)
+        except StateStoreUnavailable:
+            reply = Reply(messages.state_store_unavailable())
+        except BotError as exc:
+            reply = Reply(str(exc))
+        except Exception as exc:
+            log.error("click %s failed: %s", click.action_id, type(exc).__name__)
+            reply = Reply(messages.internal_error())
+        if reply.text and deps.slack is not None and click.channel:
+            try:
+                deps.slack.post_ephemeral(click.channel, click.user, reply.text, reply.blocks)
+            except BotError as exc:
+                log.warning("ephemeral reply failed: %s", exc)
+        follow_up(deps, reply)

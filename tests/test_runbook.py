@@ -1,0 +1,137 @@
+"""The pure runbook rules: checklist, two-person approval, steps and interruptions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from bot.errors import AlreadyDone, NotAllowed, SelfApproval, WrongState
+from bot.runbook import (
+    CHECKLIST_KEYS,
+    Policy,
+    RunStatus,
+    StepStatus,
+    approve,
+    begin_step,
+    cancel,
+    confirm_item,
+    fail_step,
+    finish_step,
+    interrupt_step,
+    new_run,
+    resolve_interrupted,
+    skip_step,
+)
+
+NOW = datetime(2026, 12, 2, 7, 0, tzinfo=UTC)
+POLICY = Policy(frozenset({"UREQ"}), frozenset({"UAPP", "UAPP2", "S0DBA"}), 1)
+
+
+def fresh(**kw):
+    return new_run(run_id="prod-1", env="prod", requested_by="UREQ", channel="C1", now=NOW,
+                   approvals_required=kw.get("approvals", 1),
+                   steps_enabled=kw.get("steps", {"maintenance_on": True, "maintenance_off": True, "seed": False})).run
+
+
+def ready(**kw):
+    run = fresh(**kw)
+    for key in CHECKLIST_KEYS:
+        run = confirm_item(run, item=key, user="UREQ", now=NOW).run
+    return run
+
+
+class TestChecklist:
+    def test_last_item_opens_approval(self):
+        """Ticking all six items moves the run to awaiting approval."""
+        run = ready()
+        assert run.status is RunStatus.AWAITING_APPROVAL
+        assert set(run.checklist) == set(CHECKLIST_KEYS)
+
+    def test_double_tick_is_refused(self):
+        """A second click on the same item changes nothing."""
+        run = confirm_item(fresh(), item="staging_tested", user="UREQ", now=NOW).run
+        with pytest.raises(AlreadyDone):
+            confirm_item(run, item="staging_tested", user="UAPP", now=NOW)
+
+
+class TestApproval:
+    def test_requester_cannot_approve(self):
+        """The two-person rule refuses the requester's own approval."""
+        with pytest.raises(SelfApproval):
+            approve(ready(), user="UREQ", policy=POLICY, groups=(), now=NOW)
+
+    def test_outsider_cannot_approve(self):
+        """Someone not on the approver list is refused."""
+        with pytest.raises(NotAllowed):
+            approve(ready(), user="UOUT", policy=POLICY, groups=(), now=NOW)
+
+    def test_group_member_can_approve(self):
+        """Membership of an approver user group counts."""
+        run = approve(ready(), user="UOUT", policy=POLICY, groups=("S0DBA",), now=NOW).run
+        assert run.status is RunStatus.RUNNING
+
+    def test_approval_needs_checklist(self):
+        """Approval is refused while checklist items are open, naming them."""
+        with pytest.raises(WrongState, match="Rollback plan"):
+            approve(fresh(), user="UAPP", policy=POLICY, groups=(), now=NOW)
+
+    def test_one_person_counts_once(self):
+        """With two approvals required, the same approver cannot count twice."""
+        run = approve(ready(approvals=2), user="UAPP", policy=POLICY, groups=(), now=NOW).run
+        assert run.status is RunStatus.AWAITING_APPROVAL
+        with pytest.raises(AlreadyDone):
+            approve(run, user="UAPP", policy=POLICY, groups=(), now=NOW)
+        run = approve(run, user="UAPP2", policy=POLICY, groups=(), now=NOW).run
+        assert run.status is RunStatus.RUNNING
+
+
+class TestSteps:
+    def approved(self):
+        return approve(ready(), user="UAPP", policy=POLICY, groups=(), now=NOW).run
+
+    def test_only_next_step_runs_once(self):
+        """A step can be claimed once; a second claim and an out-of-order claim are refused."""
+        run = begin_step(self.approved(), name="backup", user="UAPP", owner="p1", now=NOW).run
+        with pytest.raises(AlreadyDone):
+            begin_step(run, name="backup", user="UAPP", owner="p2", now=NOW)
+        with pytest.raises(WrongState):
+            begin_step(run, name="migrate", user="UAPP", owner="p2", now=NOW)
+
+    def test_all_steps_lead_to_monitoring(self):
+        """Finishing or skipping every step moves the run to monitoring."""
+        run = self.approved()
+        for step in list(run.steps):
+            if step.name == "maintenance_on":
+                run = skip_step(run, name=step.name, user="UAPP", now=NOW).run
+                continue
+            run = begin_step(run, name=step.name, user="UAPP", owner="p1", now=NOW).run
+            run = finish_step(run, name=step.name, result={}, now=NOW).run
+        assert run.status is RunStatus.MONITORING
+
+    def test_required_step_cannot_be_skipped(self):
+        """The backup is never skippable."""
+        with pytest.raises(NotAllowed):
+            skip_step(self.approved(), name="backup", user="UAPP", now=NOW)
+
+    def test_failure_stops_the_run(self):
+        """A failed step fails the run and records why."""
+        run = begin_step(self.approved(), name="backup", user="UAPP", owner="p1", now=NOW).run
+        run = fail_step(run, name="backup", error="disk full", now=NOW).run
+        assert run.status is RunStatus.FAILED and "disk full" in (run.failure or "")
+
+    def test_interrupted_step_waits_for_a_human(self):
+        """An interrupted step is not pending; a human marks it done or resets it."""
+        run = begin_step(self.approved(), name="backup", user="UAPP", owner="p1", now=NOW).run
+        run = interrupt_step(run, name="backup", now=NOW, why="owner died").run
+        assert run.step("backup").status is StepStatus.INTERRUPTED
+        done = resolve_interrupted(run, name="backup", user="UAPP", now=NOW, done=True).run
+        assert done.step("backup").status is StepStatus.SUCCEEDED
+        again = resolve_interrupted(run, name="backup", user="UAPP", now=NOW, done=False).run
+        assert again.step("backup").status is StepStatus.PENDING
+
+    def test_cannot_cancel_while_step_runs(self):
+        """Cancel is refused while a step is changing things."""
+        run = begin_step(self.approved(), name="backup", user="UAPP", owner="p1", now=NOW).run
+        with pytest.raises(WrongState):
+            cancel(run, user="UREQ", now=NOW)
