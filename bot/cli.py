@@ -14,6 +14,7 @@ from bot.redact import redact
 # Each module listed here exposes ``register(subparsers)``; its parsers set ``func(args) -> int``.
 _COMMAND_MODULES = [
     "bot.commands",
+    "bot.demo",
     "bot.migrate_cli",
     "bot.safety.cli",
 ]

@@ -142,6 +142,7 @@ class EnvironmentConfig(_Strict):
     seed: SeedConfig = Field(default_factory=SeedConfig)
     deploy: DeployConfig = Field(default_factory=lambda: DeployConfig(enabled=False))
     smoke: list[SmokeCheckConfig] = Field(default_factory=list)
+    check_commands: list[list[str]] = Field(default_factory=list)
     lock_hours: float = Field(default=12, gt=0, le=72)
 
     @field_validator("channel")

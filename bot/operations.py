@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import shlex
 from collections.abc import Callable
@@ -130,10 +131,11 @@ def approve_run(deps: Deps, *, run_id: str, user: str, version: int | None,
     run = deps.store.get(run_id)
     env = environment_or_refuse(deps, run.env)
     policy, groups = deps.policy(env), deps.groups_of(user, env)
+    approved_fingerprint = fingerprint(run) if fingerprint and policy.may_approve(user, groups) else None
 
     def change(current: Run):  # type: ignore[no-untyped-def]
         return approve(current, user=user, policy=policy, groups=groups, now=deps.clock(),
-                       fingerprint=fingerprint(current) if fingerprint else None)
+                       fingerprint=approved_fingerprint)
 
     try:
         deps.store.apply(run_id, change, expected_version=version)
@@ -232,9 +234,10 @@ def handle_command(deps: Deps, inv: Invocation) -> Reply:
                 else:
                     return Reply(f"Unexpected `{' '.join(rest)}`.\n{messages.USAGE}")
             return start_run(deps, env_name=verb, user=inv.user, image_tag=image_tag)
-        extra = EXTRA_VERBS.get(verb)
-        if extra is not None:
-            return extra(deps, inv, rest)
+        target = VERBS.get(verb)
+        if target is not None:
+            module_name, _, function = target.partition(":")
+            return getattr(importlib.import_module(module_name), function)(deps, inv, rest)
         if len(words) == 1:
             return Reply(messages.unknown_environment(verb[:40], sorted(deps.config.environments)))
         return Reply(f"Unknown command `{verb[:40]}`.\n{messages.USAGE}")
@@ -244,8 +247,10 @@ def handle_command(deps: Deps, inv: Invocation) -> Reply:
         return Reply(str(exc))
 
 
-# Later capabilities (check, schedule, timeline, ...) add verbs here: verb -> fn(deps, invocation, args).
-EXTRA_VERBS: dict[str, Callable[[Deps, Invocation, list[str]], Reply]] = {}
+# The other `/migrate` verbs: verb -> "module:function(deps, invocation, args) -> Reply", imported on use.
+VERBS: dict[str, str] = {
+    "check": "bot.checks:check_reply",
+}
 
 
 def safely(fn: Callable[[], Reply]) -> Reply:

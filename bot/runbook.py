@@ -234,6 +234,8 @@ def confirm_item(run: Run, *, item: str, user: str, now: datetime, evidence: str
     if item not in CHECKLIST_LABELS:
         raise WrongState(f"Unknown checklist item {item!r}.")
     _require_status(run, (RunStatus.COLLECTING, RunStatus.AWAITING_APPROVAL), "confirm a checklist item")
+    if item in STEP_CONFIRMS_ITEM.values():
+        raise WrongState(f"“{CHECKLIST_LABELS[item]}” is confirmed by evidence: run the backup step instead.")
     if item in run.checklist:
         done = run.checklist[item]
         raise AlreadyDone(f"“{CHECKLIST_LABELS[item]}” was already confirmed by <@{done.by}>.")
@@ -302,9 +304,23 @@ def next_step(run: Run) -> StepState | None:
     return None
 
 
+PRE_APPROVAL_STEPS = frozenset({"backup"})
+"""Steps that change nothing in the environment, so they may run while the checklist is collected.
+
+The backup runs first because its evidence confirms the checklist item "Database backup completed and
+verified", and a later rehearsal restores it before anyone approves.
+"""
+
+STEP_CONFIRMS_ITEM = {"backup": "backup_verified"}
+
+
 def begin_step(run: Run, *, name: str, user: str, owner: str, now: datetime) -> Transition:
     """Claim a step for execution. Only the next step, and only once: a second click loses here."""
-    _require_status(run, (RunStatus.RUNNING,), f"run step {name}")
+    if name in PRE_APPROVAL_STEPS:
+        _require_status(run, (RunStatus.COLLECTING, RunStatus.AWAITING_APPROVAL, RunStatus.RUNNING),
+                        f"run step {name}")
+    else:
+        _require_status(run, (RunStatus.RUNNING,), f"run step {name}")
     step = next_step(run)
     if step is None or step.name != name:
         current = run.step(name)
@@ -346,14 +362,27 @@ def finish_step(run: Run, *, name: str, result: dict[str, Any], now: datetime, s
     target = new.step(name)
     target.status = StepStatus.SUCCEEDED
     target.finished_at = now
-    target.result = result
+    target.result = {**result, "summary": summary} if summary else result
     target.progress = None
     target.owner = None
     events = [AuditEvent("bot", "step.succeeded", "ok", now, summary or target.label, {"step": name})]
-    if next_step(new) is None:
+    _after_success(new, name, summary or target.label, now, events)
+    return Transition(new, events)
+
+
+def _after_success(new: Run, name: str, evidence: str, now: datetime, events: list[AuditEvent]) -> None:
+    """A finished step may confirm a checklist item with its evidence, and the last one starts monitoring."""
+    item = STEP_CONFIRMS_ITEM.get(name)
+    if item and item not in new.checklist:
+        new.checklist[item] = Confirmation(by="bot", at=now, evidence=evidence)
+        events.append(AuditEvent("bot", "checklist.evidence", "ok", now, f"{CHECKLIST_LABELS[item]}: {evidence}",
+                                 {"item": item}))
+        if not new.missing_items() and new.status is RunStatus.COLLECTING:
+            new.status = RunStatus.AWAITING_APPROVAL
+            events.append(AuditEvent("bot", "run.awaiting_approval", "ok", now, "checklist complete"))
+    if new.status is RunStatus.RUNNING and next_step(new) is None:
         new.status = RunStatus.MONITORING
         events.append(AuditEvent("bot", "run.monitoring", "ok", now, "all steps done; watching the result"))
-    return Transition(new, events)
 
 
 def fail_step(run: Run, *, name: str, error: str, now: datetime, result: dict[str, Any] | None = None,
@@ -371,7 +400,7 @@ def fail_step(run: Run, *, name: str, error: str, now: datetime, result: dict[st
     if result:
         target.result = result
     events = [AuditEvent("bot", "step.failed", "failed", now, f"{target.label}: {error}", {"step": name})]
-    if stop_run:
+    if stop_run and new.status is RunStatus.RUNNING:
         new.status = RunStatus.FAILED
         new.failure = f"{target.label} failed: {error}"
     return Transition(new, events)
@@ -392,9 +421,7 @@ def skip_step(run: Run, *, name: str, user: str, now: datetime) -> Transition:
     target.finished_at = now
     target.by = user
     events = [AuditEvent(user, "step.skip", "ok", now, target.label, {"step": name})]
-    if next_step(new) is None:
-        new.status = RunStatus.MONITORING
-        events.append(AuditEvent("bot", "run.monitoring", "ok", now, "all steps done; watching the result"))
+    _after_success(new, name, f"skipped by <@{user}>", now, events)
     return Transition(new, events)
 
 
@@ -425,9 +452,7 @@ def resolve_interrupted(run: Run, *, name: str, user: str, now: datetime, done: 
         target.result = {**target.result, "resolved_by": user}
         events = [AuditEvent(user, "step.mark_done", "ok", now, f"{target.label} checked by hand and marked done",
                              {"step": name})]
-        if next_step(new) is None:
-            new.status = RunStatus.MONITORING
-            events.append(AuditEvent("bot", "run.monitoring", "ok", now, "all steps done; watching the result"))
+        _after_success(new, name, f"checked by hand by <@{user}> after an interruption", now, events)
         return Transition(new, events)
     target.status = StepStatus.PENDING
     return Transition(new, [AuditEvent(user, "step.reset", "ok", now, f"{target.label} will be run again",

@@ -2,10 +2,291 @@
 
 from __future__ import annotations
 
-from bot.operations import Deps
-from bot.runbook import Run
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot import messages
+from bot.config import EnvironmentConfig
+from bot.errors import AlreadyDone, BotError, MigrationError, Refusal, StaleMessage
+from bot.operations import Deps, Reply, environment_or_refuse
+from bot.redact import redact
+from bot.runbook import (
+    STEP_SPECS,
+    AuditEvent,
+    Run,
+    RunStatus,
+    begin_step,
+    fail_step,
+    finish_run,
+    finish_step,
+    report_progress,
+    resolve_interrupted,
+    skip_step,
+    void_approvals,
+)
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 10.0
+
+
+class ApprovalVoided(BotError):
+    """The migrations changed after approval; the run went back to awaiting approval."""
+
+
+@dataclass
+class StepOutcome:
+    summary: str
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepContext:
+    """What a step executor gets: the run as claimed, its environment, and ways to report progress."""
+
+    deps: Deps
+    run: Run
+    env: EnvironmentConfig
+    _last_progress: float = 0.0
+    _log_lines: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    step_name: str = ""
+
+    def progress(self, text: str, *, force: bool = False) -> None:
+        """Show progress in the message, at most every ~10 s (Slack's chat.update is rate limited)."""
+        now = time.monotonic()
+        if not force and now - self._last_progress < PROGRESS_EVERY_S:
+            return
+        self._last_progress = now
+        try:
+            self.deps.store.apply(self.run.id, lambda run: report_progress(
+                run, name=self.step_name, progress=text[:120], now=self.deps.clock()))
+            self.deps.publish(self.run.id)
+        except BotError as exc:
+            log.warning("progress update failed: %s", exc)
+
+    def log(self, line: str) -> None:
+        """Collect output for the thread (posted as one block when the step ends)."""
+        with self._lock:
+            self._log_lines.append(redact(line.rstrip()))
+
+    def thread(self, text: str) -> None:
+        run = self.deps.store.find(self.run.id)
+        if run and run.message_ts and self.deps.slack is not None:
+            try:
+                self.deps.slack.post_message(run.channel, text[:3900], thread_ts=run.message_ts)
+            except BotError as exc:
+                log.warning("thread post failed: %s", exc)
+
+    def flush_log(self, title: str) -> None:
+        with self._lock:
+            lines, self._log_lines = self._log_lines, []
+        if not lines:
+            return
+        body = "\n".join(lines)
+        if len(body) > 3500:
+            body = "…\n" + body[-3500:]
+        self.thread(f"*{title}* output:\n```{body}```")
+
+
+Executor = Callable[[StepContext], StepOutcome]
+EXECUTORS: dict[str, Executor] = {}
+
+
+def executor(name: str) -> Callable[[Executor], Executor]:
+    def register(fn: Executor) -> Executor:
+        EXECUTORS[name] = fn
+        return fn
+
+    return register
+
+
+# ---- permissions ---------------------------------------------------------------------------------
+
+def may_operate(deps: Deps, run: Run, user: str) -> bool:
+    """The requester and the approvers run the steps; nobody else touches a run."""
+    if user == run.requested_by or user.startswith("cli:"):
+        return True
+    env = deps.config.environment(run.env)
+    if env is None:
+        return False
+    return deps.policy(env).may_approve(user, deps.groups_of(user, env))
+
+
+# ---- operations (called by handlers, the CLI and tests) ------------------------------------------
+
+def run_step(deps: Deps, *, run_id: str, name: str, user: str, wait: bool = False) -> Reply:
+    """Claim the step (exactly once across clicks and replicas) and execute it in the worker pool."""
+    if name not in STEP_SPECS:
+        return Reply(f"Unknown step `{name[:40]}`. Nothing was changed.")
+    run = deps.store.get(run_id)
+    if not may_operate(deps, run, user):
+        deps.store.audit(run_id, AuditEvent(user, "step.start", "denied", deps.clock(), f"{name}: not allowed"))
+        return Reply(messages.denied(f"Only the requester or an approver of {run.env} may run steps."),
+                     publish_run=run_id)
+    try:
+        claimed = deps.store.apply(run_id, lambda current: begin_step(
+            current, name=name, user=user, owner=deps.instance_id, now=deps.clock()))
+    except AlreadyDone as exc:
+        return Reply(str(exc))
+    except Refusal as exc:
+        return Reply(messages.denied(str(exc)), publish_run=run_id)
+    future = deps.executor.submit(execute_claimed, deps, claimed.run, name)
+    if wait:
+        future.result()
+    return Reply("", publish_run=run_id)
+
+
+def execute_claimed(deps: Deps, run: Run, name: str) -> None:
+    """Run one claimed step and record how it ended. Never raises."""
+    env = deps.config.environment(run.env)
+    deps.publish(run.id)
+    if env is None:
+        _record_failure(deps, run.id, name, f"environment {run.env} is no longer configured")
+        return
+    ctx = StepContext(deps=deps, run=run, env=env, step_name=name)
+    RUNNING_HERE.add((run.id, name))
+    try:
+        outcome = EXECUTORS[name](ctx)
+    except ApprovalVoided as exc:
+        ctx.flush_log(STEP_SPECS[name].label)
+        _record_voided(deps, run.id, name, str(exc))
+        return
+    except BotError as exc:
+        ctx.flush_log(STEP_SPECS[name].label)
+        _record_failure(deps, run.id, name, str(exc))
+        return
+    except Exception as exc:  # a bug must still end the step visibly, without a traceback in Slack
+        log.error("step %s of %s crashed: %s: %s", name, run.id, type(exc).__name__, redact(str(exc))[:300])
+        ctx.flush_log(STEP_SPECS[name].label)
+        _record_failure(deps, run.id, name, f"unexpected error ({type(exc).__name__}); see the bot's logs")
+        return
+    finally:
+        RUNNING_HERE.discard((run.id, name))
+    ctx.flush_log(STEP_SPECS[name].label)
+    try:
+        deps.store.apply(run.id, lambda current: finish_step(
+            current, name=name, result=outcome.result, now=deps.clock(), summary=outcome.summary))
+    except BotError as exc:
+        log.error("could not record success of %s/%s: %s", run.id, name, exc)
+    deps.publish(run.id)
+
+
+RUNNING_HERE: set[tuple[str, str]] = set()
+"""Steps executing in this process; the heartbeat keeps their ownership alive."""
+
+
+def _record_failure(deps: Deps, run_id: str, name: str, error: str) -> None:
+    try:
+        deps.store.apply(run_id, lambda current: fail_step(current, name=name, error=error[:500], now=deps.clock()))
+    except BotError as exc:
+        log.error("could not record failure of %s/%s: %s", run_id, name, exc)
+    deps.publish(run_id)
+
+
+def _record_voided(deps: Deps, run_id: str, name: str, reason: str) -> None:
+    def change(current: Run):  # type: ignore[no-untyped-def]
+        from bot.runbook import StepStatus
+
+        transition = void_approvals(current, reason=reason, now=deps.clock())
+        step = transition.run.step(name)
+        step.status = StepStatus.PENDING
+        step.owner = None
+        step.progress = None
+        return transition
+
+    try:
+        deps.store.apply(run_id, change)
+    except BotError as exc:
+        log.error("could not void approvals of %s: %s", run_id, exc)
+    deps.publish(run_id)
+
+
+def skip(deps: Deps, *, run_id: str, name: str, user: str) -> Reply:
+    run = deps.store.get(run_id)
+    if not may_operate(deps, run, user):
+        return Reply(messages.denied(f"Only the requester or an approver of {run.env} may skip steps."))
+    try:
+        deps.store.apply(run_id, lambda current: skip_step(current, name=name, user=user, now=deps.clock()))
+    except Refusal as exc:
+        return Reply(messages.denied(str(exc)), publish_run=run_id)
+    return Reply("", publish_run=run_id)
+
+
+def mark_done(deps: Deps, *, run_id: str, name: str, user: str) -> Reply:
+    run = deps.store.get(run_id)
+    if not may_operate(deps, run, user):
+        return Reply(messages.denied(f"Only the requester or an approver of {run.env} may resolve steps."))
+    try:
+        deps.store.apply(run_id, lambda current: resolve_interrupted(
+            current, name=name, user=user, now=deps.clock(), done=True))
+    except Refusal as exc:
+        return Reply(messages.denied(str(exc)), publish_run=run_id)
+    return Reply("", publish_run=run_id)
+
+
+def close_run(deps: Deps, *, run_id: str, user: str, version: int | None) -> Reply:
+    run = deps.store.get(run_id)
+    if not may_operate(deps, run, user):
+        return Reply(messages.denied(f"Only the requester or an approver of {run.env} may close the run."))
+
+    def change(current: Run):  # type: ignore[no-untyped-def]
+        if current.status is not RunStatus.MONITORING:
+            raise AlreadyDone(f"Run {current.id} is {current.status.value}, not monitoring.")
+        return finish_run(current, user=user, now=deps.clock(), status=RunStatus.SUCCEEDED,
+                          detail="looks good; run closed")
+
+    try:
+        deps.store.apply(run_id, change, expected_version=version)
+    except StaleMessage:
+        return Reply(messages.stale_message(), publish_run=run_id)
+    except Refusal as exc:
+        return Reply(messages.denied(str(exc)), publish_run=run_id)
+    return Reply("", publish_run=run_id)
+
+
+# ---- migrations fingerprint ----------------------------------------------------------------------
+
+def migrations_dir(env: EnvironmentConfig) -> Path:
+    return Path(env.migrate.migrations_dir)
+
+
+def pending_migrations(env: EnvironmentConfig) -> list[tuple[str, str]]:
+    """(name, checksum) of the migrations not yet applied in this environment's database."""
+    if not env.database_url:
+        return []
+    from bot.integrations.prisma import NativeRunner
+
+    status = NativeRunner(env.database_url).status(migrations_dir(env))
+    by_name = {m.name: m.checksum for m in status.local}
+    return [(name, by_name[name]) for name in status.pending if name in by_name]
+
+
+def fingerprint_of(pending: list[tuple[str, str]]) -> str:
+    return hashlib.sha256("\n".join(f"{n}:{c}" for n, c in pending).encode()).hexdigest()
 
 
 def approval_fingerprint(deps: Deps, run: Run) -> str | None:
-    """What an approval approves: the checksums of the pending migrations (None when there are none to read)."""
-    return None
+    """What an approval approves: the checksums of exactly the pending migrations at that moment."""
+    env = deps.config.environment(run.env)
+    if env is None or not env.database_url:
+        return None
+    try:
+        return fingerprint_of(pending_migrations(env))
+    except MigrationError as exc:
+        log.warning("could not read pending migrations for the approval fingerprint: %s", exc)
+        return None
+
+
+def environment(deps: Deps, run: Run) -> EnvironmentConfig:
+    return environment_or_refuse(deps, run.env)
+
+
+# Import the executors so they register themselves.
+from bot import step_executors  # noqa: E402,F401

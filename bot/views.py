@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.messages import slack_date
-from bot.runbook import CHECKLIST, STEP_SPECS, Run, RunStatus, StepStatus, next_step
+from bot.runbook import CHECKLIST, STEP_CONFIRMS_ITEM, STEP_SPECS, Run, RunStatus, StepStatus, next_step
 
 Block = dict[str, Any]
 
@@ -91,6 +91,8 @@ def render_run(run: Run) -> dict[str, Any]:
             if confirmation.evidence:
                 line += f"\n      _{confirmation.evidence}_"
             blocks.append({"type": "section", "block_id": f"item:{item.key}:{v}", "text": _text(line)})
+        elif item.key in STEP_CONFIRMS_ITEM.values():
+            blocks.append(_evidence_item(run, item.key, item.label, value, checklist_open))
         else:
             section: Block = {"type": "section", "block_id": f"item:{item.key}:{v}", "text": _text(f"⬜ {item.label}")}
             if checklist_open:
@@ -112,6 +114,10 @@ def render_run(run: Run) -> dict[str, Any]:
                                           and not run.cancelled_by.startswith("cli:")
                                           else f"Cancelled by {run.cancelled_by}{reason}")]})
     controls: list[Block] = []
+    if run.status is RunStatus.MONITORING:
+        controls.append(_button("Looks good: close run", "finish", value, "primary", (
+            "Close this run as succeeded?", "The migration and deploy look healthy; the environment lock is released.",
+            "Close run")))
     if run.status is RunStatus.AWAITING_APPROVAL:
         controls.append(_button("Approve", "approve", value, "primary", (
             f"Approve {run.env} migration?",
@@ -125,6 +131,27 @@ def render_run(run: Run) -> dict[str, Any]:
     blocks.append({"type": "context", "block_id": f"foot:{v}",
                    "elements": [_text(f"run `{run.id}` · v{v} · audit trail in the thread")]})
     return {"text": fallback_text(run), "blocks": blocks}
+
+
+def _evidence_item(run: Run, key: str, label: str, value: str, checklist_open: bool) -> Block:
+    """A checklist item ticked by a step's evidence (the backup), shown with that step's live state."""
+    step_name = next(name for name, item in STEP_CONFIRMS_ITEM.items() if item == key)
+    step = run.step(step_name) if any(s.name == step_name for s in run.steps) else None
+    section: Block = {"type": "section", "block_id": f"item:{key}:{run.version}", "text": _text(f"⬜ {label}")}
+    if step is None:
+        return section
+    if step.status is StepStatus.RUNNING:
+        section["text"] = _text(f"⏳ {label} — running{f' ({step.progress})' if step.progress else ''}")
+        return section
+    if step.status in (StepStatus.FAILED, StepStatus.INTERRUPTED):
+        section["text"] = _text(f"{STEP_ICON[step.status]} {label} — {step.error or step.status.value}")
+        if checklist_open:
+            section["accessory"] = _button("Retry backup", f"step_run:{step_name}", value, "primary")
+        return section
+    if checklist_open:
+        section["text"] = _text(f"⬜ {label} — _the bot takes and verifies it_")
+        section["accessory"] = _button("Take backup", f"step_run:{step_name}", value, "primary")
+    return section
 
 
 def _approval_blocks(run: Run, value: str) -> list[Block]:

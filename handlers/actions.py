@@ -9,7 +9,7 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
-from bot import messages
+from bot import messages, steps
 from bot.errors import BotError, StateStoreUnavailable
 from bot.operations import Deps, Reply, approve_run, cancel_run, confirm
 from bot.views import parse_button_value
@@ -39,12 +39,18 @@ def _run_click(deps: Deps, click: Click) -> Reply:
     if click.action_id.startswith("checklist:"):
         return confirm(deps, run_id=click.run_id, item=click.subject, user=click.user)
     if click.action_id == "approve":
-        from bot.steps import approval_fingerprint
-
         return approve_run(deps, run_id=click.run_id, user=click.user, version=click.version,
-                           fingerprint=lambda run: approval_fingerprint(deps, run))
+                           fingerprint=lambda run: steps.approval_fingerprint(deps, run))
     if click.action_id == "cancel":
         return cancel_run(deps, run_id=click.run_id, user=click.user)
+    if click.action_id.startswith("step_run:"):
+        return steps.run_step(deps, run_id=click.run_id, name=click.subject, user=click.user)
+    if click.action_id.startswith("step_skip:"):
+        return steps.skip(deps, run_id=click.run_id, name=click.subject, user=click.user)
+    if click.action_id.startswith("step_done:"):
+        return steps.mark_done(deps, run_id=click.run_id, name=click.subject, user=click.user)
+    if click.action_id == "finish":
+        return steps.close_run(deps, run_id=click.run_id, user=click.user, version=click.version)
     for pattern, handler in CLICK_HANDLERS:
         if pattern.match(click.action_id):
             return handler(deps, click)

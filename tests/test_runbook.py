@@ -35,10 +35,13 @@ def fresh(**kw):
 
 
 def ready(**kw):
+    """All manual items ticked and the backup taken (its evidence ticks the sixth item)."""
     run = fresh(**kw)
     for key in CHECKLIST_KEYS:
-        run = confirm_item(run, item=key, user="UREQ", now=NOW).run
-    return run
+        if key != "backup_verified":
+            run = confirm_item(run, item=key, user="UREQ", now=NOW).run
+    run = begin_step(run, name="backup", user="UREQ", owner="p1", now=NOW).run
+    return finish_step(run, name="backup", result={}, now=NOW, summary="pg_dump 1 MB, restore-verified").run
 
 
 class TestChecklist:
@@ -47,6 +50,21 @@ class TestChecklist:
         run = ready()
         assert run.status is RunStatus.AWAITING_APPROVAL
         assert set(run.checklist) == set(CHECKLIST_KEYS)
+
+    def test_backup_item_needs_evidence(self):
+        """The backup item cannot be ticked by hand; the backup step's evidence ticks it."""
+        with pytest.raises(WrongState, match="evidence"):
+            confirm_item(fresh(), item="backup_verified", user="UREQ", now=NOW)
+        run = ready()
+        assert run.checklist["backup_verified"].evidence == "pg_dump 1 MB, restore-verified"
+
+    def test_backup_failure_before_approval_keeps_run_open(self):
+        """A failed backup during the checklist leaves the run collecting, ready for a retry."""
+        run = begin_step(fresh(), name="backup", user="UREQ", owner="p1", now=NOW).run
+        run = fail_step(run, name="backup", error="bucket not versioned", now=NOW).run
+        assert run.status is RunStatus.COLLECTING
+        run = begin_step(run, name="backup", user="UREQ", owner="p1", now=NOW).run
+        assert run.step("backup").attempt == 2
 
     def test_double_tick_is_refused(self):
         """A second click on the same item changes nothing."""
@@ -87,12 +105,14 @@ class TestApproval:
 
 
 class TestSteps:
-    def approved(self):
-        return approve(ready(), user="UAPP", policy=POLICY, groups=(), now=NOW).run
+    def approved(self, **kw):
+        return approve(ready(**kw), user="UAPP", policy=POLICY, groups=(), now=NOW).run
 
     def test_only_next_step_runs_once(self):
         """A step can be claimed once; a second claim and an out-of-order claim are refused."""
-        run = begin_step(self.approved(), name="backup", user="UAPP", owner="p1", now=NOW).run
+        run = begin_step(self.approved(), name="maintenance_on", user="UAPP", owner="p1", now=NOW).run
+        with pytest.raises(AlreadyDone):
+            begin_step(run, name="maintenance_on", user="UAPP", owner="p2", now=NOW)
         with pytest.raises(AlreadyDone):
             begin_step(run, name="backup", user="UAPP", owner="p2", now=NOW)
         with pytest.raises(WrongState):
@@ -102,6 +122,8 @@ class TestSteps:
         """Finishing or skipping every step moves the run to monitoring."""
         run = self.approved()
         for step in list(run.steps):
+            if step.name == "backup":
+                continue
             if step.name == "maintenance_on":
                 run = skip_step(run, name=step.name, user="UAPP", now=NOW).run
                 continue
@@ -110,28 +132,31 @@ class TestSteps:
         assert run.status is RunStatus.MONITORING
 
     def test_required_step_cannot_be_skipped(self):
-        """The backup is never skippable."""
+        """Applying the migrations is never skippable."""
+        run = self.approved(steps={"maintenance_on": False, "maintenance_off": False})
         with pytest.raises(NotAllowed):
-            skip_step(self.approved(), name="backup", user="UAPP", now=NOW)
+            skip_step(run, name="migrate", user="UAPP", now=NOW)
 
     def test_failure_stops_the_run(self):
-        """A failed step fails the run and records why."""
-        run = begin_step(self.approved(), name="backup", user="UAPP", owner="p1", now=NOW).run
-        run = fail_step(run, name="backup", error="disk full", now=NOW).run
+        """A failed step after approval fails the run and records why."""
+        run = begin_step(self.approved(), name="maintenance_on", user="UAPP", owner="p1", now=NOW).run
+        run = fail_step(run, name="maintenance_on", error="disk full", now=NOW).run
         assert run.status is RunStatus.FAILED and "disk full" in (run.failure or "")
 
     def test_interrupted_step_waits_for_a_human(self):
         """An interrupted step is not pending; a human marks it done or resets it."""
-        run = begin_step(self.approved(), name="backup", user="UAPP", owner="p1", now=NOW).run
-        run = interrupt_step(run, name="backup", now=NOW, why="owner died").run
-        assert run.step("backup").status is StepStatus.INTERRUPTED
-        done = resolve_interrupted(run, name="backup", user="UAPP", now=NOW, done=True).run
-        assert done.step("backup").status is StepStatus.SUCCEEDED
-        again = resolve_interrupted(run, name="backup", user="UAPP", now=NOW, done=False).run
-        assert again.step("backup").status is StepStatus.PENDING
+        run = begin_step(self.approved(), name="maintenance_on", user="UAPP", owner="p1", now=NOW).run
+        run = interrupt_step(run, name="maintenance_on", now=NOW, why="owner died").run
+        assert run.step("maintenance_on").status is StepStatus.INTERRUPTED
+        with pytest.raises(WrongState):
+            begin_step(run, name="migrate", user="UAPP", owner="p2", now=NOW)
+        done = resolve_interrupted(run, name="maintenance_on", user="UAPP", now=NOW, done=True).run
+        assert done.step("maintenance_on").status is StepStatus.SUCCEEDED
+        again = resolve_interrupted(run, name="maintenance_on", user="UAPP", now=NOW, done=False).run
+        assert again.step("maintenance_on").status is StepStatus.PENDING
 
     def test_cannot_cancel_while_step_runs(self):
         """Cancel is refused while a step is changing things."""
-        run = begin_step(self.approved(), name="backup", user="UAPP", owner="p1", now=NOW).run
+        run = begin_step(self.approved(), name="maintenance_on", user="UAPP", owner="p1", now=NOW).run
         with pytest.raises(WrongState):
             cancel(run, user="UREQ", now=NOW)

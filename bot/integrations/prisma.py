@@ -3,10 +3,81 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
+from psycopg import sql as pgsql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
 from bot.errors import MigrationError
+from bot.redact import redact
+
+MIGRATIONS_TABLE = "_prisma_migrations"
+ADVISORY_LOCK_KEY = 72707369
+RESOLVE_DOCS = "https://pris.ly/d/migrate-resolve"
+BASELINE_DOCS = "https://pris.ly/d/migrate-baseline"
+
+# Exactly the text of prisma-engines (flavour/postgres.rs): unqualified, in the connection's schema.
+CREATE_MIGRATIONS_TABLE_SQL = """CREATE TABLE _prisma_migrations (
+    id                      VARCHAR(36) PRIMARY KEY NOT NULL,
+    checksum                VARCHAR(64) NOT NULL,
+    finished_at             TIMESTAMPTZ,
+    migration_name          VARCHAR(255) NOT NULL,
+    logs                    TEXT,
+    rolled_back_at          TIMESTAMPTZ,
+    started_at              TIMESTAMPTZ NOT NULL DEFAULT now(),
+    applied_steps_count     INTEGER NOT NULL DEFAULT 0
+);"""
+
+_SELECT_ROWS_SQL = (
+    "SELECT id, checksum, finished_at, migration_name, logs, rolled_back_at, started_at, applied_steps_count "
+    "FROM _prisma_migrations ORDER BY started_at ASC"
+)
+
+# Query parameters that Prisma understands in DATABASE_URL but libpq rejects.
+_PRISMA_ONLY_URL_PARAMS = {
+    "schema",
+    "connection_limit",
+    "pool_timeout",
+    "pgbouncer",
+    "sslaccept",
+    "socket_timeout",
+    "statement_cache_size",
+    "sslidentity",
+    "sslpassword",
+}
+
+
+class PrismaError(MigrationError):
+    """A Prisma Migrate failure with Prisma's error code (P3009, P3018, ...) and, if known, the migration."""
+
+    def __init__(
+        self,
+        code: str,
+        reason: str,
+        *,
+        migration_name: str | None = None,
+        prisma_message: str | None = None,
+        database_error_code: str | None = None,
+    ) -> None:
+        self.code: str = code
+        self.migration_name: str | None = migration_name
+        self.database_error_code: str | None = database_error_code
+        self.reason: str = redact(" ".join(reason.split()))
+        # Prisma's own (multi-line) message text, as `prisma migrate` prints it after "Error: <code>".
+        self.prisma_message: str = redact(prisma_message if prisma_message is not None else reason)
+        super().__init__(f"{code}: {self.reason}")
 
 
 @dataclass(frozen=True)
@@ -20,9 +91,95 @@ class LocalMigration:
     down_sql: str | None = None
 
 
+@dataclass(frozen=True)
+class MigrationRow:
+    """One row of `_prisma_migrations`, all eight columns."""
+
+    id: str
+    checksum: str
+    finished_at: datetime | None
+    migration_name: str
+    logs: str | None
+    rolled_back_at: datetime | None
+    started_at: datetime
+    applied_steps_count: int
+
+    @property
+    def failed(self) -> bool:
+        """Prisma's error state: started, neither finished nor rolled back."""
+        return self.finished_at is None and self.rolled_back_at is None
+
+    @property
+    def applied(self) -> bool:
+        """Finished and not rolled back."""
+        return self.finished_at is not None and self.rolled_back_at is None
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    """Local migrations against `_prisma_migrations`, classified the way Prisma's engine does."""
+
+    local: list[LocalMigration]
+    rows: list[MigrationRow]
+    table_exists: bool
+    pending: list[str]
+    failed: list[MigrationRow]
+    missing_locally: list[str]
+    edited: list[str]
+
+    @property
+    def up_to_date(self) -> bool:
+        """What `prisma migrate status` calls up to date: a table, nothing pending, nothing failed.
+
+        Like Prisma, migrations missing locally and edited migrations do not count; check
+        ``missing_locally`` and ``edited`` yourself.
+        """
+        return self.table_exists and not self.pending and not self.failed
+
+
+@dataclass(frozen=True)
+class AppliedMigration:
+    """A migration that a deploy applied (checksum is '' when the Prisma CLI applied it)."""
+
+    name: str
+    checksum: str
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    """What a deploy applied, in order; empty when nothing was pending."""
+
+    applied: list[AppliedMigration] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CliStatus:
+    """The parsed result of `prisma migrate status`."""
+
+    pending: list[str]
+    failed: list[str]
+    up_to_date: bool
+    exit_code: int
+    output: str
+
+
 def migration_checksum(raw: bytes) -> str:
     """Prisma's checksum: sha256 of the file decoded as UTF-8 (bad bytes -> U+FFFD) and re-encoded."""
     return hashlib.sha256(raw.decode("utf-8", "replace").encode("utf-8")).hexdigest()
+
+
+def checksum_matches(script: str, stored: str) -> bool:
+    """Prisma's comparison: the raw text, its CRLF->LF and its LF->CRLF forms all match; legacy hex too."""
+    variants = (script, script.replace("\r\n", "\n"), script.replace("\n", "\r\n"))
+    for text in variants:
+        digest = hashlib.sha256(text.encode("utf-8")).digest()
+        if len(stored) == 64:
+            if digest.hex() == stored:
+                return True
+        elif "".join(f"{byte:x}" for byte in digest) == stored:  # old engines did not zero-pad bytes
+            return True
+    return False
 
 
 def list_local_migrations(migrations_dir: Path | str) -> list[LocalMigration]:
@@ -37,9 +194,11 @@ def list_local_migrations(migrations_dir: Path | str) -> list[LocalMigration]:
     for directory in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name.encode()):
         script = directory / "migration.sql"
         if not script.is_file():
-            raise MigrationError(
-                f"P3015: Could not find the migration file at {script}. "
-                "Please delete the directory or restore the migration file."
+            raise PrismaError(
+                "P3015",
+                f"Could not find the migration file at {script}. "
+                "Please delete the directory or restore the migration file.",
+                migration_name=directory.name,
             )
         raw = script.read_bytes()
         down = directory / "down.sql"
@@ -53,3 +212,823 @@ def list_local_migrations(migrations_dir: Path | str) -> list[LocalMigration]:
             )
         )
     return migrations
+
+
+def check_lock_file_provider(migrations_dir: Path | str) -> None:
+    """Raise P3019 when migration_lock.toml names a provider other than postgresql (no file: no check)."""
+    lock_file = Path(migrations_dir) / "migration_lock.toml"
+    if not lock_file.is_file():
+        return
+    for line in lock_file.read_text("utf-8", "replace").splitlines():
+        if line.startswith("provider"):
+            provider = line.removeprefix("provider").strip().removeprefix("=").strip().strip('"')
+            if provider != "postgresql":
+                raise PrismaError(
+                    "P3019",
+                    f"The datasource provider `postgresql` specified in your schema does not match the one "
+                    f"specified in the migration_lock.toml, `{provider}`. Please remove your current migration "
+                    "directory and start a new migration history with prisma migrate dev. "
+                    "Read more: https://pris.ly/d/migrate-provider-switch",
+                )
+            return
+
+
+def compute_status(local: list[LocalMigration], rows: list[MigrationRow], table_exists: bool) -> MigrationStatus:
+    """Classify local migrations and table rows as Prisma's diagnoseMigrationHistory does (after PR #5817)."""
+    live = [r for r in rows if r.rolled_back_at is None]
+    live_names = {r.migration_name for r in live}
+    local_by_name = {m.name: m for m in local}
+    missing: list[str] = []
+    for row in live:
+        if row.migration_name not in local_by_name and row.migration_name not in missing:
+            missing.append(row.migration_name)
+    edited: list[str] = []
+    for row in live:
+        migration = local_by_name.get(row.migration_name)
+        if (
+            row.finished_at is not None
+            and migration is not None
+            and not checksum_matches(migration.sql, row.checksum)
+            and row.migration_name not in edited
+        ):
+            edited.append(row.migration_name)
+    return MigrationStatus(
+        local=local,
+        rows=rows,
+        table_exists=table_exists,
+        pending=[m.name for m in local if m.name not in live_names],
+        failed=[r for r in rows if r.failed],
+        missing_locally=missing,
+        edited=edited,
+    )
+
+
+def format_prisma_timestamp(value: datetime) -> str:
+    """chrono's Display of a UTC timestamp: `2025-10-10 13:48:23.538445 UTC` (0, 3 or 6 fraction digits)."""
+    value = value.astimezone(UTC)
+    text = value.strftime("%Y-%m-%d %H:%M:%S")
+    if value.microsecond % 1000:
+        text += f".{value.microsecond:06d}"
+    elif value.microsecond:
+        text += f".{value.microsecond // 1000:03d}"
+    return text + " UTC"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Native runner
+
+
+@dataclass(frozen=True)
+class _ScriptKind:
+    """What the runner needs to know about a migration file before running it."""
+
+    parsed: bool
+    concurrent_only: bool
+    has_transaction_control: bool
+    sets_lock_timeout: bool
+    sets_statement_timeout: bool
+    index_name: str | None = None
+
+    @property
+    def retryable(self) -> bool:
+        """A lock-timeout failure rolled the whole file back, so running it again is safe."""
+        return self.parsed and not self.concurrent_only and not self.has_transaction_control
+
+
+_SET_RE = {
+    name: re.compile(rf"\bSET\s+(?:SESSION\s+|LOCAL\s+)?{name}\b", re.IGNORECASE)
+    for name in ("lock_timeout", "statement_timeout")
+}
+
+
+def _classify_script(script: str) -> _ScriptKind:
+    """Parse the file with PostgreSQL's own parser (pglast); unparseable files are run as-is, never retried."""
+    import pglast
+    from pglast import ast
+
+    try:
+        statements = [raw.stmt for raw in pglast.parse_sql(script)]
+    except Exception:  # pglast raises its own ParseError; anything else means we cannot judge the file
+        return _ScriptKind(
+            parsed=False,
+            concurrent_only=False,
+            has_transaction_control=False,
+            sets_lock_timeout=bool(_SET_RE["lock_timeout"].search(script)),
+            sets_statement_timeout=bool(_SET_RE["statement_timeout"].search(script)),
+        )
+
+    def concurrent(stmt: object) -> bool:
+        if isinstance(stmt, ast.IndexStmt | ast.DropStmt):
+            return bool(stmt.concurrent)
+        if isinstance(stmt, ast.ReindexStmt):
+            return any(getattr(p, "defname", None) == "concurrently" for p in stmt.params or ())
+        return False
+
+    sets = {s.name for s in statements if isinstance(s, ast.VariableSetStmt)}
+    only = statements[0] if len(statements) == 1 else None
+    return _ScriptKind(
+        parsed=True,
+        concurrent_only=only is not None and concurrent(only),
+        has_transaction_control=any(isinstance(s, ast.TransactionStmt) for s in statements),
+        sets_lock_timeout="lock_timeout" in sets,
+        sets_statement_timeout="statement_timeout" in sets,
+        index_name=only.idxname if isinstance(only, ast.IndexStmt) else None,
+    )
+
+
+def split_database_url(url: str) -> tuple[str, str | None]:
+    """A libpq conninfo without Prisma-only parameters, and the `?schema=` value (None = server default)."""
+    try:
+        params = conninfo_to_dict(url)
+        schema = None
+    except psycopg.ProgrammingError:
+        # libpq refuses unknown URI parameters such as ?schema=; strip them and retry.
+        base, _, query = url.partition("?")
+        kept: list[str] = []
+        schema = None
+        for part in query.split("&"):
+            key, _, value = part.partition("=")
+            if key == "schema":
+                from urllib.parse import unquote
+
+                schema = unquote(value) or None
+            elif key and key not in _PRISMA_ONLY_URL_PARAMS:
+                kept.append(part)
+        try:
+            params = conninfo_to_dict(base + ("?" + "&".join(kept) if kept else ""))
+        except psycopg.ProgrammingError as exc:
+            raise PrismaError("P1013", f"The provided database string is invalid. {exc}") from None
+    return make_conninfo(**params), schema
+
+
+def _host_port(conninfo: str) -> str:
+    params = conninfo_to_dict(conninfo)
+    return f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}"
+
+
+@dataclass
+class _Blocker:
+    pid: int
+    query: str
+    age_s: float
+    relation: str | None
+
+
+class _BlockerWatch:
+    """Polls pg_blocking_pids() from a second connection while a migration runs, keeping the last blocker seen."""
+
+    _QUERY = """
+        SELECT b.pid, left(coalesce(b.query, ''), 80),
+               coalesce(extract(epoch FROM now() - coalesce(b.xact_start, b.query_start)), 0)::float8,
+               (SELECT l.relation::regclass::text FROM pg_locks l
+                 WHERE l.pid = %(pid)s AND NOT l.granted AND l.relation IS NOT NULL LIMIT 1)
+          FROM pg_stat_activity b
+         WHERE b.pid = ANY(pg_blocking_pids(%(pid)s))
+         ORDER BY b.xact_start NULLS LAST
+         LIMIT 1
+    """
+
+    def __init__(self, connect: Callable[[], psycopg.Connection], interval_s: float) -> None:
+        self._connect = connect
+        self._interval_s = interval_s
+        self._conn: psycopg.Connection | None = None
+        self.last: _Blocker | None = None
+
+    @contextmanager
+    def watching(self, pid: int) -> Iterator[None]:
+        """Poll for blockers of backend ``pid`` for the duration of the block."""
+        self.last = None
+        stop = threading.Event()
+        thread = threading.Thread(target=self._poll, args=(pid, stop), name="prisma-blocker-watch", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+
+    def _poll(self, pid: int, stop: threading.Event) -> None:
+        while not stop.wait(self._interval_s):
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = self._connect()
+                row = self._conn.execute(self._QUERY, {"pid": pid}).fetchone()
+            except psycopg.Error:
+                return  # diagnostics only: never let the watcher break a deploy
+            if row is not None:
+                self.last = _Blocker(pid=row[0], query=" ".join(row[1].split()), age_s=row[2], relation=row[3])
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class NativeRunner:
+    """Applies Prisma migrations from Python, writing `_prisma_migrations` exactly as Prisma's engine does."""
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        connect_timeout_s: float = 10,
+        advisory_lock_timeout_s: float = 10,
+        lock_timeout_ms: int | None = 5000,
+        statement_timeout_ms: int | None = None,
+        lock_retries: int = 3,
+        lock_retry_backoff_s: float = 1.0,
+        disable_advisory_lock: bool = False,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._conninfo, self._schema = split_database_url(database_url)
+        self.connect_timeout_s = connect_timeout_s
+        self.advisory_lock_timeout_s = advisory_lock_timeout_s
+        self.lock_timeout_ms = lock_timeout_ms
+        self.statement_timeout_ms = statement_timeout_ms
+        self.lock_retries = lock_retries
+        self.lock_retry_backoff_s = lock_retry_backoff_s
+        self.disable_advisory_lock = disable_advisory_lock  # PRISMA_SCHEMA_DISABLE_ADVISORY_LOCK, read by config
+        self._sleep = sleep
+
+    # -- public API -------------------------------------------------------------------------------
+
+    def rows(self) -> list[MigrationRow]:
+        """All rows of `_prisma_migrations` ordered by started_at ([] when the table does not exist)."""
+        with self._session() as conn:
+            return self._rows(conn) if self._table_exists(conn) else []
+
+    def status(self, migrations_dir: Path | str) -> MigrationStatus:
+        """Compare the directory with the table, without taking the advisory lock (as Prisma's status)."""
+        local = list_local_migrations(migrations_dir)
+        with self._session() as conn:
+            exists = self._table_exists(conn)
+            rows = self._rows(conn) if exists else []
+        return compute_status(local, rows, exists)
+
+    def deploy(
+        self, migrations_dir: Path | str, *, on_event: Callable[[str], None] | None = None
+    ) -> DeployResult:
+        """Apply every pending migration in order, like `prisma migrate deploy`; raise PrismaError on failure."""
+        emit = on_event or (lambda _line: None)
+        check_lock_file_provider(migrations_dir)
+        local = list_local_migrations(migrations_dir)
+        with self._session() as conn:
+            self._acquire_advisory_lock(conn)
+            self._ensure_table(conn, baseline=False)
+            rows = self._rows(conn)
+            failed = [r for r in rows if r.failed]
+            if failed:
+                raise self._p3009(failed)
+            live = {r.migration_name for r in rows if r.rolled_back_at is None}
+            watch = _BlockerWatch(self._connect, self._watch_interval_s())
+            applied: list[AppliedMigration] = []
+            try:
+                for migration in local:
+                    if migration.name not in live:
+                        applied.append(self._apply(conn, migration, emit, watch))
+            finally:
+                watch.close()
+            return DeployResult(applied=applied)
+
+    def resolve_rolled_back(self, migrations_dir: Path | str, name: str) -> None:
+        """`migrate resolve --rolled-back NAME`: mark NAME's failed rows rolled back (P3011 / P3012 otherwise)."""
+        with self._session() as conn:
+            self._acquire_advisory_lock(conn)
+            if not self._table_exists(conn):
+                raise PrismaError(
+                    "P3011",
+                    f"Migration `{name}` cannot be rolled back because it was never applied to the database "
+                    "(there is no _prisma_migrations table).",
+                    migration_name=name,
+                )
+            rows = [r for r in self._rows(conn) if r.migration_name == name]
+            if not rows:
+                raise PrismaError(
+                    "P3011",
+                    f"Migration `{name}` cannot be rolled back because it was never applied to the database. "
+                    'Hint: did you pass in the whole migration name? (example: "20201207184859_initial_migration")',
+                    migration_name=name,
+                )
+            targets = [r for r in rows if r.failed]
+            if not targets:
+                raise PrismaError(
+                    "P3012",
+                    f"Migration `{name}` cannot be rolled back because it is not in a failed state.",
+                    migration_name=name,
+                )
+            for row in targets:
+                conn.execute(
+                    "UPDATE _prisma_migrations SET rolled_back_at = %s WHERE id = %s", (_now(), row.id)
+                )
+
+    def resolve_applied(self, migrations_dir: Path | str, name: str) -> None:
+        """`migrate resolve --applied NAME`: roll back NAME's failed rows and record a new applied row."""
+        check_lock_file_provider(migrations_dir)
+        migration = next((m for m in list_local_migrations(migrations_dir) if m.name == name), None)
+        with self._session() as conn:
+            self._acquire_advisory_lock(conn)
+            if migration is None:
+                raise PrismaError(
+                    "P3017",
+                    f"The migration {name} could not be found. Please make sure that the migration exists, and "
+                    'that you included the whole name of the directory. (example: "20201207184859_initial_migration")',
+                    migration_name=name,
+                )
+            self._ensure_table(conn, baseline=True)
+            rows = [r for r in self._rows(conn) if r.migration_name == name]
+            if any(r.finished_at is not None for r in rows):
+                raise PrismaError(
+                    "P3008",
+                    f"The migration `{name}` is already recorded as applied in the database.",
+                    migration_name=name,
+                )
+            now = _now()
+            for row in rows:
+                if row.failed:
+                    conn.execute("UPDATE _prisma_migrations SET rolled_back_at = %s WHERE id = %s", (now, row.id))
+            conn.execute(
+                "INSERT INTO _prisma_migrations (id, checksum, logs, started_at, finished_at, migration_name) "
+                "VALUES (%s, %s, '', %s, %s, %s)",
+                (str(uuid.uuid4()), migration.checksum, now, now, name),
+            )
+
+    # -- connection and bookkeeping ------------------------------------------------------------------
+
+    def _connect(self) -> psycopg.Connection:
+        try:
+            conn = psycopg.connect(
+                self._conninfo, autocommit=True, connect_timeout=max(1, round(self.connect_timeout_s))
+            )
+        except psycopg.OperationalError as exc:
+            raise _connection_error(exc, self._conninfo) from None
+        try:
+            if self._schema:
+                conn.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(self._schema)))
+        except psycopg.Error:
+            conn.close()
+            raise
+        return conn
+
+    @contextmanager
+    def _session(self) -> Iterator[psycopg.Connection]:
+        """One dedicated connection; closing it releases the session-scoped advisory lock."""
+        conn = self._connect()
+        try:
+            yield conn
+        except psycopg.Error as exc:
+            raise _database_error(exc) from None
+        finally:
+            conn.close()
+
+    def _acquire_advisory_lock(self, conn: psycopg.Connection) -> None:
+        if self.disable_advisory_lock:
+            return
+        timeout_ms = int(self.advisory_lock_timeout_s * 1000)
+        conn.execute(f"SET lock_timeout = '{timeout_ms}ms'")
+        try:
+            conn.execute(f"SELECT pg_advisory_lock({ADVISORY_LOCK_KEY})")
+        except psycopg.errors.LockNotAvailable:
+            context = (
+                f"Timed out trying to acquire a postgres advisory lock (SELECT pg_advisory_lock({ADVISORY_LOCK_KEY})). "
+                f"Timeout: {timeout_ms}ms. See https://pris.ly/d/migrate-advisory-locking for details."
+            )
+            host, _, port = _host_port(self._conninfo).rpartition(":")
+            raise PrismaError(
+                "P1002",
+                f"The database server was reached but timed out. {context}",
+                prisma_message=(
+                    "The database server was reached but timed out.\n\nPlease try again.\n\n"
+                    f"Please make sure your database server is running at `{host}`:`{port}`.\n\n"
+                    f"Context: {context}"
+                ),
+            ) from None
+        finally:
+            conn.execute("RESET lock_timeout")
+
+    def _table_exists(self, conn: psycopg.Connection) -> bool:
+        row = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND c.relname = %s AND c.relkind IN ('r', 'p'))",
+            (MIGRATIONS_TABLE,),
+        ).fetchone()
+        return bool(row and row[0])
+
+    def _ensure_table(self, conn: psycopg.Connection, *, baseline: bool) -> None:
+        """Create the table if missing; for deploy (not baseline) a non-empty schema is P3005."""
+        if self._table_exists(conn):
+            return
+        schema = conn.execute("SELECT current_schema()").fetchone()
+        if (schema is None or schema[0] is None) and self._schema:
+            conn.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(self._schema)))
+        if not baseline:
+            other = conn.execute(
+                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+            ).fetchone()
+            if other and other[0]:
+                raise PrismaError(
+                    "P3005",
+                    "The database schema is not empty. Read more about how to baseline an existing "
+                    f"production database: {BASELINE_DOCS}",
+                )
+        conn.execute(CREATE_MIGRATIONS_TABLE_SQL)
+
+    def _rows(self, conn: psycopg.Connection) -> list[MigrationRow]:
+        return [MigrationRow(*row) for row in conn.execute(_SELECT_ROWS_SQL).fetchall()]
+
+    def _p3009(self, failed: list[MigrationRow]) -> PrismaError:
+        details = "\n".join(
+            f"The `{r.migration_name}` migration started at {format_prisma_timestamp(r.started_at)} failed"
+            for r in failed
+        )
+        head = (
+            "migrate found failed migrations in the target database, new migrations will not be applied. "
+            f"Read more about how to resolve migration issues in a production database: {RESOLVE_DOCS}"
+        )
+        return PrismaError(
+            "P3009",
+            "migrate found failed migrations in the target database, new migrations will not be applied. "
+            + " ".join(details.splitlines()),
+            migration_name=failed[0].migration_name,
+            prisma_message=f"{head}\n{details}",
+        )
+
+    def _watch_interval_s(self) -> float:
+        if self.lock_timeout_ms:
+            return min(0.1, max(0.02, self.lock_timeout_ms / 5000))
+        return 0.1
+
+    # -- applying one migration ------------------------------------------------------------------------
+
+    # Lock timeouts (SQLSTATE 55P03). The file runs as one implicit transaction, so a lock timeout
+    # rolls all of it back. Prisma would leave the row it inserted before running as a failed row
+    # (finished_at NULL), which blocks every later deploy with P3009. We insert the row first, exactly
+    # like Prisma, but when the attempt fails with 55P03 and a retry is left, we DELETE that row (ours:
+    # same id, unfinished, inserted moments ago) and try again after lock_retry_backoff_s * 2**attempt.
+    # Only the final failed attempt stays behind, in Prisma's failed state (logs set, finished_at
+    # NULL), so the history reads exactly as if Prisma had tried once. Files with their own
+    # BEGIN/COMMIT, CONCURRENTLY files and files pglast cannot parse are never retried: a partial
+    # effect is possible there, so a second run could not be trusted.
+    def _apply(
+        self,
+        conn: psycopg.Connection,
+        migration: LocalMigration,
+        emit: Callable[[str], None],
+        watch: _BlockerWatch,
+    ) -> AppliedMigration:
+        kind = _classify_script(migration.sql)
+        attempts = 1 + (max(0, self.lock_retries) if kind.retryable else 0)
+        for attempt in range(attempts):
+            emit(f"Applying migration `{migration.name}`")
+            row_id = str(uuid.uuid4())
+            conn.execute(
+                "INSERT INTO _prisma_migrations (id, checksum, started_at, migration_name) VALUES (%s, %s, %s, %s)",
+                (row_id, migration.checksum, _now(), migration.name),
+            )
+            invalid_before = self._invalid_indexes(conn) if kind.concurrent_only else set()
+            started = time.monotonic()
+            try:
+                with self._session_timeouts(conn, kind), watch.watching(conn.info.backend_pid):
+                    _run_script(conn, migration.sql)
+            except psycopg.Error as exc:
+                sqlstate = getattr(exc, "sqlstate", None)
+                if sqlstate == "55P03" and attempt + 1 < attempts:
+                    conn.execute(
+                        "DELETE FROM _prisma_migrations WHERE id = %s AND finished_at IS NULL", (row_id,)
+                    )
+                    delay = self.lock_retry_backoff_s * 2**attempt
+                    emit(
+                        f"Lock timeout on `{migration.name}`: {_describe_blocker(watch.last)}; "
+                        f"retrying in {delay:g} s (attempt {attempt + 2} of {attempts})"
+                    )
+                    self._sleep(delay)
+                    continue
+                raise self._failed(conn, row_id, migration, exc, kind, watch, attempt + 1, invalid_before) from None
+            conn.execute(
+                "UPDATE _prisma_migrations SET applied_steps_count = applied_steps_count + 1 WHERE id = %s",
+                (row_id,),
+            )
+            conn.execute("UPDATE _prisma_migrations SET finished_at = %s WHERE id = %s", (_now(), row_id))
+            duration = time.monotonic() - started
+            emit(f"Applied `{migration.name}` in {duration:.2f} s")
+            return AppliedMigration(name=migration.name, checksum=migration.checksum, duration_s=duration)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    @contextmanager
+    def _session_timeouts(self, conn: psycopg.Connection, kind: _ScriptKind) -> Iterator[None]:
+        """SET lock_timeout / statement_timeout on the session around the script, unless the file sets them.
+
+        Files that are a lone CONCURRENTLY statement get no lock_timeout: they take only SHARE UPDATE
+        EXCLUSIVE (no queue of blocked readers/writers behind them) but must wait for old transactions.
+        Both settings are RESET afterwards, so a SET inside one file does not leak into the next.
+        """
+        if self.lock_timeout_ms is not None and not kind.sets_lock_timeout and not kind.concurrent_only:
+            conn.execute(f"SET lock_timeout = '{int(self.lock_timeout_ms)}ms'")
+        if self.statement_timeout_ms is not None and not kind.sets_statement_timeout:
+            conn.execute(f"SET statement_timeout = '{int(self.statement_timeout_ms)}ms'")
+        try:
+            yield
+        finally:
+            if not conn.closed and not conn.broken:
+                try:
+                    conn.execute("RESET lock_timeout")
+                    conn.execute("RESET statement_timeout")
+                except psycopg.Error:
+                    pass
+
+    def _invalid_indexes(self, conn: psycopg.Connection) -> set[str]:
+        rows = conn.execute(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid AND n.nspname = current_schema()"
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def _failed(
+        self,
+        conn: psycopg.Connection,
+        row_id: str,
+        migration: LocalMigration,
+        exc: psycopg.Error,
+        kind: _ScriptKind,
+        watch: _BlockerWatch,
+        attempts: int,
+        invalid_before: set[str],
+    ) -> PrismaError:
+        """Record the failure in `logs` like Prisma and build the P3018 error."""
+        sqlstate = getattr(exc, "sqlstate", None) or "none"
+        diag = getattr(exc, "diag", None)
+        primary = (diag.message_primary if diag is not None else None) or str(exc).strip() or type(exc).__name__
+        detail = f"ERROR: {primary}"
+        if sqlstate == "55P03":
+            relation = watch.last.relation if watch.last and watch.last.relation else None
+            detail = (
+                f"could not get lock on \"{relation or 'unknown relation'}\" — {_describe_blocker(watch.last)}"
+                + (f"; gave up after {attempts} attempts" if attempts > 1 else "")
+            )
+        if kind.concurrent_only and not conn.closed and not conn.broken:
+            try:
+                new_invalid = sorted(self._invalid_indexes(conn) - invalid_before)
+            except psycopg.Error:
+                new_invalid = []
+            if new_invalid:
+                names = ", ".join(f'"{n}"' for n in new_invalid)
+                detail += (
+                    f"; the failed concurrent build left invalid index {names} (pg_index.indisvalid = false): "
+                    "drop it with DROP INDEX CONCURRENTLY before retrying"
+                )
+        message = (
+            "A migration failed to apply. New migrations cannot be applied before the error is recovered from. "
+            f"Read more about how to resolve migration issues in a production database: {RESOLVE_DOCS}\n\n"
+            f"Migration name: {migration.name}\n\nDatabase error code: {sqlstate}\n\nDatabase error:\n{detail}\n"
+        )
+        if not conn.closed and not conn.broken:
+            try:
+                conn.execute("UPDATE _prisma_migrations SET logs = %s WHERE id = %s", (redact(message), row_id))
+            except psycopg.Error:
+                pass  # the row stays failed (finished_at NULL) either way
+        return PrismaError(
+            "P3018",
+            f"A migration failed to apply. Migration name: {migration.name}. "
+            f"Database error code: {sqlstate}. Database error: {detail}",
+            migration_name=migration.name,
+            prisma_message=message.rstrip("\n"),
+            database_error_code=None if sqlstate == "none" else sqlstate,
+        )
+
+
+def _run_script(conn: psycopg.Connection, script: str) -> None:
+    """Send the whole file as ONE simple-protocol query (psycopg does so for a str without parameters)."""
+    conn.execute(script)  # type: ignore[call-overload]  # a runtime str, not a LiteralString
+
+
+def _describe_blocker(blocker: _Blocker | None) -> str:
+    if blocker is None:
+        return "blocker not identified"
+    return f"blocked by pid {blocker.pid} ({blocker.query[:80]}, {blocker.age_s:.1f}s)"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _connection_error(exc: psycopg.OperationalError, conninfo: str) -> PrismaError:
+    text = " ".join(str(exc).split())
+    params = conninfo_to_dict(conninfo)
+    where = _host_port(conninfo)
+    if "password authentication failed" in text or "no password supplied" in text:
+        user = params.get("user") or ""
+        return PrismaError(
+            "P1000",
+            f"Authentication failed against database server at `{where}`, the provided database credentials "
+            f"for `{user}` are not valid.",
+        )
+    if re.search(r"database \".*\" does not exist", text):
+        return PrismaError("P1003", f"Database `{params.get('dbname', '')}` does not exist on the database server at `{where}`.")
+    return PrismaError(
+        "P1001", f"Can't reach database server at `{where}`. Please make sure your database server is running at `{where}`."
+    )
+
+
+def _database_error(exc: psycopg.Error) -> PrismaError:
+    """An unexpected database error outside a migration script (bookkeeping, lock, connection loss)."""
+    if isinstance(exc, psycopg.OperationalError) and getattr(exc, "sqlstate", None) is None:
+        return PrismaError("P1017", f"Server has closed the connection: {' '.join(str(exc).split())}")
+    sqlstate = getattr(exc, "sqlstate", None) or "none"
+    return PrismaError("P1014" if sqlstate == "42P01" else "P3006", f"Database error {sqlstate}: {' '.join(str(exc).split())}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Prisma CLI runner
+
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_PENDING_RE = re.compile(r"Following migrations? have not yet been applied:\n((?:.+\n)+?)\n")
+_FAILED_RE = re.compile(r"Following migrations? have failed:\n((?:.+\n)+?)\n")
+_APPLIED_RE = re.compile(r"^\s*└─ (.+)/\s*$", re.MULTILINE)
+_ERROR_CODE_RE = re.compile(r"^Error: (P\d{4})\b:?[ \t]*(.*)$", re.MULTILINE)
+_MIGRATION_NAME_RE = re.compile(r"^Migration name: (.+)$", re.MULTILINE)
+_DB_ERROR_CODE_RE = re.compile(r"^Database error code: (\S+)$", re.MULTILINE)
+_DB_ERROR_RE = re.compile(r"^Database error:\n(.+)$", re.MULTILINE)
+_P3009_RE = re.compile(r"The `(.+?)` migration started at (.+?) UTC failed")
+_APPLYING_RE = re.compile(r"^Applying migration `(.+)`$")
+
+
+class CliRunner:
+    """Runs the Prisma CLI (`prisma migrate ...`) as a child process and parses its output."""
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        database_url: str,
+        *,
+        cwd: Path | str | None = None,
+        timeout_s: float = 1800,
+        env: Mapping[str, str] | None = None,
+        on_line: Callable[[str], None] | None = None,
+    ) -> None:
+        self.command = list(command)
+        self.database_url = database_url
+        self.cwd = Path(cwd) if cwd is not None else None
+        self.timeout_s = timeout_s
+        self.base_env = dict(env) if env is not None else dict(os.environ)  # passed through to the child
+        self.on_line = on_line
+
+    def status(self, *, on_line: Callable[[str], None] | None = None) -> CliStatus:
+        """`prisma migrate status`: exit 0 only when Prisma says "Database schema is up to date!"."""
+        code, output = self._run(["status"], on_line)
+        pending = _list_block(_PENDING_RE, output)
+        failed = _list_block(_FAILED_RE, output)
+        error = _ERROR_CODE_RE.search(output)
+        if error and not pending and not failed:
+            raise self._error(code, output)
+        up_to_date = code == 0 and "Database schema is up to date!" in output
+        return CliStatus(pending=pending, failed=failed, up_to_date=up_to_date, exit_code=code, output=output)
+
+    def deploy(self, *, on_line: Callable[[str], None] | None = None) -> DeployResult:
+        """`prisma migrate deploy`; raises PrismaError (P3009, P3018, P1002, ...) when it fails."""
+        marks: list[tuple[str, float]] = []
+
+        def timed(line: str) -> None:
+            match = _APPLYING_RE.match(line.strip())
+            if match:
+                marks.append((match.group(1), time.monotonic()))
+            (on_line or self.on_line or (lambda _l: None))(line)
+
+        code, output = self._run(["deploy"], timed)
+        end = time.monotonic()
+        if code != 0:
+            raise self._error(code, output)
+        durations = {name: (marks[i + 1][1] if i + 1 < len(marks) else end) - t for i, (name, t) in enumerate(marks)}
+        return DeployResult(
+            applied=[
+                AppliedMigration(name=name, checksum="", duration_s=round(durations.get(name, 0.0), 3))
+                for name in _APPLIED_RE.findall(output)
+            ]
+        )
+
+    def resolve_rolled_back(self, name: str, *, on_line: Callable[[str], None] | None = None) -> None:
+        """`prisma migrate resolve --rolled-back NAME`."""
+        code, output = self._run(["resolve", "--rolled-back", name], on_line)
+        if code != 0:
+            raise self._error(code, output)
+
+    def resolve_applied(self, name: str, *, on_line: Callable[[str], None] | None = None) -> None:
+        """`prisma migrate resolve --applied NAME`."""
+        code, output = self._run(["resolve", "--applied", name], on_line)
+        if code != 0:
+            raise self._error(code, output)
+
+    def _env(self) -> dict[str, str]:
+        env = dict(self.base_env)
+        env.update(
+            DATABASE_URL=self.database_url,
+            NO_COLOR="1",
+            CI="1",
+            CHECKPOINT_DISABLE="1",
+            PRISMA_HIDE_UPDATE_MESSAGE="1",
+        )
+        env.pop("FORCE_COLOR", None)
+        return env
+
+    def _run(self, args: list[str], on_line: Callable[[str], None] | None) -> tuple[int, str]:
+        """Run command + args (no shell), streaming redacted lines; kill the process group on timeout."""
+        callback = on_line or self.on_line
+        argv = self.command + args
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=self.cwd,
+                env=self._env(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+            )
+        except OSError as exc:
+            raise PrismaError("CLI_NOT_FOUND", f"Could not start {' '.join(argv)}: {exc.strerror or exc}") from None
+        lines: list[str] = []
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = redact(_ANSI_RE.sub("", raw.rstrip("\r\n")))
+                lines.append(line)
+                if callback is not None:
+                    try:
+                        callback(line)
+                    except Exception:  # a broken callback must not hang the child on a full pipe
+                        pass
+
+        reader = threading.Thread(target=pump, name="prisma-cli-output", daemon=True)
+        reader.start()
+        try:
+            code = proc.wait(timeout=self.timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            reader.join(timeout=5)
+            raise PrismaError(
+                "CLI_TIMEOUT", f"`{' '.join(argv)}` did not finish within {self.timeout_s:g} s and was killed."
+            ) from None
+        reader.join(timeout=30)
+        return code, "\n".join(lines) + "\n"
+
+    def _error(self, code: int, output: str) -> PrismaError:
+        match = _ERROR_CODE_RE.search(output)
+        if match is None:
+            last = next((ln for ln in reversed(output.splitlines()) if ln.strip()), "no output")
+            return PrismaError("CLI_ERROR", f"prisma exited with code {code}: {last}")
+        prisma_code = match.group(1)
+        body = (match.group(2) + "\n" + output[match.end() :]).strip()
+        name: str | None = None
+        if prisma_code == "P3018":
+            name_m = _MIGRATION_NAME_RE.search(output)
+            db_code = _DB_ERROR_CODE_RE.search(output)
+            db_error = _DB_ERROR_RE.search(output)
+            name = name_m.group(1).strip() if name_m else None
+            return PrismaError(
+                "P3018",
+                f"A migration failed to apply. Migration name: {name}. "
+                f"Database error code: {db_code.group(1) if db_code else 'none'}. "
+                f"Database error: {db_error.group(1).strip() if db_error else 'unknown'}",
+                migration_name=name,
+                prisma_message=body,
+                database_error_code=db_code.group(1) if db_code and db_code.group(1) != "none" else None,
+            )
+        if prisma_code == "P3009":
+            failed = _P3009_RE.findall(output)
+            name = failed[0][0] if failed else None
+            details = " ".join(f"The `{n}` migration started at {at} UTC failed" for n, at in failed)
+            return PrismaError(
+                "P3009",
+                "migrate found failed migrations in the target database, new migrations will not be applied. "
+                + details,
+                migration_name=name,
+                prisma_message=body,
+            )
+        first = next((ln.strip() for ln in body.splitlines() if ln.strip()), f"prisma exited with code {code}")
+        named = re.search(r"[Mm]igration `(.+?)`", body)
+        return PrismaError(prisma_code, first, migration_name=named.group(1) if named else None, prisma_message=body)
+
+
+def _list_block(pattern: re.Pattern[str], output: str) -> list[str]:
+    match = pattern.search(output)
+    return [ln.strip() for ln in match.group(1).splitlines() if ln.strip()] if match else []
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM the child's process group, give it 5 s, then SIGKILL whatever is left of the group."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()

@@ -1,0 +1,310 @@
+"""PostgreSQL: a small psycopg client, and pg_dump / pg_restore run with the password kept off the command line."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from bot.errors import BackupError, IntegrationError
+from bot.redact import redact
+
+MAINTENANCE_DB = "postgres"
+
+# Query parameters Prisma understands in DATABASE_URL that libpq would reject ("invalid URI query parameter").
+_PRISMA_ONLY_PARAMS = frozenset(
+    {
+        "schema",
+        "connection_limit",
+        "pool_timeout",
+        "pgbouncer",
+        "statement_cache_size",
+        "socket_timeout",
+        "sslaccept",
+        "sslidentity",
+        "sslpassword",
+        "application_name_prefix",
+    }
+)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# URLs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (in the userinfo and in a ``password=`` parameter)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return redact(url)
+    if not parts.scheme or not parts.netloc:
+        return redact(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, sep, _password = userinfo.partition(":")
+        netloc = f"{user}:***@{hostport}" if sep else f"{user}@{hostport}"
+    query = "&".join(
+        f"{key}=***" if key.lower() == "password" else f"{key}={value}"
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return redact(urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment)))
+
+
+def _split_url(url: str) -> tuple[str, str | None, str | None]:
+    """Split a (possibly Prisma-style) URL into a libpq URL without password, the password, and Prisma's schema."""
+    parts = urlsplit(url)
+    password: str | None = None
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, sep, raw_password = userinfo.partition(":")
+        if sep:
+            password = unquote(raw_password)
+        netloc = f"{user}@{hostport}"
+    kept: list[tuple[str, str]] = []
+    schema: str | None = None
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key == "password":
+            password = value
+        elif key == "schema":
+            schema = value or None
+        elif key not in _PRISMA_ONLY_PARAMS:
+            kept.append((key, value))
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(kept), parts.fragment)), password, schema
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + quote(name, safe=""), parts.query, parts.fragment))
+
+
+def _database_of(url: str) -> str:
+    return unquote(urlsplit(url).path.lstrip("/"))
+
+
+def _reason(exc: BaseException) -> str:
+    """The first non-empty line of an exception, redacted."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return redact(line.strip())
+    return type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The client
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class Postgres:
+    """A short-lived-connection client for one database; every failure is an IntegrationError."""
+
+    def __init__(self, url: str, *, connect_timeout_s: float = 10, statement_timeout_s: float = 60) -> None:
+        self.url = url
+        self.connect_timeout_s = connect_timeout_s
+        self.statement_timeout_s = statement_timeout_s
+        self._libpq_url, self._password, self.schema = _split_url(url)
+
+    def __repr__(self) -> str:
+        return f"Postgres({redacted_url(self.url)!r})"
+
+    # -- connections ------------------------------------------------------------------------------------------
+
+    def _connect(self, libpq_url: str | None = None) -> psycopg.Connection[Any]:
+        kwargs: dict[str, Any] = {
+            "autocommit": True,
+            # libpq takes whole seconds and treats 1 as 2; never pass 0 (that means "wait forever").
+            "connect_timeout": max(2, math.ceil(self.connect_timeout_s)),
+            "options": f"-c statement_timeout={int(self.statement_timeout_s * 1000)}",
+        }
+        if self._password is not None:
+            kwargs["password"] = self._password
+        target = libpq_url or self._libpq_url
+        try:
+            return psycopg.connect(target, **kwargs)
+        except psycopg.Error as exc:
+            raise IntegrationError(f"Cannot connect to {redacted_url(self.url if libpq_url is None else target)}: "
+                                   f"{_reason(exc)}") from exc
+
+    def _fetch(self, query: str | sql.Composable, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        with self._connect() as conn:
+            try:
+                return conn.execute(query, params).fetchall()
+            except psycopg.Error as exc:
+                raise IntegrationError(f"Query on {redacted_url(self.url)} failed: {_reason(exc)}") from exc
+
+    def _admin(self, statement: sql.Composable) -> None:
+        """Run one statement on the server's maintenance database (outside any transaction)."""
+        admin_url = _with_database(self._libpq_url, MAINTENANCE_DB)
+        with self._connect(admin_url) as conn:
+            try:
+                conn.execute(statement)
+            except psycopg.Error as exc:
+                rendered = statement.as_string(conn)
+                raise IntegrationError(f"{rendered} failed on {redacted_url(admin_url)}: {_reason(exc)}") from exc
+
+    # -- reads ------------------------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Connect and run SELECT 1; raise IntegrationError naming the (redacted) URL when that fails."""
+        self._fetch("SELECT 1")
+
+    def server_version_num(self) -> int:
+        """The server's version as an integer, e.g. 150020 for 15.20."""
+        return int(self._fetch("SHOW server_version_num")[0][0])
+
+    def database_name(self) -> str:
+        """The name of the database this client is connected to."""
+        return str(self._fetch("SELECT current_database()")[0][0])
+
+    def prisma_migrations_count(self) -> int | None:
+        """Rows in ``_prisma_migrations`` (in Prisma's schema, or the current schema); None when it is missing."""
+        rows = self._fetch(
+            "SELECT to_regclass(quote_ident(coalesce(%s, current_schema())) || '._prisma_migrations')::text",
+            (self.schema,),
+        )
+        table = rows[0][0]
+        if table is None:
+            return None
+        return int(self._fetch(sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(table)))[0][0])
+
+    def table_names(self) -> list[str]:
+        """Every user table (ordinary and partitioned) as ``schema.table``, sorted."""
+        rows = self._fetch(
+            """
+            SELECT n.nspname || '.' || c.relname
+            FROM pg_catalog.pg_class c
+            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind IN ('r', 'p')
+              AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+              AND n.nspname NOT LIKE 'pg\\_toast%'
+              AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+            """
+        )
+        return sorted(str(row[0]) for row in rows)
+
+    # -- databases on the same server -------------------------------------------------------------------------
+
+    def url_for_database(self, name: str) -> str:
+        """This client's URL (credentials and parameters kept) pointing at database ``name`` instead."""
+        return _with_database(self.url, name)
+
+    def create_database(self, name: str) -> None:
+        """CREATE DATABASE ``name`` on this server."""
+        self._admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+    def drop_database(self, name: str) -> None:
+        """DROP DATABASE IF EXISTS ``name`` WITH (FORCE), disconnecting anyone still in it."""
+        if name == _database_of(self._libpq_url) or name == MAINTENANCE_DB:
+            raise IntegrationError(f"Refusing to drop database {name}: it is the live or maintenance database.")
+        self._admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# pg_dump / pg_restore
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _tool_env(url: str | None, connect_timeout_s: float = 10) -> tuple[str | None, dict[str, str]]:
+    """The libpq URL to put on the command line (no password) and the environment carrying the password."""
+    env = dict(os.environ)
+    env["PGCONNECT_TIMEOUT"] = str(max(2, math.ceil(connect_timeout_s)))
+    env["LC_MESSAGES"] = "C"
+    if url is None:
+        return None, env
+    libpq_url, password, _schema = _split_url(url)
+    if password is not None:
+        env["PGPASSWORD"] = password
+    return libpq_url, env
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
+    if not found:
+        raise BackupError(f"{name} is not installed (not on PATH).")
+    return found
+
+
+def _last_stderr_line(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return redact(lines[-1]) if lines else "no error output"
+
+
+def _run(name: str, args: list[str], env: dict[str, str], timeout_s: float, what: str) -> str:
+    """Run a PostgreSQL client tool; return its stdout or raise BackupError with its last stderr line."""
+    try:
+        done = subprocess.run(
+            [_tool(name), *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BackupError(f"{name} {what} did not finish within {timeout_s:g} s and was stopped.") from exc
+    except OSError as exc:
+        raise BackupError(f"{name} {what} could not start: {_reason(exc)}") from exc
+    if done.returncode != 0:
+        raise BackupError(f"{name} {what} failed (exit {done.returncode}): {_last_stderr_line(done.stderr)}")
+    return done.stdout
+
+
+def pg_dump(
+    url: str,
+    out_path: Path | str,
+    *,
+    fmt: Literal["custom", "directory"] = "custom",
+    jobs: int = 1,
+    timeout_s: float = 3600,
+) -> Path:
+    """Dump the database at ``url`` to ``out_path`` (a file for custom, a new directory for directory format)."""
+    out = Path(out_path)
+    if fmt not in ("custom", "directory"):
+        raise BackupError(f"pg_dump format must be custom or directory, not {fmt!r}.")
+    if jobs > 1 and fmt != "directory":
+        raise BackupError("pg_dump --jobs needs the directory format.")
+    libpq_url, env = _tool_env(url)
+    args = [f"--dbname={libpq_url}", f"--file={out}", "--format=" + ("c" if fmt == "custom" else "d")]
+    if fmt == "directory":
+        args.append(f"--jobs={max(1, jobs)}")
+    _run("pg_dump", args, env, timeout_s, f"of {redacted_url(url)}")
+    return out
+
+
+def pg_restore_list(path: Path | str, *, timeout_s: float = 300) -> list[str]:
+    """The table of contents of a custom- or directory-format dump, without its ``;`` comment lines."""
+    _, env = _tool_env(None)
+    stdout = _run("pg_restore", ["--list", str(path)], env, timeout_s, f"--list {Path(path).name}")
+    return [line for line in stdout.splitlines() if line.strip() and not line.lstrip().startswith(";")]
+
+
+def pg_restore(
+    path: Path | str,
+    target_url: str,
+    *,
+    jobs: int = 1,
+    clean: bool = False,
+    no_owner: bool = False,
+    timeout_s: float = 3600,
+) -> None:
+    """Restore a custom- or directory-format dump into ``target_url``, stopping at the first error."""
+    libpq_url, env = _tool_env(target_url)
+    args = [f"--dbname={libpq_url}", "--exit-on-error", f"--jobs={max(1, jobs)}"]
+    if clean:
+        args += ["--clean", "--if-exists"]
+    if no_owner:
+        args += ["--no-owner", "--no-privileges"]
+    args.append(str(path))
+    _run("pg_restore", args, env, timeout_s, f"into {redacted_url(target_url)}")

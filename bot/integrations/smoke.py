@@ -1,0 +1,241 @@
+"""Smoke tests: a configured chain of HTTP checks against the deployed app, stopping at the first failure.
+
+Templating. The URL, header values and every string inside the JSON body may hold ``${name}``
+placeholders (``string.Template`` syntax; ``$$`` is a literal ``$``). Names come from the caller's
+``variables`` (the bot passes ``run_id``) and from earlier checks' ``capture``. An unknown name fails that
+check with "unknown variable ${name}" instead of sending a half-filled request. In the environments file,
+write ``$${name}`` because the config loader expands ``${VAR}`` from the process environment first.
+
+Captures. ``capture`` maps a variable name to a dotted path into the JSON response: ``"token"``,
+``"data.session.token"``, ``"items.0.id"`` (digits index lists). A missing path fails the check. Captured
+values whose name looks secret (token, password, secret, key, cookie, session) are registered with
+``bot.redact`` so they never reach Slack or the logs.
+
+Nothing here raises for HTTP trouble: timeouts, refused connections and bad URLs become a failed
+``SmokeResult`` with a one-line ``error``; the checks after a failure are reported as skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from string import Template
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from bot.integrations.http import (
+    NETWORK_ERRORS,
+    body_excerpt,
+    describe_http_error,
+    expected_text,
+    new_client,
+    status_matches,
+)
+from bot.redact import redact, register_secret
+
+_SECRET_NAME = re.compile(r"(?i)token|passw|secret|key|cookie|session|auth")
+
+
+class SmokeCheck(BaseModel):
+    """One HTTP request and what its answer must look like."""
+
+    # The body is passed as ``json=`` (like httpx and the environments file) and read as ``.json_body``,
+    # because a field called ``json`` would shadow BaseModel.json().
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    name: str
+    method: str = "GET"
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    json_body: Any | None = Field(default=None, alias="json")
+    expect_status: int | list[int] = 200
+    capture: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=10, gt=0)
+
+
+class SmokeResult(BaseModel):
+    """What happened to one check; ``url`` has secrets redacted, ``error`` is one line or None."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    ok: bool
+    status: int | None
+    latency_ms: float
+    error: str | None
+    method: str
+    url: str
+    skipped: bool = False
+    detail: str | None = None  # the start of the response body when the status was wrong
+
+
+class SmokeReport(BaseModel):
+    """All results of one smoke run, in order."""
+
+    model_config = ConfigDict(frozen=True)
+
+    results: list[SmokeResult]
+
+    @property
+    def ok(self) -> bool:
+        """True when every check ran and passed (an empty chain is not a pass)."""
+        return bool(self.results) and all(r.ok for r in self.results)
+
+    @property
+    def failed(self) -> SmokeResult | None:
+        """The check that failed, if one did."""
+        return next((r for r in self.results if not r.ok and not r.skipped), None)
+
+    def summary(self) -> str:
+        """"4/4 passed, p50 12 ms" or "login failed: expected 200, got 401 (23 ms)"."""
+        if not self.results:
+            return "no smoke checks configured"
+        bad = self.failed
+        if bad is not None:
+            skipped = sum(1 for r in self.results if r.skipped)
+            tail = f"; {skipped} skipped" if skipped else ""
+            return f"{bad.name} failed: {bad.error} ({bad.latency_ms:.0f} ms){tail}"
+        ran = [r.latency_ms for r in self.results]
+        return f"{len(ran)}/{len(self.results)} passed, p50 {statistics.median(ran):.0f} ms"
+
+
+class _UnknownVariable(Exception):
+    """A ``${name}`` placeholder had no value."""
+
+
+def _fill(text: str, values: Mapping[str, str]) -> str:
+    try:
+        return Template(text).substitute(values)
+    except KeyError as exc:
+        raise _UnknownVariable(f"unknown variable ${{{exc.args[0]}}}") from None
+    except ValueError as exc:  # a lone "$" followed by something that is not a name
+        raise _UnknownVariable(f"bad placeholder in {text!r}: {exc}; write $$ for a literal $") from None
+
+
+def _fill_json(value: Any, values: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        return _fill(value, values)
+    if isinstance(value, list):
+        return [_fill_json(item, values) for item in value]
+    if isinstance(value, dict):
+        return {key: _fill_json(item, values) for key, item in value.items()}
+    return value
+
+
+def extract_path(document: Any, path: str) -> Any:
+    """Follow a dotted path (``"data.items.0.id"``) into parsed JSON; raise KeyError if any step is missing."""
+    current = document
+    for part in path.split("."):
+        if isinstance(current, dict) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and part.lstrip("-").isdigit() and -len(current) <= int(part) < len(current):
+            current = current[int(part)]
+        else:
+            raise KeyError(path)
+    return current
+
+
+def _result(check: SmokeCheck, url: str, *, ok: bool, status: int | None = None, latency_ms: float = 0.0,
+            error: str | None = None, skipped: bool = False, detail: str | None = None) -> SmokeResult:
+    return SmokeResult(name=check.name, ok=ok, status=status, latency_ms=latency_ms,
+                       error=redact(error) if error else None, method=check.method.upper(), url=redact(url),
+                       skipped=skipped, detail=detail)
+
+
+def _run_one(check: SmokeCheck, values: dict[str, str], http: httpx.Client) -> SmokeResult:
+    try:
+        url = _fill(check.url, values)
+        headers = {key: _fill(value, values) for key, value in check.headers.items()}
+        body = _fill_json(check.json_body, values) if check.json_body is not None else None
+    except _UnknownVariable as exc:
+        return _result(check, check.url, ok=False, error=str(exc))
+    started = time.perf_counter()
+    try:
+        response = http.request(check.method.upper(), url, headers=headers,
+                                json=body if check.json_body is not None else None, timeout=check.timeout_s)
+        response.read()
+    except NETWORK_ERRORS as exc:
+        return _result(check, url, ok=False, latency_ms=(time.perf_counter() - started) * 1000,
+                       error=describe_http_error(exc, timeout_s=check.timeout_s))
+    latency = (time.perf_counter() - started) * 1000
+    status = response.status_code
+    if not status_matches(status, check.expect_status):
+        return _result(check, url, ok=False, status=status, latency_ms=latency,
+                       error=f"expected {expected_text(check.expect_status)}, got {status}",
+                       detail=body_excerpt(response) or None)
+    if check.capture:
+        try:
+            document = response.json()
+        except ValueError:
+            return _result(check, url, ok=False, status=status, latency_ms=latency,
+                           error=f"response is not JSON, cannot capture {', '.join(check.capture)}",
+                           detail=body_excerpt(response) or None)
+        for name, path in check.capture.items():
+            try:
+                value = extract_path(document, path)
+            except KeyError:
+                return _result(check, url, ok=False, status=status, latency_ms=latency,
+                               error=f"response has no {path!r} to capture as {name}")
+            text = value if isinstance(value, str) else _json_text(value)
+            if _SECRET_NAME.search(name):
+                register_secret(text)
+            values[name] = text
+    return _result(check, url, ok=True, status=status, latency_ms=latency)
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, dict | list | bool) or value is None else str(value)
+
+
+def run_smoke_checks(checks: list[SmokeCheck], *, variables: Mapping[str, str],
+                     client: httpx.Client | None = None,
+                     on_result: Callable[[SmokeResult], None] | None = None) -> SmokeReport:
+    """Run ``checks`` in order, feeding captures forward; stop at the first failure and skip the rest.
+
+    ``on_result`` is called once per check (skipped ones included) as soon as its result is known.
+    A given ``client`` is used as is and left open; otherwise one is made (no redirects, no env proxies).
+    """
+    values = {key: str(value) for key, value in variables.items()}
+    results: list[SmokeResult] = []
+    own = client is None
+    http = client or new_client()
+    failed = False
+    try:
+        for check in checks:
+            if failed:
+                result = _result(check, check.url, ok=False, skipped=True,
+                                 error="skipped: an earlier check failed")
+            else:
+                result = _run_one(check, values, http)
+                failed = not result.ok
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    finally:
+        if own:
+            http.close()
+    return SmokeReport(results=results)
+
+
+def default_checks(base_url: str) -> list[SmokeCheck]:
+    """The seed's chain: health -> register a throwaway user -> login (capture token) -> counsel with it.
+
+    The user's email is ``smoke+${run_id}@example.com``, so pass ``variables={"run_id": ...}``.
+    """
+    base = base_url.rstrip("/")
+    credentials = {"email": "smoke+${run_id}@example.com", "password": "Test123!"}
+    return [
+        SmokeCheck(name="health", url=f"{base}/health"),
+        SmokeCheck(name="register", method="POST", url=f"{base}/auth/register", json=credentials,
+                   expect_status=[200, 201]),
+        SmokeCheck(name="login", method="POST", url=f"{base}/auth/login", json=credentials,
+                   capture={"token": "token"}),
+        SmokeCheck(name="counsel", method="POST", url=f"{base}/counsel",
+                   headers={"Authorization": "Bearer ${token}"}, json={"message": "Test message"},
+                   expect_status=[200, 201]),
+    ]

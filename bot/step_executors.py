@@ -1,0 +1,198 @@
+"""What each runbook step does, one function per step, each calling one integration."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from bot.errors import DeployError, IntegrationError, MigrationError
+from bot.steps import ApprovalVoided, StepContext, StepOutcome, executor, fingerprint_of, pending_migrations
+
+
+def _aws(ctx: StepContext):  # type: ignore[no-untyped-def]
+    from bot.integrations.aws import Aws
+
+    return Aws(region=ctx.env.aws.region, endpoint_url=ctx.env.aws.endpoint_url,
+               poll_interval_s=ctx.env.deploy.poll_interval_s, max_wait_s=ctx.env.deploy.wait_timeout_s)
+
+
+@executor("backup")
+def backup(ctx: StepContext) -> StepOutcome:
+    """Seed step 1: an RDS snapshot or a pg_dump, verified; a retry reuses this run's backup."""
+    from bot import backup as backups
+
+    cfg = ctx.env.backup
+    if cfg is None:
+        raise IntegrationError(f"No backup is configured for {ctx.env.name}; add a `backup:` section.")
+    if cfg.method == "rds_snapshot":
+        assert cfg.rds_instance
+        evidence = backups.take_rds_snapshot_backup(
+            run_id=ctx.run.id, aws=_aws(ctx), instance_id=cfg.rds_instance, database_url=ctx.env.database_url,
+            on_progress=lambda pct: ctx.progress(_bar(pct)))
+    else:
+        if not ctx.env.database_url:
+            raise IntegrationError(f"{ctx.env.name} has no database_url, so pg_dump has nothing to dump.")
+        target: backups.LocalTarget | backups.S3Target
+        if cfg.s3_bucket:
+            target = backups.S3Target(bucket=cfg.s3_bucket, prefix=cfg.s3_prefix)
+        else:
+            assert cfg.local_dir
+            target = backups.LocalTarget(directory=Path(cfg.local_dir))
+        evidence = backups.take_pg_dump_backup(
+            run_id=ctx.run.id, database_url=ctx.env.database_url, target=target,
+            aws=_aws(ctx) if cfg.s3_bucket else None, fmt=cfg.format, jobs=cfg.jobs,
+            verify_restore=cfg.verify_restore, on_progress=lambda text: ctx.progress(text))
+    if not evidence.verified:
+        raise IntegrationError(f"Backup {evidence.identifier} was taken but did not verify: "
+                               + "; ".join(evidence.notes or ["counts differ"]))
+    result = {k: v for k, v in vars(evidence).items() if isinstance(v, (str, int, float, bool, list, type(None)))}
+    return StepOutcome(evidence.summary(), result)
+
+
+def _bar(percent: int) -> str:
+    filled = max(0, min(10, percent // 10))
+    return f"{'▓' * filled}{'░' * (10 - filled)} {percent}%"
+
+
+@executor("maintenance_on")
+def maintenance_on(ctx: StepContext) -> StepOutcome:
+    """Seed step 2: switch the app to its 503 page (ECS task definition or the app's webhook)."""
+    cfg = ctx.env.maintenance
+    if cfg.method == "ecs_task_definition":
+        aws, deploy = _aws(ctx), ctx.env.deploy
+        assert deploy.cluster and deploy.service and cfg.task_definition
+        before = aws.service(deploy.cluster, deploy.service)
+        aws.update_service(deploy.cluster, deploy.service, task_definition=cfg.task_definition)
+        aws.wait_stable(deploy.cluster, deploy.service, on_progress=lambda text: ctx.progress(str(text)))
+        return StepOutcome(f"ECS {deploy.service} on {cfg.task_definition}",
+                           {"previous_task_definition": before.task_definition, "method": cfg.method})
+    from bot.integrations.http import set_maintenance_webhook
+
+    assert cfg.webhook_url
+    set_maintenance_webhook(cfg.webhook_url, enabled=True, token=cfg.webhook_token)
+    return StepOutcome("maintenance page on (webhook)", {"method": cfg.method})
+
+
+@executor("maintenance_off")
+def maintenance_off(ctx: StepContext) -> StepOutcome:
+    """Seed step 8: undo exactly what maintenance_on changed."""
+    cfg = ctx.env.maintenance
+    on = ctx.run.step("maintenance_on")
+    if on.status.value == "skipped":
+        return StepOutcome("maintenance mode was not on", {})
+    if cfg.method == "ecs_task_definition":
+        aws, deploy = _aws(ctx), ctx.env.deploy
+        assert deploy.cluster and deploy.service
+        deployed = ctx.run.step("deploy").result.get("task_definition") if any(
+            s.name == "deploy" for s in ctx.run.steps) else None
+        target = deployed or on.result.get("previous_task_definition")
+        if not target:
+            raise DeployError("Cannot tell which task definition to restore; set it by hand and mark the step done.")
+        aws.update_service(deploy.cluster, deploy.service, task_definition=target)
+        aws.wait_stable(deploy.cluster, deploy.service, on_progress=lambda text: ctx.progress(str(text)))
+        return StepOutcome(f"ECS {deploy.service} back on {target.rsplit('/', 1)[-1]}", {"task_definition": target})
+    from bot.integrations.http import set_maintenance_webhook
+
+    assert cfg.webhook_url
+    set_maintenance_webhook(cfg.webhook_url, enabled=False, token=cfg.webhook_token)
+    return StepOutcome("maintenance page off (webhook)", {})
+
+
+@executor("migrate")
+def migrate(ctx: StepContext) -> StepOutcome:
+    """Seed step 3: re-check what was approved, apply the migrations, verify the schema is up to date."""
+    env = ctx.env
+    if not env.database_url:
+        raise MigrationError(f"{env.name} has no database_url configured.")
+    pending = pending_migrations(env)
+    if ctx.run.fingerprint and fingerprint_of(pending) != ctx.run.fingerprint:
+        raise ApprovalVoided("the pending migrations changed after approval "
+                             f"(now: {', '.join(n for n, _ in pending) or 'none'}); approve again")
+    from bot.integrations.prisma import CliRunner, NativeRunner
+
+    directory = Path(env.migrate.migrations_dir)
+    native = NativeRunner(env.database_url, lock_timeout_ms=env.migrate.lock_timeout_ms,
+                          statement_timeout_ms=env.migrate.statement_timeout_ms,
+                          lock_retries=env.migrate.lock_retries)
+    if env.migrate.runner == "prisma_cli":
+        cli = CliRunner(env.migrate.prisma_command, cwd=Path(env.migrate.prisma_cwd or "."),
+                        database_url=env.database_url, timeout_s=env.migrate.timeout_s, on_line=ctx.log)
+        result = cli.deploy()
+    else:
+        result = native.deploy(directory, on_event=lambda line: (ctx.log(line), ctx.progress(line)))
+    after = native.status(directory)
+    if not after.up_to_date:
+        raise MigrationError(f"After deploy the database is not up to date: pending {after.pending}, "
+                             f"failed {[r.migration_name for r in after.failed]}")
+    names = [m.name for m in result.applied]
+    summary = f"applied {len(names)}: {', '.join(names)}" if names else "no pending migrations"
+    return StepOutcome(summary + " · Database schema is up to date!", {"applied": names})
+
+
+@executor("seed")
+def seed(ctx: StepContext) -> StepOutcome:
+    """Seed step 4 (optional): the configured seed command, output to the thread."""
+    cfg = ctx.env.seed
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "DATABASE_URL": ctx.env.database_url or ""}
+    try:
+        proc = subprocess.run(cfg.command, cwd=cfg.cwd or None, env=env, capture_output=True, text=True,
+                              timeout=cfg.timeout_s, check=False)
+    except FileNotFoundError:
+        raise IntegrationError(f"Seed command not found: {cfg.command[0]}") from None
+    except subprocess.TimeoutExpired:
+        raise IntegrationError(f"Seed command timed out after {cfg.timeout_s:.0f} s") from None
+    for line in (proc.stdout + proc.stderr).splitlines()[-60:]:
+        ctx.log(line)
+    if proc.returncode != 0:
+        last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise IntegrationError(f"Seed command exited {proc.returncode}: {last[0][:200]}")
+    return StepOutcome(f"`{' '.join(cfg.command)}` exited 0", {})
+
+
+@executor("deploy")
+def deploy(ctx: StepContext) -> StepOutcome:
+    """Seed step 5: force a new deployment (or a new revision for --image), remember previous-stable."""
+    aws, cfg = _aws(ctx), ctx.env.deploy
+    assert cfg.cluster and cfg.service
+    before = aws.service(cfg.cluster, cfg.service)
+    maint = ctx.run.step("maintenance_on") if any(s.name == "maintenance_on" for s in ctx.run.steps) else None
+    previous = (maint.result.get("previous_task_definition") if maint and maint.result else None) \
+        or before.task_definition
+    target = previous
+    if ctx.run.image_tag:
+        target = aws.register_revision_with_image(previous, ctx.run.image_tag)
+        aws.update_service(cfg.cluster, cfg.service, task_definition=target, force_new_deployment=True)
+    elif maint and maint.status.value == "succeeded":
+        aws.update_service(cfg.cluster, cfg.service, task_definition=previous, force_new_deployment=True)
+    else:
+        aws.update_service(cfg.cluster, cfg.service, force_new_deployment=True)
+    aws.wait_stable(cfg.cluster, cfg.service, on_progress=lambda text: ctx.progress(str(text)))
+    after = aws.service(cfg.cluster, cfg.service)
+    return StepOutcome(f"{cfg.service} stable on {str(target).rsplit('/', 1)[-1]} "
+                       f"({after.running_count}/{after.desired_count} running)",
+                       {"previous_task_definition": previous, "task_definition": target,
+                        "desired_count": after.desired_count})
+
+
+@executor("smoke")
+def smoke(ctx: StepContext) -> StepOutcome:
+    """Seed step 6: the configured chain of HTTP checks; any failure fails the run."""
+    from bot.integrations.smoke import SmokeCheck, run_smoke_checks
+
+    checks = [SmokeCheck(name=c.name, method=c.method, url=c.url, headers=dict(c.headers), json=c.json_body,
+                         expect_status=c.expect_status, capture=dict(c.capture), timeout_s=c.timeout_s)
+              for c in ctx.env.smoke]
+    lines: list[str] = []
+
+    def on_result(result) -> None:  # type: ignore[no-untyped-def]
+        mark = "✅" if result.ok else "❌"
+        lines.append(f"{mark} {result.name}: {result.status or '-'} in {result.latency_ms:.0f} ms"
+                     + (f" — {result.error}" if result.error else ""))
+
+    report = run_smoke_checks(checks, variables={"run_id": ctx.run.id}, on_result=on_result)
+    ctx.thread("*Smoke tests*\n" + "\n".join(lines))
+    results = [{"name": r.name, "ok": r.ok, "status": r.status, "latency_ms": round(r.latency_ms, 1),
+                "error": r.error} for r in report.results]
+    if not report.ok:
+        raise IntegrationError(f"Smoke tests failed: {report.summary()}")
+    return StepOutcome(report.summary(), {"checks": results})

@@ -1,0 +1,71 @@
+"""Step ownership: this process says it is alive; steps owned by a dead process are marked interrupted."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from bot.errors import BotError
+from bot.operations import Deps
+from bot.runbook import StepStatus, interrupt_step
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY_S = 3.0
+ALIVE_TTL_S = 10
+
+
+def alive_key(deps: Deps, instance: str) -> str:
+    return deps.store.key("alive", instance)
+
+
+def beat(deps: Deps) -> None:
+    deps.store.redis.set(alive_key(deps, deps.instance_id), "1", ex=ALIVE_TTL_S)
+
+
+def reap_interrupted(deps: Deps) -> list[tuple[str, str]]:
+    """Mark RUNNING steps whose owner no longer beats as INTERRUPTED; a human decides what happens next."""
+    reaped: list[tuple[str, str]] = []
+    for run in deps.store.active_runs():
+        for step in run.steps:
+            if step.status is not StepStatus.RUNNING or not step.owner:
+                continue
+            if step.owner == deps.instance_id or deps.store.redis.exists(alive_key(deps, step.owner)):
+                continue
+            why = "the bot process running it stopped; check what it did, then retry or mark it done"
+            try:
+                deps.store.apply(run.id, lambda current, name=step.name, owner=step.owner: (
+                    interrupt_step(current, name=name, now=deps.clock(), why=why)
+                    if current.step(name).status is StepStatus.RUNNING and current.step(name).owner == owner
+                    else _unchanged(current)))
+                reaped.append((run.id, step.name))
+                deps.publish(run.id)
+            except BotError as exc:
+                log.warning("could not mark %s/%s interrupted: %s", run.id, step.name, exc)
+    return reaped
+
+
+def _unchanged(run):  # type: ignore[no-untyped-def]
+    from bot.errors import AlreadyDone
+
+    raise AlreadyDone("step moved on")
+
+
+def start(deps: Deps, stop: threading.Event) -> threading.Thread:
+    def loop() -> None:
+        ticks = 0
+        while not stop.is_set():
+            try:
+                beat(deps)
+                if ticks % 2 == 0:
+                    reap_interrupted(deps)
+            except BotError as exc:
+                log.warning("heartbeat: %s", exc)
+            except Exception as exc:
+                log.warning("heartbeat: %s", type(exc).__name__)
+            ticks += 1
+            stop.wait(HEARTBEAT_EVERY_S)
+
+    thread = threading.Thread(target=loop, name="heartbeat", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,18 @@
+-- CreateTable
+CREATE TABLE "Post" (
+    "id" SERIAL NOT NULL,
+    "title" TEXT NOT NULL,
+    "authorId" INTEGER NOT NULL,
+    CONSTRAINT "Post_pkey" PRIMARY KEY ("id")
+);
+
+-- AddForeignKey
+ALTER TABLE "Post" ADD CONSTRAINT "Post_authorId_fkey" FOREIGN KEY ("authorId") REFERENCES "User"("id") ON DELETE RESTRICT ON UPDATE CASCADE;
+
+-- A function body with semicolons: the file must not be split on ';'.
+CREATE FUNCTION "post_title_upper"() RETURNS trigger AS $$
+BEGIN
+    NEW."title" := upper(NEW."title");
+    RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;
