@@ -74,8 +74,9 @@ def _found(count: int, directory: str) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print pending / failed / edited migrations; exit 0 only when the database is up to date."""
+    url = _url(args)
     try:
-        status = NativeRunner(_url(args)).status(args.dir)
+        status = NativeRunner(url).status(args.dir)
     except PrismaError as exc:
         return _error(exc)
     print(_found(len(status.local), args.dir))
@@ -113,13 +114,14 @@ def _print_status(status: MigrationStatus) -> None:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     """Apply pending migrations, streaming progress lines; exit 1 with the Prisma error code on failure."""
-    runner = NativeRunner(
-        _url(args),
-        lock_timeout_ms=args.lock_timeout_ms or None,
-        lock_retries=args.lock_retries,
-        statement_timeout_ms=args.statement_timeout_ms,
-    )
+    url = _url(args)
     try:
+        runner = NativeRunner(
+            url,
+            lock_timeout_ms=args.lock_timeout_ms or None,
+            lock_retries=args.lock_retries,
+            statement_timeout_ms=args.statement_timeout_ms,
+        )
         result = runner.deploy(args.dir, on_event=lambda line: print(line, flush=True))
     except PrismaError as exc:
         return _error(exc)
@@ -138,8 +140,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def cmd_resolve(args: argparse.Namespace) -> int:
     """Mark a migration rolled back or applied, exactly as `prisma migrate resolve` does."""
-    runner = NativeRunner(_url(args))
+    url = _url(args)
     try:
+        runner = NativeRunner(url)
         if args.applied:
             runner.resolve_applied(args.dir, args.applied)
             print(f"Migration {args.applied} marked as applied.")

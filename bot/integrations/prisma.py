@@ -413,7 +413,7 @@ class _BlockerWatch:
                 if self._conn is None or self._conn.closed:
                     self._conn = self._connect()
                 row = self._conn.execute(self._QUERY, {"pid": pid}).fetchone()
-            except psycopg.Error:
+            except (psycopg.Error, MigrationError):
                 return  # diagnostics only: never let the watcher break a deploy
             if row is not None:
                 self.last = _Blocker(pid=row[0], query=" ".join(row[1].split()), age_s=row[2], relation=row[3])
@@ -564,9 +564,9 @@ class NativeRunner:
         try:
             if self._schema:
                 conn.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(self._schema)))
-        except psycopg.Error:
+        except psycopg.Error as exc:
             conn.close()
-            raise
+            raise _database_error(exc) from None
         return conn
 
     @contextmanager
@@ -760,9 +760,10 @@ class NativeRunner:
         primary = (diag.message_primary if diag is not None else None) or str(exc).strip() or type(exc).__name__
         detail = f"ERROR: {primary}"
         if sqlstate == "55P03":
-            relation = watch.last.relation if watch.last and watch.last.relation else None
+            relation = watch.last.relation if watch.last and watch.last.relation else "unknown relation"
+            shown = relation if relation.startswith('"') else f'"{relation}"'
             detail = (
-                f"could not get lock on \"{relation or 'unknown relation'}\" — {_describe_blocker(watch.last)}"
+                f"could not get lock on {shown} — {_describe_blocker(watch.last)}"
                 + (f"; gave up after {attempts} attempts" if attempts > 1 else "")
             )
         if kind.concurrent_only and not conn.closed and not conn.broken:
@@ -834,7 +835,8 @@ def _database_error(exc: psycopg.Error) -> PrismaError:
     if isinstance(exc, psycopg.OperationalError) and getattr(exc, "sqlstate", None) is None:
         return PrismaError("P1017", f"Server has closed the connection: {' '.join(str(exc).split())}")
     sqlstate = getattr(exc, "sqlstate", None) or "none"
-    return PrismaError("P1014" if sqlstate == "42P01" else "P3006", f"Database error {sqlstate}: {' '.join(str(exc).split())}")
+    # Not a Prisma error code: Prisma has none for a failing bookkeeping query.
+    return PrismaError("DB_ERROR", f"Database error {sqlstate}: {' '.join(str(exc).split())}", database_error_code=sqlstate)
 
 
 # ---------------------------------------------------------------------------------------------------

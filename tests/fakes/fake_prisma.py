@@ -18,14 +18,15 @@ from bot.integrations.prisma import (  # noqa: E402
     MigrationStatus,
     NativeRunner,
     PrismaError,
-    split_database_url,
     list_local_migrations,
+    split_database_url,
 )
 
 # Knobs for tests only (the real CLI has none of these).
 #   PRISMA_MIGRATIONS_DIR            where the migrations are (default ./prisma/migrations, or next to --schema)
 #   FAKE_PRISMA_SLEEP_S              sleep this long before doing anything (to test timeouts)
 #   FAKE_PRISMA_ADVISORY_LOCK_TIMEOUT_S  shorten Prisma's 10 s advisory-lock wait
+#   FAKE_PRISMA_ECHO_URL             print DATABASE_URL (to test that the wrapper redacts output)
 
 SHOWN_DIR = "prisma/migrations"  # Prisma hard-codes this text whatever the real path is
 
@@ -217,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         err(f"Error: The datasource.url property is required in your Prisma config file when using prisma migrate {args.verb}.")
         return 1
     err("Prisma schema loaded from prisma/schema.prisma.")
+    if os.environ.get("FAKE_PRISMA_ECHO_URL"):
+        out(f"DATABASE_URL={url}")
     try:
         out(datasource_line(url))
         runner = NativeRunner(
