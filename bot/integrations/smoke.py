@@ -147,10 +147,14 @@ def _result(check: SmokeCheck, url: str, *, ok: bool, status: int | None = None,
                        skipped=skipped, detail=detail)
 
 
-def _run_one(check: SmokeCheck, values: dict[str, str], http: httpx.Client) -> SmokeResult:
+def _run_one(check: SmokeCheck, values: dict[str, str], http: httpx.Client,
+             extra_headers: Mapping[str, str]) -> SmokeResult:
     try:
         url = _fill(check.url, values)
-        headers = {key: _fill(value, values) for key, value in check.headers.items()}
+        own = {key: _fill(value, values) for key, value in check.headers.items()}
+        # Extra headers are sent verbatim (never templated); a check's own header of the same name wins.
+        headers = {key: value for key, value in extra_headers.items()
+                   if key.lower() not in {name.lower() for name in own}} | own
         body = _fill_json(check.json_body, values) if check.json_body is not None else None
     except _UnknownVariable as exc:
         return _result(check, check.url, ok=False, error=str(exc))
@@ -194,13 +198,20 @@ def _json_text(value: Any) -> str:
 
 def run_smoke_checks(checks: list[SmokeCheck], *, variables: Mapping[str, str],
                      client: httpx.Client | None = None,
-                     on_result: Callable[[SmokeResult], None] | None = None) -> SmokeReport:
+                     on_result: Callable[[SmokeResult], None] | None = None,
+                     extra_headers: Mapping[str, str] | None = None) -> SmokeReport:
     """Run ``checks`` in order, feeding captures forward; stop at the first failure and skip the rest.
 
     ``on_result`` is called once per check (skipped ones included) as soon as its result is known.
     A given ``client`` is used as is and left open; otherwise one is made (no redirects, no env proxies).
+    ``extra_headers`` go on every request (a check's own header of the same name wins), e.g. the
+    maintenance bypass ``{"X-Maintenance-Token": token}`` while the maintenance page is still on; their
+    values are treated as secrets.
     """
     values = {key: str(value) for key, value in variables.items()}
+    for value in (extra_headers or {}).values():
+        register_secret(value)
+    extras = dict(extra_headers or {})
     results: list[SmokeResult] = []
     own = client is None
     http = client or new_client()
@@ -211,7 +222,7 @@ def run_smoke_checks(checks: list[SmokeCheck], *, variables: Mapping[str, str],
                 result = _result(check, check.url, ok=False, skipped=True,
                                  error="skipped: an earlier check failed")
             else:
-                result = _run_one(check, values, http)
+                result = _run_one(check, values, http, extras)
                 failed = not result.ok
             results.append(result)
             if on_result is not None:
