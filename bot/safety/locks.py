@@ -1,0 +1,795 @@
+"""Statement analysis with pglast: kind, tables, lock levels, rewrites, scans and per-table lock hold ranges."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Protocol
+
+import pglast
+from pglast import ast
+from pglast.enums import ConstrType, ObjectType
+
+
+class Lock(IntEnum):
+    """PostgreSQL table lock modes, ordered weakest to strongest (the order of the conflict table)."""
+
+    ACCESS_SHARE = 1
+    ROW_SHARE = 2
+    ROW_EXCLUSIVE = 3
+    SHARE_UPDATE_EXCLUSIVE = 4
+    SHARE = 5
+    SHARE_ROW_EXCLUSIVE = 6
+    EXCLUSIVE = 7
+    ACCESS_EXCLUSIVE = 8
+
+    @property
+    def label(self) -> str:
+        """The mode as the docs write it, e.g. ``ACCESS EXCLUSIVE``."""
+        return self.name.replace("_", " ")
+
+    @property
+    def pg_mode(self) -> str:
+        """The mode as ``pg_locks.mode`` shows it, e.g. ``AccessExclusiveLock``."""
+        return "".join(part.capitalize() for part in self.name.split("_")) + "Lock"
+
+    @classmethod
+    def from_pg_mode(cls, mode: str) -> Lock:
+        """Inverse of ``pg_mode``."""
+        for member in cls:
+            if member.pg_mode == mode:
+                return member
+        raise ValueError(f"unknown lock mode {mode!r}")
+
+    @property
+    def blocks_reads(self) -> bool:
+        """True when plain SELECTs wait for this lock."""
+        return self is Lock.ACCESS_EXCLUSIVE
+
+    @property
+    def blocks_writes(self) -> bool:
+        """True when INSERT/UPDATE/DELETE wait for this lock."""
+        return self >= Lock.SHARE
+
+
+@dataclass(frozen=True)
+class TypeKey:
+    """A column type reduced to what decides rewrites: canonical base name and type modifiers."""
+
+    base: str
+    mods: tuple[int, ...] = ()
+
+    def __str__(self) -> str:
+        return f"{self.base}({','.join(map(str, self.mods))})" if self.mods else self.base
+
+
+_TYPE_ALIASES = {
+    "character varying": "varchar", "varchar": "varchar", "text": "text",
+    "numeric": "numeric", "decimal": "numeric",
+    "timestamp without time zone": "timestamp", "timestamp": "timestamp",
+    "timestamp with time zone": "timestamptz", "timestamptz": "timestamptz",
+    "time without time zone": "time", "time": "time", "time with time zone": "timetz", "timetz": "timetz",
+    "interval": "interval", "integer": "int4", "int": "int4", "int4": "int4", "bigint": "int8",
+    "int8": "int8", "smallint": "int2", "int2": "int2", "character": "bpchar", "char": "bpchar",
+    "bpchar": "bpchar", "boolean": "bool", "bool": "bool", "double precision": "float8",
+    "float8": "float8", "real": "float4", "float4": "float4", "cidr": "inet_cidr", "inet": "inet",
+    "citext": "citext", "jsonb": "jsonb", "json": "json", "uuid": "uuid", "bytea": "bytea",
+    "bit varying": "varbit", "varbit": "varbit",
+}
+_SERIAL_TYPES = {"serial", "serial4", "bigserial", "serial8", "smallserial", "serial2"}
+
+# Functions whose volatility is known without a database (pg_proc.provolatile on PG 15).
+KNOWN_VOLATILITY = {
+    "now": "s", "current_timestamp": "s", "statement_timestamp": "s", "transaction_timestamp": "s",
+    "localtimestamp": "s", "current_date": "s", "lower": "i", "upper": "i", "coalesce": "i",
+    "gen_random_uuid": "v", "uuid_generate_v4": "v", "uuid_generate_v1": "v", "random": "v",
+    "clock_timestamp": "v", "nextval": "v", "timeofday": "v", "txid_current": "s",
+}
+
+
+def canonical_type(name: str, mods: tuple[int, ...] = ()) -> TypeKey:
+    """Normalise a type name from SQL or ``format_type`` (``character varying(10)``) to a TypeKey."""
+    text = name.strip().strip('"')
+    match = re.fullmatch(r"(.+?)\s*\(([\d,\s]+)\)(.*)", text)
+    if match:
+        text = (match.group(1) + match.group(3)).strip()
+        mods = tuple(int(x) for x in match.group(2).split(","))
+    if text.startswith("pg_catalog."):
+        text = text[len("pg_catalog."):]
+    if text == "cidr":
+        return TypeKey("cidr", mods)
+    return TypeKey(_TYPE_ALIASES.get(text.lower(), text), mods)
+
+
+def type_change_rewrites(old: TypeKey, new: TypeKey, *, utc: bool | None) -> bool:
+    """Whether ALTER COLUMN TYPE old -> new rewrites the table on PG 12-17 (measured on PG 15 via relfilenode)."""
+    if old == new:
+        return False
+    widen_ok = not new.mods or (old.mods and new.mods >= old.mods)
+    if old.base == new.base == "varchar":
+        return not (not new.mods or (old.mods and new.mods[0] >= old.mods[0]))
+    if old.base == "varchar" and new.base == "text":
+        return False
+    if old.base == "text" and new.base == "varchar":
+        return bool(new.mods)
+    if old.base == new.base == "numeric":
+        if not new.mods:
+            return False
+        if not old.mods:
+            return True
+        old_scale = old.mods[1] if len(old.mods) > 1 else 0
+        new_scale = new.mods[1] if len(new.mods) > 1 else 0
+        return not (new_scale == old_scale and new.mods[0] >= old.mods[0])
+    if old.base == new.base and old.base in {"timestamp", "timestamptz", "time", "timetz", "interval", "varbit"}:
+        return not widen_ok
+    if {old.base, new.base} == {"timestamp", "timestamptz"}:
+        # Only a plain change with no new precision is binary-coercible, and only when TimeZone is UTC.
+        return not (utc and not new.mods)
+    if old.base == "cidr" and new.base == "inet":
+        return False
+    if {old.base, new.base} == {"citext", "text"}:
+        return False
+    return True
+
+
+class Catalog(Protocol):
+    """What the analysis may ask the live database; every method returns None/False when unknown."""
+
+    def volatility(self, function: str) -> str | None: ...
+
+    def column_type(self, table: str, column: str) -> TypeKey | None: ...
+
+    def has_validated_not_null_check(self, table: str, column: str) -> bool: ...
+
+    def index_table(self, index: str) -> str | None: ...
+
+    def fk_parents(self, table: str) -> list[str]: ...
+
+    def table_exists(self, table: str) -> bool: ...
+
+    def timezone_is_utc(self) -> bool | None: ...
+
+
+@dataclass
+class SchemaModel:
+    """What earlier statements of the reviewed migrations did, so later ones can be judged without a database."""
+
+    created: set[str] = field(default_factory=set)
+    columns: dict[tuple[str, str], TypeKey] = field(default_factory=dict)
+    index_tables: dict[str, str] = field(default_factory=dict)
+    fk_parents: dict[str, set[str]] = field(default_factory=dict)
+    not_null_checks: set[tuple[str, str]] = field(default_factory=set)
+    not_valid: dict[str, tuple[str, str]] = field(default_factory=dict)  # constraint -> (table, kind)
+
+
+@dataclass
+class Effect:
+    """The lock one statement takes on one relation, and what it does to it."""
+
+    table: str
+    lock: Lock
+    rewrites: bool = False
+    scans: bool = False
+    role: str = "target"  # target | referenced | partition
+
+
+@dataclass
+class Check:
+    """Something the advice registry knows how to explain, raised by one statement."""
+
+    key: str
+    table: str | None = None
+    names: dict[str, str] = field(default_factory=dict)
+    rewrites: bool = False
+    scans: bool = False
+    lock: Lock | None = None
+
+
+@dataclass
+class StatementAnalysis:
+    """One parsed statement of a migration file."""
+
+    index: int
+    kind: str
+    sql: str
+    line: int
+    location: int
+    target: str | None = None
+    referenced: list[str] = field(default_factory=list)
+    effects: list[Effect] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    concurrent: bool = False
+    new_tables: set[str] = field(default_factory=set)
+
+    @property
+    def lock(self) -> Lock | None:
+        """The strongest lock on the target table."""
+        modes = [e.lock for e in self.effects if e.table == self.target]
+        return max(modes) if modes else None
+
+    @property
+    def rewrites(self) -> bool:
+        """True when a table or index is rewritten."""
+        return any(e.rewrites for e in self.effects)
+
+    @property
+    def scans(self) -> bool:
+        """True when a full scan or index build happens."""
+        return any(e.scans or e.rewrites for e in self.effects)
+
+
+@dataclass(frozen=True)
+class TableLock:
+    """The strongest lock a file holds on a table, from the statement that first locks it to the end of the file."""
+
+    table: str
+    lock: Lock
+    first_index: int
+    last_index: int
+    new: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return {"table": self.table, "lock": self.lock.label, "from_statement": self.first_index,
+                "to_statement": self.last_index, "new_table": self.new}
+
+
+@dataclass
+class FileAnalysis:
+    """Every statement of one migration file, plus how the file runs."""
+
+    statements: list[StatementAnalysis]
+    table_locks: list[TableLock]
+    explicit_transaction: bool
+    lone_concurrent: bool
+    parse_error: str | None = None
+    parse_error_offset: int | None = None
+    created_here: set[str] = field(default_factory=set)
+
+
+def table_name(rel: ast.RangeVar) -> str:
+    """Display/key name of a relation: bare for the default schema, else schema-qualified."""
+    if rel.schemaname and rel.schemaname != "public":
+        return f"{rel.schemaname}.{rel.relname}"
+    return rel.relname
+
+
+def _object_name(parts: Any) -> str:
+    names = [p.sval for p in parts]
+    if len(names) > 1 and names[0] == "public":
+        names = names[1:]
+    return ".".join(names)
+
+
+def _walk(node: Any) -> Iterator[ast.Node]:
+    if isinstance(node, ast.Node):
+        yield node
+        for attr in node.__slots__:
+            yield from _walk(getattr(node, attr, None))
+    elif isinstance(node, (list, tuple)):
+        for item in node:
+            yield from _walk(item)
+
+
+def _type_key(type_name: ast.TypeName) -> TypeKey:
+    names = [n.sval for n in type_name.names]
+    base = names[-1]
+    mods: list[int] = []
+    for mod in type_name.typmods or ():
+        if isinstance(mod, ast.A_Const) and isinstance(mod.val, ast.Integer):
+            mods.append(mod.val.ival)
+    return canonical_type(base, tuple(mods))
+
+
+def _line_of(sql: str, offset: int) -> int:
+    return sql.count("\n", 0, offset) + 1
+
+
+class _Analyzer:
+    """Walks one file's statements, updating the shared SchemaModel as it goes."""
+
+    def __init__(self, model: SchemaModel, catalog: Catalog | None) -> None:
+        self.model = model
+        self.catalog = catalog
+        self.created_here: set[str] = set()
+        self.not_valid_here: set[str] = set()
+
+    # -- lookups: this review first, then the live catalog -------------------------------------------
+    def volatility(self, func: str) -> str:
+        if self.catalog is not None:
+            found = self.catalog.volatility(func)
+            if found:
+                return found
+        return KNOWN_VOLATILITY.get(func.lower(), "v")  # unknown: assume volatile, like strong_migrations
+
+    def column_type(self, table: str, column: str) -> TypeKey | None:
+        if (table, column) in self.model.columns:
+            return self.model.columns[(table, column)]
+        return self.catalog.column_type(table, column) if self.catalog is not None else None
+
+    def index_table(self, index: str) -> str | None:
+        if index in self.model.index_tables:
+            return self.model.index_tables[index]
+        return self.catalog.index_table(index) if self.catalog is not None else None
+
+    def fk_parents(self, table: str) -> set[str]:
+        parents = set(self.model.fk_parents.get(table, set()))
+        if self.catalog is not None:
+            parents.update(self.catalog.fk_parents(table))
+        parents.discard(table)
+        return parents
+
+    def utc(self) -> bool | None:
+        return self.catalog.timezone_is_utc() if self.catalog is not None else None
+
+    def not_null_proven(self, table: str, column: str) -> bool:
+        if (table, column) in self.model.not_null_checks:
+            return True
+        return self.catalog.has_validated_not_null_check(table, column) if self.catalog is not None else False
+
+    # -- statements -------------------------------------------------------------------------------------
+    def analyze(self, st: StatementAnalysis, node: ast.Node) -> None:
+        handler = getattr(self, f"_on_{type(node).__name__}", None)
+        if handler is not None:
+            handler(st, node)
+
+    def _on_CreateStmt(self, st: StatementAnalysis, node: ast.CreateStmt) -> None:
+        table = table_name(node.relation)
+        st.kind, st.target = "CREATE TABLE", table
+        st.new_tables.add(table)
+        self.created_here.add(table)
+        self.model.created.add(table)
+        st.effects.append(Effect(table, Lock.ACCESS_EXCLUSIVE))
+        for parent in node.inhRelations or ():
+            if isinstance(parent, ast.RangeVar):
+                st.effects.append(Effect(table_name(parent), Lock.ACCESS_EXCLUSIVE
+                                         if node.partbound else Lock.SHARE_UPDATE_EXCLUSIVE, role="partition"))
+                st.referenced.append(table_name(parent))
+        for elt in node.tableElts or ():
+            if isinstance(elt, ast.ColumnDef):
+                if elt.typeName is not None:
+                    self.model.columns[(table, elt.colname)] = _type_key(elt.typeName)
+                for con in elt.constraints or ():
+                    self._fk_parent(st, table, con)
+            elif isinstance(elt, ast.Constraint):
+                self._fk_parent(st, table, elt)
+
+    def _fk_parent(self, st: StatementAnalysis, table: str, con: ast.Node) -> str | None:
+        if isinstance(con, ast.Constraint) and con.contype == ConstrType.CONSTR_FOREIGN and con.pktable:
+            parent = table_name(con.pktable)
+            self.model.fk_parents.setdefault(table, set()).add(parent)
+            if parent != table:
+                st.referenced.append(parent)
+                st.effects.append(Effect(parent, Lock.SHARE_ROW_EXCLUSIVE, role="referenced"))
+            return parent
+        return None
+
+    def _on_IndexStmt(self, st: StatementAnalysis, node: ast.IndexStmt) -> None:
+        table = table_name(node.relation)
+        st.kind = "CREATE INDEX CONCURRENTLY" if node.concurrent else "CREATE INDEX"
+        st.target, st.concurrent = table, bool(node.concurrent)
+        if node.idxname:
+            self.model.index_tables[node.idxname] = table
+        lock = Lock.SHARE_UPDATE_EXCLUSIVE if node.concurrent else Lock.SHARE
+        st.effects.append(Effect(table, lock, scans=True))
+        if table in self.created_here:
+            return
+        if not node.concurrent:
+            st.checks.append(Check("non-concurrent-index", table, {"index": node.idxname or "",
+                                                                  "unique": "UNIQUE " if node.unique else ""},
+                                   scans=True, lock=lock))
+
+    def _on_DropStmt(self, st: StatementAnalysis, node: ast.DropStmt) -> None:
+        kind = node.removeType
+        names = [_object_name(obj) for obj in node.objects or () if isinstance(obj, (list, tuple))]
+        if kind == ObjectType.OBJECT_TABLE:
+            st.kind = "DROP TABLE"
+            for table in names:
+                st.target = st.target or table
+                st.effects.append(Effect(table, Lock.ACCESS_EXCLUSIVE))
+                for parent in sorted(self.fk_parents(table)):
+                    st.referenced.append(parent)
+                    st.effects.append(Effect(parent, Lock.ACCESS_EXCLUSIVE, role="referenced"))
+                if table not in self.created_here:
+                    st.checks.append(Check("drop-table", table, {}, lock=Lock.ACCESS_EXCLUSIVE))
+                self.model.created.discard(table)
+        elif kind == ObjectType.OBJECT_INDEX:
+            st.kind = "DROP INDEX CONCURRENTLY" if node.concurrent else "DROP INDEX"
+            st.concurrent = bool(node.concurrent)
+            lock = Lock.SHARE_UPDATE_EXCLUSIVE if node.concurrent else Lock.ACCESS_EXCLUSIVE
+            for index in names:
+                table = self.index_table(index)
+                if table:
+                    st.target = st.target or table
+                    st.effects.append(Effect(table, lock))
+                if not node.concurrent and table not in self.created_here:
+                    st.checks.append(Check("drop-index", table, {"index": index}, lock=lock))
+        else:
+            st.kind = f"DROP {kind.name.removeprefix('OBJECT_')}"
+
+    def _on_RenameStmt(self, st: StatementAnalysis, node: ast.RenameStmt) -> None:
+        kind = node.renameType
+        if node.relation is None:
+            st.kind = f"RENAME {kind.name.removeprefix('OBJECT_')}"
+            return
+        table = table_name(node.relation)
+        if kind == ObjectType.OBJECT_INDEX:
+            st.kind = "ALTER INDEX RENAME"
+            index = table
+            owner = self.index_table(index)
+            if owner:
+                self.model.index_tables[node.newname] = owner
+            return
+        st.target = table
+        st.effects.append(Effect(table, Lock.ACCESS_EXCLUSIVE))
+        new = table in self.created_here
+        if kind == ObjectType.OBJECT_COLUMN:
+            st.kind = "RENAME COLUMN"
+            old = self.model.columns.pop((table, node.subname), None)
+            if old:
+                self.model.columns[(table, node.newname)] = old
+            if not new:
+                st.checks.append(Check("rename-column", table, {"column": node.subname, "new_name": node.newname},
+                                       lock=Lock.ACCESS_EXCLUSIVE))
+        elif kind == ObjectType.OBJECT_TABLE:
+            st.kind = "RENAME TABLE"
+            if not new:
+                st.checks.append(Check("rename-table", table, {"new_name": node.newname},
+                                       lock=Lock.ACCESS_EXCLUSIVE))
+            for (t, c), tk in list(self.model.columns.items()):
+                if t == table:
+                    self.model.columns[(node.newname, c)] = tk
+        else:
+            st.kind = f"RENAME {kind.name.removeprefix('OBJECT_')}"
+
+    def _on_AlterEnumStmt(self, st: StatementAnalysis, node: ast.AlterEnumStmt) -> None:
+        st.kind = "ALTER TYPE ADD VALUE" if node.newVal and not node.oldVal else "ALTER TYPE RENAME VALUE"
+        type_name = _object_name(node.typeName)
+        if node.oldVal:
+            st.checks.append(Check("rename-enum-value", None, {"type": type_name, "old": node.oldVal,
+                                                              "new": node.newVal or ""}))
+        else:
+            st.checks.append(Check("enum-add-value", None, {"type": type_name, "value": node.newVal or ""}))
+
+    def _on_TruncateStmt(self, st: StatementAnalysis, node: ast.TruncateStmt) -> None:
+        st.kind = "TRUNCATE"
+        for rel in node.relations or ():
+            table = table_name(rel)
+            st.target = st.target or table
+            st.effects.append(Effect(table, Lock.ACCESS_EXCLUSIVE, rewrites=True))
+            if table not in self.created_here:
+                st.checks.append(Check("truncate", table, {}, lock=Lock.ACCESS_EXCLUSIVE))
+
+    def _on_VacuumStmt(self, st: StatementAnalysis, node: ast.VacuumStmt) -> None:
+        full = any(isinstance(o, ast.DefElem) and o.defname == "full" for o in node.options or ())
+        st.kind = ("VACUUM FULL" if full else "VACUUM") if node.is_vacuumcmd else "ANALYZE"
+        for rel in node.rels or ():
+            if isinstance(rel, ast.VacuumRelation) and rel.relation is not None:
+                table = table_name(rel.relation)
+                st.target = st.target or table
+                if full:
+                    st.effects.append(Effect(table, Lock.ACCESS_EXCLUSIVE, rewrites=True))
+                    st.checks.append(Check("table-rewrite", table, {"what": "VACUUM FULL"}, rewrites=True,
+                                           lock=Lock.ACCESS_EXCLUSIVE))
+                else:
+                    st.effects.append(Effect(table, Lock.SHARE_UPDATE_EXCLUSIVE, scans=True))
+
+    def _on_ClusterStmt(self, st: StatementAnalysis, node: ast.ClusterStmt) -> None:
+        st.kind = "CLUSTER"
+        if node.relation is not None:
+            table = table_name(node.relation)
+            st.target = table
+            st.effects.append(Effect(table, Lock.ACCESS_EXCLUSIVE, rewrites=True))
+            st.checks.append(Check("table-rewrite", table, {"what": "CLUSTER"}, rewrites=True,
+                                   lock=Lock.ACCESS_EXCLUSIVE))
+
+    def _on_ReindexStmt(self, st: StatementAnalysis, node: ast.ReindexStmt) -> None:
+        concurrent = any(isinstance(o, ast.DefElem) and o.defname == "concurrently" for o in node.params or ())
+        st.kind, st.concurrent = ("REINDEX CONCURRENTLY" if concurrent else "REINDEX"), concurrent
+        if node.relation is None:
+            return
+        name = table_name(node.relation)
+        table = self.index_table(name) if node.kind.name == "REINDEX_OBJECT_INDEX" else name
+        if table:
+            lock = Lock.SHARE_UPDATE_EXCLUSIVE if concurrent else Lock.SHARE
+            st.target = table
+            st.effects.append(Effect(table, lock, scans=True))
+            if not concurrent and table not in self.created_here:
+                st.checks.append(Check("reindex", table, {"index": name}, scans=True, lock=lock))
+
+    def _on_CreateTrigStmt(self, st: StatementAnalysis, node: ast.CreateTrigStmt) -> None:
+        st.kind = "CREATE TRIGGER"
+        st.target = table_name(node.relation)
+        st.effects.append(Effect(st.target, Lock.SHARE_ROW_EXCLUSIVE))
+
+    def _on_CommentStmt(self, st: StatementAnalysis, node: ast.CommentStmt) -> None:
+        st.kind = "COMMENT"
+        if node.objtype in (ObjectType.OBJECT_TABLE, ObjectType.OBJECT_COLUMN) and isinstance(node.object, tuple):
+            parts = list(node.object)
+            if node.objtype == ObjectType.OBJECT_COLUMN:
+                parts = parts[:-1]
+            st.target = _object_name(parts)
+            st.effects.append(Effect(st.target, Lock.SHARE_UPDATE_EXCLUSIVE))
+
+    def _dml(self, st: StatementAnalysis, kind: str, rel: ast.RangeVar, where: Any) -> None:
+        table = table_name(rel)
+        st.kind, st.target = kind, table
+        st.effects.append(Effect(table, Lock.ROW_EXCLUSIVE, scans=where is None))
+        if kind != "INSERT" and table not in self.created_here:
+            st.checks.append(Check("backfill-in-migration", table, {"what": kind}, scans=True,
+                                   lock=Lock.ROW_EXCLUSIVE))
+
+    def _on_UpdateStmt(self, st: StatementAnalysis, node: ast.UpdateStmt) -> None:
+        self._dml(st, "UPDATE", node.relation, node.whereClause)
+
+    def _on_DeleteStmt(self, st: StatementAnalysis, node: ast.DeleteStmt) -> None:
+        self._dml(st, "DELETE", node.relation, node.whereClause)
+
+    def _on_InsertStmt(self, st: StatementAnalysis, node: ast.InsertStmt) -> None:
+        self._dml(st, "INSERT", node.relation, True)
+
+    def _on_DoStmt(self, st: StatementAnalysis, node: ast.DoStmt) -> None:
+        st.kind = "DO"
+        st.checks.append(Check("opaque-block", None, {}))
+
+    def _on_TransactionStmt(self, st: StatementAnalysis, node: ast.TransactionStmt) -> None:
+        st.kind = node.kind.name.removeprefix("TRANS_STMT_")
+
+    def _on_CreateEnumStmt(self, st: StatementAnalysis, node: ast.CreateEnumStmt) -> None:
+        st.kind = "CREATE TYPE AS ENUM"
+
+    def _on_AlterTableStmt(self, st: StatementAnalysis, node: ast.AlterTableStmt) -> None:
+        if node.objtype != ObjectType.OBJECT_TABLE:
+            st.kind = f"ALTER {node.objtype.name.removeprefix('OBJECT_')}"
+            if node.objtype == ObjectType.OBJECT_INDEX:
+                owner = self.index_table(table_name(node.relation))
+                if owner:
+                    st.target = owner
+            return
+        table = table_name(node.relation)
+        st.kind, st.target = "ALTER TABLE", table
+        new = table in self.created_here
+        kinds: list[str] = []
+        for cmd in node.cmds or ():
+            kinds.append(cmd.subtype.name.removeprefix("AT_"))
+            self._alter_cmd(st, table, cmd, new)
+        st.kind = "ALTER TABLE " + ",".join(dict.fromkeys(kinds))
+
+    def _alter_cmd(self, st: StatementAnalysis, table: str, cmd: ast.AlterTableCmd, new: bool) -> None:
+        sub = cmd.subtype.name
+        lock = Lock.ACCESS_EXCLUSIVE
+        rewrites = scans = False
+        column = cmd.name or ""
+        if sub in {"AT_SetStatistics", "AT_ClusterOn", "AT_DropCluster", "AT_SetRelOptions", "AT_ResetRelOptions",
+                   "AT_ReplaceRelOptions", "AT_SetOptions", "AT_ResetOptions", "AT_DetachPartitionFinalize"}:
+            lock = Lock.SHARE_UPDATE_EXCLUSIVE
+        elif sub.startswith(("AT_EnableTrig", "AT_DisableTrig", "AT_EnableAlwaysTrig", "AT_EnableReplicaTrig",
+                             "AT_EnableRule", "AT_DisableRule", "AT_EnableAlwaysRule", "AT_EnableReplicaRule")):
+            lock = Lock.SHARE_ROW_EXCLUSIVE
+        elif sub == "AT_AddColumn":
+            rewrites = self._add_column(st, table, cmd.def_, new)
+        elif sub == "AT_DropColumn":
+            self.model.columns.pop((table, column), None)
+            if not new:
+                st.checks.append(Check("drop-column", table, {"column": column}, lock=lock))
+        elif sub == "AT_AlterColumnType":
+            rewrites = self._alter_type(st, table, column, cmd.def_, new)
+        elif sub == "AT_SetNotNull":
+            proven = self.not_null_proven(table, column)
+            scans = not proven
+            if not new:
+                st.checks.append(Check("set-not-null", table, {"column": column}, scans=scans, lock=lock))
+        elif sub == "AT_AddConstraint":
+            lock, scans = self._add_constraint(st, table, cmd.def_, new)
+        elif sub == "AT_ValidateConstraint":
+            lock, scans = Lock.SHARE_UPDATE_EXCLUSIVE, True
+            if column in self.not_valid_here and not new:
+                st.checks.append(Check("validate-same-transaction", table, {"constraint": column}, scans=True,
+                                       lock=lock))
+            self._mark_validated(table, column)
+        elif sub == "AT_AttachPartition":
+            lock = Lock.SHARE_UPDATE_EXCLUSIVE
+            part = cmd.def_.name if isinstance(cmd.def_, ast.PartitionCmd) else None
+            if part is not None:
+                st.referenced.append(table_name(part))
+                st.effects.append(Effect(table_name(part), Lock.ACCESS_EXCLUSIVE, scans=True, role="partition"))
+        elif sub == "AT_DetachPartition":
+            concurrent = isinstance(cmd.def_, ast.PartitionCmd) and bool(cmd.def_.concurrent)
+            lock = Lock.SHARE_UPDATE_EXCLUSIVE if concurrent else Lock.ACCESS_EXCLUSIVE
+            st.concurrent = st.concurrent or concurrent
+            if isinstance(cmd.def_, ast.PartitionCmd) and cmd.def_.name is not None:
+                part = table_name(cmd.def_.name)
+                st.referenced.append(part)
+                st.effects.append(Effect(part, lock, role="partition"))
+            if not concurrent and not new:
+                st.checks.append(Check("detach-partition", table, {}, lock=lock))
+        elif sub in {"AT_SetLogged", "AT_SetUnLogged", "AT_SetTableSpace", "AT_SetAccessMethod", "AT_SetExpression"}:
+            rewrites = True
+            if not new:
+                st.checks.append(Check("table-rewrite", table, {"what": sub.removeprefix("AT_")}, rewrites=True,
+                                       lock=lock))
+        elif sub == "AT_DropConstraint":
+            for parent in self._constraint_parents(table, column):
+                st.effects.append(Effect(parent, Lock.ACCESS_EXCLUSIVE, role="referenced"))
+        st.effects.append(Effect(table, lock, rewrites=rewrites, scans=scans))
+
+    def _constraint_parents(self, table: str, constraint: str) -> list[str]:
+        return []  # dropping an FK also locks the parent; not resolved (needs pg_constraint by name)
+
+    def _mark_validated(self, table: str, constraint: str) -> None:
+        info = self.model.not_valid.pop(constraint, None)
+        if info and info[1].startswith("notnull:"):
+            self.model.not_null_checks.add((table, info[1].removeprefix("notnull:")))
+
+    def _add_column(self, st: StatementAnalysis, table: str, col: ast.ColumnDef, new: bool) -> bool:
+        type_key = _type_key(col.typeName) if col.typeName is not None else None
+        if type_key is not None:
+            self.model.columns[(table, col.colname)] = type_key
+        not_null = bool(col.is_not_null)
+        default = None
+        rewrites = False
+        reason = ""
+        for con in col.constraints or ():
+            if not isinstance(con, ast.Constraint):
+                continue
+            ct = con.contype
+            if ct in (ConstrType.CONSTR_NOTNULL, ConstrType.CONSTR_PRIMARY):
+                not_null = True
+            if ct == ConstrType.CONSTR_DEFAULT:
+                default = con.raw_expr
+            elif ct == ConstrType.CONSTR_GENERATED and con.generated_kind == "s":
+                rewrites, reason = True, "generated-column"
+            elif ct == ConstrType.CONSTR_IDENTITY:
+                rewrites, reason = True, "identity-column"
+            elif ct in (ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_PRIMARY) and not new:
+                st.checks.append(Check("unique-build", table, {"column": col.colname}, scans=True,
+                                       lock=Lock.ACCESS_EXCLUSIVE))
+            elif ct == ConstrType.CONSTR_FOREIGN:
+                self._fk_parent(st, table, con)
+        if type_key is not None and type_key.base in _SERIAL_TYPES:
+            rewrites, reason = True, "identity-column"
+        if default is not None and not rewrites:
+            volatile = [f for f in self._functions(default) if self.volatility(f) == "v"]
+            if volatile:
+                if new:
+                    return False
+                st.checks.append(Check("volatile-default", table, {"column": col.colname, "function": volatile[0]},
+                                       rewrites=True, lock=Lock.ACCESS_EXCLUSIVE))
+                return True
+        if new:
+            return False
+        if reason:
+            st.checks.append(Check(reason, table, {"column": col.colname}, rewrites=True, lock=Lock.ACCESS_EXCLUSIVE))
+        if not_null and default is None and not rewrites:
+            st.checks.append(Check("required-column", table, {"column": col.colname,
+                                                              "type": str(type_key) if type_key else ""},
+                                   lock=Lock.ACCESS_EXCLUSIVE))
+        return rewrites
+
+    def _functions(self, expr: Any) -> list[str]:
+        found = []
+        for node in _walk(expr):
+            if isinstance(node, ast.FuncCall):
+                found.append(node.funcname[-1].sval)
+        return found
+
+    def _alter_type(self, st: StatementAnalysis, table: str, column: str, col: ast.ColumnDef, new: bool) -> bool:
+        new_type = _type_key(col.typeName)
+        old_type = self.column_type(table, column)
+        using = col.raw_default
+        simple_using = using is None or isinstance(using, ast.ColumnRef) or (
+            isinstance(using, ast.TypeCast) and isinstance(using.arg, ast.ColumnRef))
+        if old_type is None or not simple_using:
+            rewrites, known = True, old_type is not None
+        else:
+            rewrites, known = type_change_rewrites(old_type, new_type, utc=self.utc()), True
+        self.model.columns[(table, column)] = new_type
+        if not new:
+            st.checks.append(Check("type-change", table, {"column": column, "type": str(new_type),
+                                                          "old_type": str(old_type) if old_type else "",
+                                                          "known": "yes" if known else ""},
+                                   rewrites=rewrites, lock=Lock.ACCESS_EXCLUSIVE))
+        return rewrites and not new
+
+    def _add_constraint(self, st: StatementAnalysis, table: str, con: ast.Constraint, new: bool) -> tuple[Lock, bool]:
+        ct = con.contype
+        name = con.conname or ""
+        not_valid = bool(con.skip_validation)
+        if not_valid and name:
+            self.not_valid_here.add(name)
+        if ct == ConstrType.CONSTR_FOREIGN:
+            parent = self._fk_parent(st, table, con) or ""
+            scans = not not_valid and not new
+            if not_valid and name:
+                self.model.not_valid[name] = (table, "fk")
+            if scans:
+                st.checks.append(Check("fk-without-not-valid", table, {
+                    "constraint": name, "parent": parent,
+                    "columns": ", ".join(f'"{a.sval}"' for a in con.fk_attrs or ()),
+                    "parent_columns": ", ".join(f'"{a.sval}"' for a in con.pk_attrs or ())},
+                    scans=True, lock=Lock.SHARE_ROW_EXCLUSIVE))
+            return Lock.SHARE_ROW_EXCLUSIVE, scans
+        if ct == ConstrType.CONSTR_CHECK:
+            column = self._not_null_check_column(con.raw_expr)
+            if not_valid:
+                if name:
+                    self.model.not_valid[name] = (table, f"notnull:{column}" if column else "check")
+                return Lock.ACCESS_EXCLUSIVE, False
+            if column:
+                self.model.not_null_checks.add((table, column))
+            if not new:
+                st.checks.append(Check("check-without-not-valid", table, {"constraint": name}, scans=True,
+                                       lock=Lock.ACCESS_EXCLUSIVE))
+            return Lock.ACCESS_EXCLUSIVE, not new
+        if ct in (ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_PRIMARY, ConstrType.CONSTR_EXCLUSION):
+            if con.indexname:
+                return Lock.ACCESS_EXCLUSIVE, False
+            if not new:
+                st.checks.append(Check("unique-build", table, {"constraint": name,
+                                                               "kind": ct.name.removeprefix("CONSTR_")},
+                                       scans=True, lock=Lock.ACCESS_EXCLUSIVE))
+            return Lock.ACCESS_EXCLUSIVE, not new
+        return Lock.ACCESS_EXCLUSIVE, False
+
+    @staticmethod
+    def _not_null_check_column(expr: Any) -> str | None:
+        if isinstance(expr, ast.NullTest) and expr.nulltesttype.name == "IS_NOT_NULL" and isinstance(
+                expr.arg, ast.ColumnRef):
+            return expr.arg.fields[-1].sval
+        return None
+
+
+def analyze_file(sql: str, model: SchemaModel | None = None, catalog: Catalog | None = None) -> FileAnalysis:
+    """Parse one migration file and work out, per statement, the locks, rewrites, scans and checks it raises."""
+    model = model if model is not None else SchemaModel()
+    try:
+        raw = pglast.parse_sql(sql)
+    except pglast.parser.ParseError as exc:
+        offset = exc.location if isinstance(getattr(exc, "location", None), int) else None
+        return FileAnalysis([], [], False, False, parse_error=str(exc.args[0] if exc.args else exc),
+                            parse_error_offset=offset)
+    analyzer = _Analyzer(model, catalog)
+    statements: list[StatementAnalysis] = []
+    for index, rawstmt in enumerate(raw):
+        start = rawstmt.stmt_location or 0
+        length = rawstmt.stmt_len or (len(sql) - start)
+        text = sql[start:start + length].strip()
+        st = StatementAnalysis(index=index, kind=type(rawstmt.stmt).__name__, sql=text,
+                               line=_line_of(sql, start + (len(sql[start:]) - len(sql[start:].lstrip()))),
+                               location=start)
+        analyzer.analyze(st, rawstmt.stmt)
+        statements.append(st)
+    explicit = any(isinstance(r.stmt, ast.TransactionStmt) for r in raw)
+    lone = len(statements) == 1 and statements[0].concurrent
+    return FileAnalysis(statements, _hold_ranges(statements, explicit, lone), explicit, lone,
+                        created_here=set(analyzer.created_here))
+
+
+def _hold_ranges(statements: list[StatementAnalysis], explicit: bool, lone: bool) -> list[TableLock]:
+    """Per table: strongest lock and the statement range it is held (a Prisma file is one transaction)."""
+    if not statements:
+        return []
+    last = len(statements) - 1
+    created: set[str] = set()
+    for st in statements:
+        created |= st.new_tables
+    first: dict[str, int] = {}
+    strongest: dict[str, Lock] = {}
+    for st in statements:
+        for eff in st.effects:
+            first.setdefault(eff.table, st.index)
+            strongest[eff.table] = max(strongest.get(eff.table, eff.lock), eff.lock)
+    ends: dict[str, int] = {}
+    for table, start in first.items():
+        end = last
+        if lone:
+            end = start
+        elif explicit:
+            for st in statements[start:]:
+                if st.kind in {"COMMIT", "ROLLBACK"}:
+                    end = st.index
+                    break
+        ends[table] = end
+    return [TableLock(t, strongest[t], first[t], ends[t], t in created) for t in first]

@@ -1,0 +1,5 @@
+-- AlterEnum
+ALTER TYPE "Role" ADD VALUE 'COUNSELOR';
+
+-- AlterTable
+ALTER TABLE "User" ADD COLUMN "emailVerified" BOOLEAN DEFAULT false;

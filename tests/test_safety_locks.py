@@ -1,0 +1,255 @@
+"""Predicted locks, rewrites and scans match what PostgreSQL actually does (pg_locks, relfilenode, seq_scan)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from bot.safety.catalog import LiveCatalog
+from bot.safety.locks import Lock, SchemaModel, TypeKey, analyze_file, canonical_type, type_change_rewrites
+
+SETUP = """
+CREATE TABLE parent (id int PRIMARY KEY);
+CREATE TABLE child (id int PRIMARY KEY, parent_id int, a int, v varchar(10), d int, t text,
+                    ts timestamp(3), n numeric(10,2));
+INSERT INTO parent SELECT g FROM generate_series(1, 100) g;
+INSERT INTO child SELECT g, (g % 100) + 1, g, 'x', g, 't', now(), 1 FROM generate_series(1, 1000) g;
+CREATE INDEX child_a_idx ON child (a);
+ALTER TABLE child ADD CONSTRAINT child_d_nn CHECK (d IS NOT NULL);
+ALTER TABLE child ADD CONSTRAINT child_parent_fk FOREIGN KEY (parent_id) REFERENCES parent (id) NOT VALID;
+CREATE TABLE solo (id int, a int);
+INSERT INTO solo SELECT g, g FROM generate_series(1, 100) g;
+CREATE TABLE part (id int, k int) PARTITION BY RANGE (k);
+CREATE TABLE part_0 PARTITION OF part FOR VALUES FROM (-10) TO (0);
+CREATE TABLE part_1 (id int, k int);
+CREATE TYPE mood AS ENUM ('a', 'b');
+CREATE FUNCTION trg() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
+ANALYZE;
+"""
+
+AE, SRE, SUE = "ACCESS EXCLUSIVE", "SHARE ROW EXCLUSIVE", "SHARE UPDATE EXCLUSIVE"
+
+# (kind, statement, {table: expected strongest lock}) -- the reference's lock table, measured on PG 15.
+LOCK_CASES: list[tuple[str, str, dict[str, str]]] = [
+    ("add column nullable", "ALTER TABLE child ADD COLUMN x int", {"child": AE}),
+    ("add column const default", "ALTER TABLE child ADD COLUMN x int NOT NULL DEFAULT 0", {"child": AE}),
+    ("drop column", "ALTER TABLE child DROP COLUMN t", {"child": AE}),
+    ("rename column", "ALTER TABLE child RENAME COLUMN t TO t2", {"child": AE}),
+    ("rename table", "ALTER TABLE child RENAME TO child2", {"child": AE}),
+    ("alter column type", "ALTER TABLE child ALTER COLUMN a TYPE bigint", {"child": AE}),
+    ("set not null", "ALTER TABLE child ALTER COLUMN d SET NOT NULL", {"child": AE}),
+    ("drop not null", "ALTER TABLE child ALTER COLUMN a DROP NOT NULL", {"child": AE}),
+    ("set default", "ALTER TABLE child ALTER COLUMN v SET DEFAULT 'y'", {"child": AE}),
+    ("set statistics", "ALTER TABLE child ALTER COLUMN a SET STATISTICS 500", {"child": SUE}),
+    ("set storage", "ALTER TABLE child ALTER COLUMN t SET STORAGE EXTERNAL", {"child": AE}),
+    ("set reloptions", "ALTER TABLE child SET (fillfactor = 80)", {"child": SUE}),
+    ("add check", "ALTER TABLE child ADD CONSTRAINT c_a CHECK (a > 0)", {"child": AE}),
+    ("add check not valid", "ALTER TABLE child ADD CONSTRAINT c_a CHECK (a > 0) NOT VALID", {"child": AE}),
+    ("validate constraint", "ALTER TABLE child VALIDATE CONSTRAINT child_parent_fk", {"child": SUE}),
+    ("add foreign key", "ALTER TABLE child ADD CONSTRAINT fk2 FOREIGN KEY (parent_id) REFERENCES parent (id)",
+     {"child": SRE, "parent": SRE}),
+    ("add foreign key not valid",
+     "ALTER TABLE child ADD CONSTRAINT fk2 FOREIGN KEY (parent_id) REFERENCES parent (id) NOT VALID",
+     {"child": SRE, "parent": SRE}),
+    ("add unique", "ALTER TABLE child ADD CONSTRAINT child_a_key UNIQUE (a)", {"child": AE}),
+    ("drop constraint", "ALTER TABLE child DROP CONSTRAINT child_d_nn", {"child": AE}),
+    ("create index", "CREATE INDEX child_v_idx ON child (v)", {"child": "SHARE"}),
+    ("create unique index", "CREATE UNIQUE INDEX child_id_a ON child (id, a)", {"child": "SHARE"}),
+    ("drop index", "DROP INDEX child_a_idx", {"child": AE}),
+    ("reindex table", "REINDEX TABLE child", {"child": "SHARE"}),
+    ("create trigger", "CREATE TRIGGER t1 BEFORE INSERT ON child FOR EACH ROW EXECUTE FUNCTION trg()",
+     {"child": SRE}),
+    ("disable triggers", "ALTER TABLE child DISABLE TRIGGER ALL", {"child": SRE}),
+    ("drop table", "DROP TABLE child", {"child": AE, "parent": AE}),
+    ("truncate", "TRUNCATE solo", {"solo": AE}),
+    ("create table with fk", "CREATE TABLE c2 (id int REFERENCES parent (id))", {"parent": SRE}),
+    ("enable rls", "ALTER TABLE child ENABLE ROW LEVEL SECURITY", {"child": AE}),
+    ("comment on table", "COMMENT ON TABLE child IS 'x'", {"child": SUE}),
+    ("update backfill", "UPDATE child SET a = a + 1", {"child": "ROW EXCLUSIVE"}),
+    ("attach partition", "ALTER TABLE part ATTACH PARTITION part_1 FOR VALUES FROM (0) TO (10)",
+     {"part": SUE, "part_1": AE}),
+    ("detach partition", "ALTER TABLE part DETACH PARTITION part_0", {"part": AE, "part_0": AE}),
+    ("analyze", "ANALYZE child", {"child": SUE}),
+    ("set unlogged", "ALTER TABLE solo SET UNLOGGED", {"solo": AE}),
+    ("cluster", "CLUSTER child USING child_pkey", {"child": AE}),
+    ("enum add value", "ALTER TYPE mood ADD VALUE 'c'", {}),
+]
+
+
+@pytest.fixture(scope="module")
+def lock_db(pg_admin_url: str) -> Iterator[str]:
+    """One database with the SETUP schema for every case of this module (each case rolls back)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    base = pg_admin_url.rpartition("/")[0]
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"{base}/{name}"
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(SETUP)
+        yield url
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _oids(conn: psycopg.Connection) -> dict[str, int]:
+    rows = conn.execute("SELECT relname, oid::int FROM pg_class WHERE relnamespace = 'public'::regnamespace")
+    return dict(rows.fetchall())
+
+
+def _observed(conn: psycopg.Connection, oid: int) -> Lock | None:
+    rows = conn.execute("SELECT mode FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'relation' "
+                        "AND relation = %s", (oid,)).fetchall()
+    return max((Lock.from_pg_mode(r[0]) for r in rows), default=None)
+
+
+def _predicted(conn: psycopg.Connection, sql: str) -> dict[str, Lock]:
+    analysis = analyze_file(sql, SchemaModel(), LiveCatalog(conn))
+    locks: dict[str, Lock] = {}
+    for eff in analysis.statements[0].effects:
+        locks[eff.table] = max(locks.get(eff.table, eff.lock), eff.lock)
+    return locks
+
+
+class TestObservedLocks:
+    def test_enough_statement_kinds(self):
+        """The lock cases cover at least 15 distinct statement kinds."""
+        assert len({kind for kind, _, _ in LOCK_CASES}) >= 15
+
+    @pytest.mark.parametrize(("kind", "sql", "expected"), LOCK_CASES, ids=[c[0] for c in LOCK_CASES])
+    def test_predicted_lock_matches_pg_locks(self, lock_db, kind, sql, expected):
+        """The analysis predicts, per table, the strongest mode pg_locks shows while the statement runs."""
+        with psycopg.connect(lock_db, autocommit=True) as conn:
+            oids = _oids(conn)
+            predicted = {t: m for t, m in _predicted(conn, sql).items() if t in oids}  # not tables it creates
+            assert {t: m.label for t, m in predicted.items()} == expected
+            with conn.transaction(force_rollback=True):
+                conn.execute(sql)
+                observed = {t: _observed(conn, oids[t]) for t in expected}
+                if not expected:  # ALTER TYPE ... ADD VALUE: no lock on any table
+                    assert _observed(conn, oids["child"]) is None
+            assert {t: m.label if m else None for t, m in observed.items()} == expected
+
+    def test_create_index_concurrently_lock(self, lock_db):
+        """CREATE INDEX CONCURRENTLY, watched from a third session while an old transaction holds it back, takes SHARE UPDATE EXCLUSIVE."""
+        with psycopg.connect(lock_db, autocommit=True) as watcher:
+            predicted = _predicted(watcher, "CREATE INDEX CONCURRENTLY child_t_idx ON child (t)")
+            oid = _oids(watcher)["child"]
+            holder = psycopg.connect(lock_db)
+            holder.execute("LOCK TABLE child IN ROW EXCLUSIVE MODE")  # an old writer the CIC must wait for
+            builder = psycopg.connect(lock_db, autocommit=True)
+            pid = builder.info.backend_pid
+            errors: list[BaseException] = []
+
+            def build() -> None:
+                try:
+                    builder.execute("CREATE INDEX CONCURRENTLY child_t_idx ON child (t)")
+                except BaseException as exc:  # noqa: BLE001 - reported below
+                    errors.append(exc)
+
+            thread = threading.Thread(target=build)
+            thread.start()
+            modes: list[str] = []
+            try:
+                for _ in range(100):
+                    modes = [r[0] for r in watcher.execute(
+                        "SELECT mode FROM pg_locks WHERE pid = %s AND relation = %s", (pid, oid)).fetchall()]
+                    waiting = watcher.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                                              (pid,)).fetchone()
+                    if modes and waiting and waiting[0] == "Lock":
+                        break
+                    time.sleep(0.05)
+            finally:
+                holder.rollback()
+                holder.close()
+                thread.join(timeout=30)
+                builder.execute("DROP INDEX IF EXISTS child_t_idx")
+                builder.close()
+            assert not errors
+            assert max(Lock.from_pg_mode(m) for m in modes) == predicted["child"] == Lock.SHARE_UPDATE_EXCLUSIVE
+
+
+# (statement, rewrites?) -- relfilenode of the table changes exactly when a rewrite is predicted.
+REWRITE_CASES = [
+    ("ALTER TABLE child ALTER COLUMN a TYPE bigint", True),
+    ("ALTER TABLE child ALTER COLUMN v TYPE varchar(20)", False),
+    ("ALTER TABLE child ALTER COLUMN v TYPE text", False),
+    ("ALTER TABLE child ALTER COLUMN t TYPE varchar(5)", True),
+    ("ALTER TABLE child ALTER COLUMN n TYPE numeric(12,2)", False),
+    ("ALTER TABLE child ALTER COLUMN n TYPE numeric(12,3)", True),
+    ("ALTER TABLE child ALTER COLUMN ts TYPE timestamp(6)", False),
+    ("ALTER TABLE child ALTER COLUMN ts TYPE timestamptz(3)", True),
+    ("ALTER TABLE child ALTER COLUMN ts TYPE timestamptz", False),
+    ("ALTER TABLE child ADD COLUMN u uuid DEFAULT gen_random_uuid()", True),
+    ("ALTER TABLE child ADD COLUMN c timestamp DEFAULT now()", False),
+    ("ALTER TABLE child ADD COLUMN g int GENERATED ALWAYS AS (a * 2) STORED", True),
+    ("ALTER TABLE child ADD COLUMN s bigserial", True),
+    ("ALTER TABLE solo SET UNLOGGED", True),
+]
+
+
+class TestRewrites:
+    @pytest.mark.parametrize(("sql", "rewrites"), REWRITE_CASES)
+    def test_rewrite_prediction_matches_relfilenode(self, lock_db, sql, rewrites):
+        """A rewrite is predicted exactly when PostgreSQL gives the table a new relfilenode (session in UTC)."""
+        table = sql.split()[2]
+        with psycopg.connect(lock_db, autocommit=True) as conn:
+            conn.execute("SET TimeZone = 'UTC'")
+            analysis = analyze_file(sql, SchemaModel(), LiveCatalog(conn))
+            assert analysis.statements[0].rewrites is rewrites
+            with conn.transaction(force_rollback=True):
+                before = conn.execute("SELECT relfilenode FROM pg_class WHERE relname = %s", (table,)).fetchone()
+                conn.execute(sql)
+                after = conn.execute("SELECT relfilenode FROM pg_class WHERE relname = %s", (table,)).fetchone()
+            assert (before != after) is rewrites
+
+    @pytest.mark.parametrize(("column", "scans"), [("d", False), ("a", True)])
+    def test_set_not_null_scan_matches_seq_scan(self, lock_db, column, scans):
+        """SET NOT NULL scans unless a validated CHECK (col IS NOT NULL) exists, as seq_scan counters show."""
+        sql = f"ALTER TABLE child ALTER COLUMN {column} SET NOT NULL"
+        with psycopg.connect(lock_db, autocommit=True) as conn:
+            analysis = analyze_file(sql, SchemaModel(), LiveCatalog(conn))
+            assert analysis.statements[0].scans is scans
+            with conn.transaction(force_rollback=True):
+                conn.execute(sql)
+                seq = conn.execute("SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'child'").fetchone()
+            assert (bool(seq and seq[0]) is scans)
+
+
+class TestTypeRules:
+    def test_canonical_type_reads_format_type(self):
+        """format_type spellings and SQL spellings reduce to the same key."""
+        assert canonical_type("character varying(10)") == TypeKey("varchar", (10,))
+        assert canonical_type("timestamp(3) without time zone") == TypeKey("timestamp", (3,))
+        assert canonical_type("numeric(10,2)") == TypeKey("numeric", (10, 2))
+
+    def test_timestamp_to_timestamptz_depends_on_timezone(self):
+        """timestamp -> timestamptz is free only in a UTC session and without a new precision."""
+        old = TypeKey("timestamp")
+        assert type_change_rewrites(old, TypeKey("timestamptz"), utc=True) is False
+        assert type_change_rewrites(old, TypeKey("timestamptz"), utc=False) is True
+        assert type_change_rewrites(TypeKey("timestamp", (3,)), TypeKey("timestamptz", (3,)), utc=True) is True
+
+
+class TestHoldRanges:
+    def test_lock_held_to_end_of_file(self):
+        """A table's lock range runs from its first lock to the last statement of the file."""
+        sql = ('ALTER TABLE "A" ADD COLUMN "x" TEXT;\nCREATE INDEX "b_i" ON "B"("y");\n'
+               'ALTER TABLE "B" ADD CONSTRAINT "fk" FOREIGN KEY ("a") REFERENCES "A"("id");\n')
+        locks = {t.table: t for t in analyze_file(sql).table_locks}
+        assert (locks["A"].lock, locks["A"].first_index, locks["A"].last_index) == (Lock.ACCESS_EXCLUSIVE, 0, 2)
+        assert (locks["B"].lock, locks["B"].first_index, locks["B"].last_index) == (Lock.SHARE_ROW_EXCLUSIVE, 1, 2)
+
+    def test_explicit_commit_ends_the_range(self):
+        """With an explicit BEGIN/COMMIT the range ends at the COMMIT."""
+        sql = 'BEGIN;\nALTER TABLE "A" ADD COLUMN "x" TEXT;\nCOMMIT;\nCREATE TABLE "C" ("id" int);\n'
+        analysis = analyze_file(sql)
+        locks = {t.table: t for t in analysis.table_locks}
+        assert analysis.explicit_transaction
+        assert (locks["A"].first_index, locks["A"].last_index) == (1, 2)
