@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bot.errors import BackupError, IntegrationError
-from bot.integrations.aws import Aws, S3Object
+from bot.integrations.aws import SNAPSHOT_FAILED_STATUSES, Aws, S3Object
 from bot.integrations.postgres import Postgres, pg_dump, pg_restore, pg_restore_list, redacted_url
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 BACKUP_PREFIX = "pre-migration-"
 _EXTENSIONS = {"custom": ".dump", "directory": ".tar"}
 _SIDECAR = ".json"
+_NO_RESTORE_NOTE = "test restore skipped (verify_restore is off): checked by sha256 and pg_restore --list only"
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,10 @@ class BackupEvidence:
         if tables is not None:
             parts.append(f"{tables} tables")
         if self.method == "pg_dump":
-            parts.append("restore-verified" if self.verified else "NOT verified")
+            if not self.verified:
+                parts.append("NOT verified")
+            else:
+                parts.append("restore-verified" if self.restored_table_count is not None else "TOC-verified (no test restore)")
         else:
             parts.append("available" if self.verified else "NOT available")
         if self.reused:
@@ -250,7 +254,7 @@ def _metadata(evidence: BackupEvidence, run_id: str, fmt: str) -> dict[str, str]
         "run-id": run_id,
         "format": fmt,
         "sha256": evidence.sha256 or "",
-        "verified": "true" if evidence.verified else "false",
+        "restore-verified": "true" if evidence.verified and evidence.restored_table_count is not None else "false",
         "restored-prisma-migrations": "" if evidence.restored_prisma_migrations is None else str(evidence.restored_prisma_migrations),
         "restored-table-count": "" if evidence.restored_table_count is None else str(evidence.restored_table_count),
         "toc-entries": str(evidence.toc_entries or 0),
@@ -331,7 +335,7 @@ def _check_stored(
         evidence.notes.append("no recorded checksum for the existing backup; sha256 computed now")
     with _restorable(stored, fmt) as readable:
         evidence.toc_entries = len(pg_restore_list(readable, timeout_s=timeout_s))
-        already_verified = recorded.get("verified") == "true" and bool(expected)
+        already_verified = recorded.get("restore-verified") == "true" and bool(expected)
         if already_verified:
             evidence.restored_prisma_migrations = _int_or_none(recorded.get("restored-prisma-migrations"))
             evidence.restored_table_count = _int_or_none(recorded.get("restored-table-count"))
@@ -346,8 +350,8 @@ def _check_stored(
             evidence.notes += result.notes
             evidence.verified = result.ok and evidence.toc_entries > 0
         else:
-            evidence.verified = False
-            evidence.notes.append("restore not verified (verify_restore is off)")
+            evidence.verified = evidence.toc_entries > 0
+            evidence.notes.append(_NO_RESTORE_NOTE)
     if evidence.live_prisma_migrations != evidence.restored_prisma_migrations and evidence.restored_prisma_migrations is not None:
         evidence.notes.append(
             f"the live database now has {evidence.live_prisma_migrations} migrations, "
@@ -482,7 +486,8 @@ def take_pg_dump_backup(
             evidence.notes += result.notes
             evidence.verified = result.ok and bool(toc)
         else:
-            evidence.notes.append("restore not verified (verify_restore is off)")
+            evidence.verified = bool(toc)
+            evidence.notes.append(_NO_RESTORE_NOTE)
 
         metadata = _metadata(evidence, run_id, fmt)
         if isinstance(target, LocalTarget):
@@ -539,7 +544,9 @@ def take_rds_snapshot_backup(
     run_part = _rds_identifier(BACKUP_PREFIX + run_id)
     pattern = re.compile(rf"^{re.escape(run_part)}-\d{{8}}-\d{{6}}$")
     existing = [
-        s for s in aws.list_snapshots(run_part + "-") if pattern.match(s.id) and s.instance_id == instance_id
+        s
+        for s in aws.list_snapshots(run_part + "-")
+        if pattern.match(s.id) and s.instance_id == instance_id and s.status not in SNAPSHOT_FAILED_STATUSES
     ]
     if existing:
         snapshot = existing[0]

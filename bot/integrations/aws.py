@@ -89,6 +89,11 @@ class ServiceState:
         """The services_stable rule: one deployment and running equals desired."""
         return self.deployments == 1 and self.running_count == self.desired_count
 
+    def __str__(self) -> str:
+        td = self.task_definition.rsplit("/", 1)[-1]
+        rollout = f", {self.rollout_state}" if self.rollout_state else ""
+        return f"{td}: running {self.running_count}/{self.desired_count}, {self.deployments} deployment(s){rollout}"
+
 
 def split_image(image: str) -> tuple[str, str | None]:
     """Split ``registry/repo:tag`` or ``repo@sha256:…`` into (repository, tag-or-digest or None)."""
@@ -405,12 +410,12 @@ class Aws:
         """Upload a file with multipart transfer (``part_size_mb`` parts) and return the version it created."""
         part = max(5, part_size_mb) * 1024 * 1024  # S3's minimum part size is 5 MiB
         config = TransferConfig(multipart_threshold=part, multipart_chunksize=part, max_concurrency=4)
-        extra: dict[str, Any] = {"ServerSideEncryption": "AES256"}
+        extra: dict[str, Any] = {}  # encryption: the bucket's default (SSE-S3 or the KMS key its policy requires)
         if metadata:
             extra["Metadata"] = {k: str(v) for k, v in metadata.items()}
         what = f"S3 upload of {Path(path).name} to s3://{bucket}/{key}"
         try:
-            self.s3.upload_file(str(path), bucket, key, ExtraArgs=extra, Config=config)
+            self.s3.upload_file(str(path), bucket, key, ExtraArgs=extra or None, Config=config)
         except boto3.exceptions.S3UploadFailedError as exc:
             raise BackupError(f"{what} failed: {' '.join(str(exc).split())}") from exc
         except botocore.exceptions.ClientError as exc:

@@ -125,13 +125,15 @@ class Postgres:
             "autocommit": True,
             # libpq takes whole seconds and treats 1 as 2; never pass 0 (that means "wait forever").
             "connect_timeout": max(2, math.ceil(self.connect_timeout_s)),
-            "options": f"-c statement_timeout={int(self.statement_timeout_s * 1000)}",
         }
         if self._password is not None:
             kwargs["password"] = self._password
         target = libpq_url or self._libpq_url
         try:
-            return psycopg.connect(target, **kwargs)
+            conn = psycopg.connect(target, **kwargs)
+            # A SET after connecting rather than a startup "options" parameter: PgBouncer rejects the latter.
+            conn.execute("SELECT set_config('statement_timeout', %s, false)", (f"{int(self.statement_timeout_s * 1000)}ms",))
+            return conn
         except psycopg.Error as exc:
             raise IntegrationError(f"Cannot connect to {redacted_url(self.url if libpq_url is None else target)}: "
                                    f"{_reason(exc)}") from exc
@@ -152,6 +154,12 @@ class Postgres:
             except psycopg.Error as exc:
                 rendered = statement.as_string(conn)
                 raise IntegrationError(f"{rendered} failed on {redacted_url(admin_url)}: {_reason(exc)}") from exc
+
+    def read_only_connection(self) -> psycopg.Connection[Any]:
+        """A connection for catalog lookups that can change nothing (the safety review uses it)."""
+        conn = self._connect()
+        conn.execute("SET default_transaction_read_only = on")
+        return conn
 
     # -- reads ------------------------------------------------------------------------------------------------
 
@@ -235,9 +243,12 @@ def _tool(name: str) -> str:
     return found
 
 
-def _last_stderr_line(stderr: str) -> str:
+def _last_stderr_line(tool: str, stderr: str) -> str:
+    """The tool's last own message (``pg_restore: error: …``), not the DETAIL/CONTEXT lines after it."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    return redact(lines[-1]) if lines else "no error output"
+    own = [line for line in lines if line.startswith(f"{tool}: ")]
+    chosen = (own or lines or ["no error output"])[-1]
+    return redact(" ".join(chosen.split()))
 
 
 def _run(name: str, args: list[str], env: dict[str, str], timeout_s: float, what: str) -> str:
@@ -257,7 +268,7 @@ def _run(name: str, args: list[str], env: dict[str, str], timeout_s: float, what
     except OSError as exc:
         raise BackupError(f"{name} {what} could not start: {_reason(exc)}") from exc
     if done.returncode != 0:
-        raise BackupError(f"{name} {what} failed (exit {done.returncode}): {_last_stderr_line(done.stderr)}")
+        raise BackupError(f"{name} {what} failed (exit {done.returncode}): {_last_stderr_line(name, done.stderr)}")
     return done.stdout
 
 

@@ -1,0 +1,152 @@
+"""The PostgreSQL client and the real pg_dump / pg_restore: reads, scratch databases, errors without secrets."""
+
+from __future__ import annotations
+
+import os
+import stat
+import uuid
+
+import psycopg
+import pytest
+
+from bot.errors import BackupError, IntegrationError
+from bot.integrations.postgres import Postgres, pg_dump, pg_restore, pg_restore_list, redacted_url
+
+PRISMA_DDL = """
+CREATE TABLE "_prisma_migrations" (
+    "id" VARCHAR(36) PRIMARY KEY NOT NULL,
+    "checksum" VARCHAR(64) NOT NULL,
+    "finished_at" TIMESTAMPTZ,
+    "migration_name" VARCHAR(255) NOT NULL,
+    "logs" TEXT,
+    "rolled_back_at" TIMESTAMPTZ,
+    "started_at" TIMESTAMPTZ NOT NULL DEFAULT now(),
+    "applied_steps_count" INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+def seed(url: str, migrations: int = 3) -> None:
+    """A small Prisma-managed schema: _prisma_migrations plus two tables with rows."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(PRISMA_DDL)
+        for i in range(migrations):
+            conn.execute(
+                "INSERT INTO _prisma_migrations (id, checksum, finished_at, migration_name, applied_steps_count)"
+                " VALUES (%s, %s, now(), %s, 1)",
+                (str(uuid.uuid4()), "0" * 64, f"2026010{i}000000_m{i}"),
+            )
+        conn.execute('CREATE TABLE "User" (id serial PRIMARY KEY, email text UNIQUE NOT NULL)')
+        conn.execute('CREATE TABLE "Post" (id serial PRIMARY KEY, author int REFERENCES "User"(id), title text)')
+        conn.execute("""INSERT INTO "User" (email) SELECT 'u' || g || '@x.test' FROM generate_series(1, 50) g""")
+        conn.execute("""INSERT INTO "Post" (author, title) SELECT 1 + g % 50, 'p' || g FROM generate_series(1, 200) g""")
+
+
+class TestRedactedUrl:
+    def test_password_hidden(self):
+        """The password in the userinfo and in a password= parameter become ***."""
+        assert redacted_url("postgresql://app:s3cret@db:5432/app?schema=public") == (
+            "postgresql://app:***@db:5432/app?schema=public"
+        )
+        assert "hunter2" not in redacted_url("postgresql://app@db/app?password=hunter2&sslmode=require")
+        assert redacted_url("postgresql://app@db/app") == "postgresql://app@db/app"
+
+
+class TestPostgresClient:
+    def test_reads_a_prisma_database(self, scratch_db):
+        """Migration count, sorted schema-qualified tables, name and version come from the server."""
+        seed(scratch_db, migrations=4)
+        db = Postgres(scratch_db)
+        db.check()
+        assert db.prisma_migrations_count() == 4
+        assert db.table_names() == ["public.Post", "public.User", "public._prisma_migrations"]
+        assert db.database_name() == scratch_db.rsplit("/", 1)[1]
+        assert db.server_version_num() >= 150000
+
+    def test_missing_migrations_table_is_none(self, scratch_db):
+        """A database Prisma never touched has no migrations count."""
+        assert Postgres(scratch_db).prisma_migrations_count() is None
+        assert Postgres(scratch_db).table_names() == []
+
+    def test_prisma_url_parameters_are_accepted(self, scratch_db):
+        """A Prisma URL with ?schema= and connection_limit= connects, and the schema picks the table."""
+        seed(scratch_db, migrations=2)
+        with psycopg.connect(scratch_db, autocommit=True) as conn:
+            conn.execute("CREATE SCHEMA other")
+        assert Postgres(scratch_db + "?schema=public&connection_limit=5").prisma_migrations_count() == 2
+        assert Postgres(scratch_db + "?schema=other").prisma_migrations_count() is None
+
+    def test_create_and_drop_database(self, scratch_db, pg_admin_url):
+        """A database created next to this one is reachable by url_for_database and dropped again."""
+        db = Postgres(scratch_db)
+        name = f"t_{uuid.uuid4().hex[:10]}_x"
+        db.create_database(name)
+        try:
+            Postgres(db.url_for_database(name)).check()
+        finally:
+            db.drop_database(name)
+        with psycopg.connect(pg_admin_url) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (name,)).fetchone()[0] == 0
+
+    def test_refuses_to_drop_itself(self, scratch_db):
+        """drop_database will not drop the database the client points at."""
+        db = Postgres(scratch_db)
+        with pytest.raises(IntegrationError, match="Refusing to drop"):
+            db.drop_database(db.database_name())
+
+    def test_unreachable_database_hides_password(self):
+        """A refused connection is an IntegrationError naming the redacted URL, never the password."""
+        with pytest.raises(IntegrationError) as info:
+            Postgres("postgresql://postgres:s3cret@127.0.0.1:1/x", connect_timeout_s=2).check()
+        text = str(info.value)
+        assert text.startswith("Cannot connect to postgresql://postgres:***@127.0.0.1:1/x: ")
+        assert "s3cret" not in text and "\n" not in text
+
+
+class TestDumpAndRestore:
+    def test_round_trip(self, scratch_db_factory, tmp_path):
+        """A custom-format dump lists its TOC and restores every row into another database."""
+        source, target = scratch_db_factory(), scratch_db_factory()
+        seed(source)
+        out = pg_dump(source, tmp_path / "x.dump", timeout_s=60)
+        toc = pg_restore_list(out, timeout_s=30)
+        assert any(" TABLE public User " in line for line in toc)
+        assert any(" TABLE DATA public _prisma_migrations " in line for line in toc)
+        assert not any(line.startswith(";") for line in toc)
+        pg_restore(out, target, jobs=2, timeout_s=60)
+        with psycopg.connect(target) as conn:
+            assert conn.execute('SELECT count(*) FROM "Post"').fetchone()[0] == 200
+            assert conn.execute("SELECT count(*) FROM _prisma_migrations").fetchone()[0] == 3
+
+    def test_password_travels_in_the_environment(self, scratch_db, tmp_path, monkeypatch):
+        """pg_dump gets the password through PGPASSWORD, never on its command line."""
+        bindir = tmp_path / "bin"
+        bindir.mkdir()
+        log = tmp_path / "calls.log"
+        wrapper = bindir / "pg_dump"
+        wrapper.write_text(
+            f'#!/bin/sh\necho "ARGS: $*" >> {log}\necho "PGPASSWORD=$PGPASSWORD" >> {log}\nexec /usr/bin/pg_dump "$@"\n'
+        )
+        wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+        monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+        url = scratch_db.replace("postgres@", "postgres:pw-in-env@")
+        pg_dump(url, tmp_path / "y.dump", timeout_s=60)
+        args_line, env_line = log.read_text().splitlines()
+        assert "pw-in-env" not in args_line and "--dbname=postgresql://postgres@" in args_line
+        assert env_line == "PGPASSWORD=pw-in-env"
+
+    def test_tool_error_is_last_stderr_line(self, tmp_path):
+        """A failing pg_dump is a BackupError with its last stderr line and no password."""
+        with pytest.raises(BackupError) as info:
+            pg_dump("postgresql://postgres:s3cret@127.0.0.1:5432/no_such_db_xyz", tmp_path / "z.dump", timeout_s=30)
+        text = str(info.value)
+        assert 'database "no_such_db_xyz" does not exist' in text
+        assert "s3cret" not in text and "\n" not in text
+        assert not (tmp_path / "z.dump").exists() or (tmp_path / "z.dump").stat().st_size == 0
+
+    def test_not_a_dump(self, tmp_path):
+        """Listing a file that is not a dump is a BackupError."""
+        junk = tmp_path / "junk.dump"
+        junk.write_text("hello")
+        with pytest.raises(BackupError, match="pg_restore"):
+            pg_restore_list(junk, timeout_s=10)
