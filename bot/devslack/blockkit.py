@@ -234,8 +234,8 @@ def validate_blocks(blocks: Any, *, surface: Surface = "message") -> list[str]:
     return checker.errors
 
 
-def validate_view(view: Any) -> list[str]:
-    """Every limit a modal or Home tab view breaks: title/submit/close, private_metadata, its blocks."""
+def validate_view(view: Any, *, include_blocks: bool = True) -> list[str]:
+    """Every limit a modal or Home tab view breaks: title/submit/close, private_metadata, and its blocks."""
     if not isinstance(view, dict):
         return ["view must be an object"]
     kind = view.get("type")
@@ -268,5 +268,6 @@ def validate_view(view: Any) -> list[str]:
     callback_id = view.get("callback_id")
     if isinstance(callback_id, str) and len(callback_id) > MAX_CALLBACK_ID:
         errors.append(f"view: callback_id is {len(callback_id)} characters; the limit is {MAX_CALLBACK_ID}")
-    errors.extend(validate_blocks(view.get("blocks", []), surface=kind))
+    if include_blocks:
+        errors.extend(validate_blocks(view.get("blocks", []), surface=kind))
     return errors

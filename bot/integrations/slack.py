@@ -48,9 +48,13 @@ class Slack:
         self._group_cache_s = group_cache_s
         self._lock = threading.Lock()
 
-    def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
+    def _call(self, method: str, *, form: bool = False, **kwargs: Any) -> dict[str, Any]:
+        """POST one method. Writes go as JSON; read methods (form=True) as form fields, which every method accepts."""
         try:
-            response = self.client.api_call(method, json=kwargs)
+            if form:
+                response = self.client.api_call(method, params=kwargs)
+            else:
+                response = self.client.api_call(method, json=kwargs)
             return dict(response.data) if isinstance(response.data, dict) else {}
         except SlackApiError as exc:
             error = exc.response.get("error", "unknown_error") if exc.response is not None else "unknown_error"
@@ -98,7 +102,7 @@ class Slack:
             cached = self._group_cache.get(group_id)
             if cached and time.monotonic() - cached[0] < self._group_cache_s:
                 return cached[1]
-        data = self._call("usergroups.users.list", usergroup=group_id)
+        data = self._call("usergroups.users.list", form=True, usergroup=group_id)
         members = frozenset(data.get("users", []))
         with self._lock:
             self._group_cache[group_id] = (time.monotonic(), members)
