@@ -21,7 +21,6 @@ from bot.runbook import (
     AuditEvent,
     Policy,
     Run,
-    RunStatus,
     approve,
     cancel,
     confirm_item,
@@ -93,7 +92,16 @@ def start_run(deps: Deps, *, env_name: str, user: str, image_tag: str | None = N
         image_tag=image_tag,
     )
     run = deps.store.create(transition, lock_hours=env.lock_hours, reason=f"/migrate {env.name}")
-    return Reply(messages.run_started(run.id, env.name, env.channel), publish_run=run.id)
+    from bot.windows import link_started_run  # a run started inside a maintenance window belongs to it
+
+    link_started_run(deps, run)
+
+    def inspect() -> None:
+        from bot.inspection import inspect_run
+
+        inspect_run(deps, run.id)
+
+    return Reply(messages.run_started(run.id, env.name, env.channel), publish_run=run.id, after=inspect)
 
 
 def steps_enabled(env: EnvironmentConfig) -> dict[str, bool]:
@@ -144,6 +152,22 @@ def approve_run(deps: Deps, *, run_id: str, user: str, version: int | None,
                      if deps.publisher else None, publish_run=run_id)
     except Refusal as exc:
         _denial(deps, run_id, user, "run.approve", exc)
+        return Reply(messages.denied(str(exc)), publish_run=run_id)
+    return Reply("", publish_run=run_id)
+
+
+def waive_findings(deps: Deps, *, run_id: str, user: str, reason: str) -> Reply:
+    """An approver accepts the blocking high findings with a reason (audited; voided if a file changes)."""
+    from bot.runbook import waive
+
+    run = deps.store.get(run_id)
+    env = environment_or_refuse(deps, run.env)
+    policy, groups = deps.policy(env), deps.groups_of(user, env)
+    try:
+        deps.store.apply(run_id, lambda current: waive(current, user=user, policy=policy, groups=groups,
+                                                       reason=reason, now=deps.clock()))
+    except Refusal as exc:
+        _denial(deps, run_id, user, "finding.waive", exc)
         return Reply(messages.denied(str(exc)), publish_run=run_id)
     return Reply("", publish_run=run_id)
 
@@ -250,6 +274,8 @@ def handle_command(deps: Deps, inv: Invocation) -> Reply:
 # The other `/migrate` verbs: verb -> "module:function(deps, invocation, args) -> Reply", imported on use.
 VERBS: dict[str, str] = {
     "check": "bot.checks:check_reply",
+    "schedule": "bot.windows:schedule_command",
+    "windows": "bot.windows:windows_command",
 }
 
 

@@ -255,6 +255,13 @@ def approve(run: Run, *, user: str, policy: Policy, groups: Iterable[str], now: 
         missing = ", ".join(f"“{CHECKLIST_LABELS[key]}”" for key in run.missing_items())
         raise WrongState(f"Approval needs every checklist item confirmed first. Still open: {missing}.")
     _require_status(run, (RunStatus.AWAITING_APPROVAL,), "approve")
+    if run.facts.get("rehearsal", {}).get("ok") is False:
+        raise WrongState("The rehearsal on the restored backup failed, so this run cannot be approved. "
+                         "Fix the migration and start a new run.")
+    blocking = blocking_findings(run)
+    if blocking:
+        raise WrongState(f"{len(blocking)} high safety finding(s) need a waiver with a reason first "
+                         "(or enable maintenance mode for this environment).")
     if user == run.requested_by:
         raise SelfApproval("You requested this run, so you cannot approve it. Ask another approver.")
     if user in run.approved_by():
@@ -463,3 +470,61 @@ def finish_run(run: Run, *, user: str, now: datetime, status: RunStatus, detail:
     new = _touch(run, now)
     new.status = status
     return Transition(new, [AuditEvent(user, f"run.{status.value}", "ok", now, detail)])
+
+
+# ---- inspection and the safety gate --------------------------------------------------------------
+
+def record_inspection(run: Run, *, pending: list[dict[str, str]], review: dict[str, Any], now: datetime) -> Transition:
+    """Store what is pending and what the safety review found. Waivers for changed files are voided."""
+    new = _touch(run, now)
+    new.pending_migrations = [p["name"] for p in pending]
+    new.facts["pending"] = pending
+    new.facts["review"] = review
+    checksums = {p["name"]: p["checksum"] for p in pending}
+    waivers = dict(new.facts.get("waivers", {}))
+    voided = [key for key, w in waivers.items() if checksums.get(w.get("migration", "")) != w.get("checksum")]
+    for key in voided:
+        waivers.pop(key)
+    new.facts["waivers"] = waivers
+    names = ", ".join(new.pending_migrations) or "none"
+    events = [AuditEvent("bot", "run.inspect", "ok", now, f"pending: {names}; review: {review.get('summary', '-')}")]
+    if voided:
+        events.append(AuditEvent("bot", "waiver.voided", "ok", now,
+                                 f"{len(voided)} waiver(s) voided: the migration changed", {"keys": voided}))
+    return Transition(new, events)
+
+
+def maintenance_planned(run: Run) -> bool:
+    return any(step.name == "maintenance_on" for step in run.steps)
+
+
+def blocking_findings(run: Run) -> list[dict[str, Any]]:
+    """High findings that still gate approval: none when maintenance mode is on for this run, else unwaived ones."""
+    if maintenance_planned(run):
+        return []
+    waivers = run.facts.get("waivers", {})
+    return [f for f in run.facts.get("review", {}).get("high", []) if f["key"] not in waivers]
+
+
+def waive(run: Run, *, user: str, policy: Policy, groups: Iterable[str], reason: str, now: datetime) -> Transition:
+    """An approver accepts every blocking high finding, with a reason; audited, voided if the file changes."""
+    _require_status(run, (RunStatus.COLLECTING, RunStatus.AWAITING_APPROVAL), "waive findings")
+    if user == run.requested_by:
+        raise SelfApproval("You requested this run, so another approver must waive its findings.")
+    if not policy.may_approve(user, groups):
+        raise NotAllowed(f"Only approvers of {run.env} may waive safety findings.")
+    reason = reason.strip()
+    if len(reason) < 10:
+        raise WrongState("Give a reason of at least a few words for the waiver.")
+    blocking = blocking_findings(run)
+    if not blocking:
+        raise AlreadyDone("There are no high findings left to waive.")
+    new = _touch(run, now)
+    waivers = dict(new.facts.get("waivers", {}))
+    for finding in blocking:
+        waivers[finding["key"]] = {"by": user, "reason": reason[:500], "at": now.isoformat(),
+                                   "migration": finding["migration"], "checksum": finding["checksum"]}
+    new.facts["waivers"] = waivers
+    events = [AuditEvent(user, "finding.waive", "ok", now, f"{f['migration']}: {f['message']} — {reason[:200]}",
+                         {"key": f["key"]}) for f in blocking]
+    return Transition(new, events)

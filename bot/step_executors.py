@@ -9,11 +9,12 @@ from bot.errors import DeployError, IntegrationError, MigrationError
 from bot.steps import ApprovalVoided, StepContext, StepOutcome, executor, fingerprint_of, pending_migrations
 
 
-def _aws(ctx: StepContext):  # type: ignore[no-untyped-def]
+def _aws(ctx: StepContext, *, max_wait_s: float | None = None):  # type: ignore[no-untyped-def]
     from bot.integrations.aws import Aws
 
     return Aws(region=ctx.env.aws.region, endpoint_url=ctx.env.aws.endpoint_url,
-               poll_interval_s=ctx.env.deploy.poll_interval_s, max_wait_s=ctx.env.deploy.wait_timeout_s)
+               poll_interval_s=ctx.env.deploy.poll_interval_s,
+               max_wait_s=max_wait_s if max_wait_s is not None else ctx.env.deploy.wait_timeout_s)
 
 
 @executor("backup")
@@ -27,7 +28,8 @@ def backup(ctx: StepContext) -> StepOutcome:
     if cfg.method == "rds_snapshot":
         assert cfg.rds_instance
         evidence = backups.take_rds_snapshot_backup(
-            run_id=ctx.run.id, aws=_aws(ctx), instance_id=cfg.rds_instance, database_url=ctx.env.database_url,
+            run_id=ctx.run.id, aws=_aws(ctx, max_wait_s=cfg.timeout_s), instance_id=cfg.rds_instance,
+            database_url=ctx.env.database_url,
             on_progress=lambda pct: ctx.progress(_bar(pct)))
     else:
         if not ctx.env.database_url:
@@ -40,8 +42,8 @@ def backup(ctx: StepContext) -> StepOutcome:
             target = backups.LocalTarget(directory=Path(cfg.local_dir))
         evidence = backups.take_pg_dump_backup(
             run_id=ctx.run.id, database_url=ctx.env.database_url, target=target,
-            aws=_aws(ctx) if cfg.s3_bucket else None, fmt=cfg.format, jobs=cfg.jobs,
-            verify_restore=cfg.verify_restore, on_progress=lambda text: ctx.progress(text))
+            aws=_aws(ctx, max_wait_s=cfg.timeout_s) if cfg.s3_bucket else None, fmt=cfg.format, jobs=cfg.jobs,
+            verify_restore=cfg.verify_restore, timeout_s=cfg.timeout_s, on_progress=lambda text: ctx.progress(text))
     if not evidence.verified:
         raise IntegrationError(f"Backup {evidence.identifier} was taken but did not verify: "
                                + "; ".join(evidence.notes or ["counts differ"]))

@@ -5,7 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from bot.messages import slack_date
-from bot.runbook import CHECKLIST, STEP_CONFIRMS_ITEM, STEP_SPECS, Run, RunStatus, StepStatus, next_step
+from bot.runbook import (
+    CHECKLIST,
+    STEP_CONFIRMS_ITEM,
+    STEP_SPECS,
+    Run,
+    RunStatus,
+    StepStatus,
+    blocking_findings,
+    maintenance_planned,
+    next_step,
+)
 
 Block = dict[str, Any]
 
@@ -99,6 +109,7 @@ def render_run(run: Run) -> dict[str, Any]:
                 section["accessory"] = _button("Confirm", f"checklist:{item.key}", value)
             blocks.append(section)
     blocks.append({"type": "divider", "block_id": f"d2:{v}"})
+    blocks.extend(_review_blocks(run, value))
     blocks.extend(_approval_blocks(run, value))
     if run.status not in (RunStatus.COLLECTING, RunStatus.AWAITING_APPROVAL, RunStatus.CANCELLED) or any(
         s.status is not StepStatus.PENDING for s in run.steps
@@ -154,6 +165,40 @@ def _evidence_item(run: Run, key: str, label: str, value: str, checklist_open: b
     return section
 
 
+def _review_blocks(run: Run, value: str) -> list[Block]:
+    """Pending migrations with a one-line safety summary each; a Waive button while high findings block."""
+    review = run.facts.get("review")
+    if review is None:
+        if run.status in (RunStatus.COLLECTING, RunStatus.AWAITING_APPROVAL):
+            return [{"type": "context", "block_id": f"rev:{run.version}",
+                     "elements": [_text("_Reading pending migrations…_")]}]
+        return []
+    lines = [f"*Pending migrations* ({len(run.pending_migrations)}) — review: {review.get('summary', '-')}"]
+    for name in run.pending_migrations[:15]:
+        lines.append(f"• `{name}` — {review.get('lines', {}).get(name, '')}")
+    if len(run.pending_migrations) > 15:
+        lines.append(f"• … and {len(run.pending_migrations) - 15} more (see the thread)")
+    rehearsal = run.facts.get("rehearsal")
+    if rehearsal:
+        lines.append(("✅ " if rehearsal.get("ok") else "❌ ") + f"Rehearsal on the restored backup: {rehearsal.get('summary')}")
+    blocks: list[Block] = [{"type": "section", "block_id": f"rev:{run.version}", "text": _text("\n".join(lines))}]
+    waivers = run.facts.get("waivers", {})
+    if waivers:
+        who = sorted({w["by"] for w in waivers.values()})
+        blocks.append({"type": "context", "block_id": f"waived:{run.version}", "elements": [_text(
+            f"⚠️ {len(waivers)} high finding(s) waived by " + ", ".join(f"<@{u}>" for u in who)
+            + ": " + "; ".join(sorted({w['reason'][:80] for w in waivers.values()})))]})
+    blocking = blocking_findings(run)
+    if review.get("high") and maintenance_planned(run):
+        blocks.append({"type": "context", "block_id": f"maint:{run.version}", "elements": [_text(
+            "High findings are accepted because maintenance mode is on for this run.")]})
+    if blocking and run.status in (RunStatus.COLLECTING, RunStatus.AWAITING_APPROVAL):
+        blocks.append({"type": "section", "block_id": f"block:{run.version}", "text": _text(
+            f"🔴 *{len(blocking)} high finding(s) block approval* — an approver may waive them with a reason."),
+            "accessory": _button("Waive with reason…", "waive", value, "danger")})
+    return blocks
+
+
 def _approval_blocks(run: Run, value: str) -> list[Block]:
     got, need = len(run.approvals), run.approvals_required
     lines = [f"*Approval* ({got}/{need}) — the requester cannot approve their own run"]
@@ -198,3 +243,22 @@ def _step_blocks(run: Run, value: str) -> list[Block]:
             elements.append(_button("Skip", f"step_skip:{step.name}", value))
     blocks.append({"type": "actions", "block_id": f"step:{step.name}:{run.version}", "elements": elements})
     return blocks
+
+
+def waiver_modal(run: Run) -> dict[str, Any]:
+    """The modal in which an approver gives the reason for waiving the blocking findings."""
+    findings = "\n".join(f"• `{f['migration']}`: {f['message']}" for f in blocking_findings(run)[:20])
+    return {
+        "type": "modal",
+        "callback_id": "waive_findings",
+        "private_metadata": button_value(run),
+        "title": {"type": "plain_text", "text": "Waive findings"},
+        "submit": {"type": "plain_text", "text": "Waive"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {"type": "section", "block_id": "findings", "text": _text(f"*High findings in {run.id}*\n{findings}")},
+            {"type": "input", "block_id": "reason", "label": {"type": "plain_text", "text": "Why is this acceptable?"},
+             "element": {"type": "plain_text_input", "action_id": "value", "multiline": True, "min_length": 10,
+                         "max_length": 500}},
+        ],
+    }

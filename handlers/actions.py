@@ -11,7 +11,7 @@ from slack_bolt import Ack, App
 
 from bot import messages, steps
 from bot.errors import BotError, StateStoreUnavailable
-from bot.operations import Deps, Reply, approve_run, cancel_run, confirm
+from bot.operations import Deps, Reply, approve_run, cancel_run, confirm, waive_findings
 from bot.views import parse_button_value
 from handlers.commands import follow_up
 
@@ -49,6 +49,8 @@ def _run_click(deps: Deps, click: Click) -> Reply:
         return steps.skip(deps, run_id=click.run_id, name=click.subject, user=click.user)
     if click.action_id.startswith("step_done:"):
         return steps.mark_done(deps, run_id=click.run_id, name=click.subject, user=click.user)
+    if click.action_id == "waive":
+        return _open_waiver(deps, click)
     if click.action_id == "finish":
         return steps.close_run(deps, run_id=click.run_id, user=click.user, version=click.version)
     for pattern, handler in CLICK_HANDLERS:
@@ -57,7 +59,36 @@ def _run_click(deps: Deps, click: Click) -> Reply:
     return Reply("That button is not known to this version of the bot. Nothing was changed.")
 
 
+def _open_waiver(deps: Deps, click: Click) -> Reply:
+    from bot.views import waiver_modal
+
+    run = deps.store.get(click.run_id)
+    if deps.slack is not None and click.trigger_id:
+        deps.slack.open_view(click.trigger_id, waiver_modal(run))
+    return Reply("")
+
+
 def register(app: App, deps: Deps) -> None:
+    @app.view("waive_findings")
+    def on_waive(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        user = str((body.get("user") or {}).get("id", ""))
+        run_id, _ = parse_button_value(str(view.get("private_metadata", "")))
+        reason = str(((view.get("state") or {}).get("values") or {}).get("reason", {}).get("value", {})
+                     .get("value") or "")
+        try:
+            reply = waive_findings(deps, run_id=run_id, user=user, reason=reason)
+        except StateStoreUnavailable:
+            ack(response_action="errors", errors={"reason": messages.state_store_unavailable()[:150]})
+            return
+        except BotError as exc:
+            ack(response_action="errors", errors={"reason": str(exc)[:150]})
+            return
+        if reply.text:
+            ack(response_action="errors", errors={"reason": reply.text[:150]})
+            return
+        ack()
+        follow_up(deps, reply)
+
     @app.action(re.compile(r".+"))
     def on_click(ack: Ack, body: dict[str, Any]) -> None:
         ack()

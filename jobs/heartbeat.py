@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
-from bot.errors import BotError
+from bot.errors import AlreadyDone, BotError
 from bot.operations import Deps
-from bot.runbook import StepStatus, interrupt_step
+from bot.runbook import Run, StepStatus, Transition, interrupt_step
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,9 @@ def beat(deps: Deps) -> None:
     deps.store.redis.set(alive_key(deps, deps.instance_id), "1", ex=ALIVE_TTL_S)
 
 
+WHY_INTERRUPTED = "the bot process running it stopped; check what it did, then retry or mark it done"
+
+
 def reap_interrupted(deps: Deps) -> list[tuple[str, str]]:
     """Mark RUNNING steps whose owner no longer beats as INTERRUPTED; a human decides what happens next."""
     reaped: list[tuple[str, str]] = []
@@ -32,23 +36,26 @@ def reap_interrupted(deps: Deps) -> list[tuple[str, str]]:
                 continue
             if step.owner == deps.instance_id or deps.store.redis.exists(alive_key(deps, step.owner)):
                 continue
-            why = "the bot process running it stopped; check what it did, then retry or mark it done"
             try:
-                deps.store.apply(run.id, lambda current, name=step.name, owner=step.owner: (
-                    interrupt_step(current, name=name, now=deps.clock(), why=why)
-                    if current.step(name).status is StepStatus.RUNNING and current.step(name).owner == owner
-                    else _unchanged(current)))
-                reaped.append((run.id, step.name))
-                deps.publish(run.id)
+                deps.store.apply(run.id, _interrupt_if_still_owned(deps, step.name, step.owner))
+            except AlreadyDone:
+                continue
             except BotError as exc:
                 log.warning("could not mark %s/%s interrupted: %s", run.id, step.name, exc)
+                continue
+            reaped.append((run.id, step.name))
+            deps.publish(run.id)
     return reaped
 
 
-def _unchanged(run):  # type: ignore[no-untyped-def]
-    from bot.errors import AlreadyDone
+def _interrupt_if_still_owned(deps: Deps, name: str, owner: str) -> Callable[[Run], Transition]:
+    def change(current: Run) -> Transition:
+        step = current.step(name)
+        if step.status is not StepStatus.RUNNING or step.owner != owner:
+            raise AlreadyDone("the step moved on")
+        return interrupt_step(current, name=name, now=deps.clock(), why=WHY_INTERRUPTED)
 
-    raise AlreadyDone("step moved on")
+    return change
 
 
 def start(deps: Deps, stop: threading.Event) -> threading.Thread:

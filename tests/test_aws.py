@@ -7,6 +7,7 @@ import pytest
 
 from bot.errors import BackupError, DeployError, IntegrationError
 from bot.integrations.aws import Aws, split_image, with_image_tag
+from tests.aws_world import make_ecs_service
 
 REGION = "us-east-1"
 
@@ -121,31 +122,7 @@ class TestS3:
 @pytest.fixture
 def ecs_service(aws: Aws) -> dict[str, str]:
     """A FARGATE service `api` (awsvpc) on task definition api:1, with api-maintenance:1 registered too."""
-    ec2 = _raw(aws.endpoint_url, "ec2")
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
-    group = ec2.create_security_group(GroupName="api", Description="api", VpcId=vpc)["GroupId"]
-    ecs = _raw(aws.endpoint_url, "ecs")
-    ecs.create_cluster(clusterName="prod")
-    common = {"networkMode": "awsvpc", "requiresCompatibilities": ["FARGATE"], "cpu": "256", "memory": "512"}
-    ecs.register_task_definition(
-        family="api",
-        containerDefinitions=[
-            {"name": "api", "image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/api:v1", "essential": True},
-            {"name": "log-router", "image": "public.ecr.aws/aws-observability/aws-for-fluent-bit:2.32", "essential": False},
-        ],
-        **common,
-    )
-    ecs.register_task_definition(
-        family="api-maintenance",
-        containerDefinitions=[{"name": "api", "image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/maintenance:v1"}],
-        **common,
-    )
-    ecs.create_service(
-        cluster="prod", serviceName="api", taskDefinition="api:1", desiredCount=2, launchType="FARGATE",
-        networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet], "securityGroups": [group]}},
-    )
-    return {"cluster": "prod", "service": "api"}
+    return make_ecs_service(aws.endpoint_url, stable=False)
 
 
 class TestEcs:

@@ -134,7 +134,11 @@ def tick_manual_items(sender, fake, store, run, ts, user=ALICE):
 
 def take_backup(sender, fake, store, run, ts, user=ALICE):
     sender.click(user, channel_id=PROD_CHANNEL, message=latest(fake, ts), action_id="step_run:backup")
-    wait_until(lambda: "backup_verified" in store.get(run.id).checklist, timeout=60)
+    try:
+        wait_until(lambda: "backup_verified" in store.get(run.id).checklist, timeout=60)
+    except AssertionError:
+        raise AssertionError(f"backup did not finish: {store.get(run.id).step('backup')!r} "
+                             f"ephemerals={fake.ephemerals(user=user)[-3:]}") from None
     wait_until(lambda: "Database backup completed and verified —" in json.dumps(latest(fake, ts)["blocks"],
                                                                              ensure_ascii=False))
 

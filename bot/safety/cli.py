@@ -9,9 +9,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from bot.errors import BotError, ConfigError
+from bot.integrations.postgres import Postgres
 from bot.redact import redact
 
 EXIT_CLEAN = 0
@@ -67,9 +66,8 @@ def run_lint(args: argparse.Namespace) -> int:
         conn = None
         if args.database_url:
             try:
-                conn = stack.enter_context(psycopg.connect(args.database_url, connect_timeout=10, autocommit=True))
-                conn.execute("SET default_transaction_read_only = on")
-            except (psycopg.Error, psycopg.ProgrammingError, ValueError) as exc:
+                conn = stack.enter_context(Postgres(args.database_url).read_only_connection())
+            except (BotError, ValueError) as exc:
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 return _fail(f"cannot connect with --database-url: {first}")
         try:
