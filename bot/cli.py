@@ -53,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactingFilter())
+    for noisy in ("httpx", "httpcore", "botocore", "urllib3", "slack_bolt.App"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

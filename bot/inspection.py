@@ -34,7 +34,7 @@ def review_pending(database_url: str, pending: list[Any]) -> dict[str, Any]:
     ]
     return {
         "summary": review.summary(),
-        "lines": {m.name: m.summary_line for m in review.migrations},
+        "lines": {m.name: m.summary_line.removeprefix(f"{m.name}: ") for m in review.migrations},
         "high": high,
         "details": [
             {"migration": f.migration, "level": f.level, "message": f.message, "why": f.why,

@@ -296,11 +296,25 @@ def cancel(run: Run, *, user: str, now: datetime, reason: str = "") -> Transitio
     running = [s.name for s in run.steps if s.status is StepStatus.RUNNING]
     if running:
         raise WrongState(f"Step {running[0]} is running; wait for it to finish before cancelling.")
+    if run.status is not RunStatus.FAILED and changed_environment(run):
+        raise WrongState("This run has already changed the environment; finish it, or roll back, instead of "
+                         "cancelling.")
     new = _touch(run, now)
     new.status = RunStatus.CANCELLED
     new.cancelled_by = user
     new.cancel_reason = reason or None
     return Transition(new, [AuditEvent(user, "run.cancel", "ok", now, reason)])
+
+
+def changed_environment(run: Run) -> bool:
+    """Whether a step that changes the environment (anything but the backup) has started."""
+    return any(step.name not in PRE_APPROVAL_STEPS and step.status is not StepStatus.PENDING
+               and step.status is not StepStatus.SKIPPED for step in run.steps)
+
+
+def may_cancel_now(run: Run) -> bool:
+    return (run.is_active and not any(s.status is StepStatus.RUNNING for s in run.steps)
+            and (run.status is RunStatus.FAILED or not changed_environment(run)))
 
 
 def next_step(run: Run) -> StepState | None:

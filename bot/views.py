@@ -14,6 +14,7 @@ from bot.runbook import (
     StepStatus,
     blocking_findings,
     maintenance_planned,
+    may_cancel_now,
     next_step,
 )
 
@@ -97,7 +98,8 @@ def render_run(run: Run) -> dict[str, Any]:
     for item in CHECKLIST:
         confirmation = run.checklist.get(item.key)
         if confirmation:
-            line = f"✅ {item.label} — <@{confirmation.by}>, {slack_date(confirmation.at, '{time}')}"
+            who = "the bot" if confirmation.by == "bot" else f"<@{confirmation.by}>"
+            line = f"✅ {item.label} — {who}, {slack_date(confirmation.at, '{time}')}"
             if confirmation.evidence:
                 line += f"\n      _{confirmation.evidence}_"
             blocks.append({"type": "section", "block_id": f"item:{item.key}:{v}", "text": _text(line)})
@@ -134,9 +136,10 @@ def render_run(run: Run) -> dict[str, Any]:
             f"Approve {run.env} migration?",
             f"You approve run {run.id} in {run.env}: backup, migrations and deploy will follow.",
             "Approve")))
-    if run.is_active and not any(s.status is StepStatus.RUNNING for s in run.steps):
-        controls.append(_button("Cancel run", "cancel", value, "danger", (
-            "Cancel this run?", "The run stops here and the environment lock is released.", "Cancel run")))
+    if may_cancel_now(run):
+        label = "Close failed run" if run.status is RunStatus.FAILED else "Cancel run"
+        controls.append(_button(label, "cancel", value, "danger", (
+            f"{label}?", "The run stops here and the environment lock is released.", label)))
     if controls:
         blocks.append({"type": "actions", "block_id": f"controls:{v}", "elements": controls})
     blocks.append({"type": "context", "block_id": f"foot:{v}",

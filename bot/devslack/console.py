@@ -15,6 +15,7 @@ from bot.devslack.server import FakeSlack
 HELP = """commands:
   /migrate <args>     send a slash command as the current user (any /command works)
   <n>                 click button [n] of the latest message with buttons
+  click <words>       click the first button whose label contains <words> (stable in scripts)
   user <n|name|id>    act as another user;  users  lists them
   wait                wait until the bot has been quiet for ~1 s, then show what changed
   help                this text;  quit  leaves (so does end of input)"""
@@ -82,6 +83,8 @@ class Console:
                                                 command=command))
         elif line.isdigit():
             self._click(int(line))
+        elif line.startswith("click "):
+            self._click_matching(line[6:].strip())
         elif line == "users":
             for i, (user_id, name) in enumerate(self.users, 1):
                 mark = "*" if user_id == self.current else " "
@@ -123,6 +126,24 @@ class Console:
             self._print(f"  ({text_of(confirm.get('confirm')) or 'Confirm'} pressed: treated as confirmed)")
         self._act(lambda: self.sender.click(self.current, channel_id=channel, message=message,
                                             action_id=button.action_id, is_ephemeral=ephemeral))
+
+    def _click_matching(self, words: str) -> None:
+        self._refresh_buttons()
+        wanted = words.lower()
+        for number, (button, message, *_rest) in enumerate(self._buttons, 1):
+            if wanted in self._label(button, message).lower():
+                self._click(number)
+                return
+        self._print(f"no button matches {words!r}")
+
+    def _label(self, button: Button, message: dict[str, Any]) -> str:
+        """The button's text, plus the text of the section it sits in (so 'Confirm' says what it confirms)."""
+        for block in message.get("blocks") or []:
+            accessory = block.get("accessory") or {}
+            if block.get("type") == "section" and accessory.get("action_id") == button.action_id:
+                context = self.plain(text_of(block.get("text"))).lstrip("⬜❌⚠️ ").split(" — ")[0]
+                return f"{button.text}: {context[:60]}"
+        return button.text
 
     def _act(self, send: Any) -> None:
         started = time.time()
@@ -273,7 +294,7 @@ class Console:
             self._print_message(f"[{where}] @{self._name(msg.get('user', ''))} ({tag}, {msg['ts'][-6:]})", msg)
             printed = True
         self._refresh_buttons()
-        line = "  ".join(f"[{i}] {b.text}" for i, (b, *_rest) in enumerate(self._buttons, 1))
+        line = "\n".join(f"  [{i}] {self._label(b, msg)}" for i, (b, msg, *_rest) in enumerate(self._buttons, 1))
         if line and (printed or line != self._last_button_line):
             self._print(line)
         self._last_button_line = line
