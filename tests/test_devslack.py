@@ -535,7 +535,7 @@ class TestConsole:
         assert "only visible to you" in text and "Starting `prod`" in text
         assert "== Migration run-1 ==" in text
         assert "Requested by @alice at 12:00 UTC" in text
-        assert "[1] Approve  [2] Cancel" in text
+        assert "  [1] Approve\n  [2] Cancel" in text
         assert "confirm dialog: Approve prod? - This runs the migration on prod." in text
         assert "Approved by @bob" in text
         assert "\x1b[" not in text
