@@ -125,6 +125,83 @@ class AwsConfig(_Strict):
     endpoint_url: str | None = None
 
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$")
+
+
+class CalendarConfig(_Strict):
+    """Maintenance windows: the seed's recommended schedule as a policy, and the reminder timeline (seconds)."""
+
+    allowed_weekdays: list[Weekday] = Field(default_factory=lambda: ["tue", "wed"], min_length=1)
+    earliest_start: str = "02:00"
+    latest_end: str = "04:00"
+    max_duration_s: float = Field(default=7200, gt=0)
+    min_notice_s: float = Field(default=7 * 86400, ge=0)
+    timezone: str = "America/New_York"
+    holiday_country: str | None = "US"
+    announce_before_s: float = Field(default=7 * 86400, ge=0)
+    reminder_before_s: float = Field(default=86400, gt=0)
+    final_before_s: float = Field(default=3600, gt=0)
+    status_every_s: float = Field(default=900, gt=0)
+    announce_grace_s: int = Field(default=12 * 3600, ge=1)
+    reminder_grace_s: int = Field(default=2 * 3600, ge=1)
+    final_grace_s: int = Field(default=15 * 60, ge=1)
+    start_grace_s: int = Field(default=15 * 60, ge=1)
+    status_grace_s: int = Field(default=5 * 60, ge=1)
+    complete_grace_s: int = Field(default=6 * 3600, ge=1)
+
+    @field_validator("earliest_start", "latest_end")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        if not _CLOCK.match(value):
+            raise ValueError(f"expected a time of day like 02:00 (00:00-24:00), got {value!r}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name like America/New_York)") from None
+        return value
+
+    @field_validator("holiday_country")
+    @classmethod
+    def _country(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        import holidays
+
+        if value.upper() not in holidays.list_supported_countries():
+            raise ValueError(f"no holiday calendar for country {value!r} (use an ISO code like US)")
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _order(self) -> CalendarConfig:
+        if self.earliest_start >= self.latest_end:
+            raise ValueError("earliest_start must be before latest_end")
+        if self.final_before_s >= self.reminder_before_s:
+            raise ValueError("final_before_s must be shorter than reminder_before_s")
+        return self
+
+
+class SchedulerConfig(_Strict):
+    """The reminder scheduler: one leader among the replicas runs the jobs; the lock expires after leader_ttl_s."""
+
+    enabled: bool = True
+    leader_ttl_s: float = Field(default=30, gt=0)
+    renew_every_s: float = Field(default=10, gt=0)
+
+    @model_validator(mode="after")
+    def _renew_in_time(self) -> SchedulerConfig:
+        if self.renew_every_s >= self.leader_ttl_s:
+            raise ValueError("renew_every_s must be shorter than leader_ttl_s")
+        return self
+
+
 class EnvironmentConfig(_Strict):
     """One environment (prod, staging, local): who may do what, and how each step is done."""
 
@@ -144,6 +221,7 @@ class EnvironmentConfig(_Strict):
     smoke: list[SmokeCheckConfig] = Field(default_factory=list)
     check_commands: list[list[str]] = Field(default_factory=list)
     lock_hours: float = Field(default=12, gt=0, le=72)
+    calendar: CalendarConfig = Field(default_factory=CalendarConfig)
 
     @field_validator("channel")
     @classmethod
@@ -173,6 +251,7 @@ class BotConfig(_Strict):
 
     environments: dict[str, EnvironmentConfig] = Field(min_length=1)
     worker_threads: int = Field(default=16, ge=2, le=256)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
 
     @field_validator("environments")
     @classmethod

@@ -27,11 +27,16 @@ class Background:
 
 
 def start_background_jobs(deps: Deps) -> Background:
-    """Heartbeat + reaper for step ownership (see jobs.heartbeat); later: the scheduler."""
+    """Heartbeat + reaper for step ownership (see jobs.heartbeat), and the reminder scheduler (jobs.scheduler)."""
     background = Background()
     try:
         from jobs.heartbeat import start as start_heartbeat
     except ModuleNotFoundError:
         return background
     background.threads.append(start_heartbeat(deps, background.stop_event))
+    if deps.config.scheduler.enabled:
+        from jobs.scheduler import start_scheduler, stop_scheduler
+
+        start_scheduler(deps)
+        background.extra_stops.append(stop_scheduler)
     return background

@@ -1,0 +1,743 @@
+"""Maintenance windows: the Redis store, schedule/reschedule/cancel/list, and posting each timeline message once."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from redis.exceptions import WatchError
+
+from bot import calendar_views as views
+from bot.calendar import (
+    MAX_WINDOW_S,
+    Reminder,
+    Violation,
+    Window,
+    WindowStatus,
+    base_kind,
+    check_policy,
+    format_duration,
+    job_id,
+    local_to_utc,
+    next_allowed_day,
+    parse_date,
+    parse_duration,
+    parse_time,
+    parse_zone,
+    timeline,
+    validate_request,
+    why_skip,
+)
+from bot.config import CalendarConfig, EnvironmentConfig
+from bot.errors import BotError, NotAllowed, StateStoreUnavailable
+from bot.messages import slack_date
+from bot.operations import Deps, Invocation, Reply, environment_or_refuse
+from bot.runbook import CHECKLIST_LABELS, Run, RunStatus
+from bot.runs import AuditEntry, _store_errors
+
+log = logging.getLogger(__name__)
+
+USAGE = ("*Maintenance windows:* `/migrate schedule <env>` opens the form · "
+         "`/migrate schedule <env> <YYYY-MM-DD> <HH:MM> [2h] \"release notes\" [--tz Zone] [--owner @user] "
+         "[--oncall @user|group] [--override \"reason\"]` · `/migrate windows [env]` · "
+         "`/migrate windows cancel <id> [reason]` · "
+         "`/migrate windows reschedule <id> <YYYY-MM-DD> <HH:MM> [duration] [--override \"reason\"]`")
+_CLAIM_MIN_TTL_S = 86400
+
+
+class JobQueue(Protocol):
+    """Where reminders go: jobs.scheduler's shared APScheduler job store (any replica may add)."""
+
+    def add(self, job_id: str, run_at: datetime, grace_s: int, args: tuple[str, str, int]) -> None: ...
+
+    def remove(self, job_ids: list[str]) -> None: ...
+
+
+def _queue(deps: Deps) -> JobQueue:
+    from jobs.scheduler import queue_for
+
+    return queue_for(deps)
+
+
+# ---- the store -----------------------------------------------------------------------------------
+
+class WindowStore:
+    """Window documents, an index by start time, and one audit stream per window, under the run store's prefix."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.store = deps.store
+        self.redis = deps.store.redis
+
+    def _key(self, window_id: str) -> str:
+        return self.store.key("window", window_id)
+
+    @property
+    def _index(self) -> str:
+        return self.store.key("windows")
+
+    def audit_key(self, window_id: str) -> str:
+        return self.store.key("window-audit", window_id)
+
+    def get(self, window_id: str) -> Window | None:
+        with _store_errors():
+            raw = self.redis.get(self._key(window_id))
+        return Window.model_validate_json(raw) if raw else None
+
+    def create(self, window: Window) -> None:
+        with _store_errors(), self.redis.pipeline() as pipe:
+            pipe.set(self._key(window.id), window.model_dump_json())
+            pipe.zadd(self._index, {window.id: window.start.timestamp()})
+            pipe.execute()
+
+    def update(self, window_id: str, change: Callable[[Window], Window]) -> tuple[Window, Window]:
+        """Compare-and-set; ``change`` may raise a BotError and then nothing is written. Returns (old, new)."""
+        key = self._key(window_id)
+        with _store_errors(), self.redis.pipeline() as pipe:
+            for _ in range(50):
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    raw = pipe.get(key)
+                    if raw is None:
+                        pipe.unwatch()
+                        raise NotAllowed(f"No maintenance window `{window_id}`. `/migrate windows` lists them.")
+                    old = Window.model_validate_json(raw)
+                    new = change(old)
+                    pipe.multi()
+                    pipe.set(key, new.model_dump_json())
+                    if new.status is WindowStatus.SCHEDULED:
+                        pipe.zadd(self._index, {new.id: new.start.timestamp()})
+                    else:
+                        pipe.zrem(self._index, new.id)
+                    pipe.execute()
+                    return old, new
+                except WatchError:
+                    continue
+        raise StateStoreUnavailable("too much contention on this window; nothing was changed — try again")
+
+    def scheduled(self, env: str | None = None, *, after: datetime | None = None) -> list[Window]:
+        """Scheduled windows not yet over, soonest first."""
+        low = (after - timedelta(seconds=MAX_WINDOW_S)).timestamp() if after else "-inf"
+        with _store_errors():
+            ids = [str(i) for i in self.redis.zrangebyscore(self._index, low, "+inf")]
+            raws = self.redis.mget([self._key(i) for i in ids]) if ids else []
+        windows = [Window.model_validate_json(raw) for raw in raws if raw]
+        return [w for w in windows if w.status is WindowStatus.SCHEDULED
+                and (after is None or w.end > after) and (env is None or w.env == env)]
+
+    def audit(self, window_id: str, actor: str, action: str, outcome: str, at: datetime, detail: str = "",
+              data: dict[str, Any] | None = None) -> None:
+        with _store_errors():
+            self.redis.xadd(self.audit_key(window_id), {
+                "actor": actor, "action": action, "outcome": outcome, "at": at.isoformat(),
+                "detail": detail, "data": json.dumps(data or {}, default=str)})
+
+    def audit_entries(self, window_id: str) -> list[AuditEntry]:
+        with _store_errors():
+            rows: list[tuple[str, dict[str, str]]] = self.redis.xrange(self.audit_key(window_id))  # type: ignore[assignment]
+        return [AuditEntry(id=i, actor=f["actor"], action=f["action"], outcome=f["outcome"],
+                           at=datetime.fromisoformat(f["at"]), detail=f.get("detail", ""),
+                           data=json.loads(f.get("data", "{}"))) for i, f in rows]
+
+
+# ---- requests and outcomes -----------------------------------------------------------------------
+
+@dataclass
+class WindowRequest:
+    """What a person asked for, already parsed; ``None`` fields keep the window's current value."""
+
+    start: datetime
+    duration_s: float
+    timezone: str
+    release_notes: str = ""
+    owner: str = ""
+    oncall: str | None = None
+    override_reason: str | None = None
+
+
+@dataclass
+class Outcome:
+    """Scheduled (``window``), invalid (``errors`` by field), or held back by the policy (``violations``)."""
+
+    window: Window | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+    violations: list[Violation] = field(default_factory=list)
+    after: Callable[[], None] | None = None
+    """Slack posts to make after the acknowledgement (a reschedule notice)."""
+
+
+def _may_manage(deps: Deps, env: EnvironmentConfig, user: str, window: Window | None = None) -> bool:
+    if user.startswith("cli:") or (window is not None and user in (window.owner, window.created_by)):
+        return True
+    policy, groups = deps.policy(env), deps.groups_of(user, env)
+    return policy.may_start(user, groups) or policy.may_approve(user, groups)
+
+
+def _not_allowed(env: str) -> NotAllowed:
+    return NotAllowed(f"Only requesters and approvers of `{env}` may schedule or change its maintenance "
+                      "windows. Nothing was changed.")
+
+
+def _new_id(env: str, start: datetime) -> str:
+    return f"{env}-w{start:%y%m%d}-{secrets.token_hex(2)}"
+
+
+def _claim_ttl(window: Window, now: datetime) -> int:
+    return max(int((window.end - now).total_seconds()) + 7 * 86400, _CLAIM_MIN_TTL_S)
+
+
+def _add_jobs(deps: Deps, window: Window, reminders: list[Reminder]) -> None:
+    queue = _queue(deps)
+    for item in reminders:
+        queue.add(job_id(window.id, window.revision, item.kind), item.due, item.grace_s,
+                  (window.id, item.kind, window.revision))
+
+
+def schedule_window(deps: Deps, *, env_name: str, request: WindowRequest, user: str) -> Outcome:
+    """Book a window: invalid input and unconfirmed policy violations schedule nothing."""
+    env = environment_or_refuse(deps, env_name)
+    if not _may_manage(deps, env, user):
+        raise _not_allowed(env.name)
+    cfg, now = env.calendar, deps.clock()
+    errors = validate_request(start=request.start, duration_s=request.duration_s, now=now)
+    if not request.release_notes.strip():
+        errors["notes"] = "Release notes are required: they go into the announcement and the completion notice."
+    if errors:
+        return Outcome(errors=errors)
+    violations = check_policy(start=request.start, duration_s=request.duration_s,
+                              zone=parse_zone(request.timezone), cfg=cfg, now=now)
+    override = (request.override_reason or "").strip()
+    if violations and not override:
+        return Outcome(violations=violations)
+    window = Window(
+        id=_new_id(env.name, request.start.astimezone(parse_zone(request.timezone))), env=env.name,
+        channel=env.channel, start=request.start, duration_s=request.duration_s, timezone=request.timezone,
+        release_notes=request.release_notes.strip()[:2500], owner=request.owner or user,
+        oncall=request.oncall or env.oncall, created_by=user, created_at=now,
+        override_reason=override if violations else None, warnings=[v.message for v in violations])
+    reminders = timeline(window, cfg, now)
+    window = window.model_copy(update={"job_ids": [job_id(window.id, 1, r.kind) for r in reminders]})
+    windows = WindowStore(deps)
+    windows.create(window)
+    windows.audit(window.id, user, "window.schedule", "ok", now,
+                  f"{window.env} {window.start.isoformat()} for {format_duration(window.duration_s)}",
+                  {"start": window.start, "duration_s": window.duration_s, "timezone": window.timezone})
+    if violations:
+        windows.audit(window.id, user, "window.policy_override", "override", now, override,
+                      {"violations": [v.message for v in violations], "rules": [v.rule for v in violations]})
+    _add_jobs(deps, window, reminders)
+    return Outcome(window=window)
+
+
+def reschedule_window(deps: Deps, *, window_id: str, request: WindowRequest, user: str) -> Outcome:
+    """Move a window; every pending reminder moves with it (the old jobs are removed)."""
+    windows = WindowStore(deps)
+    current = windows.get(window_id)
+    if current is None or current.status is not WindowStatus.SCHEDULED:
+        raise NotAllowed(f"No scheduled window `{window_id}`. `/migrate windows` lists them.")
+    env = environment_or_refuse(deps, current.env)
+    if not _may_manage(deps, env, user, current):
+        windows.audit(window_id, user, "window.reschedule", "denied", deps.clock(), "not allowed")
+        raise _not_allowed(env.name)
+    cfg, now = env.calendar, deps.clock()
+    errors = validate_request(start=request.start, duration_s=request.duration_s, now=now)
+    if errors:
+        return Outcome(errors=errors)
+    violations = check_policy(start=request.start, duration_s=request.duration_s,
+                              zone=parse_zone(request.timezone), cfg=cfg, now=now)
+    override = (request.override_reason or "").strip()
+    if violations and not override:
+        return Outcome(violations=violations)
+
+    def change(window: Window) -> Window:
+        if window.status is not WindowStatus.SCHEDULED:
+            raise NotAllowed(f"Window `{window.id}` is {window.status.value}; nothing was changed.")
+        moved = window.model_copy(update={
+            "start": request.start, "duration_s": request.duration_s, "timezone": request.timezone,
+            "revision": window.revision + 1, "warnings": [v.message for v in violations],
+            "override_reason": override if violations else None})
+        pending = timeline(moved, cfg, now, announce=window.announced_at is None)
+        return moved.model_copy(update={"job_ids": [job_id(moved.id, moved.revision, r.kind) for r in pending]})
+
+    old, new = windows.update(window_id, change)
+    _queue(deps).remove(old.job_ids)
+    _add_jobs(deps, new, timeline(new, cfg, now, announce=old.announced_at is None))
+    windows.audit(new.id, user, "window.reschedule", "ok", now,
+                  f"{old.start.isoformat()} -> {new.start.isoformat()}",
+                  {"from": old.start, "to": new.start, "duration_s": new.duration_s, "revision": new.revision})
+    if violations:
+        windows.audit(new.id, user, "window.policy_override", "override", now, override,
+                      {"violations": [v.message for v in violations], "rules": [v.rule for v in violations]})
+    notice = None
+    if old.announced_at is not None:
+        def notice() -> None:
+            _post_safely(deps, new, views.rescheduled(new, old.start, user))
+    return Outcome(window=new, after=notice)
+
+
+def cancel_window(deps: Deps, *, window_id: str, user: str, reason: str = "") -> tuple[Window, Callable[[], None]]:
+    """Cancel a window and remove its reminders; returns it and the channel notice to post after the ack."""
+    windows = WindowStore(deps)
+    current = windows.get(window_id)
+    if current is None:
+        raise NotAllowed(f"No maintenance window `{window_id}`. `/migrate windows` lists them.")
+    env = environment_or_refuse(deps, current.env)
+    if not _may_manage(deps, env, user, current):
+        windows.audit(window_id, user, "window.cancel", "denied", deps.clock(), "not allowed")
+        raise _not_allowed(env.name)
+    now = deps.clock()
+
+    def change(window: Window) -> Window:
+        if window.status is not WindowStatus.SCHEDULED:
+            raise NotAllowed(f"Window `{window.id}` is already {window.status.value}.")
+        return window.model_copy(update={"status": WindowStatus.CANCELLED, "cancelled_by": user,
+                                         "cancel_reason": reason or None, "job_ids": []})
+
+    old, new = windows.update(window_id, change)
+    _queue(deps).remove(old.job_ids)
+    windows.audit(new.id, user, "window.cancel", "ok", now, reason, {"removed_jobs": old.job_ids})
+    return new, lambda: _post_safely(deps, new, views.cancelled(new, user, reason))
+
+
+def confirm_approver(deps: Deps, *, window_id: str, user: str) -> Window:
+    """An approver of the environment says they will approve this window's run."""
+    windows = WindowStore(deps)
+    current = windows.get(window_id)
+    if current is None:
+        raise NotAllowed(f"No maintenance window `{window_id}`.")
+    env = environment_or_refuse(deps, current.env)
+    if not deps.policy(env).may_approve(user, deps.groups_of(user, env)):
+        windows.audit(window_id, user, "window.approver", "denied", deps.clock(), "not an approver")
+        raise NotAllowed(f"Only approvers of `{env.name}` can confirm a window. Nothing was changed.")
+
+    def change(window: Window) -> Window:
+        return window.model_copy(update={"approver": user})
+
+    _, new = windows.update(window_id, change)
+    windows.audit(window_id, user, "window.approver", "ok", deps.clock())
+    return new
+
+
+# ---- the timeline, delivered once ----------------------------------------------------------------
+
+def linked_run(deps: Deps, window: Window) -> Run | None:
+    if window.run_id:
+        return deps.store.find(window.run_id)
+    return None
+
+
+def missing_for(deps: Deps, window: Window) -> list[str]:
+    """What the window still lacks: an approver, checklist items, a verified backup target, safety findings."""
+    missing: list[str] = []
+    if not window.approver:
+        missing.append("No approver has confirmed (an approver clicks *I'll approve this window*).")
+    run = linked_run(deps, window) or deps.store.active_run(window.env)
+    if run is None:
+        missing.append(f"Checklist: no run yet, all {len(CHECKLIST_LABELS)} items open "
+                       f"(`/migrate {window.env}` inside the window starts one).")
+    elif run.missing_items():
+        labels = ", ".join(CHECKLIST_LABELS[k] for k in run.missing_items()[:6])
+        missing.append(f"Checklist of run `{run.id}`: {len(run.missing_items())} open — {labels}.")
+    from bot.checks import last_check
+
+    check = last_check(deps, window.env)
+    backup_ok = bool(check) and any(item.get("name") == "Backup target" and item.get("ok")
+                                    for item in (check or {}).get("items", []))
+    if not backup_ok:
+        missing.append(f"Backup target not verified: run `/migrate check {window.env}`.")
+    findings = _open_findings(run)
+    if findings:
+        missing.append(f"{findings} open safety finding(s) on run `{run.id if run else ''}`.")
+    return missing
+
+
+def _open_findings(run: Run | None) -> int:
+    """High safety findings that still gate the run's approval (unwaived, no maintenance mode)."""
+    if run is None:
+        return 0
+    from bot.runbook import blocking_findings
+
+    return len(blocking_findings(run))
+
+
+def _post(deps: Deps, window: Window, message: dict[str, Any], thread_ts: str | None = None) -> str | None:
+    if deps.slack is None:
+        return None
+    return deps.slack.post_message(window.channel, message["text"], message["blocks"], thread_ts=thread_ts)
+
+
+def _due(window: Window, kind: str, cfg: CalendarConfig) -> datetime:
+    """When a reminder of this revision was due (for the audit of a late one)."""
+    for item in timeline(window, cfg, window.created_at, announce=False):
+        if item.kind == kind:
+            return item.due
+    return window.start
+
+
+def _post_safely(deps: Deps, window: Window, message: dict[str, Any]) -> None:
+    try:
+        _post(deps, window, message)
+    except BotError as exc:
+        log.warning("window %s: notice not posted: %s", window.id, exc)
+
+
+def _start_ts_key(deps: Deps, window: Window) -> str:
+    return deps.store.key("window-msg", window.id, str(window.revision), "start")
+
+
+def deliver(deps: Deps, window_id: str, kind: str, revision: int) -> str:
+    """Post one timeline message unless it is stale, already posted by a replica, or no longer relevant.
+
+    Returns what happened: posted, skipped (audited), duplicate, stale or gone.
+    """
+    windows = WindowStore(deps)
+    window = windows.get(window_id)
+    if window is None:
+        return "gone"
+    if window.status is not WindowStatus.SCHEDULED or window.revision != revision:
+        return "stale"
+    env = deps.config.environment(window.env)
+    if env is None:
+        return "gone"
+    now = deps.clock()
+    base = base_kind(kind)
+    claim = f"window:{window.id}:{revision}:{kind}"
+    if base == "complete":
+        claim = f"window:{window.id}:{revision}:complete"
+    if not deps.store.claim_once(claim, _claim_ttl(window, now), value=deps.instance_id):
+        return "duplicate"
+    reason = why_skip(kind, window, env.calendar, now)
+    if reason:
+        windows.audit(window.id, "bot", f"reminder.{base}", "skipped", now, reason,
+                      {"kind": kind, "revision": revision, "late_s": round((now - _due(window, kind, env.calendar))
+                                                                           .total_seconds(), 1)})
+        return "skipped"
+    run = linked_run(deps, window)
+    if base == "announce":
+        _post(deps, window, views.announcement(window, missing_for(deps, window)))
+        windows.update(window.id, lambda w: w.model_copy(update={"announced_at": now}))
+    elif base in ("reminder", "final"):
+        _post(deps, window, views.reminder(base, window, env.calendar, missing_for(deps, window)))
+    elif base == "start":
+        ts = _post(deps, window, views.started(window, run))
+        if ts:
+            deps.store.redis.set(_start_ts_key(deps, window), ts, ex=_claim_ttl(window, now))
+    elif base == "status":
+        if run is not None and run.status is RunStatus.SUCCEEDED:
+            _complete(deps, window, run, run_done=True, now=now)
+            return "posted"
+        thread = deps.store.redis.get(_start_ts_key(deps, window))
+        _post(deps, window, views.status_update(kind, window, run, now), thread_ts=str(thread) if thread else None)
+    elif base == "complete":
+        _complete(deps, window, run, run_done=run is not None and run.status is RunStatus.SUCCEEDED, now=now,
+                  claimed=True)
+        return "posted"
+    windows.audit(window.id, "bot", f"reminder.{base}", "ok", now, "", {"kind": kind, "revision": revision})
+    return "posted"
+
+
+def _complete(deps: Deps, window: Window, run: Run | None, *, run_done: bool, now: datetime,
+              claimed: bool = False) -> None:
+    if not claimed and not deps.store.claim_once(f"window:{window.id}:{window.revision}:complete",
+                                                 _claim_ttl(window, now), value=deps.instance_id):
+        return
+    windows = WindowStore(deps)
+    _post(deps, window, views.completion(window, run, run_done=run_done))
+
+    def change(current: Window) -> Window:
+        return current.model_copy(update={"status": WindowStatus.COMPLETED, "completed_at": now, "job_ids": []})
+
+    try:
+        old, _ = windows.update(window.id, change)
+        _queue(deps).remove(old.job_ids)
+    except BotError as exc:
+        log.warning("window %s: could not mark completed: %s", window.id, exc)
+    windows.audit(window.id, "bot", "reminder.complete", "ok", now,
+                  "run succeeded" if run_done else "window ended", {"run_id": run.id if run else None})
+
+
+def record_missed(deps: Deps, window_id: str, kind: str, revision: int, due: datetime) -> None:
+    """The scheduler fired a reminder past its grace time: audit it (once), do not post it."""
+    windows = WindowStore(deps)
+    window = windows.get(window_id)
+    if window is None or window.revision != revision or window.status is not WindowStatus.SCHEDULED:
+        return
+    now = deps.clock()
+    if not deps.store.claim_once(f"window:{window_id}:{revision}:{kind}", _claim_ttl(window, now),
+                                 value=deps.instance_id):
+        return
+    late = (now - due).total_seconds()
+    windows.audit(window_id, "bot", f"reminder.{base_kind(kind)}", "skipped", now,
+                  f"missed by {format_duration(late)} (grace period passed)",
+                  {"kind": kind, "revision": revision, "due": due, "late_s": round(late, 1)})
+    if base_kind(kind) == "complete":
+        windows.update(window_id, lambda w: w.model_copy(update={"status": WindowStatus.COMPLETED,
+                                                                  "completed_at": now, "job_ids": []}))
+
+
+def link_started_run(deps: Deps, run: Run) -> None:
+    """A run started inside a window (or after its final warning) becomes that window's linked run."""
+    try:
+        env = deps.config.environment(run.env)
+        if env is None:
+            return
+        now = deps.clock()
+        lead = timedelta(seconds=env.calendar.final_before_s)
+        windows = WindowStore(deps)
+        for window in windows.scheduled(run.env, after=now):
+            if window.start - lead <= now < window.end and not window.run_id:
+                windows.update(window.id, lambda w: w.model_copy(update={"run_id": w.run_id or run.id}))
+                windows.audit(window.id, run.requested_by, "window.link_run", "ok", now, run.id)
+                return
+    except BotError as exc:
+        log.warning("could not link run %s to a window: %s", run.id, exc)
+
+
+# ---- Slack-facing operations ---------------------------------------------------------------------
+
+def _split_options(args: list[str]) -> tuple[list[str], dict[str, str], str | None]:
+    positional: list[str] = []
+    options: dict[str, str] = {}
+    words = iter(args)
+    for word in words:
+        if word.startswith("--"):
+            name = word[2:]
+            if name not in ("tz", "owner", "oncall", "override"):
+                return [], {}, f"Unknown option `{word[:30]}`."
+            value = next(words, None)
+            if value is None:
+                return [], {}, f"`{word}` needs a value."
+            options[name] = value
+        else:
+            positional.append(word)
+    return positional, options, None
+
+
+_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+
+
+def slack_id(text: str) -> str | None:
+    """`<@U123|alice>`, `<!subteam^S1|dba>`, `@U123`, `U123` -> the ID; None if it is none of those."""
+    cleaned = text.strip().removeprefix("<").removesuffix(">").lstrip("@!")
+    cleaned = cleaned.removeprefix("subteam^").split("|")[0]
+    return cleaned if _ID.match(cleaned) else None
+
+
+def _request_from_words(cfg: CalendarConfig, positional: list[str], options: dict[str, str],
+                        *, need_notes: bool) -> WindowRequest:
+    if len(positional) < 2:
+        raise ValueError("Give a date and a start time.")
+    zone_name = options.get("tz", cfg.timezone)
+    zone = parse_zone(zone_name)
+    start = local_to_utc(parse_date(positional[0]), parse_time(positional[1]), zone)
+    rest = positional[2:]
+    duration = cfg.max_duration_s
+    if rest:
+        try:
+            duration = parse_duration(rest[0])
+            rest = rest[1:]
+        except ValueError:
+            if not need_notes:
+                raise
+    notes = " ".join(rest)
+    if need_notes and not notes.strip():
+        raise ValueError("Add the release notes in quotes.")
+    owner = slack_id(options["owner"]) if "owner" in options else None
+    if "owner" in options and not owner:
+        raise ValueError(f"`{options['owner'][:40]}` is not a user.")
+    oncall = slack_id(options["oncall"]) if "oncall" in options else None
+    if "oncall" in options and not oncall:
+        raise ValueError(f"`{options['oncall'][:40]}` is not a user or user group.")
+    return WindowRequest(start=start, duration_s=duration, timezone=zone.key, release_notes=notes,
+                         owner=owner or "", oncall=oncall, override_reason=options.get("override"))
+
+
+def outcome_text(outcome: Outcome, *, verb: str = "schedule") -> str:
+    if outcome.errors:
+        return "Nothing was scheduled: " + " ".join(outcome.errors.values())
+    if outcome.violations:
+        lines = "\n".join(f"• {v.message}" for v in outcome.violations)
+        return (f"⚠️ This window breaks the maintenance policy:\n{lines}\nNothing was scheduled. To {verb} it "
+                "anyway, repeat the command with `--override \"reason\"` (the override is audited).")
+    window = outcome.window
+    assert window is not None
+    warned = f"\n⚠️ Policy overridden ({window.override_reason}): " + " ".join(window.warnings) \
+        if window.warnings else ""
+    return (f"{'Rescheduled' if verb == 'reschedule' else 'Scheduled'} window `{window.id}` in *{window.env}*: "
+            f"{views.when(window)}. The timeline goes to <#{window.channel}>.{warned}")
+
+
+def modal_defaults(deps: Deps, env: EnvironmentConfig, user: str, window: Window | None = None) -> views.ModalDefaults:
+    cfg = env.calendar
+    if window is not None:
+        local = window.local_start
+        return views.ModalDefaults(local.date(), f"{local:%H:%M}", window.timezone,
+                                   format_duration(window.duration_s).replace(" ", ""), window.release_notes,
+                                   window.owner, window.oncall)
+    zone = parse_zone(cfg.timezone)
+    return views.ModalDefaults(next_allowed_day(deps.clock(), zone, cfg), cfg.earliest_start[:5]
+                               if cfg.earliest_start != "24:00" else "02:00", cfg.timezone,
+                               format_duration(cfg.max_duration_s).replace(" ", ""), "", user, env.oncall)
+
+
+def schedule_command(deps: Deps, inv: Invocation, args: list[str]) -> Reply:
+    """`/migrate schedule <env>` opens the form; with a date and time it schedules from the text."""
+    if not args:
+        return Reply(f"Which environment? {USAGE}")
+    env = environment_or_refuse(deps, args[0])
+    if not _may_manage(deps, env, inv.user):
+        return Reply(str(_not_allowed(env.name)))
+    if len(args) == 1:
+        if not inv.trigger_id or deps.slack is None:
+            return Reply(f"The form needs Slack. {USAGE}")
+        view = views.schedule_modal(env.name, modal_defaults(deps, env, inv.user),
+                                    metadata={"env": env.name, "channel": inv.channel})
+        slack, trigger = deps.slack, inv.trigger_id
+
+        def open_form() -> None:
+            try:
+                slack.open_view(trigger, view)
+            except BotError as exc:
+                log.warning("schedule form not opened: %s", exc)
+
+        return Reply(f"Opening the maintenance-window form for *{env.name}*…", after=open_form)
+    positional, options, problem = _split_options(args[1:])
+    if problem:
+        return Reply(f"{problem}\n{USAGE}")
+    try:
+        request = _request_from_words(env.calendar, positional, options, need_notes=True)
+    except ValueError as exc:
+        return Reply(f"{exc}\n{USAGE}")
+    outcome = schedule_window(deps, env_name=env.name, request=request, user=inv.user)
+    return Reply(outcome_text(outcome) + ("" if outcome.window else f"\n{USAGE}" if outcome.errors else ""))
+
+
+def windows_command(deps: Deps, inv: Invocation, args: list[str]) -> Reply:
+    """`/migrate windows [env]`, `... cancel <id> [reason]`, `... reschedule <id> <date> <time> [duration]`."""
+    if args and args[0] == "cancel":
+        if len(args) < 2:
+            return Reply(f"Which window? {USAGE}")
+        window, notice = cancel_window(deps, window_id=args[1], user=inv.user, reason=" ".join(args[2:]))
+        return Reply(f"Cancelled window `{window.id}`; the notice is in <#{window.channel}>.", after=notice)
+    if args and args[0] == "reschedule":
+        if len(args) < 2:
+            return Reply(f"Which window? {USAGE}")
+        current = WindowStore(deps).get(args[1])
+        if current is None:
+            return Reply(f"No maintenance window `{args[1][:40]}`. `/migrate windows` lists them.")
+        env = environment_or_refuse(deps, current.env)
+        positional, options, problem = _split_options(args[2:])
+        if problem:
+            return Reply(f"{problem}\n{USAGE}")
+        options.setdefault("tz", current.timezone)
+        try:
+            request = _request_from_words(env.calendar, positional, options, need_notes=False)
+        except ValueError as exc:
+            return Reply(f"{exc}\n{USAGE}")
+        if not (len(positional) > 2):
+            request.duration_s = current.duration_s
+        outcome = reschedule_window(deps, window_id=current.id, request=request, user=inv.user)
+        return Reply(outcome_text(outcome, verb="reschedule"), after=outcome.after)
+    if len(args) > 1 or (args and deps.config.environment(args[0]) is None):
+        return Reply(USAGE)
+    windows = WindowStore(deps).scheduled(args[0] if args else None, after=deps.clock())
+    blocks = views.windows_list(windows, deps.clock())
+    return Reply(f"{len(windows)} upcoming maintenance window(s).", blocks=blocks)
+
+
+@dataclass
+class Submission:
+    """What a submitted form leads to: field errors (the modal stays open) or a confirmation and follow-ups."""
+
+    errors: dict[str, str] = field(default_factory=dict)
+    text: str = ""
+    channel: str | None = None
+    after: Callable[[], None] | None = None
+
+
+def submit_modal(deps: Deps, *, user: str, callback_id: str, metadata: str, values: dict[str, Any]) -> Submission:
+    """A submitted schedule or reschedule form, validated and (when valid) applied."""
+    fields = views.read_modal(values)
+    try:
+        meta = json.loads(metadata or "{}")
+    except ValueError:
+        meta = {}
+    errors: dict[str, str] = {}
+    parsed: dict[str, Any] = {}
+    for name, parse in (("date", parse_date), ("time", parse_time), ("tz", parse_zone),
+                        ("duration", parse_duration)):
+        try:
+            parsed[name] = parse(fields.get(name, ""))
+        except ValueError as exc:
+            errors[name] = str(exc).replace("`", "")
+    owner = fields.get("owner", "")
+    oncall_text = fields.get("oncall", "").strip()
+    oncall = slack_id(oncall_text) if oncall_text else None
+    if oncall_text and not oncall:
+        errors["oncall"] = "Give a user or user-group ID (U… or S…) or a mention."
+    reschedule = callback_id == views.RESCHEDULE_CALLBACK
+    if not reschedule and not owner:
+        errors["owner"] = "Pick the owner of the window."
+    if errors:
+        return Submission(errors=errors)
+    request = WindowRequest(start=local_to_utc(parsed["date"], parsed["time"], parsed["tz"]),
+                            duration_s=parsed["duration"], timezone=parsed["tz"].key,
+                            release_notes=fields.get("notes", ""), owner=owner, oncall=oncall,
+                            override_reason=fields.get("override") or None)
+    if reschedule:
+        outcome = reschedule_window(deps, window_id=str(meta.get("window_id", "")), request=request, user=user)
+    else:
+        outcome = schedule_window(deps, env_name=str(meta.get("env", "")), request=request, user=user)
+    if outcome.errors:
+        return Submission(errors={k: v.replace("`", "") for k, v in outcome.errors.items()})
+    if outcome.violations:
+        found: dict[str, list[str]] = {}
+        for violation in outcome.violations:
+            found.setdefault(violation.field, []).append(violation.message)
+        errors = {name: "⚠️ Policy: " + " ".join(messages) for name, messages in found.items()}
+        errors["override"] = "This window breaks the policy. Give a reason here to schedule it anyway (audited)."
+        return Submission(errors=errors)
+    assert outcome.window is not None
+    return Submission(text=outcome_text(outcome, verb="reschedule" if reschedule else "schedule"),
+                      channel=str(meta.get("channel") or outcome.window.channel), after=outcome.after)
+
+
+def reschedule_form(deps: Deps, *, window_id: str, user: str) -> dict[str, Any]:
+    """The prefilled Reschedule modal for a window (raises NotAllowed when it cannot be changed)."""
+    window = WindowStore(deps).get(window_id)
+    if window is None or window.status is not WindowStatus.SCHEDULED:
+        raise NotAllowed(f"Window `{window_id}` is not scheduled any more. `/migrate windows` lists the current ones.")
+    env = environment_or_refuse(deps, window.env)
+    if not _may_manage(deps, env, user, window):
+        raise _not_allowed(env.name)
+    return views.schedule_modal(env.name, modal_defaults(deps, env, user, window), reschedule=True,
+                                metadata={"window_id": window.id},
+                                warning=f"*{window.env}* window `{window.id}`, now {views.when(window)}")
+
+
+def home_for(deps: Deps, user: str) -> dict[str, Any]:
+    """The App Home view for one user."""
+    now = deps.clock()
+    windows = WindowStore(deps).scheduled(after=now)
+    runs = deps.store.active_runs()
+    waiting: list[Run] = []
+    for run in runs:
+        env = deps.config.environment(run.env)
+        if env is None or run.status is not RunStatus.AWAITING_APPROVAL or run.requested_by == user:
+            continue
+        if user in run.approved_by():
+            continue
+        if deps.policy(env).may_approve(user, deps.groups_of(user, env)):
+            waiting.append(run)
+    return views.home_view(windows, runs, waiting, now)
+
+
+def describe(window: Window) -> str:
+    """One line for logs and the CLI."""
+    return f"{window.id} [{window.env}] {window.status.value} {window.start.isoformat()} " \
+           f"{format_duration(window.duration_s)} rev {window.revision} — {slack_date(window.start)}"

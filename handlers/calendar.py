@@ -1,0 +1,96 @@
+"""Maintenance-window listeners: the window buttons, the schedule/reschedule forms and the App Home tab."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from slack_bolt import Ack, App
+
+from bot import messages
+from bot.calendar_views import RESCHEDULE_CALLBACK, SCHEDULE_CALLBACK
+from bot.errors import BotError, StateStoreUnavailable
+from bot.operations import Deps
+from bot.windows import cancel_window, confirm_approver, home_for, reschedule_form, submit_modal
+
+log = logging.getLogger(__name__)
+
+WINDOW_ACTION = re.compile(r"^window_(reschedule|cancel|approver):(.+)$")
+
+
+def _user_facing(fn: Callable[[], str | None]) -> str | None:
+    """Run an operation; errors become the one line a user should read."""
+    try:
+        return fn()
+    except StateStoreUnavailable:
+        return messages.state_store_unavailable()
+    except BotError as exc:
+        return str(exc)
+    except Exception as exc:  # never a traceback in Slack
+        log.error("window operation failed: %s", type(exc).__name__)
+        return messages.internal_error()
+
+
+def register(app: App, deps: Deps) -> None:
+    """Attach the calendar's listeners; call before handlers.actions (its button listener matches anything)."""
+
+    @app.action(WINDOW_ACTION)
+    def on_window_button(ack: Ack, body: dict[str, Any]) -> None:
+        ack()
+        action = (body.get("actions") or [{}])[0]
+        match = WINDOW_ACTION.match(str(action.get("action_id", "")))
+        user = str((body.get("user") or {}).get("id", ""))
+        channel = str((body.get("channel") or {}).get("id", "")
+                      or (body.get("container") or {}).get("channel_id", ""))
+        if not match or not user or deps.slack is None:
+            return
+        verb, window_id = match.group(1), match.group(2)
+        slack = deps.slack
+
+        def run() -> str | None:
+            if verb == "reschedule":
+                slack.open_view(str(body.get("trigger_id", "")), reschedule_form(deps, window_id=window_id, user=user))
+                return None
+            if verb == "cancel":
+                window, notice = cancel_window(deps, window_id=window_id, user=user)
+                notice()
+                return f"Cancelled window `{window.id}`; the notice is in <#{window.channel}>."
+            window = confirm_approver(deps, window_id=window_id, user=user)
+            return f"Noted: you will approve the {window.env} window `{window.id}`."
+
+        text = _user_facing(run)
+        if text and channel:
+            _user_facing(lambda: slack.post_ephemeral(channel, user, text))
+
+    def on_submit(ack: Ack, body: dict[str, Any]) -> None:
+        view = body.get("view") or {}
+        user = str((body.get("user") or {}).get("id", ""))
+        try:
+            result = submit_modal(deps, user=user, callback_id=str(view.get("callback_id", "")),
+                                  metadata=str(view.get("private_metadata", "")),
+                                  values=(view.get("state") or {}).get("values") or {})
+        except BotError as exc:
+            ack(response_action="errors", errors={"date": str(exc)[:150]})
+            return
+        if result.errors:
+            ack(response_action="errors", errors=result.errors)
+            return
+        ack()
+        if result.after:
+            result.after()
+        if deps.slack is not None and result.channel and result.text:
+            slack, channel, text = deps.slack, result.channel, result.text
+            _user_facing(lambda: slack.post_ephemeral(channel, user, text))
+
+    app.view(SCHEDULE_CALLBACK)(on_submit)
+    app.view(RESCHEDULE_CALLBACK)(on_submit)
+
+    @app.event("app_home_opened")
+    def on_home_opened(event: dict[str, Any]) -> None:
+        user = str(event.get("user", ""))
+        if not user or deps.slack is None or event.get("tab", "home") != "home":
+            return
+        slack = deps.slack
+        _user_facing(lambda: slack.publish_home(user, home_for(deps, user)))
