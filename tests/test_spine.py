@@ -109,7 +109,9 @@ def start_run(sender, fake, store, user=ALICE):
     message = fake.channel_messages(PROD_CHANNEL)[-1]
     run = store.active_run("prod")
     assert run is not None
-    return run, message
+    # The run-start inspection adds its own audit entry; let it land before counting clicks.
+    wait_until(lambda: "review" in store.get(run.id).facts, timeout=20)
+    return store.get(run.id), fake.message(PROD_CHANNEL, message["ts"])
 
 
 def latest(fake, ts):
