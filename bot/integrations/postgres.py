@@ -6,9 +6,10 @@ import math
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Generator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -216,6 +217,98 @@ class Postgres:
         if name == _database_of(self._libpq_url) or name == MAINTENANCE_DB:
             raise IntegrationError(f"Refusing to drop database {name}: it is the live or maintenance database.")
         self._admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    def swap_in_database(self, restored: str, aside: str, *, attempts: int = 5) -> None:
+        """Make ``restored`` the live database by renaming: live -> ``aside``, ``restored`` -> live.
+
+        Sessions in either database are terminated first (the app is scaled to 0 by then); nothing is
+        dropped, so the pre-restore data stays available under ``aside``.
+        """
+        live = _database_of(self._libpq_url)
+        terminate = sql.SQL(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname IN ({}, {}) AND pid <> pg_backend_pid()"
+        ).format(sql.Literal(live), sql.Literal(restored))
+        for attempt in range(attempts):
+            self._admin(terminate)
+            try:
+                self._admin(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(live),
+                                                                             sql.Identifier(aside)))
+                break
+            except IntegrationError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        self._admin(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(restored), sql.Identifier(live)))
+
+    def databases_like(self, pattern: str) -> list[str]:
+        """Names of the databases on this server matching the SQL LIKE ``pattern``, sorted."""
+        rows = self._fetch("SELECT datname FROM pg_catalog.pg_database WHERE datname LIKE %s", (pattern,))
+        return sorted(str(row[0]) for row in rows)
+
+    # -- sessions and their locks (the rehearsal sampler and the go-time pre-flight) --------------------------
+
+    def session_locks(self) -> list[SessionLock]:
+        """Every other session in this database, one row per table lock it holds or awaits (one lockless row)."""
+        rows = self._fetch(_SESSION_LOCKS_SQL)
+        return [SessionLock(*row) for row in rows]
+
+    def session_lock_snapshots(self) -> Generator[list[SessionLock], None, None]:
+        """Like ``session_locks``, but one connection kept open: each ``next()`` is a fresh snapshot.
+
+        Close the generator (``.close()``) to close its connection. A failing query raises IntegrationError.
+        """
+        with self._connect() as conn:
+            while True:
+                try:
+                    rows = conn.execute(_SESSION_LOCKS_SQL).fetchall()
+                except psycopg.Error as exc:
+                    raise IntegrationError(f"Query on {redacted_url(self.url)} failed: {_reason(exc)}") from exc
+                yield [SessionLock(*row) for row in rows]
+
+
+class SessionLock(NamedTuple):
+    """One session of ``pg_stat_activity`` and one table lock from ``pg_locks`` (lock fields None: no lock)."""
+
+    pid: int
+    state: str | None
+    backend_type: str | None
+    state_age_s: float | None
+    xact_age_s: float | None
+    query_age_s: float | None
+    wait_event_type: str | None
+    wait_event: str | None
+    query: str
+    schema: str | None
+    table: str | None
+    mode: str | None
+    granted: bool | None
+
+
+# Table locks (ordinary, partitioned, materialized) only: index, catalog and TOAST locks are left out.
+_SESSION_LOCKS_SQL = """
+SELECT a.pid, a.state, a.backend_type,
+       extract(epoch FROM clock_timestamp() - a.state_change)::float8,
+       extract(epoch FROM clock_timestamp() - a.xact_start)::float8,
+       extract(epoch FROM clock_timestamp() - a.query_start)::float8,
+       a.wait_event_type, a.wait_event, left(coalesce(a.query, ''), 1000),
+       t.nspname, t.relname, t.mode, t.granted
+  FROM pg_catalog.pg_stat_activity a
+  LEFT JOIN LATERAL (
+        SELECT n.nspname::text, c.relname::text, l.mode, l.granted
+          FROM pg_catalog.pg_locks l
+          JOIN pg_catalog.pg_class c ON c.oid = l.relation AND c.relkind IN ('r', 'p', 'm')
+          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE l.pid = a.pid
+           AND l.locktype = 'relation'
+           AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND n.nspname NOT LIKE 'pg\\_toast%'
+       ) t ON true
+ WHERE a.datname = current_database()
+   AND a.pid <> pg_backend_pid()
+ ORDER BY a.pid
+"""
 
 
 # ---------------------------------------------------------------------------------------------------------------
