@@ -564,3 +564,29 @@ def take_rds_snapshot_backup(
     evidence.verified = snapshot.status == "available"
     evidence.took_s = round(time.monotonic() - started, 3)
     return evidence
+
+
+@contextmanager
+def fetched_backup(evidence: dict[str, Any], aws: Aws | None) -> Iterator[Path]:
+    """A local path pg_restore can read for a stored pg_dump backup: downloads the exact S3 version if needed
+    and unpacks a directory-format tar. The checksum is checked before anything is restored from it."""
+    location = str(evidence.get("location", ""))
+    if evidence.get("method") != "pg_dump":
+        raise BackupError(f"Backup {evidence.get('identifier')} is not a pg_dump file.")
+    with tempfile.TemporaryDirectory(prefix="migrate-bot-fetch-") as tmp:
+        if location.startswith("s3://"):
+            if aws is None:
+                raise BackupError("Restoring an S3 backup needs AWS access, but no AWS client was given.")
+            bucket, _, rest = location[len("s3://"):].partition("/")
+            key = rest.split("?versionId=")[0]
+            path = aws.download_file(bucket, key, Path(tmp) / Path(key).name,
+                                     version_id=evidence.get("s3_version_id"))
+        else:
+            path = Path(location)
+            if not path.exists():
+                raise BackupError(f"The backup file {path} is gone; it cannot be restored.")
+        expected = evidence.get("sha256")
+        if expected and _sha256(path) != expected:
+            raise BackupError(f"Backup {path.name} does not match its recorded sha256; refusing to restore it.")
+        with _restorable(path, _format_of(path.name)) as restorable:
+            yield restorable

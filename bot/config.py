@@ -120,6 +120,18 @@ class SmokeCheckConfig(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class RollbackConfig(_Strict):
+    """How Option 2 (restore from backup) switches to the restored database."""
+
+    rds_swap: bool = False
+    """RDS: rename the instances so the app's endpoint points at the restored one; otherwise stop and say what to switch."""
+    pg_restore_mode: Literal["swap", "clean", "new_database"] = "swap"
+    """pg_dump: restore into a new database and swap it in by renaming, keeping the old one aside (default);
+    or `pg_restore --clean --if-exists` into the target (fails if objects created after the backup depend on
+    restored ones); or restore into a new database and tell a human to switch."""
+    typed_confirmation: bool = True
+
+
 class AwsConfig(_Strict):
     region: str = "us-east-1"
     endpoint_url: str | None = None
@@ -202,6 +214,71 @@ class SchedulerConfig(_Strict):
         return self
 
 
+class SentryConfig(_Strict):
+    """The Sentry project whose error rate the monitoring step reads (token: org:read and project:read)."""
+
+    org: str
+    project: str
+    token: str
+    base_url: str = "https://sentry.io"
+
+    @field_validator("token")
+    @classmethod
+    def _secret(cls, value: str) -> str:
+        register_secret(value)
+        return value
+
+
+class MonitoringConfig(_Strict):
+    """The post-migration readings (the seed's step 7 and the 24-hour watch) and their thresholds (fractions, ms)."""
+
+    sentry: SentryConfig | None = None
+    load_balancer: str | None = None
+    """The ALB's CloudWatch dimension value, e.g. ``app/prod-alb/50dc6c495c0c9188``."""
+    target_group: str | None = None
+    """Optional TargetGroup dimension value (``targetgroup/api/…``) to narrow the ALB metrics to the app."""
+    ecs_cluster: str | None = None
+    """Defaults to deploy.cluster (see ``resolved``)."""
+    ecs_service: str | None = None
+    """Defaults to deploy.service (see ``resolved``)."""
+    log_group: str | None = None
+    log_lines: int = Field(default=10, ge=0, le=50)
+    pool_size: int | None = Field(default=None, ge=1)
+    """The app's total connection pool (all tasks); without it connections are compared to max_connections."""
+    window_minutes: int = Field(default=5, ge=1, le=1440)
+    error_rate_warn: float = Field(default=0.01, gt=0, le=1)
+    error_rate_page: float = Field(default=0.05, gt=0, le=1)
+    p95_warn_ms: float = Field(default=500, gt=0)
+    p95_alert_ms: float = Field(default=2000, gt=0)
+    connections_warn: float = Field(default=0.80, gt=0, le=1)
+    connections_alert: float = Field(default=0.90, gt=0, le=1)
+    cpu_warn: float = Field(default=0.70, gt=0, le=1)
+    memory_warn: float = Field(default=0.85, gt=0, le=1)
+    watch_interval_s: float = Field(default=300, gt=0)
+    watch_hours: float = Field(default=24, gt=0, le=168)
+    pagerduty_routing_key: str | None = None
+    pagerduty_url: str = "https://events.pagerduty.com"
+
+    @field_validator("pagerduty_routing_key")
+    @classmethod
+    def _routing_key_secret(cls, value: str | None) -> str | None:
+        register_secret(value)
+        return value
+
+    @model_validator(mode="after")
+    def _warn_below_alert(self) -> MonitoringConfig:
+        for warn, alert in (("error_rate_warn", "error_rate_page"), ("p95_warn_ms", "p95_alert_ms"),
+                            ("connections_warn", "connections_alert")):
+            if getattr(self, warn) > getattr(self, alert):
+                raise ValueError(f"{warn} must not be above {alert}")
+        return self
+
+    def resolved(self, deploy: DeployConfig) -> MonitoringConfig:
+        """This config with ecs_cluster/ecs_service taken from the deploy config where they are not set."""
+        return self.model_copy(update={"ecs_cluster": self.ecs_cluster or deploy.cluster,
+                                       "ecs_service": self.ecs_service or deploy.service})
+
+
 class EnvironmentConfig(_Strict):
     """One environment (prod, staging, local): who may do what, and how each step is done."""
 
@@ -220,8 +297,10 @@ class EnvironmentConfig(_Strict):
     deploy: DeployConfig = Field(default_factory=lambda: DeployConfig(enabled=False))
     smoke: list[SmokeCheckConfig] = Field(default_factory=list)
     check_commands: list[list[str]] = Field(default_factory=list)
+    rollback: RollbackConfig = Field(default_factory=RollbackConfig)
     lock_hours: float = Field(default=12, gt=0, le=72)
     calendar: CalendarConfig = Field(default_factory=CalendarConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @field_validator("channel")
     @classmethod

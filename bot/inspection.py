@@ -48,9 +48,16 @@ def inspect_run(deps: Deps, run_id: str) -> None:
     """Record pending migrations and their review on the run; post the SQL and findings in its thread."""
     run = deps.store.get(run_id)
     env = deps.config.environment(run.env)
-    if env is None or not env.database_url:
+    if env is None:
         return
     from bot.integrations.prisma import NativeRunner
+
+    if not env.database_url:
+        deps.store.apply(run_id, lambda current: record_inspection(
+            current, pending=[], review={"summary": "no database_url configured", "lines": {}, "high": []},
+            now=deps.clock()))
+        deps.publish(run_id)
+        return
 
     try:
         status = NativeRunner(env.database_url).status(Path(env.migrate.migrations_dir))

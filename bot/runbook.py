@@ -73,6 +73,28 @@ STEP_SPECS: dict[str, StepSpec] = {
     "deploy": StepSpec("deploy", "Deploy the new app version", optional=False),
     "smoke": StepSpec("smoke", "Smoke-test critical paths", optional=False),
     "maintenance_off": StepSpec("maintenance_off", "Disable maintenance mode", optional=False),
+    # Rollback sub-steps (the seed's three options); appended to a run when a rollback starts.
+    "rb_resolve_failed": StepSpec("rb_resolve_failed", "Mark the failed migration rolled back", optional=False),
+    "rb_apply_down": StepSpec("rb_apply_down", "Apply down.sql and mark the migrations rolled back", optional=False),
+    "rb_scale_down": StepSpec("rb_scale_down", "Scale the app to 0 (stop new writes)", optional=False),
+    "rb_restore_db": StepSpec("rb_restore_db", "Restore the database from the backup", optional=False),
+    "rb_redeploy": StepSpec("rb_redeploy", "Redeploy previous-stable at the recorded count", optional=False),
+    "rb_previous_version": StepSpec("rb_previous_version", "Deploy the previous app version", optional=False),
+}
+
+FORWARD_STEPS = ("backup", "maintenance_on", "migrate", "seed", "deploy", "smoke", "maintenance_off")
+
+
+class RollbackOption(StrEnum):
+    REVERT = "revert"          # Option 1 (preferred): revert the migration
+    RESTORE = "restore"        # Option 2 (last resort): restore from the backup; loses data written since
+    PREVIOUS = "previous"      # Option 3: deploy the previous app version
+
+
+ROLLBACK_LABELS = {
+    RollbackOption.REVERT: "Option 1 · Revert the migration",
+    RollbackOption.RESTORE: "Option 2 · Restore from backup",
+    RollbackOption.PREVIOUS: "Option 3 · Deploy previous version",
 }
 
 
@@ -90,6 +112,7 @@ class Approval(BaseModel):
 
 class StepState(BaseModel):
     name: str
+    phase: str = "forward"
     status: StepStatus = StepStatus.PENDING
     attempt: int = 0
     started_at: datetime | None = None
@@ -127,6 +150,7 @@ class Run(BaseModel):
     cancelled_by: str | None = None
     cancel_reason: str | None = None
     failure: str | None = None
+    rollback: dict[str, Any] | None = None
     facts: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -193,7 +217,7 @@ def _touch(run: Run, now: datetime) -> Run:
 
 def steps_for(enabled: dict[str, bool]) -> list[StepState]:
     """The step list of a new run: every step whose switch in ``enabled`` is on (default on)."""
-    return [StepState(name=name) for name in STEP_SPECS if enabled.get(name, True)]
+    return [StepState(name=name) for name in FORWARD_STEPS if enabled.get(name, True)]
 
 
 def new_run(
@@ -317,10 +341,15 @@ def may_cancel_now(run: Run) -> bool:
             and (run.status is RunStatus.FAILED or not changed_environment(run)))
 
 
+def current_phase(run: Run) -> str:
+    return "rollback" if run.status in (RunStatus.ROLLING_BACK, RunStatus.ROLLED_BACK) else "forward"
+
+
 def next_step(run: Run) -> StepState | None:
-    """The first step that is not finished (succeeded or skipped)."""
+    """The first step of the current phase that is not finished (succeeded or skipped)."""
+    phase = current_phase(run)
     for step in run.steps:
-        if step.status not in (StepStatus.SUCCEEDED, StepStatus.SKIPPED):
+        if step.phase == phase and step.status not in (StepStatus.SUCCEEDED, StepStatus.SKIPPED):
             return step
     return None
 
@@ -340,6 +369,8 @@ def begin_step(run: Run, *, name: str, user: str, owner: str, now: datetime) -> 
     if name in PRE_APPROVAL_STEPS:
         _require_status(run, (RunStatus.COLLECTING, RunStatus.AWAITING_APPROVAL, RunStatus.RUNNING),
                         f"run step {name}")
+    elif name.startswith("rb_"):
+        _require_status(run, (RunStatus.ROLLING_BACK,), f"run rollback step {name}")
     else:
         _require_status(run, (RunStatus.RUNNING,), f"run step {name}")
     step = next_step(run)
@@ -404,6 +435,10 @@ def _after_success(new: Run, name: str, evidence: str, now: datetime, events: li
     if new.status is RunStatus.RUNNING and next_step(new) is None:
         new.status = RunStatus.MONITORING
         events.append(AuditEvent("bot", "run.monitoring", "ok", now, "all steps done; watching the result"))
+    elif new.status is RunStatus.ROLLING_BACK and next_step(new) is None:
+        new.status = RunStatus.ROLLED_BACK
+        option = (new.rollback or {}).get("option", "")
+        events.append(AuditEvent("bot", "run.rolled_back", "ok", now, f"rollback ({option}) complete"))
 
 
 def fail_step(run: Run, *, name: str, error: str, now: datetime, result: dict[str, Any] | None = None,
@@ -421,7 +456,7 @@ def fail_step(run: Run, *, name: str, error: str, now: datetime, result: dict[st
     if result:
         target.result = result
     events = [AuditEvent("bot", "step.failed", "failed", now, f"{target.label}: {error}", {"step": name})]
-    if stop_run and new.status is RunStatus.RUNNING:
+    if stop_run and new.status in (RunStatus.RUNNING, RunStatus.MONITORING):
         new.status = RunStatus.FAILED
         new.failure = f"{target.label} failed: {error}"
     return Transition(new, events)
@@ -542,3 +577,92 @@ def waive(run: Run, *, user: str, policy: Policy, groups: Iterable[str], reason:
     events = [AuditEvent(user, "finding.waive", "ok", now, f"{f['migration']}: {f['message']} — {reason[:200]}",
                          {"key": f["key"]}) for f in blocking]
     return Transition(new, events)
+
+
+# ---- rollback (the seed's three options) ---------------------------------------------------------
+
+def _step_status(run: Run, name: str) -> StepStatus | None:
+    for step in run.steps:
+        if step.name == name and step.phase == "forward":
+            return step.status
+    return None
+
+
+def rollback_options(run: Run) -> list[RollbackOption]:
+    """What can be undone depends on what this run did."""
+    if run.status not in (RunStatus.FAILED, RunStatus.MONITORING, RunStatus.RUNNING):
+        return []
+    options: list[RollbackOption] = []
+    migrate = _step_status(run, "migrate")
+    migrate_result = next((s.result for s in run.steps if s.name == "migrate" and s.phase == "forward"), {})
+    if migrate is StepStatus.FAILED or (migrate is StepStatus.SUCCEEDED and migrate_result.get("with_down")):
+        options.append(RollbackOption.REVERT)
+    backup_done = _step_status(run, "backup") is StepStatus.SUCCEEDED
+    if backup_done and migrate in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.INTERRUPTED):
+        options.append(RollbackOption.RESTORE)
+    deploy = next((s for s in run.steps if s.name == "deploy" and s.phase == "forward"), None)
+    if deploy is not None and deploy.status in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.INTERRUPTED) \
+            and deploy.result.get("previous_task_definition"):
+        options.append(RollbackOption.PREVIOUS)
+    return options
+
+
+def rollback_steps(run: Run, option: RollbackOption, *, ecs: bool) -> list[StepState]:
+    if option is RollbackOption.REVERT:
+        failed = _step_status(run, "migrate") is StepStatus.FAILED
+        return [StepState(name="rb_resolve_failed" if failed else "rb_apply_down", phase="rollback")]
+    if option is RollbackOption.PREVIOUS:
+        return [StepState(name="rb_previous_version", phase="rollback")]
+    names = (["rb_scale_down"] if ecs else []) + ["rb_restore_db"] + (["rb_redeploy"] if ecs else [])
+    return [StepState(name=name, phase="rollback") for name in names]
+
+
+def request_rollback(run: Run, *, option: RollbackOption, user: str, reason: str, now: datetime,
+                     ecs: bool, policy: Policy, groups: Iterable[str]) -> Transition:
+    """Options 1 and 3 start at once; Option 2 (data loss) waits for a second person."""
+    if option not in rollback_options(run):
+        raise WrongState(f"{ROLLBACK_LABELS[option]} is not available for this run.")
+    if run.rollback and run.rollback.get("status") == "awaiting_second_approval":
+        raise AlreadyDone("A restore from backup is already waiting for its second approval.")
+    if not (user == run.requested_by or policy.may_approve(user, groups)):
+        raise NotAllowed(f"Only the requester or an approver of {run.env} may start a rollback.")
+    if any(s.status is StepStatus.RUNNING for s in run.steps):
+        raise WrongState("A step is running; wait for it to finish before rolling back.")
+    new = _touch(run, now)
+    new.rollback = {"option": option.value, "requested_by": user, "reason": reason, "requested_at": now.isoformat()}
+    events = [AuditEvent(user, "rollback.request", "ok", now, f"{ROLLBACK_LABELS[option]}: {reason}".rstrip(": "),
+                         {"option": option.value})]
+    if option is RollbackOption.RESTORE:
+        new.rollback["status"] = "awaiting_second_approval"
+        return Transition(new, events)
+    new.rollback["status"] = "running"
+    new.status = RunStatus.ROLLING_BACK
+    new.steps.extend(rollback_steps(run, option, ecs=ecs))
+    return Transition(new, events)
+
+
+def approve_rollback(run: Run, *, user: str, policy: Policy, groups: Iterable[str], now: datetime,
+                     ecs: bool) -> Transition:
+    """The second person behind a restore from backup. Never the person who asked for it."""
+    pending = run.rollback or {}
+    if pending.get("status") != "awaiting_second_approval":
+        raise AlreadyDone("There is no restore waiting for approval.")
+    if user == pending.get("requested_by"):
+        raise SelfApproval("You asked for this restore; a second approver must confirm it.")
+    if not policy.may_approve(user, groups):
+        raise NotAllowed(f"Only approvers of {run.env} may confirm a restore from backup.")
+    new = _touch(run, now)
+    assert new.rollback is not None
+    new.rollback.update({"status": "running", "approved_by": user, "approved_at": now.isoformat()})
+    new.status = RunStatus.ROLLING_BACK
+    new.steps.extend(rollback_steps(run, RollbackOption.RESTORE, ecs=ecs))
+    return Transition(new, [AuditEvent(user, "rollback.approve", "ok", now, "restore from backup confirmed")])
+
+
+def withdraw_rollback(run: Run, *, user: str, now: datetime) -> Transition:
+    pending = run.rollback or {}
+    if pending.get("status") != "awaiting_second_approval":
+        raise AlreadyDone("There is no pending restore to withdraw.")
+    new = _touch(run, now)
+    new.rollback = None
+    return Transition(new, [AuditEvent(user, "rollback.withdraw", "ok", now, "restore request withdrawn")])

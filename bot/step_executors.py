@@ -128,7 +128,10 @@ def migrate(ctx: StepContext) -> StepOutcome:
                              f"failed {[r.migration_name for r in after.failed]}")
     names = [m.name for m in result.applied]
     summary = f"applied {len(names)}: {', '.join(names)}" if names else "no pending migrations"
-    return StepOutcome(summary + " · Database schema is up to date!", {"applied": names})
+    downs = {m.name for m in after.local if m.down_sql is not None}
+    return StepOutcome(summary + " · Database schema is up to date!",
+                       {"applied": names, "with_down": bool(names) and all(n in downs for n in names),
+                        "durations_s": {m.name: round(m.duration_s, 3) for m in result.applied}})
 
 
 @executor("seed")

@@ -71,6 +71,19 @@ class StepContext:
         except BotError as exc:
             log.warning("progress update failed: %s", exc)
 
+    def remember(self, **values: Any) -> None:
+        """Record facts on the running step at once (before acting), so a retry after a crash still has them."""
+        def change(run: Run):  # type: ignore[no-untyped-def]
+            from bot.runbook import Transition
+
+            new = run.model_copy(deep=True)
+            step = new.step(self.step_name)
+            step.result = {**step.result, **values}
+            return Transition(new, [])
+
+        self.deps.store.apply(self.run.id, change)
+        self.run = self.deps.store.get(self.run.id)
+
     def log(self, line: str) -> None:
         """Collect output for the thread (posted as one block when the step ends)."""
         with self._lock:
@@ -182,12 +195,24 @@ RUNNING_HERE: set[tuple[str, str]] = set()
 """Steps executing in this process; the heartbeat keeps their ownership alive."""
 
 
+ROLLBACK_TRIGGERS = {
+    "migrate": "the migration failed",
+    "deploy": "the new version did not stabilise (the app fails to start)",
+    "smoke": "a smoke test failed (critical functionality broken)",
+}
+
+
 def _record_failure(deps: Deps, run_id: str, name: str, error: str) -> None:
     try:
         deps.store.apply(run_id, lambda current: fail_step(current, name=name, error=error[:500], now=deps.clock()))
     except BotError as exc:
         log.error("could not record failure of %s/%s: %s", run_id, name, exc)
     deps.publish(run_id)
+    if name in ROLLBACK_TRIGGERS:
+        from bot.rollback import recommend_rollback
+
+        recommend_rollback(deps, run_id, f"{ROLLBACK_TRIGGERS[name]}: {error[:300]}")
+        deps.publish(run_id)
 
 
 def _record_voided(deps: Deps, run_id: str, name: str, reason: str) -> None:
@@ -289,4 +314,4 @@ def environment(deps: Deps, run: Run) -> EnvironmentConfig:
 
 
 # Import the executors so they register themselves.
-from bot import step_executors  # noqa: E402,F401
+from bot import rollback, step_executors  # noqa: E402,F401

@@ -7,8 +7,10 @@ from typing import Any
 from bot.messages import slack_date
 from bot.runbook import (
     CHECKLIST,
+    ROLLBACK_LABELS,
     STEP_CONFIRMS_ITEM,
     STEP_SPECS,
+    RollbackOption,
     Run,
     RunStatus,
     StepStatus,
@@ -16,6 +18,7 @@ from bot.runbook import (
     maintenance_planned,
     may_cancel_now,
     next_step,
+    rollback_options,
 )
 
 Block = dict[str, Any]
@@ -120,6 +123,7 @@ def render_run(run: Run) -> dict[str, Any]:
         blocks.extend(_step_blocks(run, value))
     if run.failure and run.status is RunStatus.FAILED:
         blocks.append({"type": "section", "block_id": f"fail:{v}", "text": _text(f"❌ *{run.failure}*")})
+    blocks.extend(_rollback_blocks(run, value))
     if run.status is RunStatus.CANCELLED:
         reason = f": {run.cancel_reason}" if run.cancel_reason else ""
         blocks.append({"type": "context", "block_id": f"cancelled:{v}",
@@ -212,9 +216,45 @@ def _approval_blocks(run: Run, value: str) -> list[Block]:
     return [{"type": "section", "block_id": f"appr:{run.version}", "text": _text("\n".join(lines))}]
 
 
+def _rollback_blocks(run: Run, value: str) -> list[Block]:
+    """Rollback choices that fit what this run did, or the restore waiting for its second person."""
+    pending = run.rollback or {}
+    if pending.get("status") == "awaiting_second_approval":
+        text = (f"⚠️ *Restore from backup requested* by <@{pending.get('requested_by')}>: {pending.get('reason', '')}\n"
+                "All data written after the backup will be lost. A second approver must confirm.")
+        return [
+            {"type": "section", "block_id": f"rbreq:{run.version}", "text": _text(text)},
+            {"type": "actions", "block_id": f"rbreqa:{run.version}", "elements": [
+                _button("Confirm restore", "rollback_confirm", value, "danger", (
+                    f"Restore {run.env} from backup?",
+                    "Data written after the backup is lost. The app is scaled to 0 during the restore.",
+                    "Restore")),
+                _button("Withdraw", "rollback_withdraw", value)]},
+        ]
+    if run.rollback or run.status not in (RunStatus.FAILED, RunStatus.MONITORING):
+        return []
+    options = rollback_options(run)
+    if not options:
+        return []
+    elements: list[Block] = []
+    for option in options:
+        label = ROLLBACK_LABELS[option]
+        if option is RollbackOption.RESTORE:
+            elements.append(_button(label, "rollback:restore", value, "danger"))
+        else:
+            elements.append(_button(label, f"rollback:{option.value}", value, None, (
+                f"{label}?", "The rollback runs as recorded steps, each behind its own button.", "Start")))
+    heading = "*Roll back?* Option 1 is preferred; Option 2 loses data written since the backup."
+    return [{"type": "section", "block_id": f"rbh:{run.version}", "text": _text(heading)},
+            {"type": "actions", "block_id": f"rbo:{run.version}", "elements": elements}]
+
+
 def _step_blocks(run: Run, value: str) -> list[Block]:
     lines = ["*Runbook*"]
     for step in run.steps:
+        if step.phase == "rollback" and lines[-1] != "*Rollback*" and not any(
+                line == "*Rollback*" for line in lines):
+            lines.append("*Rollback*")
         line = f"{STEP_ICON[step.status]} {step.label}"
         if step.status is StepStatus.RUNNING:
             line += f" — running{f' ({step.progress})' if step.progress else ''}"
@@ -226,7 +266,7 @@ def _step_blocks(run: Run, value: str) -> list[Block]:
             line += f" (attempt {step.attempt})"
         lines.append(line)
     blocks: list[Block] = [{"type": "section", "block_id": f"steps:{run.version}", "text": _text("\n".join(lines))}]
-    if run.status is not RunStatus.RUNNING:
+    if run.status not in (RunStatus.RUNNING, RunStatus.ROLLING_BACK):
         return blocks
     step = next_step(run)
     if step is None or step.status is StepStatus.RUNNING:

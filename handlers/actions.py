@@ -9,7 +9,7 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
-from bot import messages, steps
+from bot import messages, rollback, steps
 from bot.errors import BotError, StateStoreUnavailable
 from bot.operations import Deps, Reply, approve_run, cancel_run, confirm, waive_findings
 from bot.views import parse_button_value
@@ -51,6 +51,14 @@ def _run_click(deps: Deps, click: Click) -> Reply:
         return steps.mark_done(deps, run_id=click.run_id, name=click.subject, user=click.user)
     if click.action_id == "waive":
         return _open_waiver(deps, click)
+    if click.action_id == "rollback:restore":
+        return _open_restore(deps, click)
+    if click.action_id.startswith("rollback:"):
+        return rollback.start_rollback(deps, run_id=click.run_id, option=click.subject, user=click.user)
+    if click.action_id == "rollback_confirm":
+        return rollback.confirm_restore(deps, run_id=click.run_id, user=click.user)
+    if click.action_id == "rollback_withdraw":
+        return rollback.withdraw_restore(deps, run_id=click.run_id, user=click.user)
     if click.action_id == "finish":
         return steps.close_run(deps, run_id=click.run_id, user=click.user, version=click.version)
     for pattern, handler in CLICK_HANDLERS:
@@ -68,26 +76,55 @@ def _open_waiver(deps: Deps, click: Click) -> Reply:
     return Reply("")
 
 
+def _open_restore(deps: Deps, click: Click) -> Reply:
+    run = deps.store.get(click.run_id)
+    if not steps.may_operate(deps, run, click.user):
+        return Reply(messages.denied(f"Only the requester or an approver of {run.env} may request a restore."))
+    if deps.slack is not None and click.trigger_id:
+        deps.slack.open_view(click.trigger_id, rollback.restore_modal(run))
+    return Reply("")
+
+
+def _field(view: dict[str, Any], block_id: str) -> str:
+    """The text typed into an input block (whatever its element's action_id)."""
+    values = ((view.get("state") or {}).get("values") or {}).get(block_id, {})
+    first = next(iter(values.values()), {}) if isinstance(values, dict) else {}
+    return str((first or {}).get("value") or "")
+
+
+def _submission(deps: Deps, ack: Ack, field: str, operation: Callable[[], Reply]) -> None:
+    """Run a modal's operation; any refusal becomes a field error on the modal, success closes it."""
+    try:
+        reply = operation()
+    except StateStoreUnavailable:
+        ack(response_action="errors", errors={field: messages.state_store_unavailable()[:150]})
+        return
+    except BotError as exc:
+        ack(response_action="errors", errors={field: str(exc)[:150]})
+        return
+    if reply.text:
+        ack(response_action="errors", errors={field: reply.text[:150]})
+        return
+    ack()
+    follow_up(deps, reply)
+
+
 def register(app: App, deps: Deps) -> None:
+    @app.view("restore_request")
+    def on_restore_request(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        user = str((body.get("user") or {}).get("id", ""))
+        run_id, _ = parse_button_value(str(view.get("private_metadata", "")))
+        typed, reason = _field(view, "env"), _field(view, "reason")
+        field = "env" if typed.strip() != run_id.rsplit("-", 2)[0] else "reason"
+        _submission(deps, ack, field, lambda: rollback.request_restore(
+            deps, run_id=run_id, user=user, typed_env=typed, reason=reason))
+
     @app.view("waive_findings")
     def on_waive(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
         user = str((body.get("user") or {}).get("id", ""))
         run_id, _ = parse_button_value(str(view.get("private_metadata", "")))
-        reason = str(((view.get("state") or {}).get("values") or {}).get("reason", {}).get("value", {})
-                     .get("value") or "")
-        try:
-            reply = waive_findings(deps, run_id=run_id, user=user, reason=reason)
-        except StateStoreUnavailable:
-            ack(response_action="errors", errors={"reason": messages.state_store_unavailable()[:150]})
-            return
-        except BotError as exc:
-            ack(response_action="errors", errors={"reason": str(exc)[:150]})
-            return
-        if reply.text:
-            ack(response_action="errors", errors={"reason": reply.text[:150]})
-            return
-        ack()
-        follow_up(deps, reply)
+        reason = _field(view, "reason")
+        _submission(deps, ack, "reason", lambda: waive_findings(deps, run_id=run_id, user=user, reason=reason))
 
     @app.action(re.compile(r".+"))
     def on_click(ack: Ack, body: dict[str, Any]) -> None:

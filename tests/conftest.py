@@ -11,6 +11,9 @@ import psycopg
 import pytest
 import redis
 
+# The e2e world (bot process + stand-ins) is a fixture plugin shared by the e2e test modules.
+pytest_plugins = ["tests.e2e"]
+
 PG_ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

@@ -7,172 +7,20 @@ server mode for RDS/ECS/S3, and the demo app for smoke tests and the maintenance
 from __future__ import annotations
 
 import concurrent.futures
-import json
-import shutil
-import time
-import uuid
-from pathlib import Path
 
-import psycopg
-import pytest
-import redis
-
-from bot.demoapp import DemoApp
-from bot.devslack.client import SlackSender
-from bot.devslack.server import FakeSlack
-from bot.integrations.prisma import NativeRunner
-from tests.aws_world import client, make_ecs_service, make_rds_instance
-from tests.harness import (
-    ALICE,
-    BOB,
-    BOT_TOKEN,
-    PROD_CHANNEL,
-    SIGNING_SECRET,
-    BotProcess,
-    base_config,
-    wait_until,
-    write_config,
+from tests.aws_world import client
+from tests.e2e import (
+    MANUAL_ITEMS,
+    approve,
+    blocks_text,
+    click,
+    message,
+    migration_rows,
+    ready_for_approval,
+    run_step,
+    start,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples" / "prisma" / "migrations"
-MANUAL_ITEMS = ["staging_tested", "rollback_plan", "window_scheduled", "team_notified", "script_reviewed"]
-DB_NAME = f"e2e_{uuid.uuid4().hex[:8]}"
-MAINT_TOKEN = "e2e-maintenance-token"
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory, pg_admin_url, moto_endpoint, redis_url):
-    """Everything the bot talks to, plus the bot itself; reset per test by `fresh`."""
-    tmp = tmp_path_factory.mktemp("e2e")
-    migrations = tmp / "migrations"
-    db_url = pg_admin_url.rsplit("/", 1)[0] + "/" + DB_NAME
-    app = DemoApp(database_url=db_url, maintenance_token=MAINT_TOKEN).start()
-    fake = FakeSlack(token=BOT_TOKEN).start()
-    fake.add_user(ALICE, "alice")
-    fake.add_user(BOB, "bob")
-    smoke = [
-        {"name": "health", "url": f"{app.base_url.rstrip('/')}/health"},
-        {"name": "register", "method": "POST", "url": f"{app.base_url.rstrip('/')}/auth/register",
-         "json": {"email": "smoke+$${run_id}@example.com", "password": "Test123!"}, "expect_status": [200, 201]},
-        {"name": "login", "method": "POST", "url": f"{app.base_url.rstrip('/')}/auth/login",
-         "json": {"email": "smoke+$${run_id}@example.com", "password": "Test123!"}, "capture": {"token": "token"}},
-        {"name": "counsel", "method": "POST", "url": f"{app.base_url.rstrip('/')}/counsel",
-         "headers": {"Authorization": "Bearer $${token}"}, "json": {"message": "Test message"},
-         "expect_status": [200, 201]},
-    ]
-    config = base_config(
-        database_url=db_url,
-        aws={"region": "us-east-1", "endpoint_url": moto_endpoint},
-        backup={"method": "rds_snapshot", "rds_instance": "prod-db"},
-        maintenance={"enabled": True, "method": "ecs_task_definition", "task_definition": "api-maintenance:1"},
-        migrate={"migrations_dir": str(migrations), "runner": "native", "lock_timeout_ms": 2000},
-        deploy={"cluster": "prod", "service": "api", "poll_interval_s": 0.2, "wait_timeout_s": 30},
-        smoke=smoke,
-    )
-    config["environments"]["local"] = {
-        "channel": "C0LOCAL", "requesters": [ALICE], "approvers": [BOB], "database_url": db_url,
-        "backup": {"method": "pg_dump", "local_dir": str(tmp / "local-backups")},
-        "migrate": {"migrations_dir": str(migrations)},
-    }
-    prefix = f"test:e2e:{time.time_ns()}:"
-    bot = BotProcess(config_path=write_config(tmp / "env.yml", config), slack_api_url=fake.base_url,
-                     redis_url=redis_url, key_prefix=prefix, log_path=tmp / "bot.log",
-                     extra_env={"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                                "AWS_DEFAULT_REGION": "us-east-1"}).start()
-    from bot.runs import RunStore, connect
-
-    state = {"tmp": tmp, "migrations": migrations, "db_url": db_url, "app": app, "fake": fake, "bot": bot,
-             "store": RunStore(connect(redis_url), prefix=prefix), "moto": moto_endpoint, "admin": pg_admin_url,
-             "sender": SlackSender(bot.url + "/slack/events", SIGNING_SECRET, fake=fake)}
-    yield state
-    bot.stop()
-    fake.stop()
-    app.stop()
-    r = redis.Redis.from_url(redis_url)
-    for key in r.scan_iter(match=prefix + "*"):
-        r.delete(key)
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-
-
-@pytest.fixture
-def fresh(world):
-    """Reset AWS, the database (first migration applied, two pending) and the demo app for one test."""
-    import httpx
-
-    httpx.post(world["moto"] + "/moto-api/reset", timeout=10)
-    make_rds_instance(world["moto"])
-    make_ecs_service(world["moto"])
-    with psycopg.connect(world["admin"], autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    if world["migrations"].exists():
-        shutil.rmtree(world["migrations"])
-    shutil.copytree(EXAMPLES, world["migrations"])
-    first = world["tmp"] / "first"
-    shutil.rmtree(first, ignore_errors=True)
-    first.mkdir()
-    shutil.copytree(EXAMPLES / "20240101000000_init", first / "20240101000000_init")
-    NativeRunner(world["db_url"]).deploy(first)
-    world["app"].state.fail_path = None
-    # A run left mid-way by the previous test may refuse a plain cancel (it changed things): drop its lock.
-    world["store"].redis.delete(world["store"].key("lock", "prod"))
-    return world
-
-
-def message(world, ts):
-    return world["fake"].message(PROD_CHANNEL, ts)
-
-
-def blocks_text(world, ts) -> str:
-    return json.dumps(message(world, ts)["blocks"], ensure_ascii=False)
-
-
-def start(world, text="prod"):
-    fake, sender, store = world["fake"], world["sender"], world["store"]
-    before = len(fake.channel_messages(PROD_CHANNEL))
-    assert sender.slash(ALICE, text, channel_id=PROD_CHANNEL).status_code == 200
-    wait_until(lambda: len(fake.channel_messages(PROD_CHANNEL)) > before)
-    run = store.active_run("prod")
-    ts = fake.channel_messages(PROD_CHANNEL)[-1]["ts"]
-    wait_until(lambda: "pending" in store.get(run.id).facts, timeout=20)
-    return run.id, ts
-
-
-def click(world, ts, user, action_id):
-    return world["sender"].click(user, channel_id=PROD_CHANNEL, message=message(world, ts), action_id=action_id)
-
-
-def ready_for_approval(world, run_id, ts):
-    store = world["store"]
-    for item in MANUAL_ITEMS:
-        click(world, ts, ALICE, f"checklist:{item}")
-        wait_until(lambda: item in store.get(run_id).checklist)
-    wait_until(lambda: "step_run:backup" in blocks_text(world, ts))
-    click(world, ts, ALICE, "step_run:backup")
-    wait_until(lambda: store.get(run_id).status.value == "awaiting_approval", timeout=60)
-    wait_until(lambda: '"approve"' in blocks_text(world, ts))
-
-
-def approve(world, run_id, ts):
-    click(world, ts, BOB, "approve")
-    wait_until(lambda: world["store"].get(run_id).status.value == "running")
-    wait_until(lambda: "step_run:maintenance_on" in blocks_text(world, ts))
-
-
-def run_step(world, run_id, ts, name, *, expect="succeeded"):
-    store = world["store"]
-    wait_until(lambda: f"step_run:{name}" in blocks_text(world, ts))
-    click(world, ts, ALICE, f"step_run:{name}")
-    wait_until(lambda: store.get(run_id).step(name).status.value in ("succeeded", "failed"), timeout=60)
-    assert store.get(run_id).step(name).status.value == expect, store.get(run_id).step(name)
-
-
-def migration_rows(world):
-    with psycopg.connect(world["db_url"]) as conn:
-        return conn.execute("SELECT migration_name, finished_at IS NOT NULL, rolled_back_at IS NOT NULL "
-                            "FROM _prisma_migrations ORDER BY started_at").fetchall()
+from tests.harness import ALICE, BOB, PROD_CHANNEL, wait_until
 
 
 class TestHappyPath:

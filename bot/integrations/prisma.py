@@ -552,6 +552,29 @@ class NativeRunner:
                 (str(uuid.uuid4()), migration.checksum, now, now, name),
             )
 
+    def revert_with_down(self, migrations_dir: Path | str, name: str) -> None:
+        """Run NAME's down.sql (one transaction), then mark its finished row rolled back so deploy re-applies it.
+
+        This is the one case where rolling back a *finished* row is right: down.sql has just undone its
+        schema. Both happen under the advisory lock; if down.sql fails, nothing is marked.
+        """
+        migration = next((m for m in list_local_migrations(migrations_dir) if m.name == name), None)
+        if migration is None or migration.down_sql is None:
+            raise PrismaError("P3017", f"Migration {name} has no down.sql next to its migration.sql.",
+                              migration_name=name)
+        with self._session() as conn:
+            self._acquire_advisory_lock(conn)
+            rows = [r for r in self._rows(conn) if r.migration_name == name and r.rolled_back_at is None]
+            finished = [r for r in rows if r.finished_at is not None]
+            if not finished:
+                raise PrismaError("P3011", f"Migration `{name}` is not applied, so there is nothing to revert.",
+                                  migration_name=name)
+            # One simple query is one implicit transaction, exactly as for the forward migration.
+            _run_script(conn, migration.down_sql)
+            now = _now()
+            for row in finished:
+                conn.execute("UPDATE _prisma_migrations SET rolled_back_at = %s WHERE id = %s", (now, row.id))
+
     # -- connection and bookkeeping ------------------------------------------------------------------
 
     def _connect(self) -> psycopg.Connection:

@@ -1,0 +1,316 @@
+"""The way back: the seed's three rollback options as operations and as recorded, resumable sub-steps."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bot import messages
+from bot.errors import BotError, DeployError, MigrationError, Refusal, WrongState
+from bot.operations import Deps, Reply, environment_or_refuse
+from bot.runbook import (
+    ROLLBACK_LABELS,
+    AuditEvent,
+    RollbackOption,
+    Run,
+    StepStatus,
+    approve_rollback,
+    request_rollback,
+    rollback_options,
+    withdraw_rollback,
+)
+from bot.steps import StepContext, StepOutcome, executor
+
+log = logging.getLogger(__name__)
+
+
+# ---- recommendation ------------------------------------------------------------------------------
+
+def oncall_mention(oncall: str | None) -> str:
+    if not oncall:
+        return ""
+    return f"<!subteam^{oncall}> " if oncall.startswith("S") else f"<@{oncall}> "
+
+
+def recommend_rollback(deps: Deps, run_id: str, reason: str) -> None:
+    """Post "Rollback recommended" in the run's thread (broadcast to the channel), mentioning on-call."""
+    run = deps.store.find(run_id)
+    if run is None:
+        return
+    env = deps.config.environment(run.env)
+    options = rollback_options(run)
+    deps.store.audit(run_id, AuditEvent("bot", "rollback.recommended", "ok", deps.clock(), reason))
+    if deps.slack is None or not run.message_ts:
+        return
+    offered = ", ".join(ROLLBACK_LABELS[o] for o in options) or "none offered by the bot: act by hand"
+    text = (f"{oncall_mention(env.oncall if env else None)}🚨 *Rollback recommended:* {reason}\n"
+            f"Options for this run: {offered}. Choose in the status message.")
+    try:
+        deps.slack.client.chat_postMessage(channel=run.channel, thread_ts=run.message_ts, text=text,
+                                           reply_broadcast=True)
+    except Exception as exc:  # the recommendation is also in the audit trail and the message
+        log.warning("rollback recommendation not posted: %s", type(exc).__name__)
+
+
+# ---- operations ----------------------------------------------------------------------------------
+
+def _ecs(deps: Deps, run: Run) -> bool:
+    env = deps.config.environment(run.env)
+    return bool(env and env.deploy.enabled and env.deploy.cluster and env.deploy.service)
+
+
+def start_rollback(deps: Deps, *, run_id: str, option: str, user: str, reason: str = "") -> Reply:
+    """Option 1 or 3 start at once; Option 2 goes through `request_restore` (typed confirmation + second person)."""
+    try:
+        chosen = RollbackOption(option)
+    except ValueError:
+        return Reply(f"Unknown rollback option `{option[:20]}`. Nothing was changed.")
+    if chosen is RollbackOption.RESTORE:
+        return Reply("A restore from backup needs the typed confirmation form; use the button in the message.")
+    run = deps.store.get(run_id)
+    env = environment_or_refuse(deps, run.env)
+    policy, groups = deps.policy(env), deps.groups_of(user, env)
+    try:
+        deps.store.apply(run_id, lambda current: request_rollback(
+            current, option=chosen, user=user, reason=reason, now=deps.clock(), ecs=_ecs(deps, current),
+            policy=policy, groups=groups))
+    except Refusal as exc:
+        deps.store.audit(run_id, AuditEvent(user, "rollback.request", "denied", deps.clock(), str(exc)))
+        return Reply(messages.denied(str(exc)), publish_run=run_id)
+    return Reply("", publish_run=run_id)
+
+
+def request_restore(deps: Deps, *, run_id: str, user: str, typed_env: str, reason: str) -> Reply:
+    """Option 2, first person: they must type the environment's name and give a reason."""
+    run = deps.store.get(run_id)
+    env = environment_or_refuse(deps, run.env)
+    if env.rollback.typed_confirmation and typed_env.strip() != run.env:
+        raise WrongState(f"Type the environment name `{run.env}` exactly to confirm a restore.")
+    if len(reason.strip()) < 10:
+        raise WrongState("Give a reason (a sentence) for restoring from backup.")
+    policy, groups = deps.policy(env), deps.groups_of(user, env)
+    deps.store.apply(run_id, lambda current: request_rollback(
+        current, option=RollbackOption.RESTORE, user=user, reason=reason.strip(), now=deps.clock(),
+        ecs=_ecs(deps, current), policy=policy, groups=groups))
+    return Reply("", publish_run=run_id)
+
+
+def confirm_restore(deps: Deps, *, run_id: str, user: str) -> Reply:
+    run = deps.store.get(run_id)
+    env = environment_or_refuse(deps, run.env)
+    policy, groups = deps.policy(env), deps.groups_of(user, env)
+    try:
+        deps.store.apply(run_id, lambda current: approve_rollback(
+            current, user=user, policy=policy, groups=groups, now=deps.clock(), ecs=_ecs(deps, current)))
+    except Refusal as exc:
+        deps.store.audit(run_id, AuditEvent(user, "rollback.approve", "denied", deps.clock(), str(exc)))
+        return Reply(messages.denied(str(exc)), publish_run=run_id)
+    return Reply("", publish_run=run_id)
+
+
+def withdraw_restore(deps: Deps, *, run_id: str, user: str) -> Reply:
+    try:
+        deps.store.apply(run_id, lambda current: withdraw_rollback(current, user=user, now=deps.clock()))
+    except Refusal as exc:
+        return Reply(messages.denied(str(exc)), publish_run=run_id)
+    return Reply("", publish_run=run_id)
+
+
+def restore_modal(run: Run) -> dict:
+    """Typed confirmation for Option 2: the environment name and a reason."""
+    from bot.views import button_value
+
+    return {
+        "type": "modal",
+        "callback_id": "restore_request",
+        "private_metadata": button_value(run),
+        "title": {"type": "plain_text", "text": "Restore from backup"},
+        "submit": {"type": "plain_text", "text": "Request restore"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {"type": "section", "block_id": "warning", "text": {"type": "mrkdwn", "text": (
+                f"⚠️ *This will lose all data written to {run.env} after the backup was taken.* "
+                "The app is scaled to 0, the database is restored, and the previous version is redeployed. "
+                "A second approver must confirm before anything happens.")}},
+            {"type": "input", "block_id": "env", "label": {"type": "plain_text",
+             "text": f"Type the environment name ({run.env}) to confirm"},
+             "element": {"type": "plain_text_input", "action_id": "typed_env", "max_length": 40}},
+            {"type": "input", "block_id": "reason", "label": {"type": "plain_text", "text": "Reason"},
+             "element": {"type": "plain_text_input", "action_id": "reason_text", "multiline": True,
+                         "max_length": 500}},
+        ],
+    }
+
+
+# ---- sub-step executors --------------------------------------------------------------------------
+
+def _forward_result(run: Run, name: str) -> dict:
+    return next((s.result for s in run.steps if s.name == name and s.phase == "forward"), {})
+
+
+def _previous_stable(ctx: StepContext) -> str:
+    run = ctx.run
+    for source in (_forward_result(run, "deploy"), _forward_result(run, "maintenance_on"),
+                   next((s.result for s in run.steps if s.name == "rb_scale_down"), {})):
+        value = source.get("previous_task_definition") or source.get("task_definition_before")
+        if value:
+            return str(value)
+    raise DeployError("This run recorded no previous-stable task definition; deploy it by hand.")
+
+
+@executor("rb_resolve_failed")
+def resolve_failed(ctx: StepContext) -> StepOutcome:
+    """Option 1 for a failed migration: exactly `prisma migrate resolve --rolled-back` (failed rows only)."""
+    from bot.integrations.prisma import NativeRunner
+
+    env = ctx.env
+    assert env.database_url
+    runner = NativeRunner(env.database_url)
+    directory = Path(env.migrate.migrations_dir)
+    failed = sorted({row.migration_name for row in runner.status(directory).failed})
+    if not failed:
+        raise MigrationError("No failed migration is recorded; nothing to mark rolled back.")
+    for name in failed:
+        runner.resolve_rolled_back(directory, name)
+    ctx.thread(
+        "*Next: the corrective migration.* " + ", ".join(f"`{n}`" for n in failed)
+        + " is marked rolled back (its transaction left no partial schema). Fix the SQL — or add a new "
+        "migration with `npx prisma migrate dev --name fix_previous_migration` — commit it, and start a new "
+        f"run with `/migrate {env.name}`: deploy will apply it then.")
+    return StepOutcome(f"marked rolled back: {', '.join(failed)}", {"rolled_back": failed})
+
+
+@executor("rb_apply_down")
+def apply_down(ctx: StepContext) -> StepOutcome:
+    """Option 1 for applied migrations that ship a down.sql: run them newest first, then mark them rolled back."""
+    from bot.integrations.prisma import NativeRunner
+
+    env = ctx.env
+    assert env.database_url
+    runner = NativeRunner(env.database_url)
+    directory = Path(env.migrate.migrations_dir)
+    done = next((s.result.get("reverted", []) for s in ctx.run.steps if s.name == "rb_apply_down"), [])
+    applied = list(_forward_result(ctx.run, "migrate").get("applied", []))
+    reverted = list(done)
+    for name in reversed(applied):
+        if name in reverted:
+            continue
+        runner.revert_with_down(directory, name)
+        reverted.append(name)
+        ctx.log(f"down.sql of {name} applied; row marked rolled back")
+    return StepOutcome(f"reverted with down.sql: {', '.join(reverted)}", {"reverted": reverted})
+
+
+def _aws(ctx: StepContext):  # type: ignore[no-untyped-def]
+    from bot.step_executors import _aws as build
+
+    return build(ctx)
+
+
+@executor("rb_scale_down")
+def scale_down(ctx: StepContext) -> StepOutcome:
+    """Option 2, first: stop new writes. The desired count is recorded once, so a retry cannot lose it."""
+    aws, cfg = _aws(ctx), ctx.env.deploy
+    assert cfg.cluster and cfg.service
+    state = aws.service(cfg.cluster, cfg.service)
+    recorded = ctx.run.step("rb_scale_down").result
+    desired = int(recorded.get("desired_count_before", state.desired_count))
+    if desired == 0:
+        desired = int(_forward_result(ctx.run, "deploy").get("desired_count") or 1)
+    ctx.remember(desired_count_before=desired, task_definition_before=state.task_definition)
+    aws.update_service(cfg.cluster, cfg.service, desired_count=0)
+    aws.wait_stable(cfg.cluster, cfg.service, on_progress=lambda s: ctx.progress(str(s)))
+    return StepOutcome(f"{cfg.service} scaled to 0 (was {desired})",
+                       {"desired_count_before": desired, "task_definition_before": state.task_definition})
+
+
+@executor("rb_restore_db")
+def restore_db(ctx: StepContext) -> StepOutcome:
+    """Option 2: the database back to the pre-migration backup (pg_restore, or an RDS snapshot restore)."""
+    env = ctx.env
+    backup = _forward_result(ctx.run, "backup")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    if backup.get("method") == "rds_snapshot":
+        aws = _aws(ctx)
+        instance = str(env.backup.rds_instance if env.backup else "")
+        restored = f"{instance}-restored-{stamp}"
+        aws.restore_instance_from_snapshot(str(backup["identifier"]), restored)
+        ctx.progress(f"restoring {restored} from {backup['identifier']}", force=True)
+        aws.wait_instance_available(restored)
+        if env.rollback.rds_swap:
+            aside = f"{instance}-pre-restore-{stamp}"
+            aws.rename_instance(instance, aside)
+            aws.wait_instance_available(aside)
+            aws.rename_instance(restored, instance)
+            aws.wait_instance_available(instance)
+            return StepOutcome(f"RDS {instance} is now the restored copy (old one kept as {aside})",
+                               {"restored_instance": instance, "previous_instance": aside})
+        ctx.thread(f"*Action needed:* the snapshot is restored as RDS instance `{restored}`. Point the app's "
+                   f"DATABASE_URL at its endpoint (or rename `{instance}` aside and `{restored}` to `{instance}`), "
+                   "then click *Run: Redeploy previous-stable*.")
+        return StepOutcome(f"restored to new instance {restored}; switch the app to it (see thread)",
+                           {"restored_instance": restored, "manual_switch": True})
+    from bot.backup import fetched_backup
+    from bot.integrations.postgres import Postgres, pg_restore
+
+    assert env.database_url
+    aws = _aws(ctx) if str(backup.get("location", "")).startswith("s3://") else None
+    jobs = env.backup.jobs if env.backup else 1
+    mode = env.rollback.pg_restore_mode
+    with fetched_backup(backup, aws) as path:
+        if mode in ("swap", "new_database"):
+            live = Postgres(env.database_url)
+            suffix = stamp.replace("-", "_")
+            name = f"{live.database_name()}_restored_{suffix}"
+            live.drop_database(name)
+            live.create_database(name)
+            pg_restore(path, live.url_for_database(name), jobs=jobs)
+            if mode == "new_database":
+                ctx.thread(f"*Action needed:* the backup is restored into database `{name}` on the same server. "
+                           "Point the app at it (or rename the databases), then redeploy.")
+                return StepOutcome(f"restored into new database {name}", {"restored_database": name})
+            aside = f"{live.database_name()}_pre_restore_{suffix}"
+            live.swap_in_database(name, aside)
+            ctx.thread(f"The database as it was before the restore is kept as `{aside}` (nothing is dropped).")
+            count = Postgres(env.database_url).prisma_migrations_count()
+            return StepOutcome(f"restored from {Path(str(backup.get('identifier'))).name} and swapped in; "
+                               f"old database kept as {aside}; {count} rows in _prisma_migrations",
+                               {"kept_aside": aside, "prisma_migrations": count})
+        pg_restore(path, env.database_url, clean=True, jobs=jobs)
+    count = Postgres(env.database_url).prisma_migrations_count()
+    return StepOutcome(f"pg_restore --clean --if-exists from {Path(str(backup.get('identifier'))).name}; "
+                       f"{count} rows in _prisma_migrations", {"prisma_migrations": count})
+
+
+@executor("rb_redeploy")
+def redeploy(ctx: StepContext) -> StepOutcome:
+    """Option 2, last: previous-stable at the desired count recorded before scaling down (the seed's 2)."""
+    aws, cfg = _aws(ctx), ctx.env.deploy
+    assert cfg.cluster and cfg.service
+    desired = int(ctx.run.step("rb_scale_down").result.get("desired_count_before") or 2)
+    target = _previous_stable(ctx)
+    aws.update_service(cfg.cluster, cfg.service, task_definition=target, desired_count=desired,
+                       force_new_deployment=True)
+    aws.wait_stable(cfg.cluster, cfg.service, on_progress=lambda s: ctx.progress(str(s)))
+    return StepOutcome(f"{cfg.service} on {target.rsplit('/', 1)[-1]} at {desired} tasks",
+                       {"task_definition": target, "desired_count": desired})
+
+
+@executor("rb_previous_version")
+def previous_version(ctx: StepContext) -> StepOutcome:
+    """Option 3: the migration is fine but the code is not; go back to previous-stable."""
+    aws, cfg = _aws(ctx), ctx.env.deploy
+    assert cfg.cluster and cfg.service
+    target = _previous_stable(ctx)
+    aws.update_service(cfg.cluster, cfg.service, task_definition=target, force_new_deployment=True)
+    aws.wait_stable(cfg.cluster, cfg.service, on_progress=lambda s: ctx.progress(str(s)))
+    return StepOutcome(f"{cfg.service} back on {target.rsplit('/', 1)[-1]}", {"task_definition": target})
+
+
+def steps_in_rollback(run: Run) -> list[str]:
+    return [s.name for s in run.steps if s.phase == "rollback" and s.status is not StepStatus.SUCCEEDED]
+
+
+__all__ = ["BotError", "recommend_rollback", "start_rollback", "request_restore", "confirm_restore",
+           "withdraw_restore", "restore_modal", "steps_in_rollback"]

@@ -1,0 +1,175 @@
+"""The way back over real HTTP: the seed's three rollback options, each a recorded, resumable step."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from tests.aws_world import client
+from tests.e2e import approve, blocks_text, click, migration_rows, ready_for_approval, run_step, start
+from tests.harness import ALICE, BOB, CAROL, PROD_CHANNEL, wait_until
+
+BAD = "20240401000000_bad_backfill"
+
+
+def add_migration(world, name, sql, down=None):
+    directory = world["migrations"] / name
+    directory.mkdir()
+    (directory / "migration.sql").write_text(sql)
+    if down is not None:
+        (directory / "down.sql").write_text(down)
+
+
+def rows_named(world, name):
+    with psycopg.connect(world["db_url"]) as conn:
+        return conn.execute("SELECT id, finished_at, rolled_back_at FROM _prisma_migrations "
+                            "WHERE migration_name = %s ORDER BY started_at", (name,)).fetchall()
+
+
+def submit_restore(world, ts, user, typed, reason):
+    fake, sender = world["fake"], world["sender"]
+    click(world, ts, user, "rollback:restore")
+    try:
+        view = wait_until(lambda: fake.top_modal(user))
+    except AssertionError:
+        raise AssertionError(f"no modal: views.open={[c.response for c in fake.calls_to('views.open')]} "
+                             f"ephemerals={fake.ephemerals(user=user)[-2:]}") from None
+    response = sender.submit_view(user, view, {
+        "env": {"typed_env": {"type": "plain_text_input", "value": typed}},
+        "reason": {"reason_text": {"type": "plain_text_input", "value": reason}},
+    })
+    assert response.status_code == 200
+    return response
+
+
+class TestOptionOneRevert:
+    def test_failed_migration_marks_only_the_failed_row(self, fresh):
+        """Option 1 sets rolled_back_at on the failed row only; an earlier successful row of the name is untouched."""
+        world = fresh
+        store = world["store"]
+        add_migration(world, BAD, 'CREATE TABLE "Tmp"(id int);\nSELECT 1/0;\n')
+        earlier = datetime(2024, 1, 5, tzinfo=UTC)
+        with psycopg.connect(world["db_url"], autocommit=True) as conn:
+            conn.execute("INSERT INTO _prisma_migrations (id, checksum, finished_at, migration_name, started_at, "
+                         "applied_steps_count, rolled_back_at) VALUES ('00000000-0000-4000-8000-000000000001', "
+                         "'x', %s, %s, %s, 1, %s)", (earlier, BAD, earlier, earlier + timedelta(hours=1)))
+        run_id, ts = start(world)
+        ready_for_approval(world, run_id, ts)
+        approve(world, run_id, ts)
+        run_step(world, run_id, ts, "maintenance_on")
+        run_step(world, run_id, ts, "migrate", expect="failed")
+        wait_until(lambda: "rollback:revert" in blocks_text(world, ts))
+        wait_until(lambda: "Rollback recommended:* the migration failed" in "\n".join(
+            m.get("text", "") for m in world["fake"].thread(PROD_CHANNEL, ts)))
+        click(world, ts, BOB, "rollback:revert")
+        wait_until(lambda: store.get(run_id).status.value == "rolling_back")
+        run_step(world, run_id, ts, "rb_resolve_failed")
+        wait_until(lambda: store.get(run_id).status.value == "rolled_back")
+        rows = rows_named(world, BAD)
+        assert len(rows) == 2
+        assert rows[0][2] == earlier + timedelta(hours=1)  # the earlier, successful row: untouched
+        assert rows[1][1] is None and rows[1][2] is not None  # the failed row: rolled back
+        thread = "\n".join(m.get("text", "") for m in world["fake"].thread(PROD_CHANNEL, ts))
+        assert "corrective migration" in thread
+        # A later deploy (a new run) re-applies the fixed migration.
+        (world["migrations"] / BAD / "migration.sql").write_text('CREATE TABLE "Tmp"(id int);\n')
+        run2, ts2 = start(world)
+        assert BAD in store.get(run2).pending_migrations
+        ready_for_approval(world, run2, ts2)
+        approve(world, run2, ts2)
+        run_step(world, run2, ts2, "maintenance_on")
+        run_step(world, run2, ts2, "migrate")
+        assert rows_named(world, BAD)[-1][1] is not None
+
+    def test_down_sql_reverts_applied_migrations(self, fresh):
+        """After a smoke failure, Option 1 applies down.sql newest first and the schema loses the new column."""
+        world = fresh
+        store = world["store"]
+        world["app"].state.fail_path = "/counsel"
+        (world["migrations"] / "20240215000000_add_counseling_session" / "down.sql").write_text(
+            'DROP TABLE "CounselingSession";')
+        run_id, ts = start(world)
+        ready_for_approval(world, run_id, ts)
+        approve(world, run_id, ts)
+        for name in ("maintenance_on", "migrate", "deploy"):
+            run_step(world, run_id, ts, name)
+        run_step(world, run_id, ts, "smoke", expect="failed")
+        click(world, ts, ALICE, "rollback:revert")
+        run_step(world, run_id, ts, "rb_apply_down")
+        wait_until(lambda: store.get(run_id).status.value == "rolled_back")
+        with psycopg.connect(world["db_url"]) as conn:
+            columns = {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns "
+                                                  "WHERE table_name = 'User'")}
+            assert "emailVerified" not in columns
+            assert conn.execute("SELECT to_regclass('\"CounselingSession\"')").fetchone()[0] is None
+        assert [r[0] for r in migration_rows(world) if not r[2]] == ["20240101000000_init"]
+
+
+class TestOptionTwoRestore:
+    def test_restore_from_pg_dump_with_two_people(self, fresh):
+        """Option 2: typed confirmation + a second person; rows after the backup are gone, ECS 0 then back."""
+        world = fresh
+        store, ecs = world["store"], client(world["moto"], "ecs")
+        with psycopg.connect(world["db_url"], autocommit=True) as conn:
+            conn.execute('INSERT INTO "User"(id, email, "passwordHash") VALUES (\'before\', \'b@x\', \'h\')')
+        run_id, ts = start(world, "pgprod", env="pgprod")
+        ready_for_approval(world, run_id, ts)
+        approve(world, run_id, ts)
+        run_step(world, run_id, ts, "migrate")
+        run_step(world, run_id, ts, "deploy")
+        with psycopg.connect(world["db_url"], autocommit=True) as conn:
+            conn.execute('INSERT INTO "User"(id, email, "passwordHash") VALUES (\'after\', \'a@x\', \'h\')')
+        world["app"].state.fail_path = "/health"
+        run_step(world, run_id, ts, "smoke", expect="failed")
+        wait_until(lambda: "rollback:restore" in blocks_text(world, ts))
+        # Refused without the typed confirmation: nothing changes.
+        response = submit_restore(world, ts, ALICE, "prod", "the app is broken after the migration")
+        assert response.json()["response_action"] == "errors" and "pgprod" in str(response.json()["errors"])
+        assert store.get(run_id).rollback is None
+        world["fake"].dismiss_modals(ALICE)
+        submit_restore(world, ts, ALICE, "pgprod", "the app is broken after the migration")
+        wait_until(lambda: (store.get(run_id).rollback or {}).get("status") == "awaiting_second_approval")
+        # One person is not enough.
+        click(world, ts, ALICE, "rollback_confirm")
+        wait_until(lambda: any("second approver" in (e.get("text") or "") for e in world["fake"].ephemerals(user=ALICE)))
+        assert store.get(run_id).status.value == "failed"
+        click(world, ts, CAROL, "rollback_confirm")
+        wait_until(lambda: store.get(run_id).status.value == "rolling_back")
+        run_step(world, run_id, ts, "rb_scale_down")
+        assert ecs.describe_services(cluster="prod", services=["api"])["services"][0]["desiredCount"] == 0
+        run_step(world, run_id, ts, "rb_restore_db")
+        with psycopg.connect(world["db_url"]) as conn:
+            ids = {r[0] for r in conn.execute('SELECT id FROM "User"')}
+            names = [r[0] for r in conn.execute("SELECT migration_name FROM _prisma_migrations")]
+        assert "before" in ids and "after" not in ids
+        assert names == ["20240101000000_init"]
+        aside = store.get(run_id).step("rb_restore_db").result["kept_aside"]
+        with psycopg.connect(world["admin"].rsplit("/", 1)[0] + "/" + aside) as conn:
+            assert conn.execute('SELECT count(*) FROM "User" WHERE id = \'after\'').fetchone()[0] == 1
+        run_step(world, run_id, ts, "rb_redeploy")
+        service = ecs.describe_services(cluster="prod", services=["api"])["services"][0]
+        assert service["desiredCount"] == 2
+        wait_until(lambda: store.get(run_id).status.value == "rolled_back")
+        assert store.active_run("pgprod") is None
+
+
+class TestOptionThreePrevious:
+    def test_previous_version_restores_task_definition(self, fresh):
+        """Option 3 puts the service back on the task definition that ran before the deploy."""
+        world = fresh
+        store, ecs = world["store"], client(world["moto"], "ecs")
+        world["app"].state.fail_path = "/counsel"
+        run_id, ts = start(world, "prod --image v2")
+        ready_for_approval(world, run_id, ts)
+        approve(world, run_id, ts)
+        for name in ("maintenance_on", "migrate", "deploy"):
+            run_step(world, run_id, ts, name)
+        assert ecs.describe_services(cluster="prod", services=["api"])["services"][0]["taskDefinition"] != "api:1"
+        run_step(world, run_id, ts, "smoke", expect="failed")
+        wait_until(lambda: "rollback:previous" in blocks_text(world, ts))
+        click(world, ts, BOB, "rollback:previous")
+        run_step(world, run_id, ts, "rb_previous_version")
+        wait_until(lambda: store.get(run_id).status.value == "rolled_back")
+        service = ecs.describe_services(cluster="prod", services=["api"])["services"][0]
+        assert service["taskDefinition"].endswith("api:1")
