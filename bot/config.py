@@ -132,6 +132,19 @@ class RollbackConfig(_Strict):
     typed_confirmation: bool = True
 
 
+class SafetyConfig(_Strict):
+    """The pre-approval safety work: rehearsal on the fresh backup, staging evidence, the go-time lock check."""
+
+    rehearsal: bool | None = None
+    """Apply the pending migrations to a restored copy of this run's pg_dump before approval.
+    Default: on for pg_dump backups (an RDS snapshot restore costs a new instance, so it is opt-in there)."""
+    staging_env: str | None = None
+    """Another environment whose `_prisma_migrations` counts as staging evidence for the checklist."""
+    preflight: bool = True
+    preflight_long_running_s: float = Field(default=60, gt=0)
+    preflight_idle_in_tx_s: float = Field(default=5, gt=0)
+
+
 class AwsConfig(_Strict):
     region: str = "us-east-1"
     endpoint_url: str | None = None
@@ -298,6 +311,7 @@ class EnvironmentConfig(_Strict):
     smoke: list[SmokeCheckConfig] = Field(default_factory=list)
     check_commands: list[list[str]] = Field(default_factory=list)
     rollback: RollbackConfig = Field(default_factory=RollbackConfig)
+    safety: SafetyConfig = Field(default_factory=SafetyConfig)
     lock_hours: float = Field(default=12, gt=0, le=72)
     calendar: CalendarConfig = Field(default_factory=CalendarConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)

@@ -6,9 +6,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from bot.config import EnvironmentConfig
 from bot.errors import BotError
 from bot.operations import Deps
-from bot.runbook import record_inspection
+from bot.runbook import record_inspection, record_rehearsal, record_staging_evidence
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ def inspect_run(deps: Deps, run_id: str) -> None:
         now=deps.clock()))
     deps.publish(run_id)
     _post_details(deps, run_id, pending, review)
+    staging_evidence(deps, run_id)
 
 
 def _post_details(deps: Deps, run_id: str, pending: list[Any], review: dict[str, Any]) -> None:
@@ -98,3 +100,82 @@ def _post_details(deps: Deps, run_id: str, pending: list[Any], review: dict[str,
             deps.slack.post_message(run.channel, "\n".join(lines)[:3900], thread_ts=run.message_ts)
     except BotError as exc:
         log.warning("could not post inspection details for %s: %s", run_id, exc)
+
+
+def rehearsal_enabled(env: EnvironmentConfig) -> bool:
+    if env.safety.rehearsal is not None:
+        return env.safety.rehearsal and bool(env.backup and env.backup.method == "pg_dump")
+    return bool(env.backup and env.backup.method == "pg_dump" and env.database_url)
+
+
+def rehearse_run(deps: Deps, run_id: str) -> None:
+    """After the backup: apply the pending migrations to a restored copy of it, then report and record."""
+    from bot.rehearsal import rehearse_from_evidence
+
+    run = deps.store.get(run_id)
+    env = deps.config.environment(run.env)
+    if env is None or not rehearsal_enabled(env) or not env.database_url:
+        return
+    if not run.pending_migrations:
+        report: dict[str, Any] = {"ok": True, "summary": "nothing pending to rehearse", "migrations": []}
+    else:
+        aws = None
+        if env.backup and env.backup.s3_bucket:
+            from bot.integrations.aws import Aws
+
+            aws = Aws(region=env.aws.region, endpoint_url=env.aws.endpoint_url)
+        try:
+            result = rehearse_from_evidence(run.step("backup").result, database_url=env.database_url,
+                                            migrations_dir=Path(env.migrate.migrations_dir),
+                                            pending=run.pending_migrations,
+                                            lock_timeout_ms=env.migrate.lock_timeout_ms)
+            report = {**result.to_dict(), "summary": result.summary()}
+        except BotError as exc:
+            report = {"ok": False, "summary": f"rehearsal could not run: {exc}", "migrations": []}
+    deps.store.apply(run_id, lambda current: record_rehearsal(current, report=report, now=deps.clock()))
+    deps.publish(run_id)
+    _post_rehearsal(deps, run_id, report)
+
+
+def _post_rehearsal(deps: Deps, run_id: str, report: dict[str, Any]) -> None:
+    run = deps.store.get(run_id)
+    if deps.slack is None or not run.message_ts:
+        return
+    lines = [("✅" if report.get("ok") else "❌") + f" *Rehearsal on a restored copy of this run's backup* — "
+             f"{report.get('summary', '')}"]
+    for migration in report.get("migrations", [])[:20]:
+        locks = ", ".join(f"{table}: {mode}" for table, mode in (migration.get("locks") or {}).items())
+        waits = ", ".join(migration.get("waits") or [])
+        line = f"{'✅' if migration.get('ok') else '❌'} `{migration['name']}` {migration.get('duration_s', 0):.2f} s"
+        if locks:
+            line += f" · locks {locks}"
+        if waits:
+            line += f" · waits {waits}"
+        if migration.get("error"):
+            line += f" · {migration['error']}"
+        lines.append(line)
+    try:
+        deps.slack.post_message(run.channel, "\n".join(lines)[:3900], thread_ts=run.message_ts)
+    except BotError as exc:
+        log.warning("rehearsal report not posted for %s: %s", run_id, exc)
+
+
+def staging_evidence(deps: Deps, run_id: str) -> None:
+    """If the configured staging environment has finished every pending migration, that is the evidence."""
+    from bot.integrations.prisma import NativeRunner
+
+    run = deps.store.get(run_id)
+    env = deps.config.environment(run.env)
+    staging = deps.config.environment(env.safety.staging_env) if env and env.safety.staging_env else None
+    if staging is None or not staging.database_url or not run.pending_migrations:
+        return
+    try:
+        finished = {row.migration_name for row in NativeRunner(staging.database_url).rows()
+                    if row.finished_at is not None and row.rolled_back_at is None}
+    except BotError as exc:
+        log.warning("staging evidence for %s unavailable: %s", run_id, exc)
+        return
+    if set(run.pending_migrations) <= finished:
+        deps.store.apply(run_id, lambda current: record_staging_evidence(
+            current, staging_env=staging.name, names=run.pending_migrations, now=deps.clock()))
+        deps.publish(run_id)

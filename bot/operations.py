@@ -90,6 +90,7 @@ def start_run(deps: Deps, *, env_name: str, user: str, image_tag: str | None = N
         approvals_required=env.approvals_required,
         steps_enabled=steps_enabled(env),
         image_tag=image_tag,
+        facts={"rehearsal_expected": rehearsal_enabled(env)},
     )
     run = deps.store.create(transition, lock_hours=env.lock_hours, reason=f"/migrate {env.name}")
     from bot.windows import link_started_run  # a run started inside a maintenance window belongs to it
@@ -102,6 +103,12 @@ def start_run(deps: Deps, *, env_name: str, user: str, image_tag: str | None = N
         inspect_run(deps, run.id)
 
     return Reply(messages.run_started(run.id, env.name, env.channel), publish_run=run.id, after=inspect)
+
+
+def rehearsal_enabled(env: EnvironmentConfig) -> bool:
+    from bot.inspection import rehearsal_enabled as enabled
+
+    return enabled(env)
 
 
 def steps_enabled(env: EnvironmentConfig) -> dict[str, bool]:

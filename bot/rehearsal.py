@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import shutil
@@ -17,7 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from bot.errors import BotError, IntegrationError, MigrationError
+from bot.backup import fetched_backup
+from bot.errors import BackupError, BotError, IntegrationError, MigrationError
 from bot.integrations.aws import Aws
 from bot.integrations.postgres import Postgres, SessionLock, pg_restore
 from bot.integrations.prisma import (
@@ -391,27 +391,8 @@ def rehearse_from_evidence(
     """
     if evidence.get("method") != "pg_dump":
         raise RehearsalError(f"Rehearsal needs a pg_dump backup, not {evidence.get('method')!r}.")
-    location = str(evidence.get("location") or "")
-    with tempfile.TemporaryDirectory(prefix="migrate-bot-rehearsal-dump-") as tmp:
-        if location.startswith("s3://"):
-            if aws is None:
-                raise RehearsalError(f"The backup {location} is in S3, but no AWS client was given.")
-            parts = urlsplit(location)
-            key = str(evidence.get("identifier") or parts.path.lstrip("/"))
-            version = evidence.get("s3_version_id") or dict(parse_qsl(parts.query)).get("versionId")
-            dump = aws.download_file(
-                parts.netloc, key, Path(tmp) / key.rsplit("/", 1)[-1], version_id=version
-            )
-        else:
-            dump = Path(location)
-        expected = evidence.get("sha256")
-        if expected and dump.is_file() and _sha256(dump) != expected:
-            raise RehearsalError(
-                f"The backup {dump.name} does not match its recorded sha256; not rehearsing on it."
-            )
-        return rehearse(dump_path=dump, database_url=database_url, migrations_dir=migrations_dir, **options)
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    try:
+        with fetched_backup(dict(evidence), aws) as dump:
+            return rehearse(dump_path=dump, database_url=database_url, migrations_dir=migrations_dir, **options)
+    except BackupError as exc:
+        raise RehearsalError(str(exc)) from exc

@@ -230,6 +230,7 @@ def new_run(
     approvals_required: int,
     steps_enabled: dict[str, bool],
     image_tag: str | None = None,
+    facts: dict[str, Any] | None = None,
 ) -> Transition:
     run = Run(
         id=run_id,
@@ -242,6 +243,7 @@ def new_run(
         approvals_required=approvals_required,
         steps=steps_for(steps_enabled),
         image_tag=image_tag,
+        facts=dict(facts or {}),
     )
     detail = f"image {image_tag}" if image_tag else ""
     return Transition(run, [AuditEvent(requested_by, "run.start", "ok", now, detail)])
@@ -279,6 +281,8 @@ def approve(run: Run, *, user: str, policy: Policy, groups: Iterable[str], now: 
         missing = ", ".join(f"“{CHECKLIST_LABELS[key]}”" for key in run.missing_items())
         raise WrongState(f"Approval needs every checklist item confirmed first. Still open: {missing}.")
     _require_status(run, (RunStatus.AWAITING_APPROVAL,), "approve")
+    if run.facts.get("rehearsal_expected") and "rehearsal" not in run.facts:
+        raise WrongState("The rehearsal on the restored backup is still running; approve once it has passed.")
     if run.facts.get("rehearsal", {}).get("ok") is False:
         raise WrongState("The rehearsal on the restored backup failed, so this run cannot be approved. "
                          "Fix the migration and start a new run.")
@@ -393,6 +397,8 @@ def begin_step(run: Run, *, name: str, user: str, owner: str, now: datetime) -> 
     target.owner = owner
     target.error = None
     target.progress = None
+    if new.facts.get("hold", {}).get("step") == name:
+        new.facts.pop("hold")
     action = "step.retry" if target.attempt > 1 else "step.start"
     return Transition(new, [AuditEvent(user, action, "ok", now, target.label, {"step": name, "attempt": target.attempt})])
 
@@ -666,3 +672,65 @@ def withdraw_rollback(run: Run, *, user: str, now: datetime) -> Transition:
     new = _touch(run, now)
     new.rollback = None
     return Transition(new, [AuditEvent(user, "rollback.withdraw", "ok", now, "restore request withdrawn")])
+
+
+# ---- evidence from the rehearsal and from staging; the go-time hold ------------------------------
+
+def _evidence_for(new: Run, item: str, evidence: str, now: datetime, events: list[AuditEvent]) -> None:
+    if item in new.checklist:
+        return
+    new.checklist[item] = Confirmation(by="bot", at=now, evidence=evidence)
+    events.append(AuditEvent("bot", "checklist.evidence", "ok", now, f"{CHECKLIST_LABELS[item]}: {evidence}",
+                             {"item": item}))
+    if not new.missing_items() and new.status is RunStatus.COLLECTING:
+        new.status = RunStatus.AWAITING_APPROVAL
+        events.append(AuditEvent("bot", "run.awaiting_approval", "ok", now, "checklist complete"))
+
+
+def record_rehearsal(run: Run, *, report: dict[str, Any], now: datetime) -> Transition:
+    """A passed rehearsal is evidence for "tested in staging"; a failed one blocks approval (see approve)."""
+    new = _touch(run, now)
+    new.facts["rehearsal"] = report
+    ok = bool(report.get("ok"))
+    events = [AuditEvent("bot", "rehearsal", "ok" if ok else "failed", now, str(report.get("summary", "")))]
+    if ok and report.get("migrations"):
+        _evidence_for(new, "staging_tested", f"rehearsal passed: {report.get('summary', '')}", now, events)
+    elif new.status is RunStatus.AWAITING_APPROVAL:
+        new.approvals = []
+    return Transition(new, events)
+
+
+def record_staging_evidence(run: Run, *, staging_env: str, names: list[str], now: datetime) -> Transition:
+    new = _touch(run, now)
+    events: list[AuditEvent] = []
+    _evidence_for(new, "staging_tested", f"all {len(names)} pending migration(s) finished in {staging_env}",
+                  now, events)
+    return Transition(new, events)
+
+
+def hold_step(run: Run, *, name: str, now: datetime, reason: str, details: dict[str, Any]) -> Transition:
+    """Put a claimed step back to pending because a pre-flight check found something a human must see."""
+    step = run.step(name)
+    if step.status is not StepStatus.RUNNING:
+        raise WrongState(f"Step {name} is {step.status.value}, not running.")
+    new = _touch(run, now)
+    target = new.step(name)
+    target.status = StepStatus.PENDING
+    target.owner = None
+    target.progress = None
+    target.error = f"held: {reason}"
+    new.facts["hold"] = {"step": name, "reason": reason, **details}
+    new.facts.pop("hold_override", None)
+    return Transition(new, [AuditEvent("bot", "step.held", "held", now, f"{target.label}: {reason}", {"step": name})])
+
+
+def override_hold(run: Run, *, user: str, policy: Policy, groups: Iterable[str], now: datetime) -> Transition:
+    hold = run.facts.get("hold")
+    if not hold:
+        raise AlreadyDone("Nothing is on hold.")
+    if not (user == run.requested_by or policy.may_approve(user, groups)):
+        raise NotAllowed(f"Only the requester or an approver of {run.env} may proceed past a hold.")
+    new = _touch(run, now)
+    new.facts["hold_override"] = {"by": user, "at": now.isoformat(), "step": hold["step"]}
+    return Transition(new, [AuditEvent(user, "step.proceed_anyway", "ok", now,
+                                       f"proceeding despite: {hold['reason']}", {"step": hold["step"]})])

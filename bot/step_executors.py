@@ -6,7 +6,15 @@ import subprocess
 from pathlib import Path
 
 from bot.errors import DeployError, IntegrationError, MigrationError
-from bot.steps import ApprovalVoided, StepContext, StepOutcome, executor, fingerprint_of, pending_migrations
+from bot.steps import (
+    ApprovalVoided,
+    StepContext,
+    StepHeld,
+    StepOutcome,
+    executor,
+    fingerprint_of,
+    pending_migrations,
+)
 
 
 def _aws(ctx: StepContext, *, max_wait_s: float | None = None):  # type: ignore[no-untyped-def]
@@ -113,6 +121,7 @@ def migrate(ctx: StepContext) -> StepOutcome:
     from bot.integrations.prisma import CliRunner, NativeRunner
 
     directory = Path(env.migrate.migrations_dir)
+    _lock_preflight(ctx, directory, [name for name, _ in pending])
     native = NativeRunner(env.database_url, lock_timeout_ms=env.migrate.lock_timeout_ms,
                           statement_timeout_ms=env.migrate.statement_timeout_ms,
                           lock_retries=env.migrate.lock_retries)
@@ -132,6 +141,23 @@ def migrate(ctx: StepContext) -> StepOutcome:
     return StepOutcome(summary + " · Database schema is up to date!",
                        {"applied": names, "with_down": bool(names) and all(n in downs for n in names),
                         "durations_s": {m.name: round(m.duration_s, 3) for m in result.applied}})
+
+
+def _lock_preflight(ctx: StepContext, directory: Path, pending: list[str]) -> None:
+    """Just before deploy: hold if other sessions sit on the tables the migrations lock (unless overridden)."""
+    safety = ctx.env.safety
+    override = ctx.run.facts.get("hold_override") or {}
+    if not safety.preflight or not pending or override.get("step") == "migrate" or not ctx.env.database_url:
+        return
+    from bot.integrations.prisma import list_local_migrations
+    from bot.preflight import lock_preflight, target_tables
+
+    files = [(m.name, m.sql) for m in list_local_migrations(directory) if m.name in set(pending)]
+    report = lock_preflight(ctx.env.database_url, target_tables(files),
+                            long_running_s=safety.preflight_long_running_s,
+                            idle_in_tx_s=safety.preflight_idle_in_tx_s)
+    if not report.ok:
+        raise StepHeld(report.summary(), {"blockers": [b.describe() for b in report.blockers[:10]]})
 
 
 @executor("seed")

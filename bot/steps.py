@@ -40,6 +40,14 @@ class ApprovalVoided(BotError):
     """The migrations changed after approval; the run went back to awaiting approval."""
 
 
+class StepHeld(BotError):
+    """A go-time check found something a human must look at; the step went back to pending, unchanged."""
+
+    def __init__(self, message: str, details: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.details = details
+
+
 @dataclass
 class StepOutcome:
     summary: str
@@ -171,6 +179,16 @@ def execute_claimed(deps: Deps, run: Run, name: str) -> None:
         ctx.flush_log(STEP_SPECS[name].label)
         _record_voided(deps, run.id, name, str(exc))
         return
+    except StepHeld:
+        from bot.runbook import hold_step
+
+        try:
+            deps.store.apply(run.id, lambda current: hold_step(current, name=name, now=deps.clock(),
+                                                               reason=str(exc), details=exc.details))
+        except BotError as error:
+            log.error("could not record the hold of %s/%s: %s", run.id, name, error)
+        deps.publish(run.id)
+        return
     except BotError as exc:
         ctx.flush_log(STEP_SPECS[name].label)
         _record_failure(deps, run.id, name, str(exc))
@@ -189,6 +207,13 @@ def execute_claimed(deps: Deps, run: Run, name: str) -> None:
     except BotError as exc:
         log.error("could not record success of %s/%s: %s", run.id, name, exc)
     deps.publish(run.id)
+    if name == "backup":
+        from bot.inspection import rehearse_run
+
+        try:
+            rehearse_run(deps, run.id)
+        except BotError as exc:
+            log.warning("rehearsal of %s did not complete: %s", run.id, exc)
 
 
 RUNNING_HERE: set[tuple[str, str]] = set()
@@ -254,6 +279,21 @@ def mark_done(deps: Deps, *, run_id: str, name: str, user: str) -> Reply:
     except Refusal as exc:
         return Reply(messages.denied(str(exc)), publish_run=run_id)
     return Reply("", publish_run=run_id)
+
+
+def proceed_anyway(deps: Deps, *, run_id: str, user: str) -> Reply:
+    """The human saw the pre-flight's blockers and chose to go on: audited, then the step runs."""
+    from bot.runbook import override_hold
+
+    run = deps.store.get(run_id)
+    env = environment_or_refuse(deps, run.env)
+    hold = run.facts.get("hold") or {}
+    try:
+        deps.store.apply(run_id, lambda current: override_hold(
+            current, user=user, policy=deps.policy(env), groups=deps.groups_of(user, env), now=deps.clock()))
+    except Refusal as exc:
+        return Reply(messages.denied(str(exc)), publish_run=run_id)
+    return run_step(deps, run_id=run_id, name=str(hold.get("step", "migrate")), user=user)
 
 
 def close_run(deps: Deps, *, run_id: str, user: str, version: int | None) -> Reply:

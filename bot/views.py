@@ -273,6 +273,17 @@ def _step_blocks(run: Run, value: str) -> list[Block]:
         return blocks
     spec = STEP_SPECS[step.name]
     elements: list[Block] = []
+    hold = run.facts.get("hold")
+    if hold and hold.get("step") == step.name:
+        lines = "\n".join(f"• {b}" for b in hold.get("blockers", [])[:5])
+        blocks.append({"type": "section", "block_id": f"hold:{run.version}", "text": _text(
+            f"⏸️ *Held before {spec.label.lower()}:* {hold.get('reason', '')}\n{lines}")})
+        elements.append(_button("Retry check", f"step_run:{step.name}", value, "primary"))
+        elements.append(_button("Proceed anyway", "proceed_anyway", value, "danger", (
+            "Proceed despite the blockers?", "The migration may wait on their locks, or time out. This is audited.",
+            "Proceed")))
+        blocks.append({"type": "actions", "block_id": f"step:{step.name}:{run.version}", "elements": elements})
+        return blocks
     if step.status is StepStatus.INTERRUPTED:
         elements.append(_button(f"Retry: {spec.label}", f"step_run:{step.name}", value, "primary", (
             "Run this step again?", f"“{spec.label}” was interrupted. Check what it left behind before running it again.",

@@ -165,6 +165,8 @@ def ready_for_approval(world, run_id, ts):
     wait_until(lambda: "step_run:backup" in blocks_text(world, ts))
     click(world, ts, ALICE, "step_run:backup")
     wait_until(lambda: store.get(run_id).status.value == "awaiting_approval", timeout=60)
+    if store.get(run_id).facts.get("rehearsal_expected"):
+        wait_until(lambda: "rehearsal" in store.get(run_id).facts, timeout=60)
     wait_until(lambda: '"approve"' in blocks_text(world, ts))
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import time
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -93,8 +92,8 @@ def store(bot, redis_url):
 def cancel_active(store, env="prod"):
     active = store.active_run(env)
     if active:
-        from bot.operations import Deps, cancel_run
         from bot.config import BotConfig
+        from bot.operations import Deps, cancel_run
 
         deps = Deps(config=BotConfig.model_validate(base_config()), store=store, slack=None, publisher=None)
         cancel_run(deps, run_id=active.id, user="cli:test")
@@ -143,6 +142,7 @@ def take_backup(sender, fake, store, run, ts, user=ALICE):
                              f"ephemerals={fake.ephemerals(user=user)[-3:]}") from None
     wait_until(lambda: "Database backup completed and verified —" in json.dumps(latest(fake, ts)["blocks"],
                                                                              ensure_ascii=False))
+    wait_until(lambda: "rehearsal" in store.get(run.id).facts, timeout=60)  # the rehearsal gates approval
 
 
 class TestSlashCommand:

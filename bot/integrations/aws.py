@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -565,3 +565,139 @@ class Aws:
             **kwargs,
         )
         return str(response["taskDefinition"]["taskDefinitionArn"])
+
+    # -- CloudWatch metrics and Logs (the monitoring step and the watch) --------------------------------------
+
+    def metric_values(
+        self, queries: list[MetricQuery], start: datetime, end: datetime, *, period_s: int = 60
+    ) -> dict[str, list[float]]:
+        """Each query's datapoints (oldest first) between ``start`` and ``end``, by query key; one batched call.
+
+        Plain statistics only (Sum, Average, Maximum …): compute ratios in Python, not with metric math.
+        """
+        if not queries:
+            return {}
+        data_queries = [
+            {
+                "Id": f"q{i}",
+                "Label": query.key,
+                "MetricStat": {
+                    "Metric": {
+                        "Namespace": query.namespace,
+                        "MetricName": query.metric,
+                        "Dimensions": [{"Name": k, "Value": v} for k, v in query.dimensions.items()],
+                    },
+                    "Period": period_s,
+                    "Stat": query.stat,
+                },
+                "ReturnData": True,
+            }
+            for i, query in enumerate(queries)
+        ]
+        found: dict[str, list[tuple[datetime, float]]] = {query.key: [] for query in queries}
+        token: str | None = None
+        for _ in range(20):  # a handful of pages at most for minutes of one-minute datapoints
+            kwargs: dict[str, Any] = {"MetricDataQueries": data_queries, "StartTime": start, "EndTime": end,
+                                      "ScanBy": "TimestampAscending"}
+            if token:
+                kwargs["NextToken"] = token
+            response = self._call(IntegrationError, "CloudWatch get_metric_data", self.cloudwatch.get_metric_data, **kwargs)
+            for result in response.get("MetricDataResults", []):
+                index = int(str(result.get("Id", "q-1"))[1:])
+                if 0 <= index < len(queries):
+                    pairs = zip(result.get("Timestamps", []), result.get("Values", []), strict=False)
+                    found[queries[index].key].extend((ts, float(v)) for ts, v in pairs if v is not None)
+            token = response.get("NextToken")
+            if not token:
+                break
+        return {key: [v for _, v in sorted(points, key=lambda p: p[0])] for key, points in found.items()}
+
+    def metric_percentile(
+        self,
+        namespace: str,
+        metric: str,
+        dimensions: dict[str, str],
+        start: datetime,
+        end: datetime,
+        *,
+        percentile: str = "p95",
+    ) -> tuple[float | None, str]:
+        """The ``percentile`` of a metric over the whole window, and which statistic it is.
+
+        Returns (value, "p95") from ExtendedStatistics. Where the backend keeps no percentiles (moto), falls back
+        to the window's Maximum, returned as (value, "Maximum") — an upper bound, so thresholds still fire.
+        (None, percentile) when there are no datapoints.
+        """
+        seconds = max(60, int((end - start).total_seconds()))
+        period = ((seconds + 59) // 60) * 60
+        common: dict[str, Any] = {
+            "Namespace": namespace,
+            "MetricName": metric,
+            "Dimensions": [{"Name": k, "Value": v} for k, v in dimensions.items()],
+            "StartTime": start,
+            "EndTime": end,
+            "Period": period,
+        }
+        what = f"CloudWatch get_metric_statistics {metric}"
+        response = self._call(IntegrationError, what, self.cloudwatch.get_metric_statistics,
+                              ExtendedStatistics=[percentile], **common)
+        points = response.get("Datapoints", [])
+        values = [float(p["ExtendedStatistics"][percentile]) for p in points
+                  if p.get("ExtendedStatistics", {}).get(percentile) is not None]
+        if values:
+            return max(values), percentile
+        if not points:
+            return None, percentile
+        response = self._call(IntegrationError, what, self.cloudwatch.get_metric_statistics,
+                              Statistics=["Maximum"], **common)
+        maxima = [float(p["Maximum"]) for p in response.get("Datapoints", []) if p.get("Maximum") is not None]
+        return (max(maxima) if maxima else None), "Maximum"
+
+    def recent_log_events(
+        self, log_group: str, pattern: str, start: datetime, end: datetime, *, limit: int = 10, max_pages: int = 20
+    ) -> list[LogEvent]:
+        """The newest ``limit`` events of ``log_group`` matching the filter ``pattern`` (a plain term), oldest first."""
+        events: list[LogEvent] = []
+        token: str | None = None
+        for _ in range(max_pages):
+            kwargs: dict[str, Any] = {
+                "logGroupName": log_group,
+                "filterPattern": pattern,
+                "startTime": int(start.timestamp() * 1000),
+                "endTime": int(end.timestamp() * 1000),
+            }
+            if token:
+                kwargs["nextToken"] = token
+            response = self._call(IntegrationError, f"CloudWatch Logs filter_log_events {log_group}",
+                                  self.logs.filter_log_events, **kwargs)
+            for raw in response.get("events", []):
+                events.append(LogEvent(
+                    timestamp=datetime.fromtimestamp(int(raw.get("timestamp", 0)) / 1000, tz=UTC),
+                    message=str(raw.get("message", "")).rstrip(),
+                    stream=str(raw.get("logStreamName", "")),
+                ))
+            token = response.get("nextToken")
+            if not token:
+                break
+        events.sort(key=lambda e: e.timestamp)
+        return events[-limit:] if limit > 0 else []
+
+
+@dataclass(frozen=True)
+class MetricQuery:
+    """One CloudWatch metric and statistic to read; ``key`` names it in the result."""
+
+    key: str
+    namespace: str
+    metric: str
+    dimensions: dict[str, str]
+    stat: str = "Average"
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    """One CloudWatch Logs event."""
+
+    timestamp: datetime
+    message: str
+    stream: str

@@ -202,6 +202,35 @@ class Postgres:
         )
         return sorted(str(row[0]) for row in rows)
 
+    # -- monitoring readings ----------------------------------------------------------------------------------
+
+    def connection_count(self) -> int:
+        """Sessions connected to this database (``pg_stat_activity``), this one included."""
+        rows = self._fetch("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE datname = current_database()")
+        return int(rows[0][0])
+
+    def max_connections(self) -> int:
+        """The server's ``max_connections`` setting."""
+        return int(self._fetch("SELECT setting FROM pg_catalog.pg_settings WHERE name = 'max_connections'")[0][0])
+
+    def failed_prisma_migrations(self) -> list[str]:
+        """Names of failed migrations (``finished_at IS NULL AND rolled_back_at IS NULL``), oldest first;
+        [] when there is no ``_prisma_migrations`` table."""
+        rows = self._fetch(
+            "SELECT to_regclass(quote_ident(coalesce(%s, current_schema())) || '._prisma_migrations')::text",
+            (self.schema,),
+        )
+        table = rows[0][0]
+        if table is None:
+            return []
+        found = self._fetch(
+            sql.SQL(
+                "SELECT migration_name FROM {} WHERE finished_at IS NULL AND rolled_back_at IS NULL "
+                "ORDER BY started_at, migration_name"
+            ).format(sql.SQL(table))
+        )
+        return [str(row[0]) for row in found]
+
     # -- databases on the same server -------------------------------------------------------------------------
 
     def url_for_database(self, name: str) -> str:
