@@ -15,6 +15,7 @@ from bot.redact import redact
 _COMMAND_MODULES = [
     "bot.commands",
     "bot.demo",
+    "bot.timeline",
     "bot.migrate_cli",
     "bot.safety.cli",
 ]

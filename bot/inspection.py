@@ -8,7 +8,7 @@ from typing import Any
 
 from bot.config import EnvironmentConfig
 from bot.errors import BotError
-from bot.operations import Deps
+from bot.operations import Deps, Reply
 from bot.runbook import record_inspection, record_rehearsal, record_staging_evidence
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def rehearse_run(deps: Deps, run_id: str) -> None:
         try:
             result = rehearse_from_evidence(run.step("backup").result, database_url=env.database_url,
                                             migrations_dir=Path(env.migrate.migrations_dir),
-                                            pending=run.pending_migrations,
+                                            aws=aws, pending=run.pending_migrations,
                                             lock_timeout_ms=env.migrate.lock_timeout_ms)
             report = {**result.to_dict(), "summary": result.summary()}
         except BotError as exc:
@@ -179,3 +179,40 @@ def staging_evidence(deps: Deps, run_id: str) -> None:
         deps.store.apply(run_id, lambda current: record_staging_evidence(
             current, staging_env=staging.name, names=run.pending_migrations, now=deps.clock()))
         deps.publish(run_id)
+
+
+def lint_reply(deps: Deps, inv: Any, args: list[str]) -> Reply:
+    """`/migrate lint <env>`: the safety review of that environment's pending migrations, weighed live."""
+    from bot.integrations.prisma import NativeRunner, list_local_migrations
+    from bot.operations import environment_or_refuse
+
+    if len(args) != 1:
+        return Reply("Which environment? `/migrate lint <env>`")
+    env = environment_or_refuse(deps, args[0])
+    directory = Path(env.migrate.migrations_dir)
+    note = ""
+    try:
+        if not env.database_url:
+            raise BotError("no database_url configured")
+        status = NativeRunner(env.database_url).status(directory)
+        pending = [m for m in status.local if m.name in set(status.pending)]
+        review = review_pending(env.database_url, pending) if pending else None
+    except BotError as exc:
+        from bot.safety import review_migrations
+
+        migrations = list_local_migrations(directory)
+        pending = migrations
+        static = review_migrations([(m.name, m.sql) for m in migrations])
+        review = {"summary": static.summary(), "lines": {m.name: m.summary_line for m in static.migrations},
+                  "details": [{"migration": f.migration, "level": f.level, "message": f.message, "why": f.why,
+                               "alternative": f.alternative, "category": f.category}
+                              for f in static.findings if f.level in ("high", "medium")]}
+        note = f"\n_Live database not reachable ({exc}); every migration reviewed statically._"
+    if review is None:
+        return Reply(f"*Safety review for {env.name}*: nothing pending.")
+    lines = [f"*Safety review for {env.name}* — {len(pending)} migration(s): {review['summary']}{note}"]
+    lines += [f"• `{name}` — {line}" for name, line in review.get("lines", {}).items()]
+    for finding in review.get("details", [])[:10]:
+        icon = "🔴" if finding["level"] == "high" else "🟠"
+        lines.append(f"{icon} *{finding['migration']}*: {finding['message']}\n    _instead:_ {finding['alternative']}")
+    return Reply("\n".join(lines)[:3900])

@@ -7,7 +7,9 @@ from datetime import datetime
 
 USAGE = (
     "*Usage:* `/migrate <env> [--image <tag>]` starts a run · `/migrate status [env|run-id]` · "
-    "`/migrate cancel <run-id> [reason]` · `/migrate check <env>` · `/migrate help`"
+    "`/migrate cancel <run-id> [reason]` · `/migrate check <env>` · `/migrate lint <env>` · "
+    "`/migrate timeline <run-id>` · `/migrate schedule <env> [YYYY-MM-DD HH:MM 2h \"notes\"]` · "
+    "`/migrate windows [env]` · `/migrate help`"
 )
 
 

@@ -147,6 +147,16 @@ def approve_run(deps: Deps, *, run_id: str, user: str, version: int | None,
     env = environment_or_refuse(deps, run.env)
     policy, groups = deps.policy(env), deps.groups_of(user, env)
     approved_fingerprint = fingerprint(run) if fingerprint and policy.may_approve(user, groups) else None
+    if approved_fingerprint and "pending" in run.facts and approved_fingerprint != _reviewed_fingerprint(run):
+        # The files changed since they were reviewed: review again (voiding waivers) before anyone approves.
+        from bot.inspection import inspect_run
+
+        inspect_run(deps, run_id)
+        deps.store.audit(run_id, AuditEvent(user, "run.approve", "denied", deps.clock(),
+                                            "the migrations changed since they were reviewed"))
+        return Reply(messages.denied("The pending migrations changed since they were reviewed, so the review "
+                                     "was run again (any waivers are void). Check the thread, then approve."),
+                     publish_run=run_id)
 
     def change(current: Run):  # type: ignore[no-untyped-def]
         return approve(current, user=user, policy=policy, groups=groups, now=deps.clock(),
@@ -177,6 +187,12 @@ def waive_findings(deps: Deps, *, run_id: str, user: str, reason: str) -> Reply:
         _denial(deps, run_id, user, "finding.waive", exc)
         return Reply(messages.denied(str(exc)), publish_run=run_id)
     return Reply("", publish_run=run_id)
+
+
+def _reviewed_fingerprint(run: Run) -> str:
+    from bot.steps import fingerprint_of
+
+    return fingerprint_of([(p["name"], p["checksum"]) for p in run.facts.get("pending", [])])
 
 
 def may_cancel(deps: Deps, run: Run, user: str) -> bool:
@@ -281,6 +297,8 @@ def handle_command(deps: Deps, inv: Invocation) -> Reply:
 # The other `/migrate` verbs: verb -> "module:function(deps, invocation, args) -> Reply", imported on use.
 VERBS: dict[str, str] = {
     "check": "bot.checks:check_reply",
+    "timeline": "bot.timeline:timeline_reply",
+    "lint": "bot.inspection:lint_reply",
     "schedule": "bot.windows:schedule_command",
     "windows": "bot.windows:windows_command",
 }

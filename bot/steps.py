@@ -179,12 +179,13 @@ def execute_claimed(deps: Deps, run: Run, name: str) -> None:
         ctx.flush_log(STEP_SPECS[name].label)
         _record_voided(deps, run.id, name, str(exc))
         return
-    except StepHeld:
+    except StepHeld as held:
         from bot.runbook import hold_step
 
+        reason, details = str(held), held.details
         try:
             deps.store.apply(run.id, lambda current: hold_step(current, name=name, now=deps.clock(),
-                                                               reason=str(exc), details=exc.details))
+                                                               reason=reason, details=details))
         except BotError as error:
             log.error("could not record the hold of %s/%s: %s", run.id, name, error)
         deps.publish(run.id)
