@@ -6,6 +6,7 @@ import argparse
 import getpass
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -87,6 +88,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings, config = _settings_and_config(require_slack=True)
     from bot.app import build_bolt_app, build_deps
@@ -110,6 +115,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from bot.server import build_asgi
 
         port = args.port if args.port is not None else settings.port
+        # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit lets the finally
+        # below stop the background jobs (releasing the scheduler's leader lock) instead of dying mid-way.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
         log.info("serving on %s:%s", args.host, port)
         sys.stdout.flush()
         uvicorn.run(build_asgi(app, deps.store), host=args.host, port=port, log_config=None,

@@ -208,6 +208,7 @@ def execute_claimed(deps: Deps, run: Run, name: str) -> None:
     except BotError as exc:
         log.error("could not record success of %s/%s: %s", run.id, name, exc)
     deps.publish(run.id)
+    entered_monitoring(deps, run.id)
     if name == "backup":
         from bot.inspection import rehearse_run
 
@@ -215,6 +216,18 @@ def execute_claimed(deps: Deps, run: Run, name: str) -> None:
             rehearse_run(deps, run.id)
         except BotError as exc:
             log.warning("rehearsal of %s did not complete: %s", run.id, exc)
+
+
+def entered_monitoring(deps: Deps, run_id: str) -> None:
+    """If the run has just reached `monitoring`, take the readings and start the 24-hour watch."""
+    run = deps.store.find(run_id)
+    if run is not None and run.status is RunStatus.MONITORING:
+        from bot.watch import start_monitoring
+
+        try:
+            start_monitoring(deps, run_id)
+        except BotError as exc:
+            log.warning("monitoring of %s did not start: %s", run_id, exc)
 
 
 RUNNING_HERE: set[tuple[str, str]] = set()
@@ -267,7 +280,7 @@ def skip(deps: Deps, *, run_id: str, name: str, user: str) -> Reply:
         deps.store.apply(run_id, lambda current: skip_step(current, name=name, user=user, now=deps.clock()))
     except Refusal as exc:
         return Reply(messages.denied(str(exc)), publish_run=run_id)
-    return Reply("", publish_run=run_id)
+    return Reply("", publish_run=run_id, after=lambda: entered_monitoring(deps, run_id))
 
 
 def mark_done(deps: Deps, *, run_id: str, name: str, user: str) -> Reply:
@@ -279,7 +292,7 @@ def mark_done(deps: Deps, *, run_id: str, name: str, user: str) -> Reply:
             current, name=name, user=user, now=deps.clock(), done=True))
     except Refusal as exc:
         return Reply(messages.denied(str(exc)), publish_run=run_id)
-    return Reply("", publish_run=run_id)
+    return Reply("", publish_run=run_id, after=lambda: entered_monitoring(deps, run_id))
 
 
 def proceed_anyway(deps: Deps, *, run_id: str, user: str) -> Reply:

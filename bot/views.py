@@ -130,6 +130,7 @@ def render_run(run: Run) -> dict[str, Any]:
                        "elements": [_text(f"Cancelled by <@{run.cancelled_by}>{reason}" if run.cancelled_by
                                           and not run.cancelled_by.startswith("cli:")
                                           else f"Cancelled by {run.cancelled_by}{reason}")]})
+    blocks.extend(_monitoring_blocks(run, value))
     controls: list[Block] = []
     if run.status is RunStatus.MONITORING:
         controls.append(_button("Looks good: close run", "finish", value, "primary", (
@@ -214,6 +215,29 @@ def _approval_blocks(run: Run, value: str) -> list[Block]:
     if run.status is RunStatus.COLLECTING:
         lines.append("_Approval opens when every checklist item is confirmed._")
     return [{"type": "section", "block_id": f"appr:{run.version}", "text": _text("\n".join(lines))}]
+
+
+def _monitoring_blocks(run: Run, value: str) -> list[Block]:
+    """The seed's step 7 readings as a ✅/⚠️ table, with a refresh while the run is being monitored."""
+    summary = run.facts.get("monitoring")
+    if run.status is not RunStatus.MONITORING and not summary:
+        return []
+    if not summary:
+        return [{"type": "context", "block_id": f"mon:{run.version}", "elements": [_text("_Taking readings…_")]}]
+    fields = [_text(f"{c['icon']} *{c['name']}*\n{c['value']} (< {c['threshold']})") for c in summary["checks"][:10]]
+    blocks: list[Block] = [
+        {"type": "section", "block_id": f"mon:{run.version}",
+         "text": _text(f"*Monitoring* — readings at {summary['taken_at'][11:19]} UTC")},
+    ]
+    if fields:
+        blocks.append({"type": "section", "block_id": f"monf:{run.version}", "fields": fields})
+    if summary.get("log_lines"):
+        logs = "\n".join(line[:200] for line in summary["log_lines"][:5])
+        blocks.append({"type": "section", "block_id": f"monl:{run.version}", "text": _text(f"Latest ERROR lines:\n```{logs}```")})
+    if run.status is RunStatus.MONITORING:
+        blocks.append({"type": "actions", "block_id": f"mona:{run.version}",
+                       "elements": [_button("Refresh readings", "monitor_refresh", value)]})
+    return blocks
 
 
 def _rollback_blocks(run: Run, value: str) -> list[Block]:

@@ -59,6 +59,10 @@ def _run_click(deps: Deps, click: Click) -> Reply:
         return rollback.confirm_restore(deps, run_id=click.run_id, user=click.user)
     if click.action_id == "rollback_withdraw":
         return rollback.withdraw_restore(deps, run_id=click.run_id, user=click.user)
+    if click.action_id == "monitor_refresh":
+        from bot.watch import refresh_readings
+
+        return refresh_readings(deps, run_id=click.run_id, user=click.user)
     if click.action_id == "proceed_anyway":
         return steps.proceed_anyway(deps, run_id=click.run_id, user=click.user)
     if click.action_id == "finish":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -166,13 +167,17 @@ class WindowScheduler:
 
     def _elect_loop(self) -> None:
         pubsub = None
+        last_tick = 0.0
         while not self._stop.is_set():
-            self._tick()
+            if time.monotonic() - last_tick >= self.settings.renew_every_s:
+                self._tick()
+                last_tick = time.monotonic()
             try:
                 if pubsub is None:
                     pubsub = self.deps.store.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
                     pubsub.subscribe(self.wakeup_channel)
-                message = pubsub.get_message(timeout=self.settings.renew_every_s)
+                # Wait at most a second at a time, so a shutdown releases the lock promptly.
+                message = pubsub.get_message(timeout=min(1.0, self.settings.renew_every_s))
                 if message is not None and self.is_leader:
                     self.scheduler.wakeup()
             except (RedisError, OSError, ValueError) as exc:
@@ -186,6 +191,19 @@ class WindowScheduler:
     def add(self, job_id: str, run_at: datetime, grace_s: int, args: tuple[str, str, int]) -> None:
         self.scheduler.add_job(JOB_FUNCTION, trigger="date", run_date=run_at, id=job_id, name=job_id,
                                args=list(args), misfire_grace_time=int(grace_s), replace_existing=True)
+        self._poke()
+
+    def add_interval(self, job_id: str, func: str, *, seconds: float, start: datetime, end: datetime,
+                     args: tuple[str, ...]) -> None:
+        """A repeating job (the 24-hour watch): coalesced, one at a time, late runs skipped after one interval."""
+        self.scheduler.add_job(func, trigger="interval", seconds=seconds, start_date=start, end_date=end, id=job_id,
+                               name=job_id, args=list(args), coalesce=True, max_instances=1,
+                               misfire_grace_time=max(1, int(seconds)), replace_existing=True)
+        self._poke()
+
+    def add_at(self, job_id: str, func: str, *, run_at: datetime, args: tuple[str, ...], grace_s: int) -> None:
+        self.scheduler.add_job(func, trigger="date", run_date=run_at, id=job_id, name=job_id, args=list(args),
+                               misfire_grace_time=grace_s, replace_existing=True)
         self._poke()
 
     def remove(self, job_ids: list[str]) -> None:

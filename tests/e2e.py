@@ -15,6 +15,7 @@ import redis
 from bot.demoapp import DemoApp
 from bot.devslack.client import SlackSender
 from bot.devslack.server import FakeSlack
+from bot.devstubs import PagerDutyStub, SentryStub
 from bot.integrations.prisma import NativeRunner
 from tests.aws_world import make_ecs_service, make_rds_instance
 from tests.harness import (
@@ -35,6 +36,7 @@ EXAMPLES = ROOT / "examples" / "prisma" / "migrations"
 MANUAL_ITEMS = ["staging_tested", "rollback_plan", "window_scheduled", "team_notified", "script_reviewed"]
 DB_NAME = f"e2e_{uuid.uuid4().hex[:8]}"
 MAINT_TOKEN = "e2e-maintenance-token"
+SENTRY_TOKEN = "sntrys-e2e-token"
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +46,8 @@ def world(tmp_path_factory, pg_admin_url, moto_endpoint, redis_url):
     migrations = tmp / "migrations"
     db_url = pg_admin_url.rsplit("/", 1)[0] + "/" + DB_NAME
     app = DemoApp(database_url=db_url, maintenance_token=MAINT_TOKEN).start()
+    sentry = SentryStub(token=SENTRY_TOKEN).start()
+    pagerduty = PagerDutyStub().start()
     fake = FakeSlack(token=BOT_TOKEN).start()
     fake.add_user(ALICE, "alice")
     fake.add_user(BOB, "bob")
@@ -65,6 +69,13 @@ def world(tmp_path_factory, pg_admin_url, moto_endpoint, redis_url):
         migrate={"migrations_dir": str(migrations), "runner": "native", "lock_timeout_ms": 2000},
         deploy={"cluster": "prod", "service": "api", "poll_interval_s": 0.2, "wait_timeout_s": 30},
         smoke=smoke,
+        oncall="S0ONCALL",
+        monitoring={
+            "sentry": {"org": "mcc", "project": "api", "token": SENTRY_TOKEN, "base_url": sentry.base_url},
+            "load_balancer": "app/prod-alb/123", "log_group": "/aws/ecs/api",
+            "pagerduty_routing_key": "R0UTINGKEY0000000000000000000000", "pagerduty_url": pagerduty.base_url,
+            "watch_interval_s": 1, "watch_hours": 0.006,
+        },
     )
     config["environments"]["pgprod"] = {
         "channel": PROD_CHANNEL, "requesters": [ALICE, BOB], "approvers": [BOB, CAROL], "database_url": db_url,
@@ -86,13 +97,15 @@ def world(tmp_path_factory, pg_admin_url, moto_endpoint, redis_url):
                                 "AWS_DEFAULT_REGION": "us-east-1"}).start()
     from bot.runs import RunStore, connect
 
-    state = {"tmp": tmp, "migrations": migrations, "db_url": db_url, "app": app, "fake": fake, "bot": bot,
+    state = {"sentry": sentry, "pagerduty": pagerduty, "tmp": tmp, "migrations": migrations, "db_url": db_url, "app": app, "fake": fake, "bot": bot,
              "store": RunStore(connect(redis_url), prefix=prefix), "moto": moto_endpoint, "admin": pg_admin_url,
              "sender": SlackSender(bot.url + "/slack/events", SIGNING_SECRET, fake=fake)}
     yield state
     bot.stop()
     fake.stop()
     app.stop()
+    sentry.stop()
+    pagerduty.stop()
     r = redis.Redis.from_url(redis_url)
     for key in r.scan_iter(match=prefix + "*"):
         r.delete(key)
@@ -128,6 +141,8 @@ def fresh(world):
     shutil.copytree(EXAMPLES / "20240101000000_init", first / "20240101000000_init")
     NativeRunner(world["db_url"]).deploy(first)
     world["app"].state.fail_path = None
+    world["sentry"].set_counts(0, 100)
+    world["pagerduty"].events.clear()
     # A run left mid-way by the previous test may refuse a plain cancel (it changed things): drop its lock.
     for env in ("prod", "pgprod"):
         world["store"].redis.delete(world["store"].key("lock", env))
