@@ -448,8 +448,10 @@ class _BlockerWatch:
                     self._cond.wait()
                     continue
                 generation, pid = self._generation, self._pid
-                if self._cond.wait_for(lambda: self._generation != generation or self._closed,
-                                       timeout=self._interval_s):
+                def moved_on(generation: int = generation) -> bool:
+                    return self._generation != generation or self._closed
+
+                if self._cond.wait_for(moved_on, timeout=self._interval_s):
                     continue  # disarmed (the migration ended) or closed before the interval passed
                 self._busy = True
                 self._cond.release()
@@ -463,7 +465,7 @@ class _BlockerWatch:
                     self._busy = False
                     self._cond.notify_all()
                 if failed:  # stop polling for this migration, as a failed poll always did
-                    self._cond.wait_for(lambda: self._generation != generation or self._closed)
+                    self._cond.wait_for(moved_on)
                 elif row is not None and self._generation == generation:
                     self.last = _Blocker(pid=row[0], query=" ".join(row[1].split()), age_s=row[2], relation=row[3])
 
@@ -486,7 +488,7 @@ class _BlockerWatch:
 
 @dataclass(frozen=True)
 class _Unfinished:
-    """A migration whose script committed; its row is marked finished by the next bookkeeping pipeline."""
+    """A migration whose script committed; its row is marked finished by the next bookkeeping query."""
 
     row_id: str
     migration: LocalMigration
@@ -813,14 +815,16 @@ class NativeRunner:
         raise AssertionError("unreachable: the loop returns or raises")
 
     # A deploy of many small files pays for round trips and commits (WAL flushes), not for statements:
-    # a runner doing one round trip per bookkeeping statement lands near 1.3x `psql -f ...`. So the
-    # bookkeeping goes in pipelines (one round trip, one implicit transaction each), exactly Prisma's
-    # statements in Prisma's order:
-    #   [UPDATE applied_steps_count+1, UPDATE finished_at, RESETs of migration k] + [INSERT, SETs of k+1]
+    # a runner doing one round trip per bookkeeping statement lands near 1.3-1.6x `psql -f ...` (see
+    # BENCHMARKS.md, P3). So the bookkeeping between two scripts is ONE multi-statement simple query
+    # (parameters bound client-side), which PostgreSQL runs as one implicit transaction: one round trip,
+    # one commit. They are exactly Prisma's statements in Prisma's order:
+    #   [UPDATE applied_steps_count+1, UPDATE finished_at, RESETs of migration k; INSERT, SETs of k+1]
     #   -> script k+1 (one simple query, its own transaction) -> ...
     # The INSERT of a migration is committed before its script is sent (a crash mid-script leaves a
     # started, unfinished row, as with Prisma). Marking k finished shares a commit with k+1's INSERT,
-    # microseconds after k's script committed; the last migration's finish is a pipeline of its own.
+    # microseconds after k's script committed; the last migration's finish is a query of its own.
+    # (psycopg's pipeline mode gives the same round trip but costs ~3x the client CPU per statement.)
     def _bookkeeping(
         self,
         conn: psycopg.Connection,
@@ -828,23 +832,24 @@ class NativeRunner:
         finish: _Unfinished | None = None,
         start: tuple[str, LocalMigration, list[str]] | None = None,
     ) -> None:
-        with conn.pipeline():
-            if finish is not None:
-                conn.execute(
-                    "UPDATE _prisma_migrations SET applied_steps_count = applied_steps_count + 1 WHERE id = %s",
-                    (finish.row_id,),
-                )
-                conn.execute("UPDATE _prisma_migrations SET finished_at = %s WHERE id = %s", (_now(), finish.row_id))
-                for statement in _RESETS:  # always: a SET inside the file must not leak into the next one
-                    conn.execute(statement)
-            if start is not None:
-                row_id, migration, timeouts = start
-                conn.execute(
-                    "INSERT INTO _prisma_migrations (id, checksum, started_at, migration_name) VALUES (%s, %s, %s, %s)",
-                    (row_id, migration.checksum, _now(), migration.name),
-                )
-                for statement in timeouts:
-                    conn.execute(statement)  # type: ignore[call-overload]  # built from ints
+        statements: list[str] = []
+        params: list[object] = []
+        if finish is not None:
+            statements += [
+                "UPDATE _prisma_migrations SET applied_steps_count = applied_steps_count + 1 WHERE id = %s",
+                "UPDATE _prisma_migrations SET finished_at = %s WHERE id = %s",
+                *_RESETS,  # always: a SET inside the file must not leak into the next one
+            ]
+            params += [finish.row_id, _now(), finish.row_id]
+        if start is not None:
+            row_id, migration, timeouts = start
+            statements.append(
+                "INSERT INTO _prisma_migrations (id, checksum, started_at, migration_name) VALUES (%s, %s, %s, %s)"
+            )
+            params += [row_id, migration.checksum, _now(), migration.name]
+            statements += timeouts  # SET lock_timeout / statement_timeout, built from ints
+        with psycopg.ClientCursor(conn) as cur:
+            cur.execute(";\n".join(statements), params)  # type: ignore[call-overload]  # composed of literals
 
     @staticmethod
     def _finished(done: _Unfinished, emit: Callable[[str], None], applied: list[AppliedMigration]) -> None:

@@ -1,0 +1,56 @@
+"""P1's side B: a bare Bolt app whose listeners only ack(), served exactly like the bot (build_asgi + uvicorn)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+class _NoStore:
+    """build_asgi's /healthz asks the store for a ping; B has no Redis."""
+
+    def ping(self) -> bool:
+        return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--signing-secret", required=True)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--slack-api-url", required=True)
+    args = parser.parse_args()
+
+    import uvicorn
+    from slack_bolt import Ack, App
+    from slack_sdk import WebClient
+
+    from bot.server import build_asgi
+
+    # Same App options as bot.app.build_bolt_app (listener pool of 32 threads, no token verification).
+    app = App(client=WebClient(token=args.token, base_url=args.slack_api_url.rstrip("/") + "/"),
+              signing_secret=args.signing_secret, token_verification_enabled=False,
+              listener_executor=ThreadPoolExecutor(max_workers=32, thread_name_prefix="listener"),
+              raise_error_for_unhandled_request=False)
+
+    @app.command("/migrate")
+    def migrate(ack: Ack) -> None:
+        ack()
+
+    @app.action(re.compile(r".+"))
+    def click(ack: Ack) -> None:
+        ack()
+
+    # Same uvicorn.run arguments as `migrate-bot serve` (bot/commands.py).
+    uvicorn.run(build_asgi(app, _NoStore()), host="127.0.0.1", port=args.port, log_config=None,  # type: ignore[arg-type]
+                access_log=False, log_level="warning", timeout_graceful_shutdown=5)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
