@@ -34,6 +34,7 @@ def build_deps(settings: Settings, config: BotConfig) -> Deps:
         publisher=Publisher(store, slack),
         instance_id=instance_name(),
         executor=ThreadPoolExecutor(max_workers=config.worker_threads, thread_name_prefix="step"),
+        followups=ThreadPoolExecutor(max_workers=max(32, config.worker_threads * 2), thread_name_prefix="followup"),
     )
 
 
@@ -42,12 +43,14 @@ def build_bolt_app(settings: Settings, deps: Deps) -> App:
     import handlers
 
     assert deps.slack is not None
+    # process_before_response: each listener runs on the request's own thread and the HTTP response goes out
+    # when it returns. Listeners do only fast Redis work before returning and hand everything that talks to
+    # Slack or AWS to deps.background(), so no polling for ack() and no shared listener pool to saturate.
     app = App(
         client=deps.slack.client,
         signing_secret=settings.slack_signing_secret,
         token_verification_enabled=False,
-        listener_executor=ThreadPoolExecutor(max_workers=max(32, deps.config.worker_threads * 2),
-                                             thread_name_prefix="listener"),
+        process_before_response=True,
         raise_error_for_unhandled_request=False,
     )
     handlers.register(app, deps)

@@ -43,6 +43,21 @@ class Deps:
     instance_id: str = "local"
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=16,
                                                                                      thread_name_prefix="step"))
+    followups: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=32,
+                                                                                      thread_name_prefix="followup"))
+
+    def background(self, fn: Callable[[], object]) -> None:
+        """Run Slack-facing work after the HTTP acknowledgement, off the request thread; never raises."""
+
+        def guarded() -> None:
+            try:
+                fn()
+            except BotError as exc:
+                log.warning("follow-up failed: %s", exc)
+            except Exception as exc:  # a bug in a follow-up must not vanish silently, nor leak a traceback
+                log.error("follow-up crashed: %s: %s", type(exc).__name__, str(exc)[:300])
+
+        self.followups.submit(guarded)
 
     def policy(self, env: EnvironmentConfig) -> Policy:
         return Policy(frozenset(env.requesters), frozenset(env.approvers), env.approvals_required)

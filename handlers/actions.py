@@ -138,18 +138,26 @@ def register(app: App, deps: Deps) -> None:
         click = Click(body)
         if not click.run_id or not click.user:
             return
+        deps.background(lambda: _handle_click(deps, click))
+
+
+def _handle_click(deps: Deps, click: Click) -> None:
+    """Everything after the ack of a button: the operation, the ephemeral answer, the message update."""
+    try:
+        reply = _run_click(deps, click)
+    except StateStoreUnavailable:
+        reply = Reply(messages.state_store_unavailable())
+    except BotError as exc:
+        reply = Reply(str(exc))
+    except Exception as exc:
+        log.error("click %s failed: %s", click.action_id, type(exc).__name__)
+        reply = Reply(messages.internal_error())
+    if reply.text and deps.slack is not None and click.channel:
         try:
-            reply = _run_click(deps, click)
-        except StateStoreUnavailable:
-            reply = Reply(messages.state_store_unavailable())
+            deps.slack.post_ephemeral(click.channel, click.user, reply.text, reply.blocks)
         except BotError as exc:
-            reply = Reply(str(exc))
-        except Exception as exc:
-            log.error("click %s failed: %s", click.action_id, type(exc).__name__)
-            reply = Reply(messages.internal_error())
-        if reply.text and deps.slack is not None and click.channel:
-            try:
-                deps.slack.post_ephemeral(click.channel, click.user, reply.text, reply.blocks)
-            except BotError as exc:
-                log.warning("ephemeral reply failed: %s", exc)
-        follow_up(deps, reply)
+            log.warning("ephemeral reply failed: %s", exc)
+    if reply.publish_run:
+        deps.publish(reply.publish_run)
+    if reply.after:
+        reply.after()

@@ -48,21 +48,7 @@ def register(app: App, deps: Deps) -> None:
             return
         verb, window_id = match.group(1), match.group(2)
         slack = deps.slack
-
-        def run() -> str | None:
-            if verb == "reschedule":
-                slack.open_view(str(body.get("trigger_id", "")), reschedule_form(deps, window_id=window_id, user=user))
-                return None
-            if verb == "cancel":
-                window, notice = cancel_window(deps, window_id=window_id, user=user)
-                notice()
-                return f"Cancelled window `{window.id}`; the notice is in <#{window.channel}>."
-            window = confirm_approver(deps, window_id=window_id, user=user)
-            return f"Noted: you will approve the {window.env} window `{window.id}`."
-
-        text = _user_facing(run)
-        if text and channel:
-            _user_facing(lambda: slack.post_ephemeral(channel, user, text))
+        deps.background(lambda: _window_button(deps, slack, verb, window_id, user, channel, body))
 
     def on_submit(ack: Ack, body: dict[str, Any]) -> None:
         view = body.get("view") or {}
@@ -78,11 +64,15 @@ def register(app: App, deps: Deps) -> None:
             ack(response_action="errors", errors=result.errors)
             return
         ack()
-        if result.after:
-            result.after()
-        if deps.slack is not None and result.channel and result.text:
-            slack, channel, text = deps.slack, result.channel, result.text
-            _user_facing(lambda: slack.post_ephemeral(channel, user, text))
+
+        def after() -> None:
+            if result.after:
+                result.after()
+            if deps.slack is not None and result.channel and result.text:
+                slack, channel, text = deps.slack, result.channel, result.text
+                _user_facing(lambda: slack.post_ephemeral(channel, user, text))
+
+        deps.background(after)
 
     app.view(SCHEDULE_CALLBACK)(on_submit)
     app.view(RESCHEDULE_CALLBACK)(on_submit)
@@ -93,4 +83,24 @@ def register(app: App, deps: Deps) -> None:
         if not user or deps.slack is None or event.get("tab", "home") != "home":
             return
         slack = deps.slack
-        _user_facing(lambda: slack.publish_home(user, home_for(deps, user)))
+        deps.background(lambda: _user_facing(lambda: slack.publish_home(user, home_for(deps, user))))
+
+
+def _window_button(deps: Deps, slack: Any, verb: str, window_id: str, user: str, channel: str,
+                   body: dict[str, Any]) -> None:
+    """After the ack of a window button: open the reschedule form, cancel, or note the approver."""
+
+    def run() -> str | None:
+        if verb == "reschedule":
+            slack.open_view(str(body.get("trigger_id", "")), reschedule_form(deps, window_id=window_id, user=user))
+            return None
+        if verb == "cancel":
+            window, notice = cancel_window(deps, window_id=window_id, user=user)
+            notice()
+            return f"Cancelled window `{window.id}`; the notice is in <#{window.channel}>."
+        window = confirm_approver(deps, window_id=window_id, user=user)
+        return f"Noted: you will approve the {window.env} window `{window.id}`."
+
+    text = _user_facing(run)
+    if text and channel:
+        _user_facing(lambda: slack.post_ephemeral(channel, user, text))

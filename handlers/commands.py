@@ -41,8 +41,14 @@ def register(app: App, deps: Deps) -> None:
 
 
 def follow_up(deps: Deps, reply: Reply) -> None:
-    """Slow work after the ack: publish the run's message, then anything the operation queued."""
-    if reply.publish_run:
-        deps.publish(reply.publish_run)
-    if reply.after:
-        reply.after()
+    """Slow work after the ack, in the background: publish the run's message, then what the operation queued."""
+    if not reply.publish_run and not reply.after:
+        return
+
+    def work() -> None:
+        if reply.publish_run:
+            deps.publish(reply.publish_run)
+        if reply.after:
+            reply.after()
+
+    deps.background(work)

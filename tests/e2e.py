@@ -169,7 +169,19 @@ def start(world, text="prod", env="prod"):
 
 
 def click(world, ts, user, action_id):
+    """Click on the message as Slack shows it once the bot has rendered the run's latest version."""
+    settle(world, ts)
     return world["sender"].click(user, channel_id=PROD_CHANNEL, message=message(world, ts), action_id=action_id)
+
+
+def settle(world, ts, timeout=20):
+    """Wait until the message shows the run's current version (its footer reads `v<version>`)."""
+    footer = json.dumps(message(world, ts)["blocks"][-1])
+    run_id = footer.split("run `", 1)[1].split("`", 1)[0] if "run `" in footer else None
+    if run_id is None:
+        return
+    wait_until(lambda: f" v{world['store'].get(run_id).version} " in json.dumps(message(world, ts)["blocks"][-1]),
+               timeout=timeout)
 
 
 def ready_for_approval(world, run_id, ts):

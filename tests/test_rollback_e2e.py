@@ -130,6 +130,7 @@ class TestOptionTwoRestore:
         world["fake"].dismiss_modals(ALICE)
         submit_restore(world, ts, ALICE, "pgprod", "the app is broken after the migration")
         wait_until(lambda: (store.get(run_id).rollback or {}).get("status") == "awaiting_second_approval")
+        wait_until(lambda: "rollback_confirm" in blocks_text(world, ts))
         # One person is not enough.
         click(world, ts, ALICE, "rollback_confirm")
         wait_until(lambda: any("second approver" in (e.get("text") or "") for e in world["fake"].ephemerals(user=ALICE)))
