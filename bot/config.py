@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.errors import ConfigError
+from bot.integrations.smoke import SmokeCheck
 from bot.redact import register_secret
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
@@ -105,17 +106,8 @@ class DeployConfig(_Strict):
         return self
 
 
-class SmokeCheckConfig(_Strict):
-    """One HTTP check of the smoke-test chain."""
-
-    name: str
-    method: str = "GET"
-    url: str
-    headers: dict[str, str] = Field(default_factory=dict)
-    json_body: Any | None = Field(default=None, alias="json")
-    expect_status: int | list[int] = 200
-    capture: dict[str, str] = Field(default_factory=dict)
-    timeout_s: float = Field(default=10, gt=0)
+class SmokeCheckConfig(SmokeCheck):
+    """One HTTP check of the smoke-test chain, as written in the environments file (unknown keys refused)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -208,11 +208,9 @@ def deploy(ctx: StepContext) -> StepOutcome:
 @executor("smoke")
 def smoke(ctx: StepContext) -> StepOutcome:
     """Seed step 6: the configured chain of HTTP checks; any failure fails the run."""
-    from bot.integrations.smoke import SmokeCheck, run_smoke_checks
+    from bot.integrations.smoke import run_smoke_checks
 
-    checks = [SmokeCheck(name=c.name, method=c.method, url=c.url, headers=dict(c.headers), json=c.json_body,
-                         expect_status=c.expect_status, capture=dict(c.capture), timeout_s=c.timeout_s)
-              for c in ctx.env.smoke]
+    checks = list(ctx.env.smoke)
     lines: list[str] = []
 
     def on_result(result) -> None:  # type: ignore[no-untyped-def]
