@@ -174,3 +174,31 @@ class TestOptionThreePrevious:
         wait_until(lambda: store.get(run_id).status.value == "rolled_back")
         service = ecs.describe_services(cluster="prod", services=["api"])["services"][0]
         assert service["taskDefinition"].endswith("api:1")
+
+
+class TestOptionTwoRds:
+    def test_restore_from_rds_snapshot_hands_the_switch_to_a_human(self, fresh):
+        """Option 2 with an RDS snapshot restores a new instance from it and says exactly what to switch."""
+        world = fresh
+        store, rds = world["store"], client(world["moto"], "rds")
+        world["app"].state.fail_path = "/counsel"
+        run_id, ts = start(world)
+        ready_for_approval(world, run_id, ts)
+        approve(world, run_id, ts)
+        for name in ("maintenance_on", "migrate", "deploy"):
+            run_step(world, run_id, ts, name)
+        run_step(world, run_id, ts, "smoke", expect="failed")
+        submit_restore(world, ts, ALICE, "prod", "checkout is broken and the migration cannot be reverted")
+        wait_until(lambda: "rollback_confirm" in blocks_text(world, ts))
+        click(world, ts, BOB, "rollback_confirm")
+        wait_until(lambda: store.get(run_id).status.value == "rolling_back")
+        run_step(world, run_id, ts, "rb_scale_down")
+        run_step(world, run_id, ts, "rb_restore_db")
+        restored = store.get(run_id).step("rb_restore_db").result["restored_instance"]
+        assert restored.startswith("prod-db-restored-")
+        instances = {i["DBInstanceIdentifier"] for i in rds.describe_db_instances()["DBInstances"]}
+        assert {"prod-db", restored} <= instances
+        thread = "\n".join(m.get("text", "") for m in world["fake"].thread(PROD_CHANNEL, ts))
+        assert f"restored as RDS instance `{restored}`" in thread
+        run_step(world, run_id, ts, "rb_redeploy")
+        wait_until(lambda: store.get(run_id).status.value == "rolled_back")
