@@ -132,7 +132,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         stack.callback(log_file.close)
         bot = subprocess.Popen([sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", "--port", str(port)],
                                env=env, stdout=log_file, stderr=subprocess.STDOUT)
-        stack.callback(lambda: (bot.terminate(), bot.wait(10)))
+        def stop_bot() -> None:
+            bot.terminate()
+            bot.wait(10)
+
+        stack.callback(stop_bot)
         bot_url = f"http://127.0.0.1:{port}"
         for _ in range(200):
             if bot.poll() is not None:

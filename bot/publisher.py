@@ -63,7 +63,7 @@ class Publisher:
         if not thread_ts:
             return
         cursor_key = self.store.key("threadcursor", run_id)
-        cursor = self.store.redis.get(cursor_key) or "-"
+        cursor = str(self.store.redis.get(cursor_key) or "-")
         for entry in self.store.audit_entries(run_id, after=cursor):
             text = audit_line(entry.actor, entry.action, entry.outcome, entry.detail, entry.at)
             self.slack.post_message(channel, text, thread_ts=thread_ts)

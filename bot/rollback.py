@@ -190,7 +190,7 @@ def apply_down(ctx: StepContext) -> StepOutcome:
     assert env.database_url
     runner = NativeRunner(env.database_url)
     directory = Path(env.migrate.migrations_dir)
-    done = next((s.result.get("reverted", []) for s in ctx.run.steps if s.name == "rb_apply_down"), [])
+    done: list[str] = next((s.result.get("reverted", []) for s in ctx.run.steps if s.name == "rb_apply_down"), [])
     applied = list(_forward_result(ctx.run, "migrate").get("applied", []))
     reverted = list(done)
     for name in reversed(applied):

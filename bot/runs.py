@@ -139,8 +139,8 @@ class RunStore:
     def recent_runs(self, limit: int = 10, env: str | None = None) -> list[Run]:
         with _store_errors():
             ids = self.redis.zrevrange(f"{self.prefix}runs", 0, max(limit * 5, 50) - 1)
-            raws = self.redis.mget([self._run_key(i) for i in ids]) if ids else []
-        runs = [Run.model_validate_json(raw) for raw in raws if raw]
+            raws = self.redis.mget([self._run_key(str(i)) for i in ids]) if ids else []
+        runs = [Run.model_validate_json(str(raw)) for raw in raws if raw]
         if env:
             runs = [run for run in runs if run.env == env]
         return runs[:limit]
@@ -152,22 +152,23 @@ class RunStore:
         start = "-" if after == "-" else f"({after}"
         with _store_errors():
             rows = self.redis.xrange(self._audit_key(run_id), min=start, max="+")
-        return [
-            AuditEntry(
-                id=entry_id,
-                actor=fields["actor"],
-                action=fields["action"],
-                outcome=fields["outcome"],
-                at=datetime.fromisoformat(fields["at"]),
-                detail=fields.get("detail", ""),
-                data=json.loads(fields.get("data", "{}")),
-            )
-            for entry_id, fields in rows
-        ]
+        entries = []
+        for entry_id, fields in rows or []:
+            row: dict[str, str] = {str(k): str(v) for k, v in (fields or {}).items()}
+            entries.append(AuditEntry(
+                id=str(entry_id),
+                actor=row["actor"],
+                action=row["action"],
+                outcome=row["outcome"],
+                at=datetime.fromisoformat(row["at"]),
+                detail=row.get("detail", ""),
+                data=json.loads(row.get("data", "{}")),
+            ))
+        return entries
 
     # writes -----------------------------------------------------------------------------------
     @staticmethod
-    def _audit_fields(event: AuditEvent) -> dict[str, str]:
+    def _audit_fields(event: AuditEvent) -> dict[Any, Any]:
         return {
             "actor": event.actor,
             "action": event.action,

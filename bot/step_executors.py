@@ -130,7 +130,11 @@ def migrate(ctx: StepContext) -> StepOutcome:
                         database_url=env.database_url, timeout_s=env.migrate.timeout_s, on_line=ctx.log)
         result = cli.deploy()
     else:
-        result = native.deploy(directory, on_event=lambda line: (ctx.log(line), ctx.progress(line)))
+        def on_event(line: str) -> None:
+            ctx.log(line)
+            ctx.progress(line)
+
+        result = native.deploy(directory, on_event=on_event)
     after = native.status(directory)
     if not after.up_to_date:
         raise MigrationError(f"After deploy the database is not up to date: pending {after.pending}, "
@@ -208,9 +212,9 @@ def deploy(ctx: StepContext) -> StepOutcome:
 @executor("smoke")
 def smoke(ctx: StepContext) -> StepOutcome:
     """Seed step 6: the configured chain of HTTP checks; any failure fails the run."""
-    from bot.integrations.smoke import run_smoke_checks
+    from bot.integrations.smoke import SmokeCheck, run_smoke_checks
 
-    checks = list(ctx.env.smoke)
+    checks: list[SmokeCheck] = list(ctx.env.smoke)
     lines: list[str] = []
 
     def on_result(result) -> None:  # type: ignore[no-untyped-def]

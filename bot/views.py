@@ -292,16 +292,17 @@ def _step_blocks(run: Run, value: str) -> list[Block]:
     blocks: list[Block] = [{"type": "section", "block_id": f"steps:{run.version}", "text": _text("\n".join(lines))}]
     if run.status not in (RunStatus.RUNNING, RunStatus.ROLLING_BACK):
         return blocks
-    step = next_step(run)
-    if step is None or step.status is StepStatus.RUNNING:
+    upcoming = next_step(run)
+    if upcoming is None or upcoming.status is StepStatus.RUNNING:
         return blocks
+    step = upcoming
     spec = STEP_SPECS[step.name]
     elements: list[Block] = []
     hold = run.facts.get("hold")
     if hold and hold.get("step") == step.name:
-        lines = "\n".join(f"• {b}" for b in hold.get("blockers", [])[:5])
+        blockers = "\n".join(f"• {b}" for b in hold.get("blockers", [])[:5])
         blocks.append({"type": "section", "block_id": f"hold:{run.version}", "text": _text(
-            f"⏸️ *Held before {spec.label.lower()}:* {hold.get('reason', '')}\n{lines}")})
+            f"⏸️ *Held before {spec.label.lower()}:* {hold.get('reason', '')}\n{blockers}")})
         elements.append(_button("Retry check", f"step_run:{step.name}", value, "primary"))
         elements.append(_button("Proceed anyway", "proceed_anyway", value, "danger", (
             "Proceed despite the blockers?", "The migration may wait on their locks, or time out. This is audited.",

@@ -151,7 +151,7 @@ def watch_tick(deps: Deps, run_id: str) -> str:
     deps.store.redis.rpush(_key(deps, "watch-samples", run_id), json.dumps(readings.to_dict(), default=str))
     config = env.monitoring.resolved(env.deploy)
     active_key = _key(deps, "watch-active", run_id)
-    active = set(deps.store.redis.smembers(active_key))
+    active = {str(member) for member in deps.store.redis.smembers(active_key)}
     current = {alert.key: alert for alert in alerts(readings, config)}
     for key, alert in current.items():
         if not deps.store.redis.sadd(active_key, key):  # atomic: only the tick that adds it alerts
@@ -163,7 +163,8 @@ def watch_tick(deps: Deps, run_id: str) -> str:
             _page(deps, env, run, key, alert.text, trigger=True)
         if key in ("error_rate", "failed_migrations"):
             recommend_rollback(deps, run_id, alert.text)
-    for key in active - set(current):
+    for gone in active - set(current):
+        key = gone
         if not deps.store.redis.srem(active_key, key):
             continue
         deps.store.audit(run_id, AuditEvent("bot", "watch.clear", "ok", deps.clock(), f"{key} back within threshold",

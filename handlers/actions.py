@@ -94,7 +94,7 @@ def _open_restore(deps: Deps, click: Click) -> Reply:
 def _field(view: dict[str, Any], block_id: str) -> str:
     """The text typed into an input block (whatever its element's action_id)."""
     values = ((view.get("state") or {}).get("values") or {}).get(block_id, {})
-    first = next(iter(values.values()), {}) if isinstance(values, dict) else {}
+    first: dict[str, Any] = next(iter(values.values()), {}) if isinstance(values, dict) else {}
     return str((first or {}).get("value") or "")
 
 
