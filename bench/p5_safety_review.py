@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -15,11 +17,33 @@ from common import median, print_table, ratio, say, size_args, timed, write_resu
 from migrations_gen import write as write_migrations  # noqa: E402
 
 
+def head_review_module(rev: str) -> ModuleType | None:
+    """bot/safety/review.py as committed at ``rev`` (e.g. before squawk ran once per flag set), for comparison."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        text = subprocess.run(["git", "show", f"{rev}:bot/safety/review.py"], cwd=root, capture_output=True,
+                              text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    if text == (root / "bot" / "safety" / "review.py").read_text():
+        return None  # nothing to compare: the working copy is that revision
+    path = Path(tempfile.mkdtemp(prefix="bench-p5-")) / "review_head.py"
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location("review_head", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["review_head"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     size_args(parser, quick_help="40 migrations, 2 rounds (seconds)", full_help="400 migrations, 5 rounds")
     parser.add_argument("--migrations", type=int)
     parser.add_argument("--rounds", type=int)
+    parser.add_argument("--with-head", nargs="?", const="HEAD", metavar="REV",
+                        help="also time review_migrations as committed at REV (default HEAD), side C")
     args = parser.parse_args()
     n = args.migrations or (40 if args.quick else 400)
     rounds = args.rounds or (2 if args.quick else 5)
@@ -34,24 +58,34 @@ def main() -> int:
     squawk = squawk_binary()
     say(f"P5: {n} migrations in {work / 'migrations'}, {rounds} alternating rounds; squawk = {squawk}")
 
-    # Time spent inside squawk during our review (one squawk process per file, as review_migrations runs it).
-    in_squawk = [0.0]
-    real_run_squawk = review_mod.run_squawk
+    # Time A spends waiting for squawk: review_migrations starts one squawk process per flag set (SquawkBatch) and
+    # runs its own analysis meanwhile; what is left when it asks for the results is the wait measured here.
+    waited = [0.0]
+    real_results = review_mod.SquawkBatch.results
 
-    def counting_run_squawk(*a, **kw):  # type: ignore[no-untyped-def]
+    def counting_results(self):  # type: ignore[no-untyped-def]
         t = time.perf_counter()
         try:
-            return real_run_squawk(*a, **kw)
+            return real_results(self)
         finally:
-            in_squawk[0] += time.perf_counter() - t
+            waited[0] += time.perf_counter() - t
 
-    review_mod.run_squawk = counting_run_squawk
+    review_mod.SquawkBatch.results = counting_results  # type: ignore[method-assign]
+    head = head_review_module(args.with_head) if args.with_head else None
+    if args.with_head and head is None:
+        say(f"  (--with-head: {args.with_head}'s bot/safety/review.py is the working copy or missing; no side C)")
 
     def ours() -> tuple[float, float]:
-        in_squawk[0] = 0.0
+        waited[0] = 0.0
         seconds, review = timed(lambda: review_migrations(migrations))
         assert len(review.migrations) == n
-        return seconds, in_squawk[0]
+        return seconds, waited[0]
+
+    def ours_head() -> float:
+        assert head is not None
+        seconds, review = timed(lambda: head.review_migrations(migrations))
+        assert len(review.migrations) == n
+        return seconds
 
     def squawk_once() -> float:
         """What a user runs: one squawk over all the files."""
@@ -70,6 +104,8 @@ def main() -> int:
     squawk_once()
     times: dict[str, list[float]] = {"A review_migrations": [], "B squawk (one run, all files)": [],
                                      "B2 squawk (one run per file)": []}
+    if head is not None:
+        times[f"C review_migrations at {args.with_head}"] = []
     squawk_share: list[float] = []
     names = list(times)
     for r in range(rounds):
@@ -78,6 +114,8 @@ def main() -> int:
                 seconds, inside = ours()
                 times[side].append(seconds)
                 squawk_share.append(inside)
+            elif side.startswith("C"):
+                times[side].append(ours_head())
             elif side.startswith("B2"):
                 times[side].append(squawk_per_file())
             else:
@@ -91,15 +129,17 @@ def main() -> int:
                 ["side", "median s", "min s", "ratio to B", "ms / file"], rows)
     inside = median(squawk_share)
     print_table("Where A's time goes (median)", ["part", "seconds", "share"], [
-        ["squawk subprocesses (one per file)", inside, f"{inside / a:.0%}"],
-        ["our analysis (pglast, lock model, findings)", a - inside, f"{(a - inside) / a:.0%}"],
+        ["waiting for squawk after our analysis (it runs alongside)", inside, f"{inside / a:.0%}"],
+        ["our analysis, file writing, joining the results", a - inside, f"{(a - inside) / a:.0%}"],
     ])
     out = write_results("p5_safety_review", {
         "migrations": n, "rounds": rounds, "seconds": times,
         "median_s": {k: median(v) for k, v in times.items()},
-        "a_inside_squawk_median_s": inside,
+        "a_waiting_for_squawk_median_s": inside,
         "ratio_a_b": ratio(a, b),
         "ratio_a_b2": ratio(a, median(times["B2 squawk (one run per file)"])),
+        **({"ratio_c_b": ratio(median(times[f"C review_migrations at {args.with_head}"]), b)}
+           if head is not None else {}),
         "goal_ratio": 1.3,
     })
     say(f"ratio A/B = {ratio(a, b):.3f} (goal ≤ 1.3); A/B2 = {ratio(a, median(times['B2 squawk (one run per file)'])):.3f}; "

@@ -8,9 +8,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bot.errors import ConfigError, IntegrationError
 
@@ -55,6 +58,45 @@ def pg_version_arg(version: int) -> str:
     return f"{version}.0"
 
 
+def _command(pg_version: int | None, assume_in_transaction: bool, exclude: Sequence[str]) -> list[str]:
+    cmd = [squawk_binary(), "--reporter", "json"]
+    if pg_version:
+        cmd += ["--pg-version", pg_version_arg(pg_version)]
+    cmd.append("--assume-in-transaction" if assume_in_transaction else "--no-assume-in-transaction")
+    if exclude:
+        cmd += ["--exclude", ",".join(exclude)]
+    return cmd
+
+
+def _violation(item: dict[str, Any]) -> SquawkViolation:
+    return SquawkViolation(
+        rule=item.get("rule_name", ""),
+        level=item.get("level", "Warning"),
+        message=item.get("message", ""),
+        help=item.get("help"),
+        line=int(item.get("line", 0)) + 1,
+        column=int(item.get("column", 0)) + 1,
+        line_end=int(item.get("line_end", item.get("line", 0))) + 1,
+        column_end=int(item.get("column_end", 0)) + 1,
+    )
+
+
+def _report(stdout: str, returncode: int, stderr: str, what: str) -> list[dict[str, Any]]:
+    out = stdout.strip()
+    if not out:
+        if returncode == 0:
+            return []
+        detail = (stderr.strip().splitlines() or ["no output"])[0]
+        raise SquawkError(f"squawk failed on {what} (exit {returncode}): {detail}")
+    try:
+        items = json.loads(out)
+    except json.JSONDecodeError as exc:
+        raise SquawkError(f"squawk printed invalid JSON for {what}: {exc}") from exc
+    if not isinstance(items, list):
+        raise SquawkError(f"squawk printed unexpected JSON for {what}")
+    return items
+
+
 def run_squawk(
     sql: str,
     *,
@@ -68,12 +110,7 @@ def run_squawk(
 
     squawk runs in an empty directory so a stray .squawk.toml cannot change the rules.
     """
-    cmd = [squawk_binary(), "--reporter", "json", "--stdin-filepath", filename]
-    if pg_version:
-        cmd += ["--pg-version", pg_version_arg(pg_version)]
-    cmd.append("--assume-in-transaction" if assume_in_transaction else "--no-assume-in-transaction")
-    if exclude:
-        cmd += ["--exclude", ",".join(exclude)]
+    cmd = [*_command(pg_version, assume_in_transaction, exclude), "--stdin-filepath", filename]
     with tempfile.TemporaryDirectory(prefix="squawk-") as cwd:
         try:
             proc = subprocess.run(cmd, input=sql, capture_output=True, text=True, timeout=timeout, cwd=cwd,
@@ -82,26 +119,130 @@ def run_squawk(
             raise SquawkError(f"squawk timed out after {timeout:.0f}s on {filename}") from exc
         except OSError as exc:
             raise SquawkError(f"could not run squawk: {exc}") from exc
-    out = proc.stdout.strip()
-    if not out:
-        if proc.returncode == 0:
-            return []
-        detail = (proc.stderr.strip().splitlines() or ["no output"])[0]
-        raise SquawkError(f"squawk failed on {filename} (exit {proc.returncode}): {detail}")
-    try:
-        items = json.loads(out)
-    except json.JSONDecodeError as exc:
-        raise SquawkError(f"squawk printed invalid JSON for {filename}: {exc}") from exc
-    return [
-        SquawkViolation(
-            rule=item.get("rule_name", ""),
-            level=item.get("level", "Warning"),
-            message=item.get("message", ""),
-            help=item.get("help"),
-            line=int(item.get("line", 0)) + 1,
-            column=int(item.get("column", 0)) + 1,
-            line_end=int(item.get("line_end", item.get("line", 0))) + 1,
-            column_end=int(item.get("column_end", 0)) + 1,
-        )
-        for item in items
-    ]
+    return [_violation(item) for item in _report(proc.stdout, proc.returncode, proc.stderr, filename)]
+
+
+class SquawkBatch:
+    """One squawk process linting many SQL texts with one set of flags, started at once and read later.
+
+    Each text is written to its own file (``00000.sql``, ``00001.sql``, … by position) in a private temporary
+    directory, which is also squawk's working directory (no stray .squawk.toml); squawk names the file of each
+    violation in its JSON, so ``results()`` maps them back: one list per text, in the order given, each list in
+    squawk's order. One process instead of one per file: a review of 400 files starts 1-2 processes, not 400.
+    If the batch run fails, ``results()`` lints the texts one by one so the error names the file at fault.
+    """
+
+    def __init__(
+        self,
+        sqls: Sequence[str],
+        *,
+        names: Sequence[str] | None = None,
+        pg_version: int | None = None,
+        assume_in_transaction: bool = True,
+        exclude: Sequence[str] = (),
+        timeout: float = 60.0,
+    ) -> None:
+        self.sqls = list(sqls)
+        self.names = list(names) if names is not None else [f"migration {i + 1}" for i in range(len(self.sqls))]
+        self.pg_version, self.assume_in_transaction, self.exclude = pg_version, assume_in_transaction, tuple(exclude)
+        self.timeout = timeout
+        self.files = [f"{i:05d}.sql" for i in range(len(self.sqls))]
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._started = 0.0
+        self._results: list[list[SquawkViolation]] | None = None
+        if not self.sqls:
+            self._results = []
+            return
+        cmd = _command(pg_version, assume_in_transaction, exclude)  # raises SquawkNotFound before any work
+        self._dir = tempfile.TemporaryDirectory(prefix="squawk-")
+        self._start_error: BaseException | None = None
+        # Writing the files and starting squawk is mostly system calls (the GIL is free), so a thread does it
+        # while the caller gets on with its own work.
+        self._starter = threading.Thread(target=self._start, args=(cmd, self._dir.name), name="squawk-start",
+                                         daemon=True)
+        self._starter.start()
+
+    def _start(self, cmd: list[str], folder: str) -> None:
+        try:
+            for file, sql in zip(self.files, self.sqls, strict=True):
+                with open(os.path.join(folder, file), "w", encoding="utf-8") as handle:
+                    handle.write(sql)
+            # Output goes to files, not pipes: squawk never blocks on a full pipe while we are busy elsewhere.
+            with open(os.path.join(folder, "report.json"), "wb") as out, \
+                    open(os.path.join(folder, "stderr.txt"), "wb") as err:
+                self._started = time.monotonic()
+                self._proc = subprocess.Popen([*cmd, *self.files], cwd=folder, stdin=subprocess.DEVNULL,
+                                              stdout=out, stderr=err)
+        except BaseException as exc:  # re-raised by results()
+            self._start_error = exc
+
+    def results(self) -> list[list[SquawkViolation]]:
+        """Wait for squawk; the violations of each text, in the order the texts were given."""
+        if self._results is not None:
+            return self._results
+        self._starter.join()
+        try:
+            if self._start_error is not None:
+                raise SquawkError(f"could not run squawk: {self._start_error}") from self._start_error
+            assert self._proc is not None
+            remaining = max(self.timeout - (time.monotonic() - self._started), 0.1)
+            try:
+                self._proc.wait(timeout=remaining)
+            except subprocess.TimeoutExpired as exc:
+                raise SquawkError(f"squawk timed out after {self.timeout:.0f}s on {len(self.sqls)} files") from exc
+            assert self._dir is not None
+            folder = Path(self._dir.name)
+            stdout = (folder / "report.json").read_text(encoding="utf-8", errors="replace")
+            stderr = (folder / "stderr.txt").read_text(encoding="utf-8", errors="replace")
+            try:
+                items = _report(stdout, self._proc.returncode, stderr, f"{len(self.sqls)} files")
+                by_file: dict[str, list[SquawkViolation]] = {f: [] for f in self.files}
+                for item in items:
+                    file = os.path.basename(str(item.get("file", "")))
+                    if file not in by_file:
+                        raise SquawkError(f"squawk reported a file it was not given: {file!r}")
+                    by_file[file].append(_violation(item))
+                self._results = [by_file[f] for f in self.files]
+            except SquawkError:
+                # Find (and name) the file squawk fails on, or get the results after all.
+                self._results = [run_squawk(sql, filename=name, pg_version=self.pg_version,
+                                            assume_in_transaction=self.assume_in_transaction,
+                                            exclude=self.exclude, timeout=self.timeout)
+                                 for name, sql in zip(self.names, self.sqls, strict=True)]
+            return self._results
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop squawk if it still runs and remove the temporary files (idempotent)."""
+        starter = getattr(self, "_starter", None)
+        if starter is not None:
+            starter.join()
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    def __enter__(self) -> SquawkBatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def run_squawk_many(
+    sqls: Sequence[str],
+    *,
+    names: Sequence[str] | None = None,
+    pg_version: int | None = None,
+    assume_in_transaction: bool = True,
+    exclude: Sequence[str] = (),
+    timeout: float = 60.0,
+) -> list[list[SquawkViolation]]:
+    """Lint many SQL texts with one squawk process; one violation list per text, same as ``run_squawk`` each."""
+    with SquawkBatch(sqls, names=names, pg_version=pg_version, assume_in_transaction=assume_in_transaction,
+                     exclude=exclude, timeout=timeout) as batch:
+        return batch.results()

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import psycopg
 
-from bot.integrations.squawk import SquawkViolation, run_squawk
+from bot.integrations.squawk import SquawkBatch, SquawkViolation
 from bot.safety.advice import SAFE, advise
 from bot.safety.catalog import LiveCatalog, TableSize, server_version_num
 from bot.safety.locks import (
@@ -336,13 +336,19 @@ def _lock_held_findings(name: str, analysis: FileAnalysis, by_statement: dict[in
     return out
 
 
-def _statement_for(violation: SquawkViolation, sql: str, analysis: FileAnalysis) -> int | None:
+def _line_starts(sql: str) -> list[int]:
+    """Offset of the first character of every line."""
+    starts = [0]
+    at = sql.find("\n")
+    while at != -1:
+        starts.append(at + 1)
+        at = sql.find("\n", at + 1)
+    return starts
+
+
+def _statement_for(violation: SquawkViolation, line_starts: list[int], analysis: FileAnalysis) -> int | None:
     if not analysis.statements:
         return None
-    line_starts = [0]
-    for i, ch in enumerate(sql):
-        if ch == "\n":
-            line_starts.append(i + 1)
     line = min(max(violation.line - 1, 0), len(line_starts) - 1)
     offset = line_starts[line] + max(violation.column - 1, 0)
     starts = [st.location for st in analysis.statements]
@@ -366,9 +372,14 @@ def _squawk_finding(name: str, v: SquawkViolation, index: int | None, analysis: 
         line=v.line, statement=st.sql[:300] if st else None)
 
 
-def _review_one(name: str, sql: str, ctx: _Context, pg_version: int | None,
-                bot_sets_timeouts: bool) -> MigrationReview:
-    analysis = analyze_file(sql, ctx.model, ctx.catalog)
+def _assume_in_transaction(analysis: FileAnalysis) -> bool:
+    """squawk's --assume-in-transaction for a file: Prisma wraps it in a transaction unless it manages its own
+    or is a lone CONCURRENTLY statement (run outside one)."""
+    return not analysis.explicit_transaction and not analysis.lone_concurrent
+
+
+def _analysis_findings(name: str, sql: str, analysis: FileAnalysis, ctx: _Context) -> list[Finding]:
+    """The analysis' own findings for one file; run right after analyze_file, while ctx.model is at that file."""
     findings: list[Finding] = []
     if analysis.parse_error is not None:
         adv = advise("syntax-error")
@@ -389,13 +400,15 @@ def _review_one(name: str, sql: str, ctx: _Context, pg_version: int | None,
         if f.statement_index is not None:
             by_statement.setdefault(f.statement_index, []).append(f)
     findings.extend(_lock_held_findings(name, analysis, by_statement, ctx))
+    return findings
 
-    assume = not analysis.explicit_transaction and not analysis.lone_concurrent
-    exclude = list(TIMEOUT_RULES) if bot_sets_timeouts else []
-    violations = run_squawk(sql, filename=name, pg_version=pg_version, assume_in_transaction=assume,
-                            exclude=exclude)
+
+def _review_one(name: str, sql: str, analysis: FileAnalysis, findings: list[Finding],
+                violations: list[SquawkViolation], bot_sets_timeouts: bool) -> MigrationReview:
+    """Join squawk's violations of one file into its analysis findings."""
+    line_starts = _line_starts(sql) if violations and analysis.statements else []
     for v in violations:
-        index = _statement_for(v, sql, analysis)
+        index = _statement_for(v, line_starts, analysis)
         targets = SQUAWK_TO_CHECKS.get(v.rule, frozenset())
         match = next((f for f in findings if f.source == "analysis" and f.statement_index == index
                       and f.rule in targets), None)
@@ -433,5 +446,28 @@ def review_migrations(
     if pg_version is None and conn is not None:
         pg_version = server_version_num(conn)
     ctx = _Context(conn, SchemaModel(), pg_version)
-    reviews = [_review_one(name, sql, ctx, pg_version, bot_sets_timeouts) for name, sql in migrations]
+    names = [name for name, _ in migrations]
+    sqls = [sql for _, sql in migrations]
+    exclude = list(TIMEOUT_RULES) if bot_sets_timeouts else []
+    # squawk runs once per flag set, not once per file. Nearly every file is linted with
+    # --assume-in-transaction, so that run starts first and lints every file while the analysis (which must go
+    # in order: it models the schema file by file) runs here; the few files that need the other flag get a
+    # second run afterwards. A file's squawk results do not depend on the other files of the run.
+    analyses: list[FileAnalysis] = []
+    own: list[list[Finding]] = []
+    with SquawkBatch(sqls, names=names, pg_version=pg_version, assume_in_transaction=True,
+                     exclude=exclude) as in_transaction:
+        for name, sql in migrations:
+            analysis = analyze_file(sql, ctx.model, ctx.catalog)
+            analyses.append(analysis)
+            own.append(_analysis_findings(name, sql, analysis, ctx))
+        outside = [i for i, analysis in enumerate(analyses) if not _assume_in_transaction(analysis)]
+        violations = in_transaction.results()
+    if outside:
+        with SquawkBatch([sqls[i] for i in outside], names=[names[i] for i in outside], pg_version=pg_version,
+                         assume_in_transaction=False, exclude=exclude) as own_transaction:
+            for i, found in zip(outside, own_transaction.results(), strict=True):
+                violations[i] = found
+    reviews = [_review_one(name, sql, analysis, findings, found, bot_sets_timeouts)
+               for name, sql, analysis, findings, found in zip(names, sqls, analyses, own, violations, strict=True)]
     return Review(reviews, pg_version=pg_version, with_database=conn is not None)
