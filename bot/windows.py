@@ -89,11 +89,13 @@ class WindowStore:
             raw = self.redis.get(self._key(window_id))
         return Window.model_validate_json(raw) if raw else None
 
-    def create(self, window: Window) -> None:
-        with _store_errors(), self.redis.pipeline() as pipe:
-            pipe.set(self._key(window.id), window.model_dump_json())
-            pipe.zadd(self._index, {window.id: window.start.timestamp()})
-            pipe.execute()
+    def create(self, window: Window) -> bool:
+        """Store a new window; False (and nothing written) if its id is already taken."""
+        with _store_errors():
+            if not self.redis.set(self._key(window.id), window.model_dump_json(), nx=True):
+                return False
+            self.redis.zadd(self._index, {window.id: window.start.timestamp()})
+        return True
 
     def update(self, window_id: str, change: Callable[[Window], Window]) -> tuple[Window, Window]:
         """Compare-and-set; ``change`` may raise a BotError and then nothing is written. Returns (old, new)."""
@@ -184,7 +186,7 @@ def _not_allowed(env: str) -> NotAllowed:
 
 
 def _new_id(env: str, start: datetime) -> str:
-    return f"{env}-w{start:%y%m%d}-{secrets.token_hex(2)}"
+    return f"{env}-w{start:%y%m%d}-{secrets.token_hex(3)}"
 
 
 def _claim_ttl(window: Window, now: datetime) -> int:
@@ -215,15 +217,21 @@ def schedule_window(deps: Deps, *, env_name: str, request: WindowRequest, user: 
     if violations and not override:
         return Outcome(violations=violations)
     window = Window(
-        id=_new_id(env.name, request.start.astimezone(parse_zone(request.timezone))), env=env.name,
+        id="pending", env=env.name,
         channel=env.channel, start=request.start, duration_s=request.duration_s, timezone=request.timezone,
         release_notes=request.release_notes.strip()[:2500], owner=request.owner or user,
         oncall=request.oncall or env.oncall, created_by=user, created_at=now,
         override_reason=override if violations else None, warnings=[v.message for v in violations])
-    reminders = timeline(window, cfg, now)
-    window = window.model_copy(update={"job_ids": [job_id(window.id, 1, r.kind) for r in reminders]})
     windows = WindowStore(deps)
-    windows.create(window)
+    local_start = request.start.astimezone(parse_zone(request.timezone))
+    for _ in range(20):  # ids are short for humans, so a collision is possible: never overwrite, pick again
+        window = window.model_copy(update={"id": _new_id(env.name, local_start)})
+        reminders = timeline(window, cfg, now)
+        window = window.model_copy(update={"job_ids": [job_id(window.id, 1, r.kind) for r in reminders]})
+        if windows.create(window):
+            break
+    else:
+        raise StateStoreUnavailable("could not find a free window id; nothing was scheduled — try again")
     windows.audit(window.id, user, "window.schedule", "ok", now,
                   f"{window.env} {window.start.isoformat()} for {format_duration(window.duration_s)}",
                   {"start": window.start, "duration_s": window.duration_s, "timezone": window.timezone})
