@@ -19,6 +19,15 @@ from bot.errors import RunActive, RunNotFound, StateStoreUnavailable
 from bot.runbook import AuditEvent, Run, Transition
 
 UNAVAILABLE = "state store unavailable — nothing was changed"
+
+# ZREVRANGE + MGET in one round trip (the run keys are derived from the index's members).
+_RECENT_RUNS = """
+local ids = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+if #ids == 0 then return {} end
+local keys = {}
+for i, id in ipairs(ids) do keys[i] = ARGV[2] .. id end
+return redis.call('MGET', unpack(keys))
+"""
 _MAX_CAS_ATTEMPTS = 50
 
 
@@ -137,10 +146,11 @@ class RunStore:
         return self.find(held.run_id) if held else None
 
     def recent_runs(self, limit: int = 10, env: str | None = None) -> list[Run]:
+        """The newest runs (of one environment), read in one round trip."""
+        scan = max(limit * 5, 50) if env else limit
         with _store_errors():
-            ids = self.redis.zrevrange(f"{self.prefix}runs", 0, max(limit * 5, 50) - 1)
-            raws = self.redis.mget([self._run_key(str(i)) for i in ids]) if ids else []
-        runs = [Run.model_validate_json(str(raw)) for raw in raws if raw]
+            raws = self.redis.eval(_RECENT_RUNS, 1, f"{self.prefix}runs", scan, f"{self.prefix}run:")
+        runs = [Run.model_validate_json(str(raw)) for raw in raws or [] if raw]
         if env:
             runs = [run for run in runs if run.env == env]
         return runs[:limit]
