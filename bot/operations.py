@@ -148,6 +148,12 @@ def _denial(deps: Deps, run_id: str, user: str, action: str, exc: Refusal) -> No
 
 
 def confirm(deps: Deps, *, run_id: str, item: str, user: str) -> Reply:
+    from bot.steps import may_operate
+
+    run = deps.store.get(run_id)
+    if not may_operate(deps, run, user):  # the checklist gates a prod change: only the people who may run it
+        deps.store.audit(run_id, AuditEvent(user, "checklist.confirm", "denied", deps.clock(), "not allowed"))
+        return Reply(messages.denied(f"Only the requester or an approver of {run.env} may tick the checklist."))
     try:
         deps.store.apply(run_id, lambda run: confirm_item(run, item=item, user=user, now=deps.clock()))
     except Refusal as exc:
@@ -162,7 +168,9 @@ def approve_run(deps: Deps, *, run_id: str, user: str, version: int | None,
     env = environment_or_refuse(deps, run.env)
     policy, groups = deps.policy(env), deps.groups_of(user, env)
     approved_fingerprint = fingerprint(run) if fingerprint and policy.may_approve(user, groups) else None
-    if approved_fingerprint and "pending" in run.facts and approved_fingerprint != _reviewed_fingerprint(run):
+    current = run.status.value == "awaiting_approval" and (version is None or run.version == version)
+    if current and approved_fingerprint and "pending" in run.facts \
+            and approved_fingerprint != _reviewed_fingerprint(run):
         # The files changed since they were reviewed: review again (voiding waivers) before anyone approves.
         from bot.inspection import inspect_run
 

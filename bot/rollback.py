@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bot import messages
-from bot.errors import BotError, DeployError, MigrationError, Refusal, WrongState
+from bot.errors import AlreadyDone, BotError, DeployError, MigrationError, Refusal, WrongState
 from bot.operations import Deps, Reply, environment_or_refuse
 from bot.runbook import (
     ROLLBACK_LABELS,
@@ -76,7 +76,8 @@ def start_rollback(deps: Deps, *, run_id: str, option: str, user: str, reason: s
             current, option=chosen, user=user, reason=reason, now=deps.clock(), ecs=_ecs(deps, current),
             policy=policy, groups=groups))
     except Refusal as exc:
-        deps.store.audit(run_id, AuditEvent(user, "rollback.request", "denied", deps.clock(), str(exc)))
+        if not isinstance(exc, AlreadyDone):  # a doubled click is not news; a refusal by the rules is
+            deps.store.audit(run_id, AuditEvent(user, "rollback.request", "denied", deps.clock(), str(exc)))
         return Reply(messages.denied(str(exc)), publish_run=run_id)
     return Reply("", publish_run=run_id)
 
@@ -104,12 +105,19 @@ def confirm_restore(deps: Deps, *, run_id: str, user: str) -> Reply:
         deps.store.apply(run_id, lambda current: approve_rollback(
             current, user=user, policy=policy, groups=groups, now=deps.clock(), ecs=_ecs(deps, current)))
     except Refusal as exc:
-        deps.store.audit(run_id, AuditEvent(user, "rollback.approve", "denied", deps.clock(), str(exc)))
+        if not isinstance(exc, AlreadyDone):
+            deps.store.audit(run_id, AuditEvent(user, "rollback.approve", "denied", deps.clock(), str(exc)))
         return Reply(messages.denied(str(exc)), publish_run=run_id)
     return Reply("", publish_run=run_id)
 
 
 def withdraw_restore(deps: Deps, *, run_id: str, user: str) -> Reply:
+    from bot.steps import may_operate
+
+    run = deps.store.get(run_id)
+    if not may_operate(deps, run, user):
+        deps.store.audit(run_id, AuditEvent(user, "rollback.withdraw", "denied", deps.clock(), "not allowed"))
+        return Reply(messages.denied(f"Only the requester or an approver of {run.env} may withdraw a restore."))
     try:
         deps.store.apply(run_id, lambda current: withdraw_rollback(current, user=user, now=deps.clock()))
     except Refusal as exc:

@@ -23,9 +23,19 @@ def build_asgi(bolt_app: App, store: RunStore) -> Starlette:
 
     async def slack_events(request: Request) -> Response:
         body = await request.body()
-        bolt_request = to_bolt_request(request, body)
-        # Bolt's App is synchronous: dispatch in a worker thread so the event loop keeps serving.
-        bolt_response = await run_in_threadpool(bolt_app.dispatch, bolt_request)
+        try:
+            bolt_request = to_bolt_request(request, body)
+            # Bolt's App is synchronous: dispatch in a worker thread so the event loop keeps serving.
+            bolt_response = await run_in_threadpool(bolt_app.dispatch, bolt_request)
+        except Exception as exc:  # a malformed payload Bolt itself chokes on: never a 500, never a traceback
+            if not _signed(bolt_app, request, body):
+                return Response(status_code=401)
+            log.warning("malformed Slack request: %s", type(exc).__name__)
+            return Response("bad request", status_code=400)
+        if bolt_response.status >= 500:
+            # Our listeners catch their own errors, so a 5xx is Bolt failing on a malformed (but signed) payload.
+            log.warning("malformed Slack request: Bolt answered %s", bolt_response.status)
+            return Response("bad request", status_code=400)
         return to_starlette_response(bolt_response)
 
     async def healthz(_: Request) -> Response:
@@ -37,3 +47,14 @@ def build_asgi(bolt_app: App, store: RunStore) -> Starlette:
         Route("/slack/events", slack_events, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
     ])
+
+
+def _signed(bolt_app: App, request: Request, body: bytes) -> bool:
+    from slack_sdk.signature import SignatureVerifier
+
+    secret = bolt_app._signing_secret  # noqa: SLF001 - the one the app verifies with
+    try:
+        return bool(secret) and SignatureVerifier(secret).is_valid_request(body.decode("utf-8", "replace"),
+                                                                            dict(request.headers))
+    except Exception:
+        return False

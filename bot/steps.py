@@ -275,6 +275,7 @@ def _record_voided(deps: Deps, run_id: str, name: str, reason: str) -> None:
 def skip(deps: Deps, *, run_id: str, name: str, user: str) -> Reply:
     run = deps.store.get(run_id)
     if not may_operate(deps, run, user):
+        deps.store.audit(run_id, AuditEvent(user, "step.skip", "denied", deps.clock(), "not allowed"))
         return Reply(messages.denied(f"Only the requester or an approver of {run.env} may skip steps."))
     try:
         deps.store.apply(run_id, lambda current: skip_step(current, name=name, user=user, now=deps.clock()))
@@ -286,13 +287,47 @@ def skip(deps: Deps, *, run_id: str, name: str, user: str) -> Reply:
 def mark_done(deps: Deps, *, run_id: str, name: str, user: str) -> Reply:
     run = deps.store.get(run_id)
     if not may_operate(deps, run, user):
+        deps.store.audit(run_id, AuditEvent(user, "step.mark_done", "denied", deps.clock(), "not allowed"))
         return Reply(messages.denied(f"Only the requester or an approver of {run.env} may resolve steps."))
+    if name == "migrate" and run.step(name).status.value == "interrupted":
+        try:
+            _record_interrupted_migrations_applied(deps, run)
+        except BotError as exc:
+            return Reply(messages.denied(f"Could not record the migrations as applied: {exc}"), publish_run=run_id)
     try:
         deps.store.apply(run_id, lambda current: resolve_interrupted(
             current, name=name, user=user, now=deps.clock(), done=True))
     except Refusal as exc:
         return Reply(messages.denied(str(exc)), publish_run=run_id)
     return Reply("", publish_run=run_id, after=lambda: entered_monitoring(deps, run_id))
+
+
+def _record_interrupted_migrations_applied(deps: Deps, run: Run) -> None:
+    """The human checked that an interrupted migrate completed: make `_prisma_migrations` say so.
+
+    A process killed mid-script leaves the migration's row started but unfinished, which Prisma (and the
+    native runner) treat as failed (P3009) and which would block every later deploy. Exactly as
+    `prisma migrate resolve --applied`, for this run's migrations only.
+    """
+    env = deps.config.environment(run.env)
+    if env is None or not env.database_url or env.migrate.runner != "native":
+        return
+    from bot.integrations.prisma import NativeRunner, PrismaError
+
+    runner = NativeRunner(env.database_url)
+    directory = migrations_dir(env)
+    names = set(run.pending_migrations)
+    for row in runner.status(directory).failed:
+        if row.migration_name not in names:
+            continue
+        try:
+            runner.resolve_applied(directory, row.migration_name)
+        except PrismaError as exc:
+            if getattr(exc, "code", None) != "P3008":  # already recorded applied (a doubled click): fine
+                raise
+        deps.store.audit(run.id, AuditEvent("bot", "migration.resolved_applied", "ok", deps.clock(),
+                                            f"{row.migration_name} recorded as applied (checked by hand)",
+                                            {"migration": row.migration_name}))
 
 
 def proceed_anyway(deps: Deps, *, run_id: str, user: str) -> Reply:
@@ -313,6 +348,7 @@ def proceed_anyway(deps: Deps, *, run_id: str, user: str) -> Reply:
 def close_run(deps: Deps, *, run_id: str, user: str, version: int | None) -> Reply:
     run = deps.store.get(run_id)
     if not may_operate(deps, run, user):
+        deps.store.audit(run_id, AuditEvent(user, "run.finish", "denied", deps.clock(), "not allowed"))
         return Reply(messages.denied(f"Only the requester or an approver of {run.env} may close the run."))
 
     def change(current: Run):  # type: ignore[no-untyped-def]

@@ -58,6 +58,32 @@ def _interrupt_if_still_owned(deps: Deps, name: str, owner: str) -> Callable[[Ru
     return change
 
 
+def resync_stale_messages(deps: Deps, limit: int = 50) -> list[str]:
+    """Re-publish recent runs whose Slack message or thread is behind Redis.
+
+    A sync can fail beyond the Slack client's retries (a burst of 429s/5xx), or the process can die between
+    a state change and its publish; without this the message would show an old state until the next click.
+    """
+    synced: list[str] = []
+    redis = deps.store.redis
+    for run in deps.store.recent_runs(limit=limit):
+        if not run.message_ts:
+            if run.is_active:  # its first chat.postMessage never got through
+                deps.publish(run.id)
+                synced.append(run.id)
+            continue
+        rendered = int(redis.get(deps.store.key("rendered", run.id)) or 0)
+        behind = rendered < run.version
+        if not behind:
+            last = redis.xrevrange(deps.store.key("audit", run.id), count=1)
+            cursor = redis.get(deps.store.key("threadcursor", run.id))
+            behind = bool(last) and str(last[0][0]) != str(cursor)
+        if behind:
+            deps.publish(run.id)
+            synced.append(run.id)
+    return synced
+
+
 def start(deps: Deps, stop: threading.Event) -> threading.Thread:
     def loop() -> None:
         ticks = 0
@@ -66,6 +92,8 @@ def start(deps: Deps, stop: threading.Event) -> threading.Thread:
                 beat(deps)
                 if ticks % 2 == 0:
                     reap_interrupted(deps)
+                if ticks > 0:
+                    resync_stale_messages(deps)
             except BotError as exc:
                 log.warning("heartbeat: %s", exc)
             except Exception as exc:
