@@ -29,6 +29,11 @@ test: $(STAMP) services
 test-full: $(STAMP) services
 	MIGRATE_BOT_FULL=1 $(BIN)/pytest -q
 
+## Benchmarks against their baselines (full size: see BENCHMARKS.md; BENCH_ARGS=--quick for a smoke run).
+bench: $(STAMP) services
+	@for b in p1_ack_latency p2_backup p3_native_migrate p4_reminders p5_safety_review; do \
+		$(BIN)/python bench/$$b.py $(BENCH_ARGS) || exit 1; done
+
 lint: $(STAMP)
 	$(BIN)/ruff check bot handlers jobs tests
 	$(BIN)/hadolint Dockerfile
