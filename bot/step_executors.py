@@ -118,7 +118,7 @@ def migrate(ctx: StepContext) -> StepOutcome:
     if ctx.run.fingerprint and fingerprint_of(pending) != ctx.run.fingerprint:
         raise ApprovalVoided("the pending migrations changed after approval "
                              f"(now: {', '.join(n for n, _ in pending) or 'none'}); approve again")
-    from bot.integrations.prisma import CliRunner, NativeRunner
+    from bot.integrations.prisma import CliRunner, NativeRunner, PrismaError
 
     directory = Path(env.migrate.migrations_dir)
     _lock_preflight(ctx, directory, [name for name, _ in pending])
@@ -134,7 +134,16 @@ def migrate(ctx: StepContext) -> StepOutcome:
             ctx.log(line)
             ctx.progress(line)
 
-        result = native.deploy(directory, on_event=on_event)
+        try:
+            result = native.deploy(directory, on_event=on_event)
+        except PrismaError as exc:
+            if exc.code == "P3009" and ctx.run.step("migrate").attempt > 1:
+                name = exc.migration_name or "the migration"
+                raise MigrationError(
+                    f"{exc} An earlier attempt of this step was interrupted and left {name} unfinished. Check "
+                    f"whether its changes are in the database: if they are, record it with `migrate-bot migrate "
+                    f"resolve --applied {name}`; if not, roll back with Option 1 (mark it rolled back).") from exc
+            raise
     after = native.status(directory)
     if not after.up_to_date:
         raise MigrationError(f"After deploy the database is not up to date: pending {after.pending}, "
