@@ -224,7 +224,7 @@ def _monitoring_blocks(run: Run, value: str) -> list[Block]:
         return []
     if not summary:
         return [{"type": "context", "block_id": f"mon:{run.version}", "elements": [_text("_Taking readings…_")]}]
-    fields = [_text(f"{c['icon']} *{c['name']}*\n{c['value']} (< {c['threshold']})") for c in summary["checks"][:10]]
+    fields = [_text(f"{c['icon']} *{c['name']}*\n{c['value']} (goal {c['threshold']})") for c in summary["checks"][:10]]
     blocks: list[Block] = [
         {"type": "section", "block_id": f"mon:{run.version}",
          "text": _text(f"*Monitoring* — readings at {summary['taken_at'][11:19]} UTC")},
