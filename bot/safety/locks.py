@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Protocol
 
 import pglast
-from pglast import ast
-from pglast.enums import ConstrType, ObjectType
+import pglast.parser
+
+# The analysis walks libpg_query's JSON parse tree (pglast.parser.parse_sql_json + json.loads) rather than pglast's
+# Python AST: building the ast.Node objects cost ~10x the parse itself. In that tree a node in a polymorphic
+# (Node *) field is a one-key dict {"TypeName": {fields}}; a node in a typed field (RangeVar *relation,
+# TypeName *typeName, ...) is the bare {fields} dict; enums are their names; fields at their default value
+# (false, 0, NULL) are absent; List nodes are {"List": {"items": [...]}} where pglast had tuples.
+Tree = dict[str, Any]
+
+
+def _sval(node: Tree) -> str:
+    """The text of a {"String": {"sval": ...}} node."""
+    return node["String"].get("sval", "")
 
 
 class Lock(IntEnum):
@@ -249,37 +260,50 @@ class FileAnalysis:
     created_here: set[str] = field(default_factory=set)
 
 
-def table_name(rel: ast.RangeVar) -> str:
-    """Display/key name of a relation: bare for the default schema, else schema-qualified."""
-    if rel.schemaname and rel.schemaname != "public":
-        return f"{rel.schemaname}.{rel.relname}"
-    return rel.relname
+def table_name(rel: Tree) -> str:
+    """Display/key name of a relation (a bare RangeVar): bare for the default schema, else schema-qualified."""
+    schema = rel.get("schemaname")
+    if schema and schema != "public":
+        return f"{schema}.{rel.get('relname')}"
+    return rel.get("relname")
 
 
 def _object_name(parts: Any) -> str:
-    names = [p.sval for p in parts]
+    names = [_sval(p) for p in parts]
     if len(names) > 1 and names[0] == "public":
         names = names[1:]
     return ".".join(names)
 
 
-def _walk(node: Any) -> Iterator[ast.Node]:
-    if isinstance(node, ast.Node):
-        yield node
-        for attr in node.__slots__:
-            yield from _walk(getattr(node, attr, None))
-    elif isinstance(node, (list, tuple)):
+def _list_items(node: Any) -> list[Tree] | None:
+    """The items of a {"List": ...} node (pglast: a tuple), else None."""
+    if isinstance(node, dict) and "List" in node:
+        return node["List"].get("items", [])
+    return None
+
+
+def _func_names(node: Any, found: list[str]) -> None:
+    """Names of every FuncCall under node, pre-order (the order pglast's AST walk gave)."""
+    if isinstance(node, dict):
+        call = node.get("FuncCall")
+        if call is not None and len(node) == 1:
+            found.append(_sval(call["funcname"][-1]))
+        for value in node.values():
+            if isinstance(value, (dict, list)):
+                _func_names(value, found)
+    elif isinstance(node, list):
         for item in node:
-            yield from _walk(item)
+            _func_names(item, found)
 
 
-def _type_key(type_name: ast.TypeName) -> TypeKey:
-    names = [n.sval for n in type_name.names]
+def _type_key(type_name: Tree) -> TypeKey:
+    names = [_sval(n) for n in type_name["names"]]
     base = names[-1]
     mods: list[int] = []
-    for mod in type_name.typmods or ():
-        if isinstance(mod, ast.A_Const) and isinstance(mod.val, ast.Integer):
-            mods.append(mod.val.ival)
+    for mod in type_name.get("typmods") or ():
+        const = mod.get("A_Const")
+        if const is not None and "ival" in const:
+            mods.append(const["ival"].get("ival", 0))
     return canonical_type(base, tuple(mods))
 
 
@@ -330,35 +354,39 @@ class _Analyzer:
         return self.catalog.has_validated_not_null_check(table, column) if self.catalog is not None else False
 
     # -- statements -------------------------------------------------------------------------------------
-    def analyze(self, st: StatementAnalysis, node: ast.Node) -> None:
-        handler = getattr(self, f"_on_{type(node).__name__}", None)
+    def analyze(self, st: StatementAnalysis, kind: str, node: Tree) -> None:
+        handler = getattr(self, f"_on_{kind}", None)
         if handler is not None:
             handler(st, node)
 
-    def _on_CreateStmt(self, st: StatementAnalysis, node: ast.CreateStmt) -> None:
-        table = table_name(node.relation)
+    def _on_CreateStmt(self, st: StatementAnalysis, node: Tree) -> None:
+        table = table_name(node["relation"])
         st.kind, st.target = "CREATE TABLE", table
         st.new_tables.add(table)
         self.created_here.add(table)
         self.model.created.add(table)
         st.effects.append(Effect(table, Lock.ACCESS_EXCLUSIVE))
-        for parent in node.inhRelations or ():
-            if isinstance(parent, ast.RangeVar):
-                st.effects.append(Effect(table_name(parent), Lock.ACCESS_EXCLUSIVE
-                                         if node.partbound else Lock.SHARE_UPDATE_EXCLUSIVE, role="partition"))
-                st.referenced.append(table_name(parent))
-        for elt in node.tableElts or ():
-            if isinstance(elt, ast.ColumnDef):
-                if elt.typeName is not None:
-                    self.model.columns[(table, elt.colname)] = _type_key(elt.typeName)
-                for con in elt.constraints or ():
-                    self._fk_parent(st, table, con)
-            elif isinstance(elt, ast.Constraint):
-                self._fk_parent(st, table, elt)
+        for parent in node.get("inhRelations") or ():
+            rel = parent.get("RangeVar")
+            if rel is not None:
+                st.effects.append(Effect(table_name(rel), Lock.ACCESS_EXCLUSIVE
+                                         if node.get("partbound") is not None else Lock.SHARE_UPDATE_EXCLUSIVE,
+                                         role="partition"))
+                st.referenced.append(table_name(rel))
+        for elt in node.get("tableElts") or ():
+            col = elt.get("ColumnDef")
+            if col is not None:
+                if col.get("typeName") is not None:
+                    self.model.columns[(table, col.get("colname"))] = _type_key(col["typeName"])
+                for con in col.get("constraints") or ():
+                    self._fk_parent(st, table, con.get("Constraint"))
+            elif "Constraint" in elt:
+                self._fk_parent(st, table, elt["Constraint"])
 
-    def _fk_parent(self, st: StatementAnalysis, table: str, con: ast.Node) -> str | None:
-        if isinstance(con, ast.Constraint) and con.contype == ConstrType.CONSTR_FOREIGN and con.pktable:
-            parent = table_name(con.pktable)
+    def _fk_parent(self, st: StatementAnalysis, table: str, con: Tree | None) -> str | None:
+        """con: a Constraint's fields (None when the element is no Constraint)."""
+        if con is not None and con.get("contype") == "CONSTR_FOREIGN" and con.get("pktable"):
+            parent = table_name(con["pktable"])
             self.model.fk_parents.setdefault(table, set()).add(parent)
             if parent != table:
                 st.referenced.append(parent)
@@ -366,25 +394,28 @@ class _Analyzer:
             return parent
         return None
 
-    def _on_IndexStmt(self, st: StatementAnalysis, node: ast.IndexStmt) -> None:
-        table = table_name(node.relation)
-        st.kind = "CREATE INDEX CONCURRENTLY" if node.concurrent else "CREATE INDEX"
-        st.target, st.concurrent = table, bool(node.concurrent)
-        if node.idxname:
-            self.model.index_tables[node.idxname] = table
-        lock = Lock.SHARE_UPDATE_EXCLUSIVE if node.concurrent else Lock.SHARE
+    def _on_IndexStmt(self, st: StatementAnalysis, node: Tree) -> None:
+        table = table_name(node["relation"])
+        concurrent = bool(node.get("concurrent"))
+        idxname = node.get("idxname")
+        st.kind = "CREATE INDEX CONCURRENTLY" if concurrent else "CREATE INDEX"
+        st.target, st.concurrent = table, concurrent
+        if idxname:
+            self.model.index_tables[idxname] = table
+        lock = Lock.SHARE_UPDATE_EXCLUSIVE if concurrent else Lock.SHARE
         st.effects.append(Effect(table, lock, scans=True))
         if table in self.created_here:
             return
-        if not node.concurrent:
-            st.checks.append(Check("non-concurrent-index", table, {"index": node.idxname or "",
-                                                                  "unique": "UNIQUE " if node.unique else ""},
+        if not concurrent:
+            st.checks.append(Check("non-concurrent-index", table, {"index": idxname or "",
+                                                                  "unique": "UNIQUE " if node.get("unique") else ""},
                                    scans=True, lock=lock))
 
-    def _on_DropStmt(self, st: StatementAnalysis, node: ast.DropStmt) -> None:
-        kind = node.removeType
-        names = [_object_name(obj) for obj in node.objects or () if isinstance(obj, (list, tuple))]
-        if kind == ObjectType.OBJECT_TABLE:
+    def _on_DropStmt(self, st: StatementAnalysis, node: Tree) -> None:
+        kind = node.get("removeType")
+        names = [_object_name(items) for items in map(_list_items, node.get("objects") or ()) if items is not None]
+        concurrent = bool(node.get("concurrent"))
+        if kind == "OBJECT_TABLE":
             st.kind = "DROP TABLE"
             for table in names:
                 st.target = st.target or table
@@ -395,79 +426,83 @@ class _Analyzer:
                 if table not in self.created_here:
                     st.checks.append(Check("drop-table", table, {}, lock=Lock.ACCESS_EXCLUSIVE))
                 self.model.created.discard(table)
-        elif kind == ObjectType.OBJECT_INDEX:
-            st.kind = "DROP INDEX CONCURRENTLY" if node.concurrent else "DROP INDEX"
-            st.concurrent = bool(node.concurrent)
-            lock = Lock.SHARE_UPDATE_EXCLUSIVE if node.concurrent else Lock.ACCESS_EXCLUSIVE
+        elif kind == "OBJECT_INDEX":
+            st.kind = "DROP INDEX CONCURRENTLY" if concurrent else "DROP INDEX"
+            st.concurrent = concurrent
+            lock = Lock.SHARE_UPDATE_EXCLUSIVE if concurrent else Lock.ACCESS_EXCLUSIVE
             for index in names:
                 table = self.index_table(index)
                 if table:
                     st.target = st.target or table
                     st.effects.append(Effect(table, lock))
-                if not node.concurrent and table not in self.created_here:
+                if not concurrent and table not in self.created_here:
                     st.checks.append(Check("drop-index", table, {"index": index}, lock=lock))
         else:
-            st.kind = f"DROP {kind.name.removeprefix('OBJECT_')}"
+            st.kind = f"DROP {kind.removeprefix('OBJECT_')}"
 
-    def _on_RenameStmt(self, st: StatementAnalysis, node: ast.RenameStmt) -> None:
-        kind = node.renameType
-        if node.relation is None:
-            st.kind = f"RENAME {kind.name.removeprefix('OBJECT_')}"
+    def _on_RenameStmt(self, st: StatementAnalysis, node: Tree) -> None:
+        kind = node.get("renameType")
+        newname = node.get("newname")
+        if node.get("relation") is None:
+            st.kind = f"RENAME {kind.removeprefix('OBJECT_')}"
             return
-        table = table_name(node.relation)
-        if kind == ObjectType.OBJECT_INDEX:
+        table = table_name(node["relation"])
+        if kind == "OBJECT_INDEX":
             st.kind = "ALTER INDEX RENAME"
             index = table
             owner = self.index_table(index)
             if owner:
-                self.model.index_tables[node.newname] = owner
+                self.model.index_tables[newname] = owner
             return
         st.target = table
         st.effects.append(Effect(table, Lock.ACCESS_EXCLUSIVE))
         new = table in self.created_here
-        if kind == ObjectType.OBJECT_COLUMN:
+        if kind == "OBJECT_COLUMN":
             st.kind = "RENAME COLUMN"
-            old = self.model.columns.pop((table, node.subname), None)
+            subname = node.get("subname")
+            old = self.model.columns.pop((table, subname), None)
             if old:
-                self.model.columns[(table, node.newname)] = old
+                self.model.columns[(table, newname)] = old
             if not new:
-                st.checks.append(Check("rename-column", table, {"column": node.subname, "new_name": node.newname},
+                st.checks.append(Check("rename-column", table, {"column": subname, "new_name": newname},
                                        lock=Lock.ACCESS_EXCLUSIVE))
-        elif kind == ObjectType.OBJECT_TABLE:
+        elif kind == "OBJECT_TABLE":
             st.kind = "RENAME TABLE"
             if not new:
-                st.checks.append(Check("rename-table", table, {"new_name": node.newname},
+                st.checks.append(Check("rename-table", table, {"new_name": newname},
                                        lock=Lock.ACCESS_EXCLUSIVE))
             for (t, c), tk in list(self.model.columns.items()):
                 if t == table:
-                    self.model.columns[(node.newname, c)] = tk
+                    self.model.columns[(newname, c)] = tk
         else:
-            st.kind = f"RENAME {kind.name.removeprefix('OBJECT_')}"
+            st.kind = f"RENAME {kind.removeprefix('OBJECT_')}"
 
-    def _on_AlterEnumStmt(self, st: StatementAnalysis, node: ast.AlterEnumStmt) -> None:
-        st.kind = "ALTER TYPE ADD VALUE" if node.newVal and not node.oldVal else "ALTER TYPE RENAME VALUE"
-        type_name = _object_name(node.typeName)
-        if node.oldVal:
-            st.checks.append(Check("rename-enum-value", None, {"type": type_name, "old": node.oldVal,
-                                                              "new": node.newVal or ""}))
+    def _on_AlterEnumStmt(self, st: StatementAnalysis, node: Tree) -> None:
+        new_val, old_val = node.get("newVal"), node.get("oldVal")
+        st.kind = "ALTER TYPE ADD VALUE" if new_val and not old_val else "ALTER TYPE RENAME VALUE"
+        type_name = _object_name(node.get("typeName") or ())
+        if old_val:
+            st.checks.append(Check("rename-enum-value", None, {"type": type_name, "old": old_val,
+                                                              "new": new_val or ""}))
         else:
-            st.checks.append(Check("enum-add-value", None, {"type": type_name, "value": node.newVal or ""}))
+            st.checks.append(Check("enum-add-value", None, {"type": type_name, "value": new_val or ""}))
 
-    def _on_TruncateStmt(self, st: StatementAnalysis, node: ast.TruncateStmt) -> None:
+    def _on_TruncateStmt(self, st: StatementAnalysis, node: Tree) -> None:
         st.kind = "TRUNCATE"
-        for rel in node.relations or ():
-            table = table_name(rel)
+        for rel in node.get("relations") or ():
+            table = table_name(rel["RangeVar"])
             st.target = st.target or table
             st.effects.append(Effect(table, Lock.ACCESS_EXCLUSIVE, rewrites=True))
             if table not in self.created_here:
                 st.checks.append(Check("truncate", table, {}, lock=Lock.ACCESS_EXCLUSIVE))
 
-    def _on_VacuumStmt(self, st: StatementAnalysis, node: ast.VacuumStmt) -> None:
-        full = any(isinstance(o, ast.DefElem) and o.defname == "full" for o in node.options or ())
-        st.kind = ("VACUUM FULL" if full else "VACUUM") if node.is_vacuumcmd else "ANALYZE"
-        for rel in node.rels or ():
-            if isinstance(rel, ast.VacuumRelation) and rel.relation is not None:
-                table = table_name(rel.relation)
+    def _on_VacuumStmt(self, st: StatementAnalysis, node: Tree) -> None:
+        full = any("DefElem" in o and o["DefElem"].get("defname") == "full" for o in node.get("options") or ())
+        st.kind = ("VACUUM FULL" if full else "VACUUM") if node.get("is_vacuumcmd") else "ANALYZE"
+        for rel in node.get("rels") or ():
+            vrel = rel.get("VacuumRelation")
+            if vrel is not None and vrel.get("relation") is not None:
+                table = table_name(vrel["relation"])
                 st.target = st.target or table
                 if full:
                     st.effects.append(Effect(table, Lock.ACCESS_EXCLUSIVE, rewrites=True))
@@ -476,22 +511,23 @@ class _Analyzer:
                 else:
                     st.effects.append(Effect(table, Lock.SHARE_UPDATE_EXCLUSIVE, scans=True))
 
-    def _on_ClusterStmt(self, st: StatementAnalysis, node: ast.ClusterStmt) -> None:
+    def _on_ClusterStmt(self, st: StatementAnalysis, node: Tree) -> None:
         st.kind = "CLUSTER"
-        if node.relation is not None:
-            table = table_name(node.relation)
+        if node.get("relation") is not None:
+            table = table_name(node["relation"])
             st.target = table
             st.effects.append(Effect(table, Lock.ACCESS_EXCLUSIVE, rewrites=True))
             st.checks.append(Check("table-rewrite", table, {"what": "CLUSTER"}, rewrites=True,
                                    lock=Lock.ACCESS_EXCLUSIVE))
 
-    def _on_ReindexStmt(self, st: StatementAnalysis, node: ast.ReindexStmt) -> None:
-        concurrent = any(isinstance(o, ast.DefElem) and o.defname == "concurrently" for o in node.params or ())
+    def _on_ReindexStmt(self, st: StatementAnalysis, node: Tree) -> None:
+        concurrent = any("DefElem" in o and o["DefElem"].get("defname") == "concurrently"
+                         for o in node.get("params") or ())
         st.kind, st.concurrent = ("REINDEX CONCURRENTLY" if concurrent else "REINDEX"), concurrent
-        if node.relation is None:
+        if node.get("relation") is None:
             return
-        name = table_name(node.relation)
-        table = self.index_table(name) if node.kind.name == "REINDEX_OBJECT_INDEX" else name
+        name = table_name(node["relation"])
+        table = self.index_table(name) if node.get("kind") == "REINDEX_OBJECT_INDEX" else name
         if table:
             lock = Lock.SHARE_UPDATE_EXCLUSIVE if concurrent else Lock.SHARE
             st.target = table
@@ -499,21 +535,23 @@ class _Analyzer:
             if not concurrent and table not in self.created_here:
                 st.checks.append(Check("reindex", table, {"index": name}, scans=True, lock=lock))
 
-    def _on_CreateTrigStmt(self, st: StatementAnalysis, node: ast.CreateTrigStmt) -> None:
+    def _on_CreateTrigStmt(self, st: StatementAnalysis, node: Tree) -> None:
         st.kind = "CREATE TRIGGER"
-        st.target = table_name(node.relation)
+        st.target = table_name(node["relation"])
         st.effects.append(Effect(st.target, Lock.SHARE_ROW_EXCLUSIVE))
 
-    def _on_CommentStmt(self, st: StatementAnalysis, node: ast.CommentStmt) -> None:
+    def _on_CommentStmt(self, st: StatementAnalysis, node: Tree) -> None:
         st.kind = "COMMENT"
-        if node.objtype in (ObjectType.OBJECT_TABLE, ObjectType.OBJECT_COLUMN) and isinstance(node.object, tuple):
-            parts = list(node.object)
-            if node.objtype == ObjectType.OBJECT_COLUMN:
+        objtype = node.get("objtype")
+        items = _list_items(node.get("object"))
+        if objtype in ("OBJECT_TABLE", "OBJECT_COLUMN") and items is not None:
+            parts = list(items)
+            if objtype == "OBJECT_COLUMN":
                 parts = parts[:-1]
             st.target = _object_name(parts)
             st.effects.append(Effect(st.target, Lock.SHARE_UPDATE_EXCLUSIVE))
 
-    def _dml(self, st: StatementAnalysis, kind: str, rel: ast.RangeVar, where: Any) -> None:
+    def _dml(self, st: StatementAnalysis, kind: str, rel: Tree, where: Any) -> None:
         table = table_name(rel)
         st.kind, st.target = kind, table
         st.effects.append(Effect(table, Lock.ROW_EXCLUSIVE, scans=where is None))
@@ -521,47 +559,50 @@ class _Analyzer:
             st.checks.append(Check("backfill-in-migration", table, {"what": kind}, scans=True,
                                    lock=Lock.ROW_EXCLUSIVE))
 
-    def _on_UpdateStmt(self, st: StatementAnalysis, node: ast.UpdateStmt) -> None:
-        self._dml(st, "UPDATE", node.relation, node.whereClause)
+    def _on_UpdateStmt(self, st: StatementAnalysis, node: Tree) -> None:
+        self._dml(st, "UPDATE", node["relation"], node.get("whereClause"))
 
-    def _on_DeleteStmt(self, st: StatementAnalysis, node: ast.DeleteStmt) -> None:
-        self._dml(st, "DELETE", node.relation, node.whereClause)
+    def _on_DeleteStmt(self, st: StatementAnalysis, node: Tree) -> None:
+        self._dml(st, "DELETE", node["relation"], node.get("whereClause"))
 
-    def _on_InsertStmt(self, st: StatementAnalysis, node: ast.InsertStmt) -> None:
-        self._dml(st, "INSERT", node.relation, True)
+    def _on_InsertStmt(self, st: StatementAnalysis, node: Tree) -> None:
+        self._dml(st, "INSERT", node["relation"], True)
 
-    def _on_DoStmt(self, st: StatementAnalysis, node: ast.DoStmt) -> None:
+    def _on_DoStmt(self, st: StatementAnalysis, node: Tree) -> None:
         st.kind = "DO"
         st.checks.append(Check("opaque-block", None, {}))
 
-    def _on_TransactionStmt(self, st: StatementAnalysis, node: ast.TransactionStmt) -> None:
-        st.kind = node.kind.name.removeprefix("TRANS_STMT_")
+    def _on_TransactionStmt(self, st: StatementAnalysis, node: Tree) -> None:
+        st.kind = node.get("kind").removeprefix("TRANS_STMT_")
 
-    def _on_CreateEnumStmt(self, st: StatementAnalysis, node: ast.CreateEnumStmt) -> None:
+    def _on_CreateEnumStmt(self, st: StatementAnalysis, node: Tree) -> None:
         st.kind = "CREATE TYPE AS ENUM"
 
-    def _on_AlterTableStmt(self, st: StatementAnalysis, node: ast.AlterTableStmt) -> None:
-        if node.objtype != ObjectType.OBJECT_TABLE:
-            st.kind = f"ALTER {node.objtype.name.removeprefix('OBJECT_')}"
-            if node.objtype == ObjectType.OBJECT_INDEX:
-                owner = self.index_table(table_name(node.relation))
+    def _on_AlterTableStmt(self, st: StatementAnalysis, node: Tree) -> None:
+        objtype = node.get("objtype")
+        if objtype != "OBJECT_TABLE":
+            st.kind = f"ALTER {objtype.removeprefix('OBJECT_')}"
+            if objtype == "OBJECT_INDEX":
+                owner = self.index_table(table_name(node["relation"]))
                 if owner:
                     st.target = owner
             return
-        table = table_name(node.relation)
+        table = table_name(node["relation"])
         st.kind, st.target = "ALTER TABLE", table
         new = table in self.created_here
         kinds: list[str] = []
-        for cmd in node.cmds or ():
-            kinds.append(cmd.subtype.name.removeprefix("AT_"))
+        for cmd in node.get("cmds") or ():
+            cmd = cmd["AlterTableCmd"]
+            kinds.append(cmd.get("subtype").removeprefix("AT_"))
             self._alter_cmd(st, table, cmd, new)
         st.kind = "ALTER TABLE " + ",".join(dict.fromkeys(kinds))
 
-    def _alter_cmd(self, st: StatementAnalysis, table: str, cmd: ast.AlterTableCmd, new: bool) -> None:
-        sub = cmd.subtype.name
+    def _alter_cmd(self, st: StatementAnalysis, table: str, cmd: Tree, new: bool) -> None:
+        sub = cmd.get("subtype")
         lock = Lock.ACCESS_EXCLUSIVE
         rewrites = scans = False
-        column = cmd.name or ""
+        column = cmd.get("name") or ""
+        definition = cmd.get("def") or {}
         if sub in {"AT_SetStatistics", "AT_ClusterOn", "AT_DropCluster", "AT_SetRelOptions", "AT_ResetRelOptions",
                    "AT_ReplaceRelOptions", "AT_SetOptions", "AT_ResetOptions", "AT_DetachPartitionFinalize"}:
             lock = Lock.SHARE_UPDATE_EXCLUSIVE
@@ -569,20 +610,20 @@ class _Analyzer:
                              "AT_EnableRule", "AT_DisableRule", "AT_EnableAlwaysRule", "AT_EnableReplicaRule")):
             lock = Lock.SHARE_ROW_EXCLUSIVE
         elif sub == "AT_AddColumn":
-            rewrites = self._add_column(st, table, cmd.def_, new)
+            rewrites = self._add_column(st, table, definition["ColumnDef"], new)
         elif sub == "AT_DropColumn":
             self.model.columns.pop((table, column), None)
             if not new:
                 st.checks.append(Check("drop-column", table, {"column": column}, lock=lock))
         elif sub == "AT_AlterColumnType":
-            rewrites = self._alter_type(st, table, column, cmd.def_, new)
+            rewrites = self._alter_type(st, table, column, definition["ColumnDef"], new)
         elif sub == "AT_SetNotNull":
             proven = self.not_null_proven(table, column)
             scans = not proven
             if not new:
                 st.checks.append(Check("set-not-null", table, {"column": column}, scans=scans, lock=lock))
         elif sub == "AT_AddConstraint":
-            lock, scans = self._add_constraint(st, table, cmd.def_, new)
+            lock, scans = self._add_constraint(st, table, definition["Constraint"], new)
         elif sub == "AT_ValidateConstraint":
             lock, scans = Lock.SHARE_UPDATE_EXCLUSIVE, True
             if column in self.not_valid_here and not new:
@@ -591,16 +632,17 @@ class _Analyzer:
             self._mark_validated(table, column)
         elif sub == "AT_AttachPartition":
             lock = Lock.SHARE_UPDATE_EXCLUSIVE
-            part = cmd.def_.name if isinstance(cmd.def_, ast.PartitionCmd) else None
+            part = definition["PartitionCmd"].get("name") if "PartitionCmd" in definition else None
             if part is not None:
                 st.referenced.append(table_name(part))
                 st.effects.append(Effect(table_name(part), Lock.ACCESS_EXCLUSIVE, scans=True, role="partition"))
         elif sub == "AT_DetachPartition":
-            concurrent = isinstance(cmd.def_, ast.PartitionCmd) and bool(cmd.def_.concurrent)
+            partcmd = definition.get("PartitionCmd")
+            concurrent = partcmd is not None and bool(partcmd.get("concurrent"))
             lock = Lock.SHARE_UPDATE_EXCLUSIVE if concurrent else Lock.ACCESS_EXCLUSIVE
             st.concurrent = st.concurrent or concurrent
-            if isinstance(cmd.def_, ast.PartitionCmd) and cmd.def_.name is not None:
-                part = table_name(cmd.def_.name)
+            if partcmd is not None and partcmd.get("name") is not None:
+                part = table_name(partcmd["name"])
                 st.referenced.append(part)
                 st.effects.append(Effect(part, lock, role="partition"))
             if not concurrent and not new:
@@ -623,30 +665,32 @@ class _Analyzer:
         if info and info[1].startswith("notnull:"):
             self.model.not_null_checks.add((table, info[1].removeprefix("notnull:")))
 
-    def _add_column(self, st: StatementAnalysis, table: str, col: ast.ColumnDef, new: bool) -> bool:
-        type_key = _type_key(col.typeName) if col.typeName is not None else None
+    def _add_column(self, st: StatementAnalysis, table: str, col: Tree, new: bool) -> bool:
+        type_key = _type_key(col["typeName"]) if col.get("typeName") is not None else None
+        colname = col.get("colname")
         if type_key is not None:
-            self.model.columns[(table, col.colname)] = type_key
-        not_null = bool(col.is_not_null)
+            self.model.columns[(table, colname)] = type_key
+        not_null = bool(col.get("is_not_null"))
         default = None
         rewrites = False
         reason = ""
-        for con in col.constraints or ():
-            if not isinstance(con, ast.Constraint):
+        for con in col.get("constraints") or ():
+            con = con.get("Constraint")
+            if con is None:
                 continue
-            ct = con.contype
-            if ct in (ConstrType.CONSTR_NOTNULL, ConstrType.CONSTR_PRIMARY):
+            ct = con.get("contype")
+            if ct in ("CONSTR_NOTNULL", "CONSTR_PRIMARY"):
                 not_null = True
-            if ct == ConstrType.CONSTR_DEFAULT:
-                default = con.raw_expr
-            elif ct == ConstrType.CONSTR_GENERATED and con.generated_kind == "s":
+            if ct == "CONSTR_DEFAULT":
+                default = con.get("raw_expr")
+            elif ct == "CONSTR_GENERATED" and con.get("generated_kind") == "s":
                 rewrites, reason = True, "generated-column"
-            elif ct == ConstrType.CONSTR_IDENTITY:
+            elif ct == "CONSTR_IDENTITY":
                 rewrites, reason = True, "identity-column"
-            elif ct in (ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_PRIMARY) and not new:
-                st.checks.append(Check("unique-build", table, {"column": col.colname}, scans=True,
+            elif ct in ("CONSTR_UNIQUE", "CONSTR_PRIMARY") and not new:
+                st.checks.append(Check("unique-build", table, {"column": colname}, scans=True,
                                        lock=Lock.ACCESS_EXCLUSIVE))
-            elif ct == ConstrType.CONSTR_FOREIGN:
+            elif ct == "CONSTR_FOREIGN":
                 self._fk_parent(st, table, con)
         if type_key is not None and type_key.base in _SERIAL_TYPES:
             rewrites, reason = True, "identity-column"
@@ -655,32 +699,30 @@ class _Analyzer:
             if volatile:
                 if new:
                     return False
-                st.checks.append(Check("volatile-default", table, {"column": col.colname, "function": volatile[0]},
+                st.checks.append(Check("volatile-default", table, {"column": colname, "function": volatile[0]},
                                        rewrites=True, lock=Lock.ACCESS_EXCLUSIVE))
                 return True
         if new:
             return False
         if reason:
-            st.checks.append(Check(reason, table, {"column": col.colname}, rewrites=True, lock=Lock.ACCESS_EXCLUSIVE))
+            st.checks.append(Check(reason, table, {"column": colname}, rewrites=True, lock=Lock.ACCESS_EXCLUSIVE))
         if not_null and default is None and not rewrites:
-            st.checks.append(Check("required-column", table, {"column": col.colname,
+            st.checks.append(Check("required-column", table, {"column": colname,
                                                               "type": str(type_key) if type_key else ""},
                                    lock=Lock.ACCESS_EXCLUSIVE))
         return rewrites
 
     def _functions(self, expr: Any) -> list[str]:
-        found = []
-        for node in _walk(expr):
-            if isinstance(node, ast.FuncCall):
-                found.append(node.funcname[-1].sval)
+        found: list[str] = []
+        _func_names(expr, found)
         return found
 
-    def _alter_type(self, st: StatementAnalysis, table: str, column: str, col: ast.ColumnDef, new: bool) -> bool:
-        new_type = _type_key(col.typeName)
+    def _alter_type(self, st: StatementAnalysis, table: str, column: str, col: Tree, new: bool) -> bool:
+        new_type = _type_key(col["typeName"])
         old_type = self.column_type(table, column)
-        using = col.raw_default
-        simple_using = using is None or isinstance(using, ast.ColumnRef) or (
-            isinstance(using, ast.TypeCast) and isinstance(using.arg, ast.ColumnRef))
+        using = col.get("raw_default")
+        simple_using = using is None or "ColumnRef" in using or (
+            "TypeCast" in using and "ColumnRef" in (using["TypeCast"].get("arg") or {}))
         if old_type is None or not simple_using:
             rewrites, known = True, old_type is not None
         else:
@@ -693,13 +735,13 @@ class _Analyzer:
                                    rewrites=rewrites, lock=Lock.ACCESS_EXCLUSIVE))
         return rewrites and not new
 
-    def _add_constraint(self, st: StatementAnalysis, table: str, con: ast.Constraint, new: bool) -> tuple[Lock, bool]:
-        ct = con.contype
-        name = con.conname or ""
-        not_valid = bool(con.skip_validation)
+    def _add_constraint(self, st: StatementAnalysis, table: str, con: Tree, new: bool) -> tuple[Lock, bool]:
+        ct = con.get("contype")
+        name = con.get("conname") or ""
+        not_valid = bool(con.get("skip_validation"))
         if not_valid and name:
             self.not_valid_here.add(name)
-        if ct == ConstrType.CONSTR_FOREIGN:
+        if ct == "CONSTR_FOREIGN":
             parent = self._fk_parent(st, table, con) or ""
             scans = not not_valid and not new
             if not_valid and name:
@@ -707,12 +749,12 @@ class _Analyzer:
             if scans:
                 st.checks.append(Check("fk-without-not-valid", table, {
                     "constraint": name, "parent": parent,
-                    "columns": ", ".join(f'"{a.sval}"' for a in con.fk_attrs or ()),
-                    "parent_columns": ", ".join(f'"{a.sval}"' for a in con.pk_attrs or ())},
+                    "columns": ", ".join(f'"{_sval(a)}"' for a in con.get("fk_attrs") or ()),
+                    "parent_columns": ", ".join(f'"{_sval(a)}"' for a in con.get("pk_attrs") or ())},
                     scans=True, lock=Lock.SHARE_ROW_EXCLUSIVE))
             return Lock.SHARE_ROW_EXCLUSIVE, scans
-        if ct == ConstrType.CONSTR_CHECK:
-            column = self._not_null_check_column(con.raw_expr)
+        if ct == "CONSTR_CHECK":
+            column = self._not_null_check_column(con.get("raw_expr"))
             if not_valid:
                 if name:
                     self.model.not_valid[name] = (table, f"notnull:{column}" if column else "check")
@@ -723,45 +765,59 @@ class _Analyzer:
                 st.checks.append(Check("check-without-not-valid", table, {"constraint": name}, scans=True,
                                        lock=Lock.ACCESS_EXCLUSIVE))
             return Lock.ACCESS_EXCLUSIVE, not new
-        if ct in (ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_PRIMARY, ConstrType.CONSTR_EXCLUSION):
-            if con.indexname:
+        if ct in ("CONSTR_UNIQUE", "CONSTR_PRIMARY", "CONSTR_EXCLUSION"):
+            if con.get("indexname"):
                 return Lock.ACCESS_EXCLUSIVE, False
             if not new:
                 st.checks.append(Check("unique-build", table, {"constraint": name,
-                                                               "kind": ct.name.removeprefix("CONSTR_")},
+                                                               "kind": ct.removeprefix("CONSTR_")},
                                        scans=True, lock=Lock.ACCESS_EXCLUSIVE))
             return Lock.ACCESS_EXCLUSIVE, not new
         return Lock.ACCESS_EXCLUSIVE, False
 
     @staticmethod
     def _not_null_check_column(expr: Any) -> str | None:
-        if isinstance(expr, ast.NullTest) and expr.nulltesttype.name == "IS_NOT_NULL" and isinstance(
-                expr.arg, ast.ColumnRef):
-            return expr.arg.fields[-1].sval
+        test = expr.get("NullTest") if isinstance(expr, dict) else None
+        if test is not None and test.get("nulltesttype") == "IS_NOT_NULL" and "ColumnRef" in (test.get("arg") or {}):
+            return _sval(test["arg"]["ColumnRef"]["fields"][-1])
         return None
+
+
+def _char_offsets(sql: str) -> Any:
+    """libpg_query's JSON gives byte offsets into the UTF-8 text; pglast's AST gave character offsets."""
+    if sql.isascii():
+        return lambda offset: offset
+    encoded = sql.encode("utf-8")
+    return lambda offset: len(encoded[:offset].decode("utf-8", errors="ignore"))
 
 
 def analyze_file(sql: str, model: SchemaModel | None = None, catalog: Catalog | None = None) -> FileAnalysis:
     """Parse one migration file and work out, per statement, the locks, rewrites, scans and checks it raises."""
     model = model if model is not None else SchemaModel()
     try:
-        raw = pglast.parse_sql(sql)
+        raw = json.loads(pglast.parser.parse_sql_json(sql)).get("stmts", [])
     except pglast.parser.ParseError as exc:
         offset = exc.location if isinstance(getattr(exc, "location", None), int) else None
         return FileAnalysis([], [], False, False, parse_error=str(exc.args[0] if exc.args else exc),
                             parse_error_offset=offset)
     analyzer = _Analyzer(model, catalog)
     statements: list[StatementAnalysis] = []
+    kinds: list[str] = []
+    to_char = _char_offsets(sql)
     for index, rawstmt in enumerate(raw):
-        start = rawstmt.stmt_location or 0
-        length = rawstmt.stmt_len or (len(sql) - start)
+        byte_start = rawstmt.get("stmt_location", 0)
+        byte_len = rawstmt.get("stmt_len", 0)
+        start = to_char(byte_start)
+        length = (to_char(byte_start + byte_len) - start) if byte_len else (len(sql) - start)
         text = sql[start:start + length].strip()
-        st = StatementAnalysis(index=index, kind=type(rawstmt.stmt).__name__, sql=text,
+        ((kind, node),) = rawstmt["stmt"].items()
+        kinds.append(kind)
+        st = StatementAnalysis(index=index, kind=kind, sql=text,
                                line=_line_of(sql, start + (len(sql[start:]) - len(sql[start:].lstrip()))),
                                location=start)
-        analyzer.analyze(st, rawstmt.stmt)
+        analyzer.analyze(st, kind, node)
         statements.append(st)
-    explicit = any(isinstance(r.stmt, ast.TransactionStmt) for r in raw)
+    explicit = "TransactionStmt" in kinds
     lone = len(statements) == 1 and statements[0].concurrent
     return FileAnalysis(statements, _hold_ranges(statements, explicit, lone), explicit, lone,
                         created_here=set(analyzer.created_here))
