@@ -215,6 +215,15 @@ def _touch(run: Run, now: datetime) -> Run:
     return run.model_copy(update={"version": run.version + 1, "updated_at": now}, deep=True)
 
 
+def _running_copy(run: Run, name: str, now: datetime) -> tuple[Run, StepState]:
+    """The next version of ``run`` and its step ``name``, which must be running."""
+    step = run.step(name)
+    if step.status is not StepStatus.RUNNING:
+        raise WrongState(f"Step {name} is {step.status.value}, not running.")
+    new = _touch(run, now)
+    return new, new.step(name)
+
+
 def steps_for(enabled: dict[str, bool]) -> list[StepState]:
     """The step list of a new run: every step whose switch in ``enabled`` is on (default on)."""
     return [StepState(name=name) for name in FORWARD_STEPS if enabled.get(name, True)]
@@ -413,11 +422,7 @@ def report_progress(run: Run, *, name: str, progress: str, now: datetime) -> Tra
 
 
 def finish_step(run: Run, *, name: str, result: dict[str, Any], now: datetime, summary: str = "") -> Transition:
-    step = run.step(name)
-    if step.status is not StepStatus.RUNNING:
-        raise WrongState(f"Step {name} is {step.status.value}, not running.")
-    new = _touch(run, now)
-    target = new.step(name)
+    new, target = _running_copy(run, name, now)
     target.status = StepStatus.SUCCEEDED
     target.finished_at = now
     target.result = {**result, "summary": summary} if summary else result
@@ -449,11 +454,7 @@ def _after_success(new: Run, name: str, evidence: str, now: datetime, events: li
 
 def fail_step(run: Run, *, name: str, error: str, now: datetime, result: dict[str, Any] | None = None,
               stop_run: bool = True) -> Transition:
-    step = run.step(name)
-    if step.status is not StepStatus.RUNNING:
-        raise WrongState(f"Step {name} is {step.status.value}, not running.")
-    new = _touch(run, now)
-    target = new.step(name)
+    new, target = _running_copy(run, name, now)
     target.status = StepStatus.FAILED
     target.finished_at = now
     target.error = error
@@ -489,11 +490,7 @@ def skip_step(run: Run, *, name: str, user: str, now: datetime) -> Transition:
 
 def interrupt_step(run: Run, *, name: str, now: datetime, why: str) -> Transition:
     """The process running a step died: mark it for a human. Never re-run it silently."""
-    step = run.step(name)
-    if step.status is not StepStatus.RUNNING:
-        raise WrongState(f"Step {name} is {step.status.value}, not running.")
-    new = _touch(run, now)
-    target = new.step(name)
+    new, target = _running_copy(run, name, now)
     target.status = StepStatus.INTERRUPTED
     target.owner = None
     target.error = why
@@ -713,11 +710,7 @@ def record_staging_evidence(run: Run, *, staging_env: str, names: list[str], now
 
 def hold_step(run: Run, *, name: str, now: datetime, reason: str, details: dict[str, Any]) -> Transition:
     """Put a claimed step back to pending because a pre-flight check found something a human must see."""
-    step = run.step(name)
-    if step.status is not StepStatus.RUNNING:
-        raise WrongState(f"Step {name} is {step.status.value}, not running.")
-    new = _touch(run, now)
-    target = new.step(name)
+    new, target = _running_copy(run, name, now)
     target.status = StepStatus.PENDING
     target.owner = None
     target.progress = None
