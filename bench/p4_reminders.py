@@ -22,24 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REDIS_URL, percentile, print_table, say, size_args, write_results  # noqa: E402
 
 NEW_YORK = ZoneInfo("America/New_York")
-# The seed's timeline compressed to seconds, as tests/test_calendar_slack.py does: announce 60 s ahead (so at
-# once), "24 h" reminder 4 s before, "1 h" final warning 2 s before, status every 1 s, completion at the end.
-FAST: dict[str, Any] = {
-    "allowed_weekdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-    "earliest_start": "00:00",
-    "latest_end": "24:00",
-    "min_notice_s": 0,
-    "holiday_country": None,
-    "announce_before_s": 60,
-    "reminder_before_s": 4,
-    "final_before_s": 2,
-    "status_every_s": 1,
-    "reminder_grace_s": 5,
-    "final_grace_s": 5,
-    "start_grace_s": 5,
-    "status_grace_s": 5,
-    "complete_grace_s": 30,
-}
 
 
 def vm(pid: int) -> dict[str, float]:
@@ -105,6 +87,9 @@ def main() -> int:
         BotProcess,
         base_config,
         write_config,
+    )
+    from tests.harness import (
+        COMPRESSED_CALENDAR as FAST,
     )
 
     work = Path(tempfile.mkdtemp(prefix="bench-p4-"))

@@ -21,6 +21,26 @@ ALICE, BOB, CAROL, DAVE, MALLORY = "U0ALICE", "U0BOB", "U0CAROL", "U0DAVE", "U0M
 PROD_CHANNEL, STAGING_CHANNEL = "C0PROD", "C0STAGING"
 
 
+# The seed's maintenance timeline compressed to seconds, and the schedule policy relaxed, for tests and P4:
+# announce 60 s ahead, "24 h" reminder 4 s before, "1 h" warning 2 s before, status every 1 s.
+COMPRESSED_CALENDAR: dict[str, Any] = {
+    "allowed_weekdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+    "earliest_start": "00:00",
+    "latest_end": "24:00",
+    "min_notice_s": 0,
+    "holiday_country": None,
+    "announce_before_s": 60,
+    "reminder_before_s": 4,
+    "final_before_s": 2,
+    "status_every_s": 1,
+    "reminder_grace_s": 5,
+    "final_grace_s": 5,
+    "start_grace_s": 5,
+    "status_grace_s": 5,
+    "complete_grace_s": 30,
+}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

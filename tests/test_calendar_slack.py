@@ -29,6 +29,7 @@ from tests.harness import (
     BOB,
     BOT_TOKEN,
     CAROL,
+    COMPRESSED_CALENDAR,
     DAVE,
     MALLORY,
     PROD_CHANNEL,
@@ -41,22 +42,7 @@ from tests.harness import (
 
 NEW_YORK = ZoneInfo("America/New_York")
 # The seed's timeline compressed: announce 60 s ahead, "24 h" reminder 4 s, "1 h" warning 2 s, status every 1 s.
-FAST = {
-    "allowed_weekdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-    "earliest_start": "00:00",
-    "latest_end": "24:00",
-    "min_notice_s": 0,
-    "holiday_country": None,
-    "announce_before_s": 60,
-    "reminder_before_s": 4,
-    "final_before_s": 2,
-    "status_every_s": 1,
-    "reminder_grace_s": 5,
-    "final_grace_s": 5,
-    "start_grace_s": 5,
-    "status_grace_s": 5,
-    "complete_grace_s": 30,
-}
+FAST = COMPRESSED_CALENDAR
 ORDER = ["announce", "reminder", "final", "start", "status", "complete"]
 
 
