@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,6 +55,12 @@ def pg_version_arg(version: int) -> str:
     if version >= 10000:
         return f"{version // 10000}.{version % 100}"
     return f"{version}.0"
+
+
+def _scratch_root() -> str | None:
+    """Where SquawkBatch writes its files: /dev/shm (memory) when it is there and writable, else the temp dir."""
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
 
 
 def _command(pg_version: int | None, assume_in_transaction: bool, exclude: Sequence[str]) -> list[str]:
@@ -126,9 +131,9 @@ class SquawkBatch:
     """One squawk process linting many SQL texts with one set of flags, started at once and read later.
 
     Each text is written to its own file (``00000.sql``, ``00001.sql``, … by position) in a private temporary
-    directory, which is also squawk's working directory (no stray .squawk.toml); squawk names the file of each
-    violation in its JSON, so ``results()`` maps them back: one list per text, in the order given, each list in
-    squawk's order. One process instead of one per file: a review of 400 files starts 1-2 processes, not 400.
+    directory (on /dev/shm when there is one), which is also squawk's working directory (no stray .squawk.toml);
+    squawk names the file of each violation in its JSON, so ``results()`` maps them back: one list per text, in
+    the order given, each list in squawk's order. One process instead of one per file: a review of 400 files starts 1-2 processes, not 400.
     If the batch run fails, ``results()`` lints the texts one by one so the error names the file at fault.
     """
 
@@ -155,16 +160,13 @@ class SquawkBatch:
             self._results = []
             return
         cmd = _command(pg_version, assume_in_transaction, exclude)  # raises SquawkNotFound before any work
-        self._dir = tempfile.TemporaryDirectory(prefix="squawk-")
-        self._start_error: BaseException | None = None
-        # Writing the files and starting squawk is mostly system calls (the GIL is free), so a thread does it
-        # while the caller gets on with its own work.
-        self._starter = threading.Thread(target=self._start, args=(cmd, self._dir.name), name="squawk-start",
-                                         daemon=True)
-        self._starter.start()
-
-    def _start(self, cmd: list[str], folder: str) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="squawk-", dir=_scratch_root())
+        self._start_error: OSError | UnicodeError | None = None
+        # Written here, before the caller's own work, not on a helper thread: the caller's analysis holds the GIL,
+        # and a writer thread then gets a slice every 5 ms (measured: 0.14 s for 400 files on a thread against
+        # 7 ms up front on tmpfs). Once started, squawk lints while the caller works.
         try:
+            folder = self._dir.name
             for file, sql in zip(self.files, self.sqls, strict=True):
                 with open(os.path.join(folder, file), "w", encoding="utf-8") as handle:
                     handle.write(sql)
@@ -174,14 +176,13 @@ class SquawkBatch:
                 self._started = time.monotonic()
                 self._proc = subprocess.Popen([*cmd, *self.files], cwd=folder, stdin=subprocess.DEVNULL,
                                               stdout=out, stderr=err)
-        except BaseException as exc:  # re-raised by results()
+        except (OSError, UnicodeError) as exc:  # reported by results(), like any other squawk failure
             self._start_error = exc
 
     def results(self) -> list[list[SquawkViolation]]:
         """Wait for squawk; the violations of each text, in the order the texts were given."""
         if self._results is not None:
             return self._results
-        self._starter.join()
         try:
             if self._start_error is not None:
                 raise SquawkError(f"could not run squawk: {self._start_error}") from self._start_error
@@ -216,9 +217,6 @@ class SquawkBatch:
 
     def close(self) -> None:
         """Stop squawk if it still runs and remove the temporary files (idempotent)."""
-        starter = getattr(self, "_starter", None)
-        if starter is not None:
-            starter.join()
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
