@@ -133,3 +133,66 @@ def step_starts(store, run_id: str, name: str) -> list:
     """The audit entries that started (or retried) one step."""
     return [e for e in store.audit_entries(run_id)
             if e.action in ("step.start", "step.retry") and e.data.get("step") == name]
+
+
+def _pg_bin(name: str) -> str | None:
+    """A PostgreSQL server binary: on PATH, else in the newest /usr/lib/postgresql/<version>/bin (Debian)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+                        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    return str(candidates[-1]) if candidates else None
+
+
+class ThrowawayPostgres:
+    """A PostgreSQL cluster this test owns (initdb in a private dir, a free port), which it may crash.
+
+    ``crash()`` is ``pg_ctl stop -m immediate``: every server process quits at once, nothing is flushed, and the
+    next start replays the WAL, as after a power cut of the database host. As root, the cluster runs as the
+    ``postgres`` user (initdb refuses root). ``settings`` are extra ``postgresql.conf`` lines.
+    """
+
+    def __init__(self, directory: Path, settings: dict[str, str] | None = None) -> None:
+        self.initdb, self.pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+        if self.initdb is None or self.pg_ctl is None:
+            raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            if shutil.which("runuser") is None:
+                raise RuntimeError("running as root without runuser: cannot start a cluster as postgres")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self.directory = directory
+        self.data = directory / "data"
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.settings = {"listen_addresses": "'127.0.0.1'", "port": str(self.port),
+                         "unix_socket_directories": f"'{directory}'", "fsync": "on", **(settings or {})}
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self.as_user, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       timeout=120)
+
+    def init(self) -> ThrowawayPostgres:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.as_user:
+            shutil.chown(self.directory, "postgres", "postgres")
+        assert self.initdb is not None
+        self._run(self.initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync")
+        with open(self.data / "postgresql.conf", "a", encoding="utf-8") as conf:
+            conf.writelines(f"{key} = {value}\n" for key, value in self.settings.items())
+        return self
+
+    def start(self) -> ThrowawayPostgres:
+        assert self.pg_ctl is not None
+        self._run(self.pg_ctl, "-D", str(self.data), "-l", str(self.directory / "server.log"), "-w", "start")
+        return self
+
+    def crash(self) -> None:
+        assert self.pg_ctl is not None
+        self._run(self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def stop(self) -> None:
+        assert self.pg_ctl is not None
+        subprocess.run([*self.as_user, self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False)
