@@ -373,18 +373,31 @@ def _open_findings(run: Run | None) -> int:
     return len(blocking_findings(run))
 
 
-def _post(deps: Deps, window: Window, message: dict[str, Any], thread_ts: str | None = None) -> str | None:
+MESSAGE_EVENT = "migrate_bot_window_message"
+"""Slack metadata event type of timeline messages; its payload names the window, revision and kind."""
+
+
+def _post(deps: Deps, window: Window, message: dict[str, Any], thread_ts: str | None = None,
+          kind: str | None = None, revision: int | None = None) -> str | None:
     if deps.slack is None:
         return None
-    return deps.slack.post_message(window.channel, message["text"], message["blocks"], thread_ts=thread_ts)
+    metadata = None
+    if kind is not None:
+        metadata = {"event_type": MESSAGE_EVENT, "event_payload": {
+            "window_id": window.id, "revision": window.revision if revision is None else revision, "kind": kind}}
+    return deps.slack.post_message(window.channel, message["text"], message["blocks"], thread_ts=thread_ts,
+                                   metadata=metadata)
+
+
+def _reminder(window: Window, kind: str, cfg: CalendarConfig) -> Reminder | None:
+    """The timeline entry of this kind, as planned when the window was booked."""
+    return next((item for item in timeline(window, cfg, window.created_at) if item.kind == kind), None)
 
 
 def _due(window: Window, kind: str, cfg: CalendarConfig) -> datetime:
     """When a reminder of this revision was due (for the audit of a late one)."""
-    for item in timeline(window, cfg, window.created_at, announce=False):
-        if item.kind == kind:
-            return item.due
-    return window.start
+    item = _reminder(window, kind, cfg)
+    return item.due if item is not None else window.start
 
 
 def _post_safely(deps: Deps, window: Window, message: dict[str, Any]) -> None:
@@ -398,10 +411,64 @@ def _start_ts_key(deps: Deps, window: Window) -> str:
     return deps.store.key("window-msg", window.id, str(window.revision), "start")
 
 
+_CLAIM_AND_TRACK = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', tonumber(ARGV[2])) then
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+  return 1
+end
+return 0
+"""
+
+
+class InFlight:
+    """Timeline messages claimed but not yet known to be posted: one Redis hash, claim key -> who and what.
+
+    A claim is taken before posting so no replica posts twice; the entry says the post may be under way. It is
+    removed once the message is posted and audited (or the post failed and that is audited). An entry whose
+    process no longer beats was interrupted mid-post: ``recover_interrupted`` looks for the message in Slack
+    before deciding to post it, so a crash neither loses nor doubles it.
+    """
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self.key = deps.store.key("window-msg", "inflight")
+
+    def _entry(self, window: Window, kind: str, revision: int, now: datetime, thread_ts: str | None) -> str:
+        return json.dumps({"instance": self.deps.instance_id, "window_id": window.id, "kind": kind,
+                           "revision": revision, "at": now.timestamp(), "thread_ts": thread_ts})
+
+    def claim(self, claim: str, ttl_s: int, window: Window, kind: str, revision: int, now: datetime) -> bool:
+        """claim_once and the in-flight entry in one step: True exactly once per claim across replicas."""
+        with _store_errors():
+            return bool(self.deps.store.redis.eval(
+                _CLAIM_AND_TRACK, 2, self.deps.store.key("once", claim), self.key, self.deps.instance_id,
+                ttl_s, claim, self._entry(window, kind, revision, now, None)))
+
+    def begin(self, claim: str, window: Window, kind: str, revision: int, now: datetime,
+              thread_ts: str | None = None) -> None:
+        """(Re)write the entry of a claim this process holds: after recovery, or to add the thread."""
+        with _store_errors():
+            self.deps.store.redis.hset(self.key, claim, self._entry(window, kind, revision, now, thread_ts))
+
+    def end(self, claim: str) -> None:
+        with _store_errors():
+            self.deps.store.redis.hdel(self.key, claim)
+
+    def entries(self) -> dict[str, dict[str, Any]]:
+        with _store_errors():
+            raw = self.deps.store.redis.hgetall(self.key) or {}
+        return {str(claim): json.loads(value) for claim, value in raw.items()}
+
+
+def _claim_key(window: Window, kind: str, revision: int) -> str:
+    base = base_kind(kind)
+    return f"window:{window.id}:{revision}:{'complete' if base == 'complete' else kind}"
+
+
 def deliver(deps: Deps, window_id: str, kind: str, revision: int) -> str:
     """Post one timeline message unless it is stale, already posted by a replica, or no longer relevant.
 
-    Returns what happened: posted, skipped (audited), duplicate, stale or gone.
+    Returns what happened: posted, skipped (audited), failed (audited), duplicate, stale or gone.
     """
     windows = WindowStore(deps)
     window = windows.get(window_id)
@@ -414,59 +481,149 @@ def deliver(deps: Deps, window_id: str, kind: str, revision: int) -> str:
         return "gone"
     now = deps.clock()
     base = base_kind(kind)
-    claim = f"window:{window.id}:{revision}:{kind}"
-    if base == "complete":
-        claim = f"window:{window.id}:{revision}:complete"
-    if not deps.store.claim_once(claim, _claim_ttl(window, now), value=deps.instance_id):
+    claim = _claim_key(window, kind, revision)
+    if not InFlight(deps).claim(claim, _claim_ttl(window, now), window, kind, revision, now):
         return "duplicate"
     reason = why_skip(kind, window, env.calendar, now)
     if reason:
         windows.audit(window.id, "bot", f"reminder.{base}", "skipped", now, reason,
                       {"kind": kind, "revision": revision, "late_s": round((now - _due(window, kind, env.calendar))
                                                                            .total_seconds(), 1)})
+        InFlight(deps).end(claim)
         return "skipped"
+    return _deliver_claimed(deps, window, kind, revision, now, claim)
+
+
+def _deliver_claimed(deps: Deps, window: Window, kind: str, revision: int, now: datetime, claim: str, *,
+                     posted_ts: str | None = None, note: str = "") -> str:
+    """Post (or, with ``posted_ts``, only record) one claimed timeline message and what follows from it."""
+    windows = WindowStore(deps)
+    inflight = InFlight(deps)
+    env = deps.config.environment(window.env)
+    base = base_kind(kind)
     run = linked_run(deps, window)
-    if base == "announce":
-        _post(deps, window, views.announcement(window, missing_for(deps, window)))
-        windows.update(window.id, lambda w: w.model_copy(update={"announced_at": now}))
-    elif base in ("reminder", "final"):
-        _post(deps, window, views.reminder(base, window, env.calendar, missing_for(deps, window)))
-    elif base == "start":
-        ts = _post(deps, window, views.started(window, run))
-        if ts:
-            deps.store.redis.set(_start_ts_key(deps, window), ts, ex=_claim_ttl(window, now))
-    elif base == "status":
-        if run is not None and run.status is RunStatus.SUCCEEDED:
-            _complete(deps, window, run, run_done=True, now=now)
+    thread = deps.store.redis.get(_start_ts_key(deps, window)) if base == "status" else None
+    inflight.begin(claim, window, kind, revision, now, thread_ts=str(thread) if thread else None)
+
+    def post(message: dict[str, Any], thread_ts: str | None = None) -> str | None:
+        return posted_ts or _post(deps, window, message, thread_ts=thread_ts, kind=kind, revision=revision)
+
+    try:
+        if base == "announce":
+            post(views.announcement(window, missing_for(deps, window)))
+            windows.update(window.id, lambda w: w.model_copy(update={"announced_at": now}))
+        elif base in ("reminder", "final"):
+            assert env is not None
+            post(views.reminder(base, window, env.calendar, missing_for(deps, window)))
+        elif base == "start":
+            ts = post(views.started(window, run))
+            if ts:
+                deps.store.redis.set(_start_ts_key(deps, window), ts, ex=_claim_ttl(window, now))
+        elif base == "status":
+            if run is not None and run.status is RunStatus.SUCCEEDED and posted_ts is None:
+                inflight.end(claim)  # the completion below is its own claim
+                _complete(deps, window, run, run_done=True, now=now)
+                return "posted"
+            post(views.status_update(kind, window, run, now), thread_ts=str(thread) if thread else None)
+        elif base == "complete":
+            _complete(deps, window, run, run_done=run is not None and run.status is RunStatus.SUCCEEDED, now=now,
+                      claimed=True, posted_ts=posted_ts, note=note)
             return "posted"
-        thread = deps.store.redis.get(_start_ts_key(deps, window))
-        _post(deps, window, views.status_update(kind, window, run, now), thread_ts=str(thread) if thread else None)
-    elif base == "complete":
-        _complete(deps, window, run, run_done=run is not None and run.status is RunStatus.SUCCEEDED, now=now,
-                  claimed=True)
-        return "posted"
-    windows.audit(window.id, "bot", f"reminder.{base}", "ok", now, "", {"kind": kind, "revision": revision})
+    except BotError as exc:
+        windows.audit(window.id, "bot", f"reminder.{base}", "failed", now, f"not posted: {exc}",
+                      {"kind": kind, "revision": revision})
+        inflight.end(claim)
+        return "failed"
+    windows.audit(window.id, "bot", f"reminder.{base}", "ok", now, note, {"kind": kind, "revision": revision})
+    inflight.end(claim)
     return "posted"
 
 
 def _complete(deps: Deps, window: Window, run: Run | None, *, run_done: bool, now: datetime,
-              claimed: bool = False) -> None:
-    if not claimed and not deps.store.claim_once(f"window:{window.id}:{window.revision}:complete",
-                                                 _claim_ttl(window, now), value=deps.instance_id):
+              claimed: bool = False, posted_ts: str | None = None, note: str = "") -> None:
+    claim = f"window:{window.id}:{window.revision}:complete"
+    inflight = InFlight(deps)
+    if claimed:
+        inflight.begin(claim, window, "complete", window.revision, now)
+    elif not inflight.claim(claim, _claim_ttl(window, now), window, "complete", window.revision, now):
         return
     windows = WindowStore(deps)
-    _post(deps, window, views.completion(window, run, run_done=run_done))
-
-    def change(current: Window) -> Window:
-        return current.model_copy(update={"status": WindowStatus.COMPLETED, "completed_at": now, "job_ids": []})
+    outcome, detail = "ok", "run succeeded" if run_done else "window ended"
+    if posted_ts is None:
+        try:
+            _post(deps, window, views.completion(window, run, run_done=run_done), kind="complete")
+        except BotError as exc:  # the window is over all the same
+            outcome, detail = "failed", f"not posted: {exc}"
 
     try:
-        old, _ = windows.update(window.id, change)
+        old, _ = windows.update(window.id, _completed_at(now))
         _queue(deps).remove(old.job_ids)
     except BotError as exc:
         log.warning("window %s: could not mark completed: %s", window.id, exc)
-    windows.audit(window.id, "bot", "reminder.complete", "ok", now,
-                  "run succeeded" if run_done else "window ended", {"run_id": run.id if run else None})
+    windows.audit(window.id, "bot", "reminder.complete", outcome, now, f"{detail}{'; ' + note if note else ''}",
+                  {"run_id": run.id if run else None})
+    inflight.end(claim)
+
+
+def _completed_at(now: datetime) -> Callable[[Window], Window]:
+    """The change that closes a window: completed, no jobs left."""
+    def change(current: Window) -> Window:
+        return current.model_copy(update={"status": WindowStatus.COMPLETED, "completed_at": now, "job_ids": []})
+
+    return change
+
+
+def recover_interrupted(deps: Deps, alive: Callable[[str], bool]) -> list[tuple[str, str, str]]:
+    """Timeline messages whose process died mid-post: find each in Slack first, then record or post it.
+
+    ``alive(instance)`` says whether a process still beats. Returns (window id, kind, what happened) for each
+    entry handled: "confirmed" (it was in the channel), "posted" (late, within its grace time) or "missed".
+    """
+    handled: list[tuple[str, str, str]] = []
+    inflight = InFlight(deps)
+    windows = WindowStore(deps)
+    for claim, entry in inflight.entries().items():
+        if entry.get("instance") == deps.instance_id or alive(str(entry.get("instance"))):
+            continue
+        if not deps.store.claim_once(f"recover:{claim}", ttl_s=3600, value=deps.instance_id):
+            continue  # another replica is on it
+        window = windows.get(str(entry.get("window_id")))
+        env = deps.config.environment(window.env) if window is not None else None
+        kind, revision = str(entry.get("kind")), int(entry.get("revision", 0))
+        if window is None or env is None or deps.slack is None:
+            inflight.end(claim)
+            continue
+        now = deps.clock()
+        try:
+            found = deps.slack.find_posted(
+                window.channel, event_type=MESSAGE_EVENT, oldest=float(entry.get("at", 0)) - 5,
+                payload={"window_id": window.id, "revision": revision, "kind": kind},
+                thread_ts=entry.get("thread_ts"))
+        except BotError as exc:
+            log.warning("window %s %s: cannot check Slack for an interrupted post yet: %s", window.id, kind, exc)
+            deps.store.redis.delete(deps.store.key("once", f"recover:{claim}"))  # try again next round
+            continue
+        if found:
+            _deliver_claimed(deps, window, kind, revision, now, claim, posted_ts=found,
+                             note="posted before the bot stopped; confirmed in the channel")
+            handled.append((window.id, kind, "confirmed"))
+            continue
+        reminder = _reminder(window, kind, env.calendar)
+        late = (now - reminder.due).total_seconds() if reminder else 0.0
+        in_time = reminder is not None and late <= reminder.grace_s and why_skip(kind, window, env.calendar, now) is None
+        if in_time and window.status is WindowStatus.SCHEDULED and window.revision == revision:
+            _deliver_claimed(deps, window, kind, revision, now, claim,
+                             note=f"posted {format_duration(late)} late: the bot stopped while posting it")
+            handled.append((window.id, kind, "posted"))
+            continue
+        windows.audit(window.id, "bot", f"reminder.{base_kind(kind)}", "skipped", now,
+                      "missed: the bot stopped while posting it, and its grace period has passed",
+                      {"kind": kind, "revision": revision, "late_s": round(late, 1)})
+        if base_kind(kind) == "complete" and window.status is WindowStatus.SCHEDULED:
+            windows.update(window.id, _completed_at(now))
+        inflight.end(claim)
+        handled.append((window.id, kind, "missed"))
+    return handled
 
 
 def record_missed(deps: Deps, window_id: str, kind: str, revision: int, due: datetime) -> None:
@@ -484,8 +641,7 @@ def record_missed(deps: Deps, window_id: str, kind: str, revision: int, due: dat
                   f"missed by {format_duration(late)} (grace period passed)",
                   {"kind": kind, "revision": revision, "due": due, "late_s": round(late, 1)})
     if base_kind(kind) == "complete":
-        windows.update(window_id, lambda w: w.model_copy(update={"status": WindowStatus.COMPLETED,
-                                                                  "completed_at": now, "job_ids": []}))
+        windows.update(window_id, _completed_at(now))
 
 
 def link_started_run(deps: Deps, run: Run) -> None:

@@ -1,4 +1,4 @@
-"""Step ownership: this process says it is alive; steps owned by a dead process are marked interrupted."""
+"""Liveness: this process says it is alive; steps and timeline posts left by a dead process are resolved."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Callable
 from bot.errors import AlreadyDone, BotError
 from bot.operations import Deps
 from bot.runbook import Run, StepStatus, Transition, interrupt_step
+from bot.windows import recover_interrupted
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +19,10 @@ ALIVE_TTL_S = 10
 
 def alive_key(deps: Deps, instance: str) -> str:
     return deps.store.key("alive", instance)
+
+
+def is_alive(deps: Deps, instance: str) -> bool:
+    return instance == deps.instance_id or bool(deps.store.redis.exists(alive_key(deps, instance)))
 
 
 def beat(deps: Deps) -> None:
@@ -34,7 +39,7 @@ def reap_interrupted(deps: Deps) -> list[tuple[str, str]]:
         for step in run.steps:
             if step.status is not StepStatus.RUNNING or not step.owner:
                 continue
-            if step.owner == deps.instance_id or deps.store.redis.exists(alive_key(deps, step.owner)):
+            if is_alive(deps, step.owner):
                 continue
             try:
                 deps.store.apply(run.id, _interrupt_if_still_owned(deps, step.name, step.owner))
@@ -92,6 +97,7 @@ def start(deps: Deps, stop: threading.Event) -> threading.Thread:
                 beat(deps)
                 if ticks % 2 == 0:
                     reap_interrupted(deps)
+                    recover_interrupted(deps, alive=lambda instance: is_alive(deps, instance))
                 if ticks > 0:
                     resync_stale_messages(deps)
             except BotError as exc:

@@ -23,7 +23,7 @@ from bot.devslack.client import SlackSender
 from bot.devslack.server import FakeSlack
 from bot.operations import Deps
 from bot.runs import RunStore, connect
-from bot.windows import WindowStore
+from bot.windows import InFlight, WindowStore
 from tests.harness import (
     ALICE,
     BOB,
@@ -227,6 +227,68 @@ class TestRestart:
         skipped = [e for e in WindowStore(deps).audit_entries(window_id) if e.outcome == "skipped"]
         assert [e.action for e in skipped] == ["reminder.reminder"]
         assert "grace period passed" in skipped[0].detail and skipped[0].data["late_s"] > 1
+
+
+    def inflight(self, deps: Deps, kind: str) -> dict[str, Any] | None:
+        return next((e for e in InFlight(deps).entries().values() if e["kind"] == kind), None)
+
+    def test_killed_while_posting_a_reminder_that_reached_slack_it_is_confirmed_not_reposted(
+            self, tmp_path, fake, start_bot, deps):
+        """kill -9 while chat.postMessage is under way, and Slack does post it: the next process finds it there."""
+        config = write_env(tmp_path, FAST)
+        first = start_bot(config, "first")
+        window_id, reply = schedule(sender_for(first, fake), f'{local_words(in_seconds(8))} 2s "notes D"')
+        assert window_id, reply
+        wait_until(lambda: window_messages(fake, window_id), timeout=5)  # the announcement is out
+        fake.inject("chat.postMessage", status=200, delay_s=2)  # the reminder's post: slow, then served
+        wait_until(lambda: self.inflight(deps, "reminder"), timeout=10)
+        first.kill()
+        wait_until(lambda: any(k == "reminder" for k, _ in window_messages(fake, window_id)), timeout=5)
+        start_bot(config, "second")
+        entries = wait_until(lambda: [e for e in WindowStore(deps).audit_entries(window_id)
+                                      if e.action == "reminder.reminder"], timeout=20)
+        assert [(e.outcome, e.detail) for e in entries] == [
+            ("ok", "posted before the bot stopped; confirmed in the channel")]
+        kinds = complete_timeline(fake, window_id, timeout=30)
+        assert_once_each(kinds, ["announce", "reminder", "final", "start", "complete"])
+        assert InFlight(deps).entries() == {}
+
+    def test_killed_while_posting_a_reminder_that_never_arrived_it_is_posted_late(
+            self, tmp_path, fake, start_bot, deps):
+        """kill -9 mid-post and the post never reached Slack: the next process posts it, late, within its grace."""
+        config = write_env(tmp_path, {**FAST, "reminder_before_s": 25, "reminder_grace_s": 60})
+        first = start_bot(config, "first")
+        window_id, reply = schedule(sender_for(first, fake), f'{local_words(in_seconds(30))} 2s "notes E"')
+        assert window_id, reply
+        wait_until(lambda: window_messages(fake, window_id), timeout=5)
+        fake.inject("chat.postMessage", status=200, delay_s=2, disconnect=True)  # lost on the way
+        wait_until(lambda: self.inflight(deps, "reminder"), timeout=15)
+        first.kill()
+        time.sleep(2.5)
+        assert not any(k == "reminder" for k, _ in window_messages(fake, window_id))
+        start_bot(config, "second")
+        wait_until(lambda: any(k == "reminder" for k, _ in window_messages(fake, window_id)), timeout=20)
+        entries = [e for e in WindowStore(deps).audit_entries(window_id) if e.action == "reminder.reminder"]
+        assert [e.outcome for e in entries] == ["ok"]
+        assert "late: the bot stopped while posting it" in entries[0].detail
+        kinds = complete_timeline(fake, window_id, timeout=40)
+        assert_once_each(kinds, ["announce", "reminder", "final", "start", "complete"])
+        assert InFlight(deps).entries() == {}
+
+    def test_a_post_slack_refuses_is_audited_as_failed_and_the_timeline_goes_on(self, tmp_path, fake, start_bot,
+                                                                               deps):
+        bot = start_bot(write_env(tmp_path, FAST))
+        window_id, reply = schedule(sender_for(bot, fake), f'{local_words(in_seconds(7))} 2s "notes F"')
+        assert window_id, reply
+        wait_until(lambda: window_messages(fake, window_id), timeout=5)
+        fake.inject("chat.postMessage", error="not_in_channel")
+        kinds = complete_timeline(fake, window_id)
+        assert "reminder" not in kinds
+        assert_once_each(kinds, ["announce", "final", "start", "complete"])
+        failed = [e for e in WindowStore(deps).audit_entries(window_id) if e.outcome == "failed"]
+        assert [(e.action, e.detail) for e in failed] == [
+            ("reminder.reminder", "not posted: Slack chat.postMessage failed: not_in_channel")]
+        assert InFlight(deps).entries() == {}
 
 
 class TestManage:

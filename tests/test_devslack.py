@@ -180,6 +180,25 @@ class TestFakeWebApi:
         stamps = [client.chat_postMessage(channel="C1", text=str(i))["ts"] for i in range(5)]
         assert stamps == sorted(stamps, key=float) and len(set(stamps)) == 5
 
+    def test_history_and_replies_page_and_return_metadata_only_when_asked(self, client: WebClient) -> None:
+        before = time.time() - 1
+        meta = {"event_type": "e", "event_payload": {"n": 1}}
+        parent = client.chat_postMessage(channel="C1", text="parent", metadata=meta)["ts"]
+        client.chat_postMessage(channel="C1", text="reply", thread_ts=parent, metadata=meta)
+        for i in range(3):
+            client.chat_postMessage(channel="C1", text=f"m{i}")
+        assert before < float(parent) < time.time() + 1  # ts is the posting time, as in Slack
+        first = client.conversations_history(channel="C1", limit=2, oldest=str(before))
+        assert [m["text"] for m in first["messages"]] == ["m2", "m1"] and first["has_more"]
+        rest = client.conversations_history(channel="C1", limit=2, cursor=first["response_metadata"]["next_cursor"],
+                                            include_all_metadata=True)
+        assert [m["text"] for m in rest["messages"]] == ["m0", "parent"] and not rest["has_more"]
+        assert rest["messages"][1]["metadata"] == meta
+        assert "metadata" not in client.conversations_history(channel="C1")["messages"][-1]
+        assert client.conversations_history(channel="C1", oldest=parent)["messages"][-1]["text"] == "m0"
+        thread = client.conversations_replies(channel="C1", ts=parent, include_all_metadata=True)["messages"]
+        assert [m["text"] for m in thread] == ["parent", "reply"] and thread[1]["metadata"] == meta
+
     def test_bad_token_is_invalid_auth(self, fake: FakeSlack) -> None:
         """A token other than the fake's is refused with invalid_auth."""
         with pytest.raises(SlackApiError) as info:

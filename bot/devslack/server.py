@@ -535,8 +535,9 @@ class FakeSlack:
     # ------------------------------------------------------------------ state helpers (call with the lock held)
 
     def _next_ts(self) -> str:
-        self._seq += 1
-        return f"{1700000000 + self._seq // 1_000_000}.{self._seq % 1_000_000:06d}"
+        """Like Slack's: the posting time in epoch seconds with 6 decimals, unique and increasing per workspace."""
+        self._seq = max(self._seq + 1, int(time.time() * 1_000_000))
+        return f"{self._seq // 1_000_000}.{self._seq % 1_000_000:06d}"
 
     def _new_id(self, prefix: str) -> str:
         self._id_seq += 1
@@ -794,6 +795,63 @@ def _conversations_info(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]
     return {"ok": True, "channel": copy.deepcopy(channel)}
 
 
+def _window(args: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
+    """conversations.history/.replies' oldest/latest bounds (exclusive unless inclusive=true)."""
+    try:
+        oldest = float(args.get("oldest") or 0)
+        latest = float(args["latest"]) if args.get("latest") else None
+    except (TypeError, ValueError):
+        raise _ApiError("invalid_arguments") from None
+    inclusive = _truthy(args.get("inclusive"))
+
+    def within(msg: dict[str, Any]) -> bool:
+        ts = float(msg["ts"])
+        above = ts >= oldest if inclusive else ts > oldest
+        below = latest is None or (ts <= latest if inclusive else ts < latest)
+        return above and below
+
+    return within
+
+
+def _page(fake: FakeSlack, args: dict[str, Any], msgs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One cursor page (limit default 100, at most 999); metadata only with include_all_metadata."""
+    try:
+        limit = min(max(int(args.get("limit") or 100), 1), 999)
+        start = int(args.get("cursor") or 0)
+    except (TypeError, ValueError):
+        raise _ApiError("invalid_cursor") from None
+    page = [copy.deepcopy(m) for m in msgs[start:start + limit]]
+    if not _truthy(args.get("include_all_metadata")):
+        for msg in page:
+            msg.pop("metadata", None)
+    more = start + limit < len(msgs)
+    return {"ok": True, "messages": page, "has_more": more,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
+
+
+def _conversations_history(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    """Top-level messages (and thread broadcasts) of a channel, newest first."""
+    _require(args, "channel")
+    if args["channel"] not in fake._messages and args["channel"] not in fake._channels:
+        raise _ApiError("channel_not_found")
+    within = _window(args)
+    msgs = [m for m in fake._messages.get(args["channel"], {}).values()
+            if (m.get("thread_ts") in (None, m["ts"]) or m.get("subtype") == "thread_broadcast") and within(m)]
+    return _page(fake, args, sorted(msgs, key=lambda m: _ts_key(m["ts"]), reverse=True))
+
+
+def _conversations_replies(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    """A thread: its parent first, then the replies, oldest first."""
+    _require(args, "channel", "ts")
+    parent = fake._messages.get(args["channel"], {}).get(args["ts"])
+    if parent is None:
+        raise _ApiError("thread_not_found")
+    within = _window(args)
+    msgs = [m for m in fake._messages[args["channel"]].values()
+            if (m["ts"] == args["ts"] or m.get("thread_ts") == args["ts"]) and within(m)]
+    return _page(fake, args, sorted(msgs, key=lambda m: _ts_key(m["ts"])))
+
+
 def _files_get_upload_url(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
     _require(args, "filename", "length")
     try:
@@ -865,6 +923,8 @@ _METHODS: dict[str, Callable[[FakeSlack, dict[str, Any]], dict[str, Any]]] = {
     "users.info": _users_info,
     "usergroups.users.list": _usergroups_users_list,
     "conversations.info": _conversations_info,
+    "conversations.history": _conversations_history,
+    "conversations.replies": _conversations_replies,
     "files.getUploadURLExternal": _files_get_upload_url,
     "files.completeUploadExternal": _files_complete_upload,
     "reactions.add": _reactions_add,
@@ -943,8 +1003,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(raw)))
         for name, value in result.headers.items():
             self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(raw)
+        try:
+            self.end_headers()
+            self.wfile.write(raw)
+        except (BrokenPipeError, ConnectionResetError):  # the caller is gone (a killed bot): Slack shrugs too
+            self.close_connection = True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,13 +63,40 @@ class Slack:
             raise SlackUnavailable(f"Slack {method} failed: {redact(str(exc))[:200]}") from exc
 
     def post_message(self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None,
-                     thread_ts: str | None = None) -> str:
+                     thread_ts: str | None = None, metadata: dict[str, Any] | None = None) -> str:
+        """Post a message; ``metadata`` is Slack message metadata ({"event_type", "event_payload"})."""
         args: dict[str, Any] = {"channel": channel, "text": text, "unfurl_links": False}
         if blocks is not None:
             args["blocks"] = blocks
         if thread_ts:
             args["thread_ts"] = thread_ts
+        if metadata is not None:
+            args["metadata"] = metadata
         return str(self._call("chat.postMessage", **args)["ts"])
+
+    def find_posted(self, channel: str, *, event_type: str, payload: dict[str, Any], oldest: float,
+                    thread_ts: str | None = None, max_pages: int = 10) -> str | None:
+        """The ts of a message posted since ``oldest`` whose metadata has ``event_type`` and contains ``payload``.
+
+        Reads conversations.history (or .replies in a thread), newest first, at most ``max_pages`` pages of 200.
+        """
+        method = "conversations.replies" if thread_ts else "conversations.history"
+        args: dict[str, Any] = {"channel": channel, "oldest": f"{oldest:.6f}", "limit": 200,
+                                "include_all_metadata": "true"}
+        if thread_ts:
+            args["ts"] = thread_ts
+        for _ in range(max_pages):
+            data = self._call(method, form=True, **args)
+            for message in data.get("messages") or []:
+                meta = message.get("metadata") or {}
+                found = meta.get("event_payload") or {}
+                if meta.get("event_type") == event_type and all(found.get(k) == v for k, v in payload.items()):
+                    return str(message.get("ts"))
+            cursor = (data.get("response_metadata") or {}).get("next_cursor")
+            if not data.get("has_more") or not cursor:
+                return None
+            args["cursor"] = cursor
+        return None
 
     def update_message(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
         self._call("chat.update", channel=channel, ts=ts, text=text, blocks=blocks)
