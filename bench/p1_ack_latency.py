@@ -188,6 +188,8 @@ def main() -> int:
               full_help="4 rounds x 500 = 2,000 requests per kind and side")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--per-round", type=int)
+    parser.add_argument("--bare-process-before-response", action="store_true",
+                        help="run B with the bot's App option process_before_response=True (default: Bolt's default)")
     args = parser.parse_args()
     rounds = args.rounds or (2 if args.quick else 4)
     per_round = args.per_round or (100 if args.quick else 500)
@@ -226,7 +228,9 @@ def main() -> int:
         bare_port = free_port()
         bare = subprocess.Popen([sys.executable, str(ROOT / "bench" / "p1_bare_bolt.py"), "--port", str(bare_port),
                                  "--signing-secret", SIGNING_SECRET, "--token", BOT_TOKEN,
-                                 "--slack-api-url", fake.base_url], cwd=ROOT,
+                                 "--slack-api-url", fake.base_url,
+                                 *(["--process-before-response"] if args.bare_process_before_response else [])],
+                                cwd=ROOT,
                                 stdout=open(tmp / "bare.log", "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
         wait_http(f"http://127.0.0.1:{bare_port}")
 
@@ -290,6 +294,7 @@ def main() -> int:
                      "non-200 A/B"], rows)
         out = write_results("p1_ack_latency", {"concurrency": CONCURRENCY, "rounds": rounds, "per_round": per_round,
                                                "summary": summary, "round_p50_ms": round_p50,
+                                               "b_process_before_response": args.bare_process_before_response,
                                                "goal": {"ratio": 1.5, "p99_ms": 100}})
         say(f"results in {out}")
         return 0

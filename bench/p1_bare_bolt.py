@@ -24,6 +24,8 @@ def main() -> int:
     parser.add_argument("--signing-secret", required=True)
     parser.add_argument("--token", required=True)
     parser.add_argument("--slack-api-url", required=True)
+    parser.add_argument("--process-before-response", action="store_true",
+                        help="the bot's App option instead of Bolt's default")
     args = parser.parse_args()
 
     import uvicorn
@@ -32,10 +34,13 @@ def main() -> int:
 
     from bot.server import build_asgi
 
-    # Same App options as bot.app.build_bolt_app (listener pool of 32 threads, no token verification).
+    # Bolt's defaults as a new app would use them (listeners on a 32-thread pool, the request thread polling for
+    # ack() every 10 ms), no token verification. With --process-before-response, the bot's own App options
+    # (bot.app.build_bolt_app): each listener runs on the request's thread.
     app = App(client=WebClient(token=args.token, base_url=args.slack_api_url.rstrip("/") + "/"),
               signing_secret=args.signing_secret, token_verification_enabled=False,
               listener_executor=ThreadPoolExecutor(max_workers=32, thread_name_prefix="listener"),
+              process_before_response=args.process_before_response,
               raise_error_for_unhandled_request=False)
 
     @app.command("/migrate")

@@ -28,10 +28,10 @@ from common import (  # noqa: E402
 from migrations_gen import write as write_migrations  # noqa: E402
 
 
-def head_runner_module() -> ModuleType | None:
-    """bot/integrations/prisma.py as committed at git HEAD (the runner before pipelining), for comparison."""
+def head_runner_module(rev: str = "HEAD") -> ModuleType | None:
+    """bot/integrations/prisma.py as committed at ``rev`` (an earlier runner), for comparison."""
     try:
-        text = subprocess.run(["git", "show", "HEAD:bot/integrations/prisma.py"], cwd=ROOT, capture_output=True,
+        text = subprocess.run(["git", "show", f"{rev}:bot/integrations/prisma.py"], cwd=ROOT, capture_output=True,
                               text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -50,15 +50,15 @@ def main() -> int:
     size_args(parser, quick_help="40 migrations, 2 rounds (seconds)", full_help="400 migrations, 7 rounds")
     parser.add_argument("--migrations", type=int, help="override the number of migrations")
     parser.add_argument("--rounds", type=int, help="override the number of A/B rounds")
-    parser.add_argument("--with-head", action="store_true",
-                        help="also time the NativeRunner committed at git HEAD (C), to show what pipelining saved")
+    parser.add_argument("--with-head", nargs="?", const="HEAD", metavar="REV",
+                        help="also time the NativeRunner committed at REV (default HEAD) as side C")
     args = parser.parse_args()
     n = args.migrations or (40 if args.quick else 400)
     rounds = args.rounds or (2 if args.quick else 7)
 
     from bot.integrations.prisma import NativeRunner
 
-    head = head_runner_module() if args.with_head else None
+    head = head_runner_module(args.with_head) if args.with_head else None
     work = Path(tempfile.mkdtemp(prefix="bench-p3-"))
     migrations_dir = work / "migrations"
     files = write_migrations(migrations_dir, n)
