@@ -24,6 +24,12 @@ class Publisher:
 
     def sync(self, run_id: str) -> None:
         try:
+            if not self.store.message_behind(run_id):
+                return  # a later change calls sync again after its own write, so nothing is missed
+        except StateStoreUnavailable as exc:
+            log.warning("message sync for %s skipped: %s", run_id, exc)
+            return
+        try:
             lock = self.store.redis.lock(self.store.key("msglock", run_id), timeout=30, blocking_timeout=30)
             if not lock.acquire():
                 log.warning("message sync for %s skipped: lock busy", run_id)

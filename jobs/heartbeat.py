@@ -70,20 +70,10 @@ def resync_stale_messages(deps: Deps, limit: int = 50) -> list[str]:
     a state change and its publish; without this the message would show an old state until the next click.
     """
     synced: list[str] = []
-    redis = deps.store.redis
     for run in deps.store.recent_runs(limit=limit):
-        if not run.message_ts:
-            if run.is_active:  # its first chat.postMessage never got through
-                deps.publish(run.id)
-                synced.append(run.id)
-            continue
-        rendered = int(redis.get(deps.store.key("rendered", run.id)) or 0)
-        behind = rendered < run.version
-        if not behind:
-            last = redis.xrevrange(deps.store.key("audit", run.id), count=1)
-            cursor = redis.get(deps.store.key("threadcursor", run.id))
-            behind = bool(last) and str(last[0][0]) != str(cursor)
-        if behind:
+        if not run.message_ts and not run.is_active:
+            continue  # never posted and over: nothing to show
+        if deps.store.message_behind(run.id):  # also: an active run whose first chat.postMessage never got through
             deps.publish(run.id)
             synced.append(run.id)
     return synced
