@@ -336,6 +336,7 @@ class BotConfig(_Strict):
 
     environments: dict[str, EnvironmentConfig] = Field(min_length=1)
     worker_threads: int = Field(default=16, ge=2, le=256)
+    followup_threads: int = Field(default=4, ge=1, le=256)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
 
     @field_validator("environments")
