@@ -36,6 +36,7 @@ bench: $(STAMP) services
 
 lint: $(STAMP)
 	$(BIN)/ruff check bot handlers jobs tests
+	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 
 clean:

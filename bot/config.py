@@ -149,7 +149,7 @@ _CLOCK = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$")
 class CalendarConfig(_Strict):
     """Maintenance windows: the seed's recommended schedule as a policy, and the reminder timeline (seconds)."""
 
-    allowed_weekdays: list[Weekday] = Field(default_factory=lambda: ["tue", "wed"], min_length=1)
+    allowed_weekdays: list[Weekday] = Field(default_factory=lambda: list[Weekday](["tue", "wed"]), min_length=1)
     earliest_start: str = "02:00"
     latest_end: str = "04:00"
     max_duration_s: float = Field(default=7200, gt=0)

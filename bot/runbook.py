@@ -623,9 +623,9 @@ def rollback_steps(run: Run, option: RollbackOption, *, ecs: bool) -> list[StepS
 def request_rollback(run: Run, *, option: RollbackOption, user: str, reason: str, now: datetime,
                      ecs: bool, policy: Policy, groups: Iterable[str]) -> Transition:
     """Options 1 and 3 start at once; Option 2 (data loss) waits for a second person."""
-    if (run.rollback or {}).get("option") == option.value and run.status in (RunStatus.ROLLING_BACK,
-                                                                             RunStatus.ROLLED_BACK):
-        raise AlreadyDone(f"{ROLLBACK_LABELS[option]} was already chosen by <@{run.rollback['requested_by']}>.")
+    chosen = run.rollback or {}
+    if chosen.get("option") == option.value and run.status in (RunStatus.ROLLING_BACK, RunStatus.ROLLED_BACK):
+        raise AlreadyDone(f"{ROLLBACK_LABELS[option]} was already chosen by <@{chosen.get('requested_by')}>.")
     if option not in rollback_options(run):
         raise WrongState(f"{ROLLBACK_LABELS[option]} is not available for this run.")
     if run.rollback and run.rollback.get("status") == "awaiting_second_approval":

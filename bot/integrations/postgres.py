@@ -139,14 +139,14 @@ class Postgres:
             raise IntegrationError(f"Cannot connect to {redacted_url(self.url if libpq_url is None else target)}: "
                                    f"{_reason(exc)}") from exc
 
-    def _fetch(self, query: str | sql.Composable, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+    def _fetch(self, query: str | sql.Composed, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         with self._connect() as conn:
             try:
                 return conn.execute(query, params).fetchall()
             except psycopg.Error as exc:
                 raise IntegrationError(f"Query on {redacted_url(self.url)} failed: {_reason(exc)}") from exc
 
-    def _admin(self, statement: sql.Composable) -> None:
+    def _admin(self, statement: sql.Composed) -> None:
         """Run one statement on the server's maintenance database (outside any transaction)."""
         admin_url = _with_database(self._libpq_url, MAINTENANCE_DB)
         with self._connect(admin_url) as conn:

@@ -332,10 +332,9 @@ def _classify_script(script: str) -> _ScriptKind:
         if node_type in ("IndexStmt", "DropStmt"):
             return bool(fields.get("concurrent"))
         if node_type == "ReindexStmt":
-            params = fields.get("params") or ()
-            return any(
-                isinstance(p, dict) and (p.get("DefElem") or {}).get("defname") == "concurrently"
-                for p in params  # type: ignore[union-attr]
+            params = fields.get("params")
+            return isinstance(params, list) and any(
+                isinstance(p, dict) and (p.get("DefElem") or {}).get("defname") == "concurrently" for p in params
             )
         return False
 
@@ -374,7 +373,7 @@ def split_database_url(url: str) -> tuple[str, str | None]:
             params = conninfo_to_dict(base + ("?" + "&".join(kept) if kept else ""))
         except psycopg.ProgrammingError as exc:
             raise PrismaError("P1013", f"The provided database string is invalid. {exc}") from None
-    return make_conninfo(**params), schema
+    return make_conninfo("", **params), schema
 
 
 def _host_port(conninfo: str) -> str:

@@ -65,7 +65,7 @@ class LiveCatalog:
         value = self._one(("vol", function),
                           "SELECT max(CASE provolatile WHEN 'v' THEN 3 WHEN 's' THEN 2 ELSE 1 END) "
                           "FROM pg_proc WHERE proname = %s", (function,))
-        return {3: "v", 2: "s", 1: "i"}.get(value) if value is not None else None  # type: ignore[arg-type]
+        return {3: "v", 2: "s", 1: "i"}.get(value) if isinstance(value, int) else None
 
     def column_type(self, table: str, column: str) -> TypeKey | None:
         """The column's current type from pg_attribute/format_type."""

@@ -264,8 +264,14 @@ def table_name(rel: Tree) -> str:
     """Display/key name of a relation (a bare RangeVar): bare for the default schema, else schema-qualified."""
     schema = rel.get("schemaname")
     if schema and schema != "public":
-        return f"{schema}.{rel.get('relname')}"
-    return rel.get("relname")
+        return f"{schema}.{_text(rel, 'relname')}"
+    return _text(rel, "relname")
+
+
+def _text(node: Tree, key: str) -> str:
+    """A string field of a parse-tree node ("" when absent; libpg_query's JSON leaves out empty fields)."""
+    value = node.get(key)
+    return value if isinstance(value, str) else ""
 
 
 def _object_name(parts: Any) -> str:
@@ -412,7 +418,7 @@ class _Analyzer:
                                    scans=True, lock=lock))
 
     def _on_DropStmt(self, st: StatementAnalysis, node: Tree) -> None:
-        kind = node.get("removeType")
+        kind = _text(node, "removeType")
         names = [_object_name(items) for items in map(_list_items, node.get("objects") or ()) if items is not None]
         concurrent = bool(node.get("concurrent"))
         if kind == "OBJECT_TABLE":
@@ -431,18 +437,18 @@ class _Analyzer:
             st.concurrent = concurrent
             lock = Lock.SHARE_UPDATE_EXCLUSIVE if concurrent else Lock.ACCESS_EXCLUSIVE
             for index in names:
-                table = self.index_table(index)
-                if table:
-                    st.target = st.target or table
-                    st.effects.append(Effect(table, lock))
-                if not concurrent and table not in self.created_here:
-                    st.checks.append(Check("drop-index", table, {"index": index}, lock=lock))
+                owner = self.index_table(index)
+                if owner:
+                    st.target = st.target or owner
+                    st.effects.append(Effect(owner, lock))
+                if not concurrent and owner not in self.created_here:
+                    st.checks.append(Check("drop-index", owner, {"index": index}, lock=lock))
         else:
             st.kind = f"DROP {kind.removeprefix('OBJECT_')}"
 
     def _on_RenameStmt(self, st: StatementAnalysis, node: Tree) -> None:
-        kind = node.get("renameType")
-        newname = node.get("newname")
+        kind = _text(node, "renameType")
+        newname = _text(node, "newname")
         if node.get("relation") is None:
             st.kind = f"RENAME {kind.removeprefix('OBJECT_')}"
             return
@@ -459,7 +465,7 @@ class _Analyzer:
         new = table in self.created_here
         if kind == "OBJECT_COLUMN":
             st.kind = "RENAME COLUMN"
-            subname = node.get("subname")
+            subname = _text(node, "subname")
             old = self.model.columns.pop((table, subname), None)
             if old:
                 self.model.columns[(table, newname)] = old
@@ -573,13 +579,13 @@ class _Analyzer:
         st.checks.append(Check("opaque-block", None, {}))
 
     def _on_TransactionStmt(self, st: StatementAnalysis, node: Tree) -> None:
-        st.kind = node.get("kind").removeprefix("TRANS_STMT_")
+        st.kind = _text(node, "kind").removeprefix("TRANS_STMT_")
 
     def _on_CreateEnumStmt(self, st: StatementAnalysis, node: Tree) -> None:
         st.kind = "CREATE TYPE AS ENUM"
 
     def _on_AlterTableStmt(self, st: StatementAnalysis, node: Tree) -> None:
-        objtype = node.get("objtype")
+        objtype = _text(node, "objtype")
         if objtype != "OBJECT_TABLE":
             st.kind = f"ALTER {objtype.removeprefix('OBJECT_')}"
             if objtype == "OBJECT_INDEX":
@@ -598,7 +604,7 @@ class _Analyzer:
         st.kind = "ALTER TABLE " + ",".join(dict.fromkeys(kinds))
 
     def _alter_cmd(self, st: StatementAnalysis, table: str, cmd: Tree, new: bool) -> None:
-        sub = cmd.get("subtype")
+        sub = _text(cmd, "subtype")
         lock = Lock.ACCESS_EXCLUSIVE
         rewrites = scans = False
         column = cmd.get("name") or ""
@@ -667,7 +673,7 @@ class _Analyzer:
 
     def _add_column(self, st: StatementAnalysis, table: str, col: Tree, new: bool) -> bool:
         type_key = _type_key(col["typeName"]) if col.get("typeName") is not None else None
-        colname = col.get("colname")
+        colname = _text(col, "colname")
         if type_key is not None:
             self.model.columns[(table, colname)] = type_key
         not_null = bool(col.get("is_not_null"))
@@ -797,7 +803,8 @@ def analyze_file(sql: str, model: SchemaModel | None = None, catalog: Catalog | 
     try:
         raw = json.loads(pglast.parser.parse_sql_json(sql)).get("stmts", [])
     except pglast.parser.ParseError as exc:
-        offset = exc.location if isinstance(getattr(exc, "location", None), int) else None
+        location = getattr(exc, "location", None)
+        offset = location if isinstance(location, int) else None
         return FileAnalysis([], [], False, False, parse_error=str(exc.args[0] if exc.args else exc),
                             parse_error_offset=offset)
     analyzer = _Analyzer(model, catalog)

@@ -109,7 +109,7 @@ class Finding:
 
 
 def _count(findings: Sequence[Finding]) -> dict[str, int]:
-    counts = dict.fromkeys(LEVELS, 0)
+    counts: dict[str, int] = dict.fromkeys(LEVELS, 0)
     for finding in findings:
         counts[finding.level] += 1
     return counts
