@@ -36,6 +36,7 @@ from bot.calendar import (
 )
 from bot.config import CalendarConfig, EnvironmentConfig
 from bot.errors import BotError, NotAllowed, StateStoreUnavailable
+from bot.integrations.slack import SlackUnavailable
 from bot.messages import slack_date
 from bot.operations import Deps, Invocation, Reply, environment_or_refuse
 from bot.runbook import CHECKLIST_LABELS, Run, RunStatus
@@ -373,6 +374,10 @@ def _open_findings(run: Run | None) -> int:
     return len(blocking_findings(run))
 
 
+_CANNOT_READ_CHANNEL = frozenset({"not_in_channel", "channel_not_found", "missing_scope", "thread_not_found",
+                                  "not_allowed_token_type", "invalid_auth", "account_inactive", "token_revoked"})
+"""Slack errors that asking again will not cure: the bot cannot see the channel's history."""
+
 MESSAGE_EVENT = "migrate_bot_window_message"
 """Slack metadata event type of timeline messages; its payload names the window, revision and kind."""
 
@@ -594,30 +599,44 @@ def recover_interrupted(deps: Deps, alive: Callable[[str], bool]) -> list[tuple[
             inflight.end(claim)
             continue
         now = deps.clock()
+        reminder = _reminder(window, kind, env.calendar)
+        late = (now - reminder.due).total_seconds() if reminder else 0.0
+        in_time = (reminder is not None and late <= reminder.grace_s and window.revision == revision
+                   and window.status is WindowStatus.SCHEDULED and why_skip(kind, window, env.calendar, now) is None)
+        unchecked = ""
         try:
             found = deps.slack.find_posted(
                 window.channel, event_type=MESSAGE_EVENT, oldest=float(entry.get("at", 0)) - 5,
                 payload={"window_id": window.id, "revision": revision, "kind": kind},
                 thread_ts=entry.get("thread_ts"))
-        except BotError as exc:
-            log.warning("window %s %s: cannot check Slack for an interrupted post yet: %s", window.id, kind, exc)
-            deps.store.redis.delete(deps.store.key("once", f"recover:{claim}"))  # try again next round
-            continue
+        except SlackUnavailable as exc:
+            if exc.error in _CANNOT_READ_CHANNEL:  # asking again will not help
+                found, unchecked = None, exc.error
+            elif in_time:  # rate limited, Slack down: ask again next round
+                log.warning("window %s %s: cannot check Slack for an interrupted post yet: %s", window.id, kind, exc)
+                deps.store.redis.delete(deps.store.key("once", f"recover:{claim}"))
+                continue
+            else:
+                found, unchecked = None, exc.error or "Slack unreachable"
         if found:
             _deliver_claimed(deps, window, kind, revision, now, claim, posted_ts=found,
                              note="posted before the bot stopped; confirmed in the channel")
             handled.append((window.id, kind, "confirmed"))
             continue
-        reminder = _reminder(window, kind, env.calendar)
-        late = (now - reminder.due).total_seconds() if reminder else 0.0
-        in_time = reminder is not None and late <= reminder.grace_s and why_skip(kind, window, env.calendar, now) is None
-        if in_time and window.status is WindowStatus.SCHEDULED and window.revision == revision:
-            _deliver_claimed(deps, window, kind, revision, now, claim,
-                             note=f"posted {format_duration(late)} late: the bot stopped while posting it")
+        if in_time:
+            # Not in the channel, or the channel cannot be read: a message that may show twice (and says so)
+            # is better than a maintenance reminder nobody sees.
+            note = f"posted {format_duration(late)} late: the bot stopped while posting it"
+            if unchecked:
+                note += f" (could not check the channel: {unchecked}; it may show twice)"
+            _deliver_claimed(deps, window, kind, revision, now, claim, note=note)
             handled.append((window.id, kind, "posted"))
             continue
-        windows.audit(window.id, "bot", f"reminder.{base_kind(kind)}", "skipped", now,
-                      "missed: the bot stopped while posting it, and its grace period has passed",
+        detail = "missed: the bot stopped while posting it, and its grace period has passed"
+        if unchecked:
+            detail = f"may be missing: the bot stopped while posting it, and the channel could not be checked " \
+                     f"({unchecked})"
+        windows.audit(window.id, "bot", f"reminder.{base_kind(kind)}", "skipped", now, detail,
                       {"kind": kind, "revision": revision, "late_s": round(late, 1)})
         if base_kind(kind) == "complete" and window.status is WindowStatus.SCHEDULED:
             windows.update(window.id, _completed_at(now))

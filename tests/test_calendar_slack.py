@@ -253,15 +253,21 @@ class TestRestart:
         assert_once_each(kinds, ["announce", "reminder", "final", "start", "complete"])
         assert InFlight(deps).entries() == {}
 
+    @pytest.mark.parametrize("history", ["readable", "not_in_channel"])
     def test_killed_while_posting_a_reminder_that_never_arrived_it_is_posted_late(
-            self, tmp_path, fake, start_bot, deps):
-        """kill -9 mid-post and the post never reached Slack: the next process posts it, late, within its grace."""
+            self, tmp_path, fake, start_bot, deps, history):
+        """kill -9 mid-post and the post never reached Slack: the next process posts it, late, within its grace.
+
+        When the channel's history cannot be read, it is posted all the same, saying it may show twice.
+        """
         config = write_env(tmp_path, {**FAST, "reminder_before_s": 25, "reminder_grace_s": 60})
         first = start_bot(config, "first")
         window_id, reply = schedule(sender_for(first, fake), f'{local_words(in_seconds(30))} 2s "notes E"')
         assert window_id, reply
         wait_until(lambda: window_messages(fake, window_id), timeout=5)
         fake.inject("chat.postMessage", status=200, delay_s=2, disconnect=True)  # lost on the way
+        if history != "readable":
+            fake.inject("conversations.history", error=history)
         wait_until(lambda: self.inflight(deps, "reminder"), timeout=15)
         first.kill()
         time.sleep(2.5)
@@ -271,6 +277,7 @@ class TestRestart:
         entries = [e for e in WindowStore(deps).audit_entries(window_id) if e.action == "reminder.reminder"]
         assert [e.outcome for e in entries] == ["ok"]
         assert "late: the bot stopped while posting it" in entries[0].detail
+        assert ("it may show twice" in entries[0].detail) is (history != "readable")
         kinds = complete_timeline(fake, window_id, timeout=40)
         assert_once_each(kinds, ["announce", "reminder", "final", "start", "complete"])
         assert InFlight(deps).entries() == {}

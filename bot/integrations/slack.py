@@ -22,7 +22,11 @@ log = logging.getLogger(__name__)
 
 
 class SlackUnavailable(IntegrationError):
-    """Slack's Web API refused or failed a call even after retries."""
+    """Slack's Web API refused or failed a call even after retries; ``error`` is Slack's code when it sent one."""
+
+    def __init__(self, message: str, error: str | None = None) -> None:
+        super().__init__(message)
+        self.error = error
 
 
 def make_client(token: str, base_url: str, *, timeout_s: int = 10) -> WebClient:
@@ -58,7 +62,7 @@ class Slack:
             return dict(response.data) if isinstance(response.data, dict) else {}
         except SlackApiError as exc:
             error = exc.response.get("error", "unknown_error") if exc.response is not None else "unknown_error"
-            raise SlackUnavailable(f"Slack {method} failed: {error}") from exc
+            raise SlackUnavailable(f"Slack {method} failed: {error}", error=error) from exc
         except (SlackClientError, OSError) as exc:
             raise SlackUnavailable(f"Slack {method} failed: {redact(str(exc))[:200]}") from exc
 
