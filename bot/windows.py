@@ -123,11 +123,13 @@ class WindowStore:
                     continue
         raise StateStoreUnavailable("too much contention on this window; nothing was changed — try again")
 
-    def scheduled(self, env: str | None = None, *, after: datetime | None = None) -> list[Window]:
-        """Scheduled windows not yet over, soonest first."""
+    def scheduled(self, env: str | None = None, *, after: datetime | None = None,
+                  starting_by: datetime | None = None) -> list[Window]:
+        """Scheduled windows not yet over (and, with ``starting_by``, starting no later than that), soonest first."""
         low = (after - timedelta(seconds=MAX_WINDOW_S)).timestamp() if after else "-inf"
+        high = starting_by.timestamp() if starting_by else "+inf"
         with _store_errors():
-            ids = [str(i) for i in self.redis.zrangebyscore(self._index, low, "+inf")]
+            ids = [str(i) for i in self.redis.zrangebyscore(self._index, low, high)]
             raws = self.redis.mget([self._key(i) for i in ids]) if ids else []
         windows = [Window.model_validate_json(raw) for raw in raws if raw]
         return [w for w in windows if w.status is WindowStatus.SCHEDULED
@@ -455,6 +457,12 @@ class InFlight:
         with _store_errors():
             self.deps.store.redis.hset(self.key, claim, self._entry(window, kind, revision, now, thread_ts))
 
+    def adopt(self, claim: str, entry: dict[str, Any]) -> None:
+        """Take over a dead process's entry: same post, this process now answers for it."""
+        with _store_errors():
+            self.deps.store.redis.hset(self.key, claim, json.dumps({**entry, "instance": self.deps.instance_id,
+                                                                    "recovering": True}))
+
     def end(self, claim: str) -> None:
         with _store_errors():
             self.deps.store.redis.hdel(self.key, claim)
@@ -588,9 +596,12 @@ def recover_interrupted(deps: Deps, alive: Callable[[str], bool]) -> list[tuple[
     inflight = InFlight(deps)
     windows = WindowStore(deps)
     for claim, entry in inflight.entries().items():
-        if entry.get("instance") == deps.instance_id or alive(str(entry.get("instance"))):
-            continue
-        if not deps.store.claim_once(f"recover:{claim}", ttl_s=3600, value=deps.instance_id):
+        mine = entry.get("instance") == deps.instance_id
+        if (mine and not entry.get("recovering")) or (not mine and alive(str(entry.get("instance")))):
+            continue  # a post under way in a live process (an entry this process adopted is retried here)
+        # The short claim keeps two replicas from recovering one entry at the same moment; adopting the entry
+        # keeps them apart after it expires, and lets a third recover it if this process dies midway.
+        if not deps.store.claim_once(f"recover:{claim}", ttl_s=60, value=deps.instance_id):
             continue  # another replica is on it
         window = windows.get(str(entry.get("window_id")))
         env = deps.config.environment(window.env) if window is not None else None
@@ -598,6 +609,7 @@ def recover_interrupted(deps: Deps, alive: Callable[[str], bool]) -> list[tuple[
         if window is None or env is None or deps.slack is None:
             inflight.end(claim)
             continue
+        inflight.adopt(claim, entry)
         now = deps.clock()
         reminder = _reminder(window, kind, env.calendar)
         late = (now - reminder.due).total_seconds() if reminder else 0.0
@@ -672,7 +684,7 @@ def link_started_run(deps: Deps, run: Run) -> None:
         now = deps.clock()
         lead = timedelta(seconds=env.calendar.final_before_s)
         windows = WindowStore(deps)
-        for window in windows.scheduled(run.env, after=now):
+        for window in windows.scheduled(run.env, after=now, starting_by=now + lead):  # not all future windows
             if window.start - lead <= now < window.end and not window.run_id:
                 windows.update(window.id, lambda w: w.model_copy(update={"run_id": w.run_id or run.id}))
                 windows.audit(window.id, run.requested_by, "window.link_run", "ok", now, run.id)
