@@ -376,10 +376,6 @@ def _open_findings(run: Run | None) -> int:
     return len(blocking_findings(run))
 
 
-_CANNOT_READ_CHANNEL = frozenset({"not_in_channel", "channel_not_found", "missing_scope", "thread_not_found",
-                                  "not_allowed_token_type", "invalid_auth", "account_inactive", "token_revoked"})
-"""Slack errors that asking again will not cure: the bot cannot see the channel's history."""
-
 MESSAGE_EVENT = "migrate_bot_window_message"
 """Slack metadata event type of timeline messages; its payload names the window, revision and kind."""
 
@@ -440,22 +436,15 @@ class InFlight:
         self.deps = deps
         self.key = deps.store.key("window-msg", "inflight")
 
-    def _entry(self, window: Window, kind: str, revision: int, now: datetime, thread_ts: str | None) -> str:
-        return json.dumps({"instance": self.deps.instance_id, "window_id": window.id, "kind": kind,
-                           "revision": revision, "at": now.timestamp(), "thread_ts": thread_ts})
-
-    def claim(self, claim: str, ttl_s: int, window: Window, kind: str, revision: int, now: datetime) -> bool:
+    def claim(self, claim: str, ttl_s: int, window: Window, kind: str, revision: int, now: datetime,
+              thread_ts: str | None = None) -> bool:
         """claim_once and the in-flight entry in one step: True exactly once per claim across replicas."""
+        entry = json.dumps({"instance": self.deps.instance_id, "window_id": window.id, "kind": kind,
+                            "revision": revision, "at": now.timestamp(), "thread_ts": thread_ts})
         with _store_errors():
             return bool(self.deps.store.redis.eval(
                 _CLAIM_AND_TRACK, 2, self.deps.store.key("once", claim), self.key, self.deps.instance_id,
-                ttl_s, claim, self._entry(window, kind, revision, now, None)))
-
-    def begin(self, claim: str, window: Window, kind: str, revision: int, now: datetime,
-              thread_ts: str | None = None) -> None:
-        """(Re)write the entry of a claim this process holds: after recovery, or to add the thread."""
-        with _store_errors():
-            self.deps.store.redis.hset(self.key, claim, self._entry(window, kind, revision, now, thread_ts))
+                ttl_s, claim, entry))
 
     def adopt(self, claim: str, entry: dict[str, Any]) -> None:
         """Take over a dead process's entry: same post, this process now answers for it."""
@@ -495,7 +484,8 @@ def deliver(deps: Deps, window_id: str, kind: str, revision: int) -> str:
     now = deps.clock()
     base = base_kind(kind)
     claim = _claim_key(window, kind, revision)
-    if not InFlight(deps).claim(claim, _claim_ttl(window, now), window, kind, revision, now):
+    thread = _start_ts(deps, window) if base == "status" else None
+    if not InFlight(deps).claim(claim, _claim_ttl(window, now), window, kind, revision, now, thread_ts=thread):
         return "duplicate"
     reason = why_skip(kind, window, env.calendar, now)
     if reason:
@@ -504,19 +494,23 @@ def deliver(deps: Deps, window_id: str, kind: str, revision: int) -> str:
                                                                            .total_seconds(), 1)})
         InFlight(deps).end(claim)
         return "skipped"
-    return _deliver_claimed(deps, window, kind, revision, now, claim)
+    return _deliver_claimed(deps, window, kind, revision, now, claim, thread=thread)
+
+
+def _start_ts(deps: Deps, window: Window) -> str | None:
+    """The ts of the window's "maintenance started" message: its status updates go in that thread."""
+    ts = deps.store.redis.get(_start_ts_key(deps, window))
+    return str(ts) if ts else None
 
 
 def _deliver_claimed(deps: Deps, window: Window, kind: str, revision: int, now: datetime, claim: str, *,
-                     posted_ts: str | None = None, note: str = "") -> str:
+                     thread: str | None = None, posted_ts: str | None = None, note: str = "") -> str:
     """Post (or, with ``posted_ts``, only record) one claimed timeline message and what follows from it."""
     windows = WindowStore(deps)
     inflight = InFlight(deps)
     env = deps.config.environment(window.env)
     base = base_kind(kind)
     run = linked_run(deps, window)
-    thread = deps.store.redis.get(_start_ts_key(deps, window)) if base == "status" else None
-    inflight.begin(claim, window, kind, revision, now, thread_ts=str(thread) if thread else None)
 
     def post(message: dict[str, Any], thread_ts: str | None = None) -> str | None:
         return posted_ts or _post(deps, window, message, thread_ts=thread_ts, kind=kind, revision=revision)
@@ -537,7 +531,7 @@ def _deliver_claimed(deps: Deps, window: Window, kind: str, revision: int, now: 
                 inflight.end(claim)  # the completion below is its own claim
                 _complete(deps, window, run, run_done=True, now=now)
                 return "posted"
-            post(views.status_update(kind, window, run, now), thread_ts=str(thread) if thread else None)
+            post(views.status_update(kind, window, run, now), thread_ts=thread)
         elif base == "complete":
             _complete(deps, window, run, run_done=run is not None and run.status is RunStatus.SUCCEEDED, now=now,
                       claimed=True, posted_ts=posted_ts, note=note)
@@ -554,11 +548,9 @@ def _deliver_claimed(deps: Deps, window: Window, kind: str, revision: int, now: 
 
 def _complete(deps: Deps, window: Window, run: Run | None, *, run_done: bool, now: datetime,
               claimed: bool = False, posted_ts: str | None = None, note: str = "") -> None:
-    claim = f"window:{window.id}:{window.revision}:complete"
+    claim = _claim_key(window, "complete", window.revision)
     inflight = InFlight(deps)
-    if claimed:
-        inflight.begin(claim, window, "complete", window.revision, now)
-    elif not inflight.claim(claim, _claim_ttl(window, now), window, "complete", window.revision, now):
+    if not claimed and not inflight.claim(claim, _claim_ttl(window, now), window, "complete", window.revision, now):
         return
     windows = WindowStore(deps)
     outcome, detail = "ok", "run succeeded" if run_done else "window ended"
@@ -622,8 +614,8 @@ def recover_interrupted(deps: Deps, alive: Callable[[str], bool]) -> list[tuple[
                 payload={"window_id": window.id, "revision": revision, "kind": kind},
                 thread_ts=entry.get("thread_ts"))
         except SlackUnavailable as exc:
-            if exc.error in _CANNOT_READ_CHANNEL:  # asking again will not help
-                found, unchecked = None, exc.error
+            if exc.lasting:
+                found, unchecked = None, exc.error or str(exc)
             elif in_time:  # rate limited, Slack down: ask again next round
                 log.warning("window %s %s: cannot check Slack for an interrupted post yet: %s", window.id, kind, exc)
                 deps.store.redis.delete(deps.store.key("once", f"recover:{claim}"))
@@ -631,7 +623,7 @@ def recover_interrupted(deps: Deps, alive: Callable[[str], bool]) -> list[tuple[
             else:
                 found, unchecked = None, exc.error or "Slack unreachable"
         if found:
-            _deliver_claimed(deps, window, kind, revision, now, claim, posted_ts=found,
+            _deliver_claimed(deps, window, kind, revision, now, claim, thread=entry.get("thread_ts"), posted_ts=found,
                              note="posted before the bot stopped; confirmed in the channel")
             handled.append((window.id, kind, "confirmed"))
             continue
@@ -641,7 +633,7 @@ def recover_interrupted(deps: Deps, alive: Callable[[str], bool]) -> list[tuple[
             note = f"posted {format_duration(late)} late: the bot stopped while posting it"
             if unchecked:
                 note += f" (could not check the channel: {unchecked}; it may show twice)"
-            _deliver_claimed(deps, window, kind, revision, now, claim, note=note)
+            _deliver_claimed(deps, window, kind, revision, now, claim, thread=entry.get("thread_ts"), note=note)
             handled.append((window.id, kind, "posted"))
             continue
         detail = "missed: the bot stopped while posting it, and its grace period has passed"

@@ -21,12 +21,21 @@ from bot.redact import redact
 log = logging.getLogger(__name__)
 
 
+_LASTING_ERRORS = frozenset({"not_in_channel", "channel_not_found", "missing_scope", "thread_not_found",
+                             "not_allowed_token_type", "invalid_auth", "account_inactive", "token_revoked"})
+
+
 class SlackUnavailable(IntegrationError):
     """Slack's Web API refused or failed a call even after retries; ``error`` is Slack's code when it sent one."""
 
     def __init__(self, message: str, error: str | None = None) -> None:
         super().__init__(message)
         self.error = error
+
+    @property
+    def lasting(self) -> bool:
+        """Asking again will not help: no access to the channel, a missing scope, a dead token."""
+        return self.error in _LASTING_ERRORS
 
 
 def make_client(token: str, base_url: str, *, timeout_s: int = 10) -> WebClient:

@@ -133,7 +133,8 @@ class SquawkBatch:
     Each text is written to its own file (``00000.sql``, ``00001.sql``, … by position) in a private temporary
     directory (on /dev/shm when there is one), which is also squawk's working directory (no stray .squawk.toml);
     squawk names the file of each violation in its JSON, so ``results()`` maps them back: one list per text, in
-    the order given, each list in squawk's order. One process instead of one per file: a review of 400 files starts 1-2 processes, not 400.
+    the order given, each list in squawk's order. One process instead of one per file: a review of 400 files
+    starts 1-2 processes, not 400.
     If the batch run fails, ``results()`` lints the texts one by one so the error names the file at fault.
     """
 
