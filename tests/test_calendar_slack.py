@@ -246,7 +246,7 @@ class TestRestart:
         wait_until(lambda: any(k == "reminder" for k, _ in window_messages(fake, window_id)), timeout=5)
         start_bot(config, "second")
         entries = wait_until(lambda: [e for e in WindowStore(deps).audit_entries(window_id)
-                                      if e.action == "reminder.reminder"], timeout=20)
+                                      if e.action == "reminder.reminder"], timeout=40)
         assert [(e.outcome, e.detail) for e in entries] == [
             ("ok", "posted before the bot stopped; confirmed in the channel")]
         kinds = complete_timeline(fake, window_id, timeout=30)
@@ -259,10 +259,12 @@ class TestRestart:
         """kill -9 mid-post and the post never reached Slack: the next process posts it, late, within its grace.
 
         When the channel's history cannot be read, it is posted all the same, saying it may show twice.
+        Recovery waits for the dead process's heartbeat to expire (10 s) and a heartbeat round (6 s), so the
+        reminder is due 40 s before the start: still relevant, and within its grace, when the recovery comes.
         """
-        config = write_env(tmp_path, {**FAST, "reminder_before_s": 25, "reminder_grace_s": 60})
+        config = write_env(tmp_path, {**FAST, "reminder_before_s": 40, "reminder_grace_s": 60})
         first = start_bot(config, "first")
-        window_id, reply = schedule(sender_for(first, fake), f'{local_words(in_seconds(30))} 2s "notes E"')
+        window_id, reply = schedule(sender_for(first, fake), f'{local_words(in_seconds(45))} 2s "notes E"')
         assert window_id, reply
         wait_until(lambda: window_messages(fake, window_id), timeout=5)
         fake.inject("chat.postMessage", status=200, delay_s=2, disconnect=True)  # lost on the way
@@ -273,12 +275,12 @@ class TestRestart:
         time.sleep(2.5)
         assert not any(k == "reminder" for k, _ in window_messages(fake, window_id))
         start_bot(config, "second")
-        wait_until(lambda: any(k == "reminder" for k, _ in window_messages(fake, window_id)), timeout=20)
+        wait_until(lambda: any(k == "reminder" for k, _ in window_messages(fake, window_id)), timeout=40)
         entries = [e for e in WindowStore(deps).audit_entries(window_id) if e.action == "reminder.reminder"]
         assert [e.outcome for e in entries] == ["ok"]
         assert "late: the bot stopped while posting it" in entries[0].detail
         assert ("it may show twice" in entries[0].detail) is (history != "readable")
-        kinds = complete_timeline(fake, window_id, timeout=40)
+        kinds = complete_timeline(fake, window_id, timeout=60)
         assert_once_each(kinds, ["announce", "reminder", "final", "start", "complete"])
         assert InFlight(deps).entries() == {}
 
