@@ -340,7 +340,7 @@ def _apply(
         locks = sampler.locks.get(name, {})
         return RehearsedMigration(
             name=name,
-            duration_s=round(duration_s, 3),
+            duration_s=round(duration_s, 6),  # a sub-millisecond migration is fast, not untimed
             ok=error is None,
             error=error,
             locks={table: mode.pg_mode for table, mode in sorted(locks.items())},
