@@ -129,8 +129,25 @@ class BotProcess:
                               capture_output=True, text=True, timeout=timeout)
 
 
+def load_factor() -> float:
+    """How much slower than an idle machine this one is now: the 1-minute load per core, between 1 and 4.
+
+    Deadlines in the tests are derived from the bot's configured timeouts; on a machine running a second suite
+    they stretch by this factor instead of failing (``MIGRATE_BOT_TEST_SLOWDOWN`` pins it).
+    """
+    pinned = os.environ.get("MIGRATE_BOT_TEST_SLOWDOWN")
+    if pinned:
+        return max(1.0, float(pinned))
+    try:
+        per_core = os.getloadavg()[0] / (os.cpu_count() or 1)
+    except OSError:
+        return 1.0
+    return min(4.0, max(1.0, per_core))
+
+
 def wait_until(predicate: Any, timeout: float = 10, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
+    """Poll ``predicate`` until it returns something truthy; the deadline stretches with ``load_factor()``."""
+    deadline = time.monotonic() + timeout * load_factor()
     while time.monotonic() < deadline:
         value = predicate()
         if value:

@@ -36,6 +36,7 @@ from tests.harness import (
     SIGNING_SECRET,
     BotProcess,
     base_config,
+    load_factor,
     wait_until,
     write_config,
 )
@@ -77,7 +78,8 @@ def local_words(start: datetime) -> str:
 
 
 def in_seconds(seconds: int) -> datetime:
-    return datetime.fromtimestamp(math.ceil(time.time()) + seconds, UTC)
+    """A window start ``seconds`` ahead, stretched on a loaded machine so that scheduling it cannot eat its lead."""
+    return datetime.fromtimestamp(math.ceil(time.time() + seconds * load_factor()), UTC)
 
 
 @pytest.fixture
