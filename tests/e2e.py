@@ -165,6 +165,7 @@ def start(world, text="prod", env="prod"):
     run = store.active_run(env)
     ts = fake.channel_messages(PROD_CHANNEL)[-1]["ts"]
     wait_until(lambda: "pending" in store.get(run.id).facts, timeout=20)
+    settle(world, ts)  # the message shows what the inspection found, not only that it ran
     return run.id, ts
 
 
