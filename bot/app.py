@@ -56,5 +56,8 @@ def build_bolt_app(settings: Settings, deps: Deps) -> App:
         process_before_response=True,
         raise_error_for_unhandled_request=False,
     )
+    # Bolt logs the whole body of a request whose signature fails (at INFO, as it builds the App); bot.server refuses
+    # those before Bolt sees them, and this keeps any that get through out of the log too.
+    logging.getLogger("slack_bolt.RequestVerification").setLevel(logging.WARNING)
     handlers.register(app, deps)
     return app

@@ -120,8 +120,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
         log.info("serving on %s:%s", args.host, port)
         sys.stdout.flush()
-        uvicorn.run(build_asgi(app, deps.store), host=args.host, port=port, log_config=None,
-                    access_log=False, log_level="warning", timeout_graceful_shutdown=5)
+        asgi = build_asgi(app, deps.store, max_body_bytes=config.limits.max_body_bytes)
+        uvicorn.run(asgi, host=args.host, port=port, log_config=None, access_log=False, log_level="warning",
+                    timeout_graceful_shutdown=5)
         return 0
     finally:
         background.stop()
