@@ -55,6 +55,15 @@ def denied(reason: str) -> str:
     return f"🚫 {reason} The run is unchanged."
 
 
+def slow_down() -> str:
+    return "⏳ You are sending commands or clicks faster than the bot accepts; that one was ignored. Try again in a few seconds."
+
+
+def checking(verb: str, env: str) -> str:
+    what = "Checking" if verb == "check" else "Reviewing the pending migrations of"
+    return f"⏳ {what} {env}… the result follows here in a moment."
+
+
 def internal_error() -> str:
     return "Something went wrong on the bot's side and nothing was changed. The error was logged for the team."
 

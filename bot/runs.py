@@ -40,6 +40,17 @@ local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
 if #last > 0 and redis.call('GET', KEYS[4]) ~= last[1][1] then return 1 end
 return 0
 """
+# A refusal is audited once per actor, action and run version a minute: a storm of forged clicks leaves one entry
+# (and so one line in the run's thread), while a refusal after the run moved on is news again.
+_AUDIT_DENIAL = """
+local doc = redis.call('GET', KEYS[1])
+local version = '0'
+if doc then version = tostring(cjson.decode(doc)['version']) end
+if not redis.call('SET', KEYS[3] .. ':' .. version, '1', 'NX', 'EX', tonumber(ARGV[1])) then return 0 end
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+return 1
+"""
+DENIAL_AUDIT_EVERY_S = 60
 _MAX_CAS_ATTEMPTS = 50
 
 
@@ -311,10 +322,17 @@ class RunStore:
         except AlreadyDone:
             return False
 
-    def audit(self, run_id: str, event: AuditEvent) -> None:
-        """Append one entry (a denial, a note) without touching the run document."""
+    def audit(self, run_id: str, event: AuditEvent) -> bool:
+        """Append one entry (a denial, a note) without touching the run document. A denial repeated by the same
+        actor for the same action on the same run version within a minute is not written again (returns False)."""
         with _store_errors():
-            self.redis.xadd(self._audit_key(run_id), self._audit_fields(event))
+            if event.outcome != "denied":
+                self.redis.xadd(self._audit_key(run_id), self._audit_fields(event))
+                return True
+            once = self.key("denied", run_id, event.actor, event.action)
+            fields = [item for pair in self._audit_fields(event).items() for item in pair]
+            return bool(self.redis.eval(_AUDIT_DENIAL, 3, self._run_key(run_id), self._audit_key(run_id), once,
+                                        DENIAL_AUDIT_EVERY_S, *fields))
 
     def claim_once(self, key: str, ttl_s: int = 86400, value: str = "1") -> bool:
         """True exactly once per key across all replicas (SET NX)."""
