@@ -25,7 +25,8 @@ def instance_name() -> str:
 
 
 def build_deps(settings: Settings, config: BotConfig) -> Deps:
-    store = RunStore(connect(settings.redis_url), prefix=settings.key_prefix)
+    store = RunStore(connect(settings.redis_url), prefix=settings.key_prefix,
+                     retention_s=config.retention_days * 86400)
     slack = Slack(make_client(settings.slack_bot_token, settings.slack_api_url))
     return Deps(
         config=config,

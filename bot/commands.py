@@ -53,7 +53,8 @@ def cli_operator() -> str:
 
 def _offline_deps(settings: Settings, config: BotConfig) -> Deps:
     """Redis only; Slack is updated as well when a token is configured (failures are only logged)."""
-    store = RunStore(connect(settings.redis_url), prefix=settings.key_prefix)
+    store = RunStore(connect(settings.redis_url), prefix=settings.key_prefix,
+                     retention_s=config.retention_days * 86400)
     slack = publisher = None
     if settings.slack_bot_token:
         from bot.integrations.slack import Slack, make_client
