@@ -25,7 +25,8 @@ def instance_name() -> str:
 
 
 def build_deps(settings: Settings, config: BotConfig) -> Deps:
-    store = RunStore(connect(settings.redis_url), prefix=settings.key_prefix)
+    store = RunStore(connect(settings.redis_url), prefix=settings.key_prefix,
+                     retention_s=config.retention_days * 86400)
     slack = Slack(make_client(settings.slack_bot_token, settings.slack_api_url))
     return Deps(
         config=config,
@@ -56,5 +57,8 @@ def build_bolt_app(settings: Settings, deps: Deps) -> App:
         process_before_response=True,
         raise_error_for_unhandled_request=False,
     )
+    # Bolt logs the whole body of a request whose signature fails (at INFO, as it builds the App); bot.server refuses
+    # those before Bolt sees them, and this keeps any that get through out of the log too.
+    logging.getLogger("slack_bolt.RequestVerification").setLevel(logging.WARNING)
     handlers.register(app, deps)
     return app

@@ -9,7 +9,7 @@ from typing import Any
 
 from bot.calendar import Window, base_kind, format_duration
 from bot.config import CalendarConfig
-from bot.messages import slack_date
+from bot.messages import escape, slack_date
 from bot.runbook import Run
 from bot.views import STATUS_LABEL
 
@@ -45,7 +45,7 @@ def mention(who: str | None) -> str:
         return f"<!subteam^{who}>"
     if who[0] in "UW":
         return f"<@{who}>"
-    return who
+    return escape(who)
 
 
 def _text(text: str) -> dict[str, str]:
@@ -92,7 +92,7 @@ def _people(window: Window) -> str:
 
 
 def _notes(window: Window, limit: int = 2500) -> str:
-    notes = window.release_notes.strip() or "_none given_"
+    notes = escape(window.release_notes.strip()) or "_none given_"
     return notes if len(notes) <= limit else notes[: limit - 1] + "…"
 
 
@@ -188,7 +188,7 @@ def completion(window: Window, run: Run | None, *, run_done: bool) -> dict[str, 
 
 def cancelled(window: Window, user: str, reason: str) -> dict[str, Any]:
     title = f"{TITLES['cancelled']}: {window.env}"
-    why = f" — {reason[:500]}" if reason else ""
+    why = f" — {escape(reason[:500])}" if reason else ""
     blocks = [_section(f"*{title}*\nThe window {when(window)} is off; its reminders are removed.\n"
                        f"Cancelled by {mention(user)}{why}"), _context(f"Window `{window.id}`")]
     return _message(f"{title} ({slack_date(window.start)})", blocks)
@@ -295,7 +295,7 @@ def read_modal(values: dict[str, Any]) -> dict[str, str]:
 def _window_line(window: Window, now: datetime) -> str:
     state = "🟢 *in progress*" if window.is_open(now) else "🗓️"
     run = f" · run `{window.run_id}`" if window.run_id else ""
-    notes = window.release_notes.strip().splitlines()[0][:120] if window.release_notes.strip() else ""
+    notes = escape(window.release_notes.strip().splitlines()[0][:120]) if window.release_notes.strip() else ""
     return (f"{state} *{window.env}* {when(window)}{run}\n{_people(window)} · `{window.id}`"
             + (f"\n_{notes}_" if notes else ""))
 

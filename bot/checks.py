@@ -100,7 +100,13 @@ def _extra(env: EnvironmentConfig) -> list[CheckItem]:
 
 
 def check_environment(deps: Deps, env_name: str) -> list[CheckItem]:
+    from bot.slowwork import shared
+
     env = environment_or_refuse(deps, env_name)
+    return shared(("check", env.name), lambda: _check(deps, env))
+
+
+def _check(deps: Deps, env: EnvironmentConfig) -> list[CheckItem]:
     items = [CheckItem("Configuration", True, f"{env.name}: channel <#{env.channel}>, "
                        f"{env.approvals_required} approval(s) required")]
     items += _database(env)

@@ -53,7 +53,8 @@ def cli_operator() -> str:
 
 def _offline_deps(settings: Settings, config: BotConfig) -> Deps:
     """Redis only; Slack is updated as well when a token is configured (failures are only logged)."""
-    store = RunStore(connect(settings.redis_url), prefix=settings.key_prefix)
+    store = RunStore(connect(settings.redis_url), prefix=settings.key_prefix,
+                     retention_s=config.retention_days * 86400)
     slack = publisher = None
     if settings.slack_bot_token:
         from bot.integrations.slack import Slack, make_client
@@ -120,8 +121,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
         log.info("serving on %s:%s", args.host, port)
         sys.stdout.flush()
-        uvicorn.run(build_asgi(app, deps.store), host=args.host, port=port, log_config=None,
-                    access_log=False, log_level="warning", timeout_graceful_shutdown=5)
+        asgi = build_asgi(app, deps.store, max_body_bytes=config.limits.max_body_bytes)
+        uvicorn.run(asgi, host=args.host, port=port, log_config=None, access_log=False, log_level="warning",
+                    timeout_graceful_shutdown=5)
         return 0
     finally:
         background.stop()

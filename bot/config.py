@@ -219,6 +219,18 @@ class SchedulerConfig(_Strict):
         return self
 
 
+class LimitsConfig(_Strict):
+    """What one client may cost the bot: request size, slash commands and clicks per user, slow-check workers."""
+
+    max_body_bytes: int = Field(default=1 << 20, ge=16 * 1024, le=64 << 20)
+    # A token bucket per user for slash commands and button clicks: `burst` at once, then `per_minute`. Sized
+    # well above a person's pace (the scripted tests schedule 50 windows in a row), far below a flood's.
+    per_minute: float = Field(default=120, gt=0)
+    burst: int = Field(default=60, ge=1)
+    # /migrate check and lint run on this many workers after the ack; one at a time per environment.
+    check_workers: int = Field(default=2, ge=1, le=32)
+
+
 class SentryConfig(_Strict):
     """The Sentry project whose error rate the monitoring step reads (token: org:read and project:read)."""
 
@@ -338,6 +350,9 @@ class BotConfig(_Strict):
     worker_threads: int = Field(default=16, ge=2, le=256)
     followup_threads: int = Field(default=4, ge=1, le=256)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    # Closed runs' documents, audit streams and idempotency keys expire this many days after the run closes.
+    retention_days: float = Field(default=90, gt=0)
 
     @field_validator("environments")
     @classmethod

@@ -183,12 +183,28 @@ def staging_evidence(deps: Deps, run_id: str) -> None:
 
 def lint_reply(deps: Deps, inv: Any, args: list[str]) -> Reply:
     """`/migrate lint <env>`: the safety review of that environment's pending migrations, weighed live."""
-    from bot.integrations.prisma import NativeRunner, list_local_migrations
     from bot.operations import environment_or_refuse
+    from bot.slowwork import shared
 
     if len(args) != 1:
         return Reply("Which environment? `/migrate lint <env>`")
     env = environment_or_refuse(deps, args[0])
+    # Requests that joined one flight (bot.slowwork) share one live review instead of each opening connections.
+    pending, review, note = shared(("lint", env.name), lambda: _lint(env))
+    if review is None:
+        return Reply(f"*Safety review for {env.name}*: nothing pending.")
+    lines = [f"*Safety review for {env.name}* — {len(pending)} migration(s): {review['summary']}{note}"]
+    lines += [f"• `{name}` — {line}" for name, line in review.get("lines", {}).items()]
+    for finding in review.get("details", [])[:10]:
+        icon = "🔴" if finding["level"] == "high" else "🟠"
+        lines.append(f"{icon} *{finding['migration']}*: {finding['message']}\n    _instead:_ {finding['alternative']}")
+    return Reply("\n".join(lines)[:3900])
+
+
+def _lint(env: Any) -> tuple[list[Any], dict[str, Any] | None, str]:
+    """The live review of ``env``'s pending migrations, or a static one when its database is not reachable."""
+    from bot.integrations.prisma import NativeRunner, list_local_migrations
+
     directory = Path(env.migrate.migrations_dir)
     note = ""
     try:
@@ -208,11 +224,4 @@ def lint_reply(deps: Deps, inv: Any, args: list[str]) -> Reply:
                                "alternative": f.alternative, "category": f.category}
                               for f in static.findings if f.level in ("high", "medium")]}
         note = f"\n_Live database not reachable ({exc}); every migration reviewed statically._"
-    if review is None:
-        return Reply(f"*Safety review for {env.name}*: nothing pending.")
-    lines = [f"*Safety review for {env.name}* — {len(pending)} migration(s): {review['summary']}{note}"]
-    lines += [f"• `{name}` — {line}" for name, line in review.get("lines", {}).items()]
-    for finding in review.get("details", [])[:10]:
-        icon = "🔴" if finding["level"] == "high" else "🟠"
-        lines.append(f"{icon} *{finding['migration']}*: {finding['message']}\n    _instead:_ {finding['alternative']}")
-    return Reply("\n".join(lines)[:3900])
+    return pending, review, note

@@ -13,6 +13,12 @@ USAGE = (
 )
 
 
+def escape(text: str) -> str:
+    """User-typed text made inert for Slack mrkdwn: `<!channel>`, `<@U…>` and `<http://x|disguised>` links show
+    as typed instead of pinging people or hiding where a link goes. Use it wherever user text reaches Slack."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def slack_date(at: datetime, fmt: str = "{date_short_pretty} {time}") -> str:
     """A date every reader sees in their own time zone, with a UTC fallback."""
     return f"<!date^{int(at.timestamp())}^{fmt}|{at:%Y-%m-%d %H:%M} UTC>"
@@ -21,7 +27,7 @@ def slack_date(at: datetime, fmt: str = "{date_short_pretty} {time}") -> str:
 def unknown_environment(name: str, known: list[str]) -> str:
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
     hint = f" Did you mean `{close[0]}`?" if close else ""
-    return f"Unknown environment `{name}`.{hint} Known: {', '.join(known)}"
+    return f"Unknown environment `{escape(name)}`.{hint} Known: {', '.join(known)}"
 
 
 def not_allowed_to_start(user: str, env: str) -> str:
@@ -55,17 +61,26 @@ def denied(reason: str) -> str:
     return f"🚫 {reason} The run is unchanged."
 
 
+def slow_down() -> str:
+    return "⏳ You are sending commands or clicks faster than the bot accepts; that one was ignored. Try again in a few seconds."
+
+
+def checking(verb: str, env: str) -> str:
+    what = "Checking" if verb == "check" else "Reviewing the pending migrations of"
+    return f"⏳ {what} {env}… the result follows here in a moment."
+
+
 def internal_error() -> str:
     return "Something went wrong on the bot's side and nothing was changed. The error was logged for the team."
 
 
 def audit_line(actor: str, action: str, outcome: str, detail: str, at: datetime) -> str:
-    who = "the bot" if actor == "bot" else (actor if actor.startswith("cli:") else f"<@{actor}>")
+    who = "the bot" if actor == "bot" else (escape(actor) if actor.startswith("cli:") else f"<@{actor}>")
     icon = {"ok": "•", "denied": "🚫", "failed": "❌", "interrupted": "⚠️"}.get(outcome, "•")
     words = action.replace(".", " ").replace("_", " ")
     text = f"{icon} {slack_date(at, '{time_secs}')} {who} — {words}"
     if detail:
-        text += f": {detail}"
+        text += f": {escape(detail)}"
     if outcome not in ("ok",):
         text += f" ({outcome})"
     return text

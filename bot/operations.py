@@ -249,7 +249,7 @@ def describe_run(run: Run, now: datetime) -> str:
     checklist = f"{len(run.checklist)}/{len(CHECKLIST_LABELS)} checklist"
     approvals = f"{len(run.approvals)}/{run.approvals_required} approvals"
     steps = ", ".join(f"{s.name} {s.status.value}" for s in run.steps if s.status.value != "pending")
-    line = f"{run.id} [{run.env}] {state} · by {run.requested_by} · {age} min ago · {checklist} · {approvals}"
+    line = f"{run.id} [{run.env}] {state} · by {messages.escape(run.requested_by)} · {age} min ago · {checklist} · {approvals}"
     return line + (f" · {steps}" if steps else "")
 
 
@@ -283,7 +283,7 @@ def handle_command(deps: Deps, inv: Invocation) -> Reply:
     try:
         words = shlex.split(inv.text.strip())
     except ValueError:
-        return Reply(f"Could not parse `{inv.text[:100]}` (unbalanced quotes).\n{messages.USAGE}")
+        return Reply(f"Could not parse `{messages.escape(inv.text[:100])}` (unbalanced quotes).\n{messages.USAGE}")
     if not words or words[0] in ("help", "-h", "--help"):
         return Reply(messages.USAGE)
     verb, rest = words[0].lower(), words[1:]
@@ -302,7 +302,7 @@ def handle_command(deps: Deps, inv: Invocation) -> Reply:
                 if len(rest) == 2 and rest[0] == "--image" and rest[1]:
                     image_tag = rest[1]
                 else:
-                    return Reply(f"Unexpected `{' '.join(rest)}`.\n{messages.USAGE}")
+                    return Reply(f"Unexpected `{messages.escape(' '.join(rest))}`.\n{messages.USAGE}")
             return start_run(deps, env_name=verb, user=inv.user, image_tag=image_tag)
         target = VERBS.get(verb)
         if target is not None:
@@ -310,7 +310,7 @@ def handle_command(deps: Deps, inv: Invocation) -> Reply:
             return getattr(importlib.import_module(module_name), function)(deps, inv, rest)
         if len(words) == 1:
             return Reply(messages.unknown_environment(verb[:40], sorted(deps.config.environments)))
-        return Reply(f"Unknown command `{verb[:40]}`.\n{messages.USAGE}")
+        return Reply(f"Unknown command `{messages.escape(verb[:40])}`.\n{messages.USAGE}")
     except RunNotFound as exc:
         return Reply(str(exc))
     except Refusal as exc:

@@ -64,6 +64,8 @@ class Publisher:
             self.slack.update_message(run.channel, run.message_ts, view["text"], view["blocks"])
             self.store.redis.set(rendered_key, run.version)
         self._post_thread(run_id, run.channel, run.message_ts)
+        if run.is_terminal:
+            self.store.retain(run_id)  # the cursors just written must expire with the closed run
 
     def _post_thread(self, run_id: str, channel: str, thread_ts: str | None) -> None:
         if not thread_ts:

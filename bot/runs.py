@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from collections.abc import Callable, Iterator
@@ -39,6 +40,32 @@ if tonumber(run['version']) > tonumber(redis.call('GET', KEYS[2]) or '0') then r
 local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
 if #last > 0 and redis.call('GET', KEYS[4]) ~= last[1][1] then return 1 end
 return 0
+"""
+# A refusal is audited once per actor, refusal (action and detail) and run version a minute: a storm of forged
+# clicks leaves one entry (and so one line in the run's thread), while a different refusal, or one after the run
+# moved on, is news again.
+_AUDIT_DENIAL = """
+local doc = redis.call('GET', KEYS[1])
+local version = '0'
+if doc then version = tostring(cjson.decode(doc)['version']) end
+if not redis.call('SET', KEYS[3] .. ':' .. version, '1', 'NX', 'EX', tonumber(ARGV[1])) then return 0 end
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+return 1
+"""
+DENIAL_AUDIT_EVERY_S = 60
+# Retention: once a run is closed (succeeded, rolled back, cancelled) its document expires after the retention
+# period, and everything kept beside it (audit stream, message cursors, watch samples) a day later, so an audit
+# trail always outlives its run. The index of runs forgets the oldest members whose document has expired.
+DEFAULT_RETENTION_S = 90 * 86400
+_BESIDE_RUN = ("audit", "rendered", "threadcursor", "watch", "watch-samples", "watch-active")
+_AUDIT_MARGIN_S = 86400
+_PRUNE_INDEX = """
+local ids = redis.call('ZRANGE', KEYS[1], 0, 99)
+local gone = 0
+for _, id in ipairs(ids) do
+  if redis.call('EXISTS', ARGV[1] .. id) == 0 then redis.call('ZREM', KEYS[1], id); gone = gone + 1 end
+end
+return gone
 """
 _MAX_CAS_ATTEMPTS = 50
 
@@ -98,10 +125,12 @@ class RunStore:
     """All run state lives here, so any replica or the CLI can pick a run up."""
 
     def __init__(self, client: redis.Redis, *, prefix: str = "migbot:",
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 retention_s: float = DEFAULT_RETENTION_S) -> None:
         self.redis = client
         self.prefix = prefix
         self.clock = clock
+        self.retention_s = retention_s
 
     # keys -------------------------------------------------------------------------------------
     def _run_key(self, run_id: str) -> str:
@@ -129,7 +158,9 @@ class RunStore:
         with _store_errors():
             raw = self.redis.get(self._run_key(run_id))
         if raw is None:
-            raise RunNotFound(f"No run with id `{run_id}`. Try `/migrate status` to list recent runs.")
+            from bot.messages import escape
+
+            raise RunNotFound(f"No run with id `{escape(run_id)}`. Try `/migrate status` to list recent runs.")
         return Run.model_validate_json(raw)
 
     def find(self, run_id: str) -> Run | None:
@@ -279,11 +310,26 @@ class RunStore:
                         pipe.xadd(self._audit_key(run_id), self._audit_fields(event))
                     if transition.run.is_terminal and not current.is_terminal:
                         self._queue_release(pipe, transition.run)
+                    if transition.run.is_terminal:
+                        self._queue_retention(pipe, run_id)
                     pipe.execute()
                     return transition
                 except WatchError:
                     continue
         raise StateStoreUnavailable("too much contention on this run; nothing was changed — try again")
+
+    def _queue_retention(self, pipe: Any, run_id: str) -> None:
+        ttl = max(1, int(self.retention_s))
+        pipe.expire(self._run_key(run_id), ttl)
+        for kind in _BESIDE_RUN:
+            pipe.expire(self.key(kind, run_id), ttl + _AUDIT_MARGIN_S)
+        pipe.eval(_PRUNE_INDEX, 1, f"{self.prefix}runs", f"{self.prefix}run:")
+
+    def retain(self, run_id: str) -> None:
+        """(Re)apply the retention of a closed run to its keys, e.g. after writing a cursor beside it."""
+        with _store_errors(), self.redis.pipeline() as pipe:
+            self._queue_retention(pipe, run_id)
+            pipe.execute()
 
     def _queue_release(self, pipe: Any, run: Run) -> None:
         # The lock is released only if this run still holds it; checked again by the Lua script.
@@ -311,10 +357,19 @@ class RunStore:
         except AlreadyDone:
             return False
 
-    def audit(self, run_id: str, event: AuditEvent) -> None:
-        """Append one entry (a denial, a note) without touching the run document."""
+    def audit(self, run_id: str, event: AuditEvent) -> bool:
+        """Append one entry (a denial, a note) without touching the run document. A denial repeated by the same
+        actor with the same action and detail on the same run version within a minute is not written again
+        (returns False)."""
         with _store_errors():
-            self.redis.xadd(self._audit_key(run_id), self._audit_fields(event))
+            if event.outcome != "denied":
+                self.redis.xadd(self._audit_key(run_id), self._audit_fields(event))
+                return True
+            digest = hashlib.sha1(f"{event.action}\n{event.detail}".encode()).hexdigest()[:16]
+            once = self.key("denied", run_id, event.actor, digest)
+            fields = [item for pair in self._audit_fields(event).items() for item in pair]
+            return bool(self.redis.eval(_AUDIT_DENIAL, 3, self._run_key(run_id), self._audit_key(run_id), once,
+                                        DENIAL_AUDIT_EVERY_S, *fields))
 
     def claim_once(self, key: str, ttl_s: int = 86400, value: str = "1") -> bool:
         """True exactly once per key across all replicas (SET NX)."""

@@ -18,18 +18,26 @@ from bot.runs import RunStore
 log = logging.getLogger(__name__)
 
 
-def build_asgi(bolt_app: App, store: RunStore) -> Starlette:
+DEFAULT_MAX_BODY_BYTES = 1 << 20  # Slack's payloads are a few KB; a modal submission stays well under this
+
+
+def build_asgi(bolt_app: App, store: RunStore, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
     """POST /slack/events for commands, interactivity and events; GET /healthz reports Redis."""
 
     async def slack_events(request: Request) -> Response:
-        body = await request.body()
+        body = await _read_capped(request, max_body_bytes)
+        if body is None:
+            # Answer before reading the rest, and close the connection so the rest is never read.
+            return Response("request too large", status_code=413, headers={"connection": "close"})
+        if not _signed(bolt_app, request, body):
+            # Refused here, before Bolt, whose own refusal logs the whole body. Never log the body.
+            log.info("refused a request without a valid Slack signature (%d bytes)", len(body))
+            return Response(status_code=401)
         try:
             bolt_request = to_bolt_request(request, body)
             # Bolt's App is synchronous: dispatch in a worker thread so the event loop keeps serving.
             bolt_response = await run_in_threadpool(bolt_app.dispatch, bolt_request)
         except Exception as exc:  # a malformed payload Bolt itself chokes on: never a 500, never a traceback
-            if not _signed(bolt_app, request, body):
-                return Response(status_code=401)
             log.warning("malformed Slack request: %s", type(exc).__name__)
             return Response("bad request", status_code=400)
         if bolt_response.status >= 500:
@@ -47,6 +55,22 @@ def build_asgi(bolt_app: App, store: RunStore) -> Starlette:
         Route("/slack/events", slack_events, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
     ])
+
+
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it is known to exceed ``limit``: from Content-Length before reading any of
+    it, else by counting while it streams in (a chunked body has no length)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.strip().isdigit() or int(declared) > limit):
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _signed(bolt_app: App, request: Request, body: bytes) -> bool:

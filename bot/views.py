@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.messages import slack_date
+from bot.messages import escape, slack_date
 from bot.runbook import (
     CHECKLIST,
     ROLLBACK_LABELS,
@@ -125,11 +125,11 @@ def render_run(run: Run) -> dict[str, Any]:
         blocks.append({"type": "section", "block_id": f"fail:{v}", "text": _text(f"❌ *{run.failure}*")})
     blocks.extend(_rollback_blocks(run, value))
     if run.status is RunStatus.CANCELLED:
-        reason = f": {run.cancel_reason}" if run.cancel_reason else ""
+        reason = f": {escape(run.cancel_reason)}" if run.cancel_reason else ""
         blocks.append({"type": "context", "block_id": f"cancelled:{v}",
                        "elements": [_text(f"Cancelled by <@{run.cancelled_by}>{reason}" if run.cancelled_by
                                           and not run.cancelled_by.startswith("cli:")
-                                          else f"Cancelled by {run.cancelled_by}{reason}")]})
+                                          else f"Cancelled by {escape(str(run.cancelled_by))}{reason}")]})
     blocks.extend(_monitoring_blocks(run, value))
     controls: list[Block] = []
     if run.status is RunStatus.MONITORING:
@@ -195,7 +195,7 @@ def _review_blocks(run: Run, value: str) -> list[Block]:
         who = sorted({w["by"] for w in waivers.values()})
         blocks.append({"type": "context", "block_id": f"waived:{run.version}", "elements": [_text(
             f"⚠️ {len(waivers)} high finding(s) waived by " + ", ".join(f"<@{u}>" for u in who)
-            + ": " + "; ".join(sorted({w['reason'][:80] for w in waivers.values()})))]})
+            + ": " + "; ".join(sorted({escape(w['reason'][:80]) for w in waivers.values()})))]})
     blocking = blocking_findings(run)
     if review.get("high") and maintenance_planned(run):
         blocks.append({"type": "context", "block_id": f"maint:{run.version}", "elements": [_text(
@@ -244,7 +244,7 @@ def _rollback_blocks(run: Run, value: str) -> list[Block]:
     """Rollback choices that fit what this run did, or the restore waiting for its second person."""
     pending = run.rollback or {}
     if pending.get("status") == "awaiting_second_approval":
-        text = (f"⚠️ *Restore from backup requested* by <@{pending.get('requested_by')}>: {pending.get('reason', '')}\n"
+        text = (f"⚠️ *Restore from backup requested* by <@{pending.get('requested_by')}>: {escape(str(pending.get('reason', '')))}\n"
                 "All data written after the backup will be lost. A second approver must confirm.")
         return [
             {"type": "section", "block_id": f"rbreq:{run.version}", "text": _text(text)},
@@ -302,7 +302,7 @@ def _step_blocks(run: Run, value: str) -> list[Block]:
     if hold and hold.get("step") == step.name:
         blockers = "\n".join(f"• {b}" for b in hold.get("blockers", [])[:5])
         blocks.append({"type": "section", "block_id": f"hold:{run.version}", "text": _text(
-            f"⏸️ *Held before {spec.label.lower()}:* {hold.get('reason', '')}\n{blockers}")})
+            f"⏸️ *Held before {spec.label.lower()}:* {escape(str(hold.get('reason', '')))}\n{blockers}")})
         elements.append(_button("Retry check", f"step_run:{step.name}", value, "primary"))
         elements.append(_button("Proceed anyway", "proceed_anyway", value, "danger", (
             "Proceed despite the blockers?", "The migration may wait on their locks, or time out. This is audited.",

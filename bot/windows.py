@@ -37,7 +37,7 @@ from bot.calendar import (
 from bot.config import CalendarConfig, EnvironmentConfig
 from bot.errors import BotError, NotAllowed, StateStoreUnavailable
 from bot.integrations.slack import SlackUnavailable
-from bot.messages import slack_date
+from bot.messages import escape, slack_date
 from bot.operations import Deps, Invocation, Reply, environment_or_refuse
 from bot.runbook import CHECKLIST_LABELS, Run, RunStatus
 from bot.runs import AuditEntry, _store_errors
@@ -112,10 +112,14 @@ class WindowStore:
                     old = Window.model_validate_json(raw)
                     new = change(old)
                     pipe.multi()
-                    pipe.set(key, new.model_dump_json())
                     if new.status is WindowStatus.SCHEDULED:
+                        pipe.set(key, new.model_dump_json())
                         pipe.zadd(self._index, {new.id: new.start.timestamp()})
                     else:
+                        # Closed (completed or cancelled): kept as long as closed runs, its audit a day longer.
+                        ttl = max(1, int(self.store.retention_s))
+                        pipe.set(key, new.model_dump_json(), ex=ttl)
+                        pipe.expire(self.audit_key(new.id), ttl + 86400)
                         pipe.zrem(self._index, new.id)
                     pipe.execute()
                     return old, new
@@ -753,7 +757,7 @@ def outcome_text(outcome: Outcome, *, verb: str = "schedule") -> str:
                 "anyway, repeat the command with `--override \"reason\"` (the override is audited).")
     window = outcome.window
     assert window is not None
-    warned = f"\n⚠️ Policy overridden ({window.override_reason}): " + " ".join(window.warnings) \
+    warned = f"\n⚠️ Policy overridden ({escape(str(window.override_reason))}): " + " ".join(window.warnings) \
         if window.warnings else ""
     return (f"{'Rescheduled' if verb == 'reschedule' else 'Scheduled'} window `{window.id}` in *{window.env}*: "
             f"{views.when(window)}. The timeline goes to <#{window.channel}>.{warned}")
@@ -770,6 +774,9 @@ def modal_defaults(deps: Deps, env: EnvironmentConfig, user: str, window: Window
     return views.ModalDefaults(next_allowed_day(deps.clock(), zone, cfg), cfg.earliest_start[:5]
                                if cfg.earliest_start != "24:00" else "02:00", cfg.timezone,
                                format_duration(cfg.max_duration_s).replace(" ", ""), "", user, env.oncall)
+
+
+SCHEDULE_REPLAY_TTL_S = 3600  # Slack retries within seconds; a day-old trigger_id is never replayed
 
 
 def schedule_command(deps: Deps, inv: Invocation, args: list[str]) -> Reply:
@@ -800,8 +807,22 @@ def schedule_command(deps: Deps, inv: Invocation, args: list[str]) -> Reply:
         request = _request_from_words(env.calendar, positional, options, need_notes=True)
     except ValueError as exc:
         return Reply(f"{exc}\n{USAGE}")
-    outcome = schedule_window(deps, env_name=env.name, request=request, user=inv.user)
-    return Reply(outcome_text(outcome) + ("" if outcome.window else f"\n{USAGE}" if outcome.errors else ""))
+    # Slack retries a slow command with the same body (and trigger_id): a replay gets the first answer again
+    # instead of booking a second window.
+    replay_key = deps.store.key("once", "schedule", inv.trigger_id) if inv.trigger_id else None
+    if replay_key and not deps.store.redis.set(replay_key, "", nx=True, ex=SCHEDULE_REPLAY_TTL_S):
+        earlier = deps.store.redis.get(replay_key)
+        return Reply(str(earlier) if earlier else "This request is already being handled; its answer follows.")
+    try:
+        outcome = schedule_window(deps, env_name=env.name, request=request, user=inv.user)
+    except BaseException:
+        if replay_key:
+            deps.store.redis.delete(replay_key)  # nothing was booked: a retry may try again
+        raise
+    text = outcome_text(outcome) + ("" if outcome.window else f"\n{USAGE}" if outcome.errors else "")
+    if replay_key:
+        deps.store.redis.set(replay_key, text, ex=SCHEDULE_REPLAY_TTL_S)
+    return Reply(text)
 
 
 def windows_command(deps: Deps, inv: Invocation, args: list[str]) -> Reply:

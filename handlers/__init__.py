@@ -5,12 +5,13 @@ from __future__ import annotations
 from slack_bolt import App
 
 from bot.operations import Deps
-from handlers import actions, calendar, commands, errors
+from handlers import actions, calendar, commands, errors, limits
 
 
 def register(app: App, deps: Deps) -> None:
     """Attach every listener to the app, in one place."""
     errors.register(app)
+    limits.register(app, deps)  # middleware: before every listener
     commands.register(app, deps)
     calendar.register(app, deps)  # before actions: its catch-all button listener would take window buttons
     actions.register(app, deps)

@@ -5,39 +5,64 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from slack_bolt import Ack, App
+from slack_bolt import Ack, App, Respond
 
 from bot import messages
 from bot.errors import BotError, StateStoreUnavailable
 from bot.operations import Deps, Invocation, Reply, handle_command
+from bot.slowwork import Flights
 
 log = logging.getLogger(__name__)
 
+# Verbs that query databases, run checks or squawk: answered after the ack, from a small pool (bot.slowwork).
+SLOW_VERBS = ("check", "lint")
+
 
 def register(app: App, deps: Deps) -> None:
+    flights = Flights(deps.config.limits.check_workers)
+
     @app.command("/migrate")
-    def migrate(ack: Ack, command: dict[str, Any]) -> None:
+    def migrate(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
         invocation = Invocation(
             user=command.get("user_id", ""),
             channel=command.get("channel_id", ""),
             text=str(command.get("text", ""))[:2000],
             trigger_id=command.get("trigger_id"),
         )
-        # The operation is a few Redis round trips (milliseconds), so its answer goes in the ack itself.
-        try:
-            reply = handle_command(deps, invocation)
-        except StateStoreUnavailable:
-            ack(response_type="ephemeral", text=messages.state_store_unavailable())
+        words = invocation.text.split()
+        if len(words) == 2 and words[0].lower() in SLOW_VERBS and deps.config.environment(words[1]) is not None:
+            # Ack first; the operation (and its permission decision) runs on the pool and answers through
+            # response_url. A second request for the same check while it runs joins it instead of opening
+            # its own connections.
+            key = (words[0].lower(), words[1])
+            ack(response_type="ephemeral", text=messages.checking(*key))
+            flights.join(key, lambda: _answer_later(deps, invocation, respond))
             return
-        except BotError as exc:
-            ack(response_type="ephemeral", text=str(exc))
-            return
-        except Exception as exc:  # never let a traceback reach the user
-            log.error("/migrate failed: %s", type(exc).__name__)
-            ack(response_type="ephemeral", text=messages.internal_error())
-            return
+        # Every other operation is a few Redis round trips (milliseconds), so its answer goes in the ack itself.
+        reply = _decide(deps, invocation)
         ack(response_type="ephemeral", text=reply.text or "Done.", blocks=reply.blocks)
         follow_up(deps, reply)
+
+
+def _decide(deps: Deps, invocation: Invocation) -> Reply:
+    try:
+        return handle_command(deps, invocation)
+    except StateStoreUnavailable:
+        return Reply(messages.state_store_unavailable())
+    except BotError as exc:
+        return Reply(str(exc))
+    except Exception as exc:  # never let a traceback reach the user
+        log.error("/migrate failed: %s", type(exc).__name__)
+        return Reply(messages.internal_error())
+
+
+def _answer_later(deps: Deps, invocation: Invocation, respond: Respond) -> None:
+    reply = _decide(deps, invocation)
+    try:
+        respond(text=reply.text or "Done.", blocks=reply.blocks, response_type="ephemeral", replace_original=False)
+    except Exception as exc:  # Slack unreachable: the answer is lost, the bot is not
+        log.warning("answering /migrate %s failed: %s", invocation.text.split()[0], type(exc).__name__)
+    follow_up(deps, reply)
 
 
 def follow_up(deps: Deps, reply: Reply) -> None:

@@ -135,8 +135,11 @@ class TestCheckCommand:
     def test_check_local_reports_each_item(self, fresh):
         """`/migrate check local` answers with a ✅/❌ line per check and offers the backup button."""
         world = fresh
-        body = world["sender"].slash(ALICE, "check local", channel_id=PROD_CHANNEL).json()
-        text = body["text"]
+        before = len(world["fake"].ephemerals(user=ALICE))
+        ack = world["sender"].slash(ALICE, "check local", channel_id=PROD_CHANNEL).json()
+        assert "Checking local" in ack["text"]  # acked at once; the result follows through response_url
+        text = wait_until(lambda: next((e["text"] for e in world["fake"].ephemerals(user=ALICE)[before:]
+                                        if "Pre-migration check for local" in e["text"]), None), timeout=30)
         for line in ("Configuration", "Database connection", "Failed migrations", "Pending migrations",
                      "Backup target"):
             assert line in text

@@ -130,7 +130,10 @@ class TestLintAndTimeline:
         """`/migrate lint pgprod` answers with the review of the pending migrations."""
         world = fresh
         add_migration(world, RENAME, 'ALTER TABLE "User" RENAME COLUMN "email" TO "emailAddress";\n')
-        text = world["sender"].slash(ALICE, "lint pgprod", channel_id=PROD_CHANNEL).json()["text"]
+        before = len(world["fake"].ephemerals(user=ALICE))
+        world["sender"].slash(ALICE, "lint pgprod", channel_id=PROD_CHANNEL)
+        text = wait_until(lambda: next((e["text"] for e in world["fake"].ephemerals(user=ALICE)[before:]
+                                        if "Safety review for pgprod" in e["text"]), None), timeout=30)
         assert "Safety review for pgprod" in text and RENAME in text and "high" in text
 
     def test_timeline_lists_every_audit_entry_in_order(self, fresh):

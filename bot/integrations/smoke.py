@@ -39,6 +39,8 @@ from bot.integrations.http import (
 from bot.redact import redact, register_secret
 
 _SECRET_NAME = re.compile(r"(?i)token|passw|secret|key|cookie|session|auth")
+# Header values are hidden wherever a result shows them (errors, response excerpts, the URL), except these.
+_PLAIN_HEADERS = frozenset({"accept", "accept-encoding", "accept-language", "content-type", "user-agent"})
 
 
 class SmokeCheck(BaseModel):
@@ -141,10 +143,30 @@ def extract_path(document: Any, path: str) -> Any:
 
 
 def _result(check: SmokeCheck, url: str, *, ok: bool, status: int | None = None, latency_ms: float = 0.0,
-            error: str | None = None, skipped: bool = False, detail: str | None = None) -> SmokeResult:
+            error: str | None = None, skipped: bool = False, detail: str | None = None,
+            hidden: tuple[str, ...] = ()) -> SmokeResult:
+    def clean(text: str) -> str:
+        for value in hidden:
+            text = text.replace(value, "***")
+        return redact(text)
+
     return SmokeResult(name=check.name, ok=ok, status=status, latency_ms=latency_ms,
-                       error=redact(error) if error else None, method=check.method.upper(), url=redact(url),
-                       skipped=skipped, detail=detail)
+                       error=clean(error) if error else None, method=check.method.upper(), url=clean(url),
+                       skipped=skipped, detail=clean(detail) if detail else None)
+
+
+def _header_secrets(headers: Mapping[str, str]) -> tuple[str, ...]:
+    """The header values a result must not show (longest first); secret-named ones are hidden in logs too."""
+    hidden = []
+    for name, value in headers.items():
+        if name.lower() in _PLAIN_HEADERS or len(value) < 4:
+            continue
+        hidden.append(value)
+        if _SECRET_NAME.search(name):
+            register_secret(value)
+            # "Bearer <token>": the token alone can show up too (an error page quoting it).
+            register_secret(value.split(None, 1)[1] if " " in value.strip() else value)
+    return tuple(sorted(set(hidden), key=len, reverse=True))
 
 
 def _run_one(check: SmokeCheck, values: dict[str, str], http: httpx.Client,
@@ -157,7 +179,8 @@ def _run_one(check: SmokeCheck, values: dict[str, str], http: httpx.Client,
                    if key.lower() not in {name.lower() for name in own}} | own
         body = _fill_json(check.json_body, values) if check.json_body is not None else None
     except _UnknownVariable as exc:
-        return _result(check, check.url, ok=False, error=str(exc))
+        return _result(check, check.url, ok=False, error=str(exc), hidden=_header_secrets(extra_headers))
+    hidden = _header_secrets(headers)
     started = time.perf_counter()
     try:
         response = http.request(check.method.upper(), url, headers=headers,
@@ -165,31 +188,31 @@ def _run_one(check: SmokeCheck, values: dict[str, str], http: httpx.Client,
         response.read()
     except NETWORK_ERRORS as exc:
         return _result(check, url, ok=False, latency_ms=(time.perf_counter() - started) * 1000,
-                       error=describe_http_error(exc, timeout_s=check.timeout_s))
+                       error=describe_http_error(exc, timeout_s=check.timeout_s), hidden=hidden)
     latency = (time.perf_counter() - started) * 1000
     status = response.status_code
     if not status_matches(status, check.expect_status):
         return _result(check, url, ok=False, status=status, latency_ms=latency,
                        error=f"expected {expected_text(check.expect_status)}, got {status}",
-                       detail=body_excerpt(response) or None)
+                       detail=body_excerpt(response) or None, hidden=hidden)
     if check.capture:
         try:
             document = response.json()
         except ValueError:
             return _result(check, url, ok=False, status=status, latency_ms=latency,
                            error=f"response is not JSON, cannot capture {', '.join(check.capture)}",
-                           detail=body_excerpt(response) or None)
+                           detail=body_excerpt(response) or None, hidden=hidden)
         for name, path in check.capture.items():
             try:
                 value = extract_path(document, path)
             except KeyError:
                 return _result(check, url, ok=False, status=status, latency_ms=latency,
-                               error=f"response has no {path!r} to capture as {name}")
+                               error=f"response has no {path!r} to capture as {name}", hidden=hidden)
             text = value if isinstance(value, str) else _json_text(value)
             if _SECRET_NAME.search(name):
                 register_secret(text)
             values[name] = text
-    return _result(check, url, ok=True, status=status, latency_ms=latency)
+    return _result(check, url, ok=True, status=status, latency_ms=latency, hidden=hidden)
 
 
 def _json_text(value: Any) -> str:
