@@ -7,7 +7,7 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
-from bot import messages
+from bot import access, messages
 from bot.errors import BotError, StateStoreUnavailable
 from bot.operations import Deps, Invocation, Reply, handle_command
 
@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 def register(app: App, deps: Deps) -> None:
     @app.command("/migrate")
+    @access.listener("command", *access.VERBS)
     def migrate(ack: Ack, command: dict[str, Any]) -> None:
         invocation = Invocation(
             user=command.get("user_id", ""),

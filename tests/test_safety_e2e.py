@@ -148,5 +148,5 @@ class TestLintAndTimeline:
         rows = [line for line in text.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
         assert len(rows) == len(entries)
         assert [r.split("|")[4].strip() for r in rows] == [e.action for e in entries]
-        cli = world["bot"].cli("timeline", run_id)
+        cli = world["bot"].cli("timeline", run_id, "--as", ALICE)
         assert cli.returncode == 0 and f"# Post-mortem timeline: {run_id}" in cli.stdout
