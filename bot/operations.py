@@ -94,9 +94,11 @@ def authorize(deps: Deps, rule: Rule, user: str, *, env_name: str | None, run: R
     if rule.permission in (access.ANYONE, access.LOCAL):
         return None
     env = deps.config.environment(env_name) if env_name else None
+    who, requested_by = access.principal(user), run.requested_by if run is not None else None
+    if access.allows(rule.permission, user=who, groups=(), env=env, requested_by=requested_by):
+        return None  # listed by name: no need to ask Slack about user groups
     groups = deps.groups_of(user, env) if env is not None else frozenset()
-    if access.allows(rule.permission, user=access.principal(user), groups=groups, env=env,
-                     requested_by=run.requested_by if run is not None else None):
+    if groups and access.allows(rule.permission, user=who, groups=groups, env=env, requested_by=requested_by):
         return None
     if run is not None:
         deps.store.audit(run.id, AuditEvent(user, rule.audit, "denied", deps.clock(), "not allowed"))
@@ -326,12 +328,8 @@ def handle_command(deps: Deps, inv: Invocation) -> Reply:
         refused, envs = _guard_command(deps, inv.user, verb, rest)
         if refused:
             return Reply(refused)
-        if access.VERBS.get(verb, access.VERBS["help"]).permission == access.VIEWER:
+        if _verb_key(verb, rest) in ("status", "check", "lint", "timeline", "windows"):  # the viewers' verbs
             return _redacted(_read_command(deps, inv, verb, rest, envs))
-        if verb == "status":
-            if len(rest) > 1:
-                return Reply(messages.USAGE)
-            return Reply(status(deps, rest[0] if rest else None))
         if verb == "cancel":
             if not rest:
                 return Reply("Which run? `/migrate cancel <run-id> [reason]`")
@@ -357,6 +355,11 @@ def handle_command(deps: Deps, inv: Invocation) -> Reply:
         return Reply(str(exc))
 
 
+def _verb_key(verb: str, rest: list[str]) -> str:
+    """The verb's entry in bot.access.VERBS: `windows cancel` and `windows reschedule` change windows."""
+    return f"windows {rest[0]}" if verb == "windows" and rest and rest[0] in ("cancel", "reschedule") else verb
+
+
 def _guard_command(deps: Deps, user: str, verb: str, rest: list[str]) -> tuple[str | None, list[str] | None]:
     """Check the verb's permission (bot.access.VERBS) before any of its work: the refusal, and for a listing
     without an environment the environments the user may read. Usage mistakes are left to the verb."""
@@ -367,8 +370,8 @@ def _guard_command(deps: Deps, user: str, verb: str, rest: list[str]) -> tuple[s
     env_name: str | None
     if verb in deps.config.environments:
         rule, env_name = access.VERBS[access.ENV_VERB], verb
-    elif verb == "windows" and target in ("cancel", "reschedule"):
-        rule = access.VERBS[f"windows {target}"]
+    elif _verb_key(verb, rest) != verb:
+        rule = access.VERBS[_verb_key(verb, rest)]
         window = WindowStore(deps).get(rest[1]) if len(rest) > 1 else None
         if window is None:
             return None, None

@@ -106,9 +106,9 @@ def _submission(deps: Deps, ack: Ack, field: str, operation: Callable[[], Reply]
     """Check the form's permission (bot.access.VIEWS) on its run, then run its operation; any refusal becomes a
     field error on the modal, success closes it."""
     try:
-        rule = access.VIEWS[callback_id]
+        rule = access.VIEWS.get(callback_id)
         run = deps.store.get(run_id)
-        refused = authorize(deps, rule, user, env_name=run.env, run=run)
+        refused = authorize(deps, rule, user, env_name=run.env, run=run) if rule else "🚫 Unknown form."
         if refused:
             ack(response_action="errors", errors={field: refused[:150]})
             return

@@ -44,8 +44,10 @@ class TestHighFindingGate:
         click(world, ts, BOB, "approve")
         wait_until(lambda: any("need a waiver" in t for t in ephemeral_texts(world, BOB)))
         assert store.get(run_id).approvals == []
-        response = waive(world, ts, ALICE, "renaming is fine: the app reads both names")  # the requester
-        assert response.json().get("response_action") == "errors"
+        before = len(ephemeral_texts(world, ALICE))  # the requester is refused at click time, without the form
+        click(world, ts, ALICE, "waive")
+        wait_until(lambda: len(ephemeral_texts(world, ALICE)) > before)
+        assert "only approvers" in ephemeral_texts(world, ALICE)[-1] and world["fake"].top_modal(ALICE) is None
         world["fake"].dismiss_modals(ALICE)
         waive(world, ts, CAROL, "app v2 reads both column names; dual-write done last week")
         wait_until(lambda: store.get(run_id).facts.get("waivers"))
