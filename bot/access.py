@@ -182,7 +182,9 @@ def allows(permission: str, *, user: str, groups: Iterable[str], env: Environmen
 
 
 def refusal(rule: Rule, env: str) -> str:
-    """The one line a refused user reads."""
+    """The one line a refused user reads (``env`` empty: the user may read no environment at all)."""
+    if not env:
+        return f"🚫 You are on no environment's lists, so you may not {rule.what}. Nothing was changed."
     who = {
         VIEWER: f"Only the requesters, approvers and on-call of `{env}`",
         MANAGER: f"Only requesters and approvers of `{env}`",

@@ -102,7 +102,7 @@ def authorize(deps: Deps, rule: Rule, user: str, *, env_name: str | None, run: R
         return None
     if run is not None:
         deps.store.audit(run.id, AuditEvent(user, rule.audit, "denied", deps.clock(), "not allowed"))
-    return access.refusal(rule, env_name or "this environment")
+    return access.refusal(rule, env_name or "")
 
 
 def require(deps: Deps, rule: Rule, user: str, *, env_name: str | None, run: Run | None = None) -> None:
