@@ -130,6 +130,23 @@ class TestPermissionTable:
         assert "<!channel>" not in shown and "<@U0BOB>" not in shown and shown.endswith(f"as <@{ALICE}>")
 
 
+    def test_config_names_people_by_slack_id(self, tmp_path):
+        """`cli_operators` maps OS accounts to Slack user IDs and `viewers` lists IDs; anything else is one line."""
+        from bot.config import load_config
+        from bot.errors import ConfigError
+
+        good = {**base_config(viewers=[CAROL, "S0SRE"]), "cli_operators": {"deploy": ALICE}}
+        config = load_config(write_config(tmp_path / "good.yml", good))
+        assert config.cli_operators == {"deploy": ALICE} and access.viewers(config.environments["prod"]) == {
+            CAROL, "S0SRE"}
+        assert access.viewers(config.environments["staging"]) == {ALICE, BOB, CAROL}
+        for bad, field in (({**base_config(), "cli_operators": {"deploy": "alice"}}, "cli_operators"),
+                           (base_config(viewers=["#ops"]), "viewers")):
+            with pytest.raises(ConfigError, match=field) as error:
+                load_config(write_config(tmp_path / "bad.yml", bad))
+            assert "\n" not in str(error.value)
+
+
 class TestOutsiderEverywhere:
     def test_mallory_is_refused_by_every_listener_and_verb(self, fresh, tmp_path):
         """Each button, form and verb of the table, tried by an outsider: one-line refusal, nothing changed."""
