@@ -390,7 +390,7 @@ def _guard_command(deps: Deps, user: str, verb: str, rest: list[str]) -> tuple[s
         return None, None
     if env_name is None and verb in ("status", "windows"):
         envs = readable_environments(deps, user)
-        return (None, envs) if envs else (access.refusal(rule, "an environment"), None)
+        return (None, envs) if envs else (access.refusal(rule, ""), None)
     if env_name is None or deps.config.environment(env_name) is None:
         return None, None  # the verb answers with its usage or the list of environments
     audited = run if rule.permission != access.VIEWER else None
