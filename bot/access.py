@@ -15,7 +15,7 @@ ANYONE = "anyone"
 LOCAL = "local"
 """Acts only on what the caller hands over (a migrations directory, a database URL); touches no run or window."""
 VIEWER = "viewer"
-"""Reads an environment: its `viewers`, by default its requesters, approvers and on-call."""
+"""Reads an environment: its requesters and approvers, plus its `viewers` (by default its on-call)."""
 MANAGER = "manager"
 """The environment's requesters and approvers (cancel a run, schedule or change a window)."""
 REQUESTER = "requester"
@@ -150,9 +150,9 @@ def _member(user: str, groups: Iterable[str], allowed: Iterable[str]) -> bool:
 
 
 def viewers(env: EnvironmentConfig) -> frozenset[str]:
-    if env.viewers is not None:
-        return frozenset(env.viewers)
-    return frozenset([*env.requesters, *env.approvers, *([env.oncall] if env.oncall else [])])
+    """Who may read ``env``: whoever may act on it, plus its `viewers` (by default its on-call)."""
+    readers = env.viewers if env.viewers is not None else ([env.oncall] if env.oncall else [])
+    return frozenset([*env.requesters, *env.approvers, *readers])
 
 
 def candidates(env: EnvironmentConfig) -> list[str]:

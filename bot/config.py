@@ -294,7 +294,8 @@ class EnvironmentConfig(_Strict):
     approvals_required: int = Field(default=1, ge=1, le=5)
     oncall: str | None = None
     viewers: list[str] | None = None
-    """Who may read this environment (check, lint, status, timeline, App Home); default requesters ∪ approvers ∪ oncall."""
+    """Who else may read this environment (check, lint, status, timeline, App Home) besides its requesters and
+    approvers; default: the on-call."""
     database_url: str | None = None
     aws: AwsConfig = Field(default_factory=AwsConfig)
     backup: BackupConfig | None = None

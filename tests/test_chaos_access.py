@@ -27,6 +27,7 @@ from tests.harness import (
     BOB,
     BOT_TOKEN,
     CAROL,
+    DAVE,
     MALLORY,
     PROD_CHANNEL,
     SIGNING_SECRET,
@@ -137,9 +138,11 @@ class TestPermissionTable:
 
         good = {**base_config(viewers=[CAROL, "S0SRE"]), "cli_operators": {"deploy": ALICE}}
         config = load_config(write_config(tmp_path / "good.yml", good))
-        assert config.cli_operators == {"deploy": ALICE} and access.viewers(config.environments["prod"]) == {
-            CAROL, "S0SRE"}
+        assert config.cli_operators == {"deploy": ALICE}
+        assert access.viewers(config.environments["prod"]) == {ALICE, BOB, "S0DEVS", CAROL, DAVE, "S0DBA", "S0SRE"}
         assert access.viewers(config.environments["staging"]) == {ALICE, BOB, CAROL}
+        oncall = load_config(write_config(tmp_path / "oncall.yml", base_config(oncall="S0ONCALL")))
+        assert "S0ONCALL" in access.viewers(oncall.environments["prod"])
         for bad, field in (({**base_config(), "cli_operators": {"deploy": "alice"}}, "cli_operators"),
                            (base_config(viewers=["#ops"]), "viewers")):
             with pytest.raises(ConfigError, match=field) as error:
@@ -364,6 +367,14 @@ class TestCheckIsForMembers:
                 stored = store.redis.get(store.key("check", "prod"))
                 assert stored and password not in stored
             assert marker.exists() and seen["count"] >= 1  # the members' checks did run, and connect
+            # `/migrate status` without an environment lists only the environments the user may read.
+            for env in ("prod", "ops"):
+                assert "Started run" in sender.slash(ALICE, env, channel_id=PROD_CHANNEL).json()["text"]
+            prod_run, ops_run = store.active_run("prod").id, store.active_run("ops").id
+            alice = sender.slash(ALICE, "status", channel_id=PROD_CHANNEL).json()["text"]
+            mallory = sender.slash(MALLORY, "status", channel_id=PROD_CHANNEL).json()["text"]
+            assert prod_run in alice and ops_run in alice
+            assert ops_run in mallory and prod_run not in mallory and "[prod]" not in mallory
             assert password not in bot.logs() and "Traceback" not in bot.logs()
         finally:
             bot.stop()
