@@ -11,7 +11,8 @@ from typing import Any
 from bot.config import EnvironmentConfig
 from bot.errors import BotError
 from bot.messages import slack_date
-from bot.operations import Deps, Invocation, Reply, environment_or_refuse
+from bot.operations import Deps, Invocation, Reply, environment_or_refuse, require
+from bot.redact import redact
 
 
 @dataclass
@@ -20,6 +21,10 @@ class CheckItem:
     ok: bool
     detail: str
     warn: bool = False
+
+    def __post_init__(self) -> None:
+        # A check command's arguments and output may carry a database URL or a token: never show or store them.
+        self.name, self.detail = redact(self.name), redact(self.detail)
 
     def line(self) -> str:
         icon = "⚠️" if self.warn else ("✅" if self.ok else "❌")
@@ -126,6 +131,9 @@ def last_check(deps: Deps, env_name: str) -> dict[str, Any] | None:
 def check_reply(deps: Deps, inv: Invocation, args: list[str]) -> Reply:
     if len(args) != 1:
         return Reply("Which environment? `/migrate check <env>`")
+    from bot.access import VERBS
+
+    require(deps, VERBS["check"], inv.user, env_name=environment_or_refuse(deps, args[0]).name)
     items = check_environment(deps, args[0])
     ok = all(item.ok for item in items)
     head = f"*Pre-migration check for {args[0]}* — {'✅ ready' if ok else '❌ not ready'} · {slack_date(deps.clock())}"

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import logging
 import os
+import pwd
 import signal
 import sys
 from typing import Any
 
+from bot.access import CLI, cli_actor, cli_identity
 from bot.config import BotConfig, Settings, load_config
-from bot.errors import ConfigError
-from bot.operations import Deps, cancel_run, status
+from bot.errors import ConfigError, NotAllowed
+from bot.operations import Deps, authorize, cancel_run, readable_environments, status
+from bot.redact import redact
+from bot.runbook import Run
 from bot.runs import RunStore, connect
 
 log = logging.getLogger(__name__)
@@ -27,11 +30,14 @@ def register(subparsers: Any) -> None:
 
     st = subparsers.add_parser("status", help="show runs from Redis (works without Slack)")
     st.add_argument("query", nargs="?", help="an environment name or a run id")
+    add_identity(st)
     st.set_defaults(func=cmd_status)
 
-    cancel = subparsers.add_parser("cancel", help="cancel a run from the command line (audited as cli:<user>)")
+    cancel = subparsers.add_parser("cancel", help="cancel a run from the command line "
+                                   "(audited as cli:<os user> as <@U…>)")
     cancel.add_argument("run_id")
     cancel.add_argument("--reason", default="", help="why (shown in the audit trail)")
+    add_identity(cancel)
     cancel.set_defaults(func=cmd_cancel)
 
     check = subparsers.add_parser("check-config", help="validate the environments file and exit")
@@ -43,12 +49,35 @@ def _settings_and_config(require_slack: bool) -> tuple[Settings, BotConfig]:
     return settings, load_config(settings.config_path)
 
 
-def cli_operator() -> str:
+def add_identity(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--as", dest="as_user", metavar="U…", default=None,
+                        help="the Slack user to act as, checked against the environment's allow-list "
+                             "(default: this OS user's entry in cli_operators)")
+
+
+def os_user() -> str:
+    """The account running the command, from the process's user id (not $LOGNAME/$USER, which anyone can set)."""
     try:
-        name = getpass.getuser()
+        return pwd.getpwuid(os.geteuid()).pw_name
     except (KeyError, OSError):
-        name = os.environ.get("USER", "unknown")
-    return f"cli:{name}"
+        return f"uid{os.geteuid()}"
+
+
+def cli_operator(config: BotConfig, claimed: str | None) -> str:
+    """The actor the command line acts as, `cli:<os user> as <@U…>`; NotAllowed when it has no Slack identity."""
+    name = os_user()
+    who, problem = cli_identity(name, config.cli_operators, claimed)
+    if who is None:
+        raise NotAllowed(f"refused: {problem} Nothing was changed.")
+    return cli_actor(name, who)
+
+
+def refused(deps: Deps, command: str, actor: str, *, env_name: str | None, run: Run | None = None) -> bool:
+    """Check the command's permission (bot.access.CLI); print the refusal and say so when it is not held."""
+    text = authorize(deps, CLI[command], actor, env_name=env_name, run=run)
+    if text:
+        print(f"migrate-bot: {text.removeprefix('🚫 ').replace('`', '')}", file=sys.stderr)
+    return text is not None
 
 
 def _offline_deps(settings: Settings, config: BotConfig) -> Deps:
@@ -66,16 +95,33 @@ def _offline_deps(settings: Settings, config: BotConfig) -> Deps:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """The runs the operator's Slack identity may read, as `/migrate status` shows them to that user."""
     settings, config = _settings_and_config(require_slack=False)
+    actor = cli_operator(config, args.as_user)
     deps = _offline_deps(settings, config)
-    print(status(deps, args.query))
+    envs = None
+    if args.query and config.environment(args.query) is None:
+        if refused(deps, "status", actor, env_name=deps.store.get(args.query).env):
+            return 1
+    elif args.query:
+        if refused(deps, "status", actor, env_name=args.query):
+            return 1
+    else:
+        envs = readable_environments(deps, actor)
+        if not envs and refused(deps, "status", actor, env_name=None):
+            return 1
+    print(redact(status(deps, args.query, envs=envs)))
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     settings, config = _settings_and_config(require_slack=False)
+    actor = cli_operator(config, args.as_user)
     deps = _offline_deps(settings, config)
-    reply = cancel_run(deps, run_id=args.run_id, user=cli_operator(), reason=args.reason)
+    run = deps.store.get(args.run_id)
+    if refused(deps, "cancel", actor, env_name=run.env, run=run):
+        return 1
+    reply = cancel_run(deps, run_id=args.run_id, user=actor, reason=args.reason)
     deps.publish(args.run_id)
     text = reply.text.replace("`", "")
     print(text)

@@ -305,6 +305,9 @@ class EnvironmentConfig(_Strict):
     approvers: list[str] = Field(min_length=1)
     approvals_required: int = Field(default=1, ge=1, le=5)
     oncall: str | None = None
+    viewers: list[str] | None = None
+    """Who else may read this environment (check, lint, status, timeline, App Home) besides its requesters and
+    approvers; default: the on-call."""
     database_url: str | None = None
     aws: AwsConfig = Field(default_factory=AwsConfig)
     backup: BackupConfig | None = None
@@ -327,10 +330,10 @@ class EnvironmentConfig(_Strict):
             raise ValueError(f"expected a Slack channel ID like C0123ABCD, got {value!r}")
         return value
 
-    @field_validator("requesters", "approvers")
+    @field_validator("requesters", "approvers", "viewers")
     @classmethod
-    def _slack_ids(cls, values: list[str]) -> list[str]:
-        for value in values:
+    def _slack_ids(cls, values: list[str] | None) -> list[str] | None:
+        for value in values or []:
             if not _SLACK_ID.match(value):
                 raise ValueError(f"expected Slack user IDs (U…/W…) or user-group IDs (S…), got {value!r}")
         return values
@@ -353,6 +356,16 @@ class BotConfig(_Strict):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     # Closed runs' documents, audit streams and idempotency keys expire this many days after the run closes.
     retention_days: float = Field(default=90, gt=0)
+    cli_operators: dict[str, str] = Field(default_factory=dict)
+    """OS user name -> the Slack user id the command line acts as (checked like a click from that user)."""
+
+    @field_validator("cli_operators")
+    @classmethod
+    def _operator_ids(cls, operators: dict[str, str]) -> dict[str, str]:
+        for name, user in operators.items():
+            if not re.match(r"^[UW][A-Z0-9]{2,}$", user):
+                raise ValueError(f"cli_operators.{name}: expected a Slack user ID like U0123ABCD, got {user!r}")
+        return operators
 
     @field_validator("environments")
     @classmethod

@@ -189,6 +189,10 @@ def lint_reply(deps: Deps, inv: Any, args: list[str]) -> Reply:
     if len(args) != 1:
         return Reply("Which environment? `/migrate lint <env>`")
     env = environment_or_refuse(deps, args[0])
+    from bot.access import VERBS
+    from bot.operations import require
+
+    require(deps, VERBS["lint"], inv.user, env_name=env.name)
     # Requests that joined one flight (bot.slowwork) share one live review instead of each opening connections.
     pending, review, note = shared(("lint", env.name), lambda: _lint(env))
     if review is None:

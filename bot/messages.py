@@ -74,8 +74,21 @@ def internal_error() -> str:
     return "Something went wrong on the bot's side and nothing was changed. The error was logged for the team."
 
 
-def audit_line(actor: str, action: str, outcome: str, detail: str, at: datetime) -> str:
-    who = "the bot" if actor == "bot" else (escape(actor) if actor.startswith("cli:") else f"<@{actor}>")
+def actor(who: str) -> str:
+    """Who did something, for Slack: a user as a mention; a command-line operator `cli:<os user> as <@U…>` with
+    its OS user name escaped, so a name like `<!channel>` shows as text."""
+    if who == "bot":
+        return "the bot"
+    if not who.startswith("cli:"):
+        return f"<@{who}>"
+    name, sep, mapped = who.partition(" as <@")
+    if sep and mapped.endswith(">") and ">" not in mapped[:-1]:
+        return f"{escape(name)} as <@{mapped}"
+    return escape(who)
+
+
+def audit_line(actor_id: str, action: str, outcome: str, detail: str, at: datetime) -> str:
+    who = actor(actor_id)
     icon = {"ok": "•", "denied": "🚫", "failed": "❌", "interrupted": "⚠️"}.get(outcome, "•")
     words = action.replace(".", " ").replace("_", " ")
     text = f"{icon} {slack_date(at, '{time_secs}')} {who} — {words}"

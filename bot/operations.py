@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bot import messages
+from bot import access, messages
+from bot.access import Rule
 from bot.config import BotConfig, EnvironmentConfig
 from bot.errors import AlreadyDone, BotError, NotAllowed, Refusal, RunNotFound, StaleMessage
 from bot.integrations.slack import Slack
 from bot.publisher import Publisher
+from bot.redact import redact
 from bot.runbook import (
     CHECKLIST_LABELS,
     AuditEvent,
@@ -63,9 +65,12 @@ class Deps:
         return Policy(frozenset(env.requesters), frozenset(env.approvers), env.approvals_required)
 
     def groups_of(self, user: str, env: EnvironmentConfig) -> frozenset[str]:
-        if self.slack is None or user.startswith("cli:"):
+        from bot.access import candidates, principal
+
+        who = principal(user)
+        if self.slack is None or not who:
             return frozenset()
-        return self.slack.groups_of(user, [*env.requesters, *env.approvers])
+        return self.slack.groups_of(who, candidates(env))
 
     def publish(self, run_id: str) -> None:
         if self.publisher is not None:
@@ -80,6 +85,37 @@ class Reply:
     blocks: list[dict[str, Any]] | None = None
     publish_run: str | None = None
     after: Callable[[], None] | None = None
+
+
+# ---- permissions (the table is bot.access) -------------------------------------------------------
+
+def authorize(deps: Deps, rule: Rule, user: str, *, env_name: str | None, run: Run | None = None) -> str | None:
+    """None when ``user`` holds ``rule``'s permission in the environment; else the refusal, audited on the run."""
+    if rule.permission in (access.ANYONE, access.LOCAL):
+        return None
+    env = deps.config.environment(env_name) if env_name else None
+    who, requested_by = access.principal(user), run.requested_by if run is not None else None
+    if access.allows(rule.permission, user=who, groups=(), env=env, requested_by=requested_by):
+        return None  # listed by name: no need to ask Slack about user groups
+    groups = deps.groups_of(user, env) if env is not None else frozenset()
+    if groups and access.allows(rule.permission, user=who, groups=groups, env=env, requested_by=requested_by):
+        return None
+    if run is not None:
+        deps.store.audit(run.id, AuditEvent(user, rule.audit, "denied", deps.clock(), "not allowed"))
+    return access.refusal(rule, env_name or "")
+
+
+def require(deps: Deps, rule: Rule, user: str, *, env_name: str | None, run: Run | None = None) -> None:
+    """Raise NotAllowed with the refusal unless ``user`` holds ``rule``'s permission."""
+    refused = authorize(deps, rule, user, env_name=env_name, run=run)
+    if refused:
+        raise NotAllowed(refused)
+
+
+def readable_environments(deps: Deps, user: str) -> list[str]:
+    """The environments whose runs, windows and findings ``user`` may see."""
+    rule = access.VERBS["status"]
+    return [name for name in deps.config.environments if authorize(deps, rule, user, env_name=name) is None]
 
 
 # ---- /migrate <env> ------------------------------------------------------------------------------
@@ -219,13 +255,10 @@ def _reviewed_fingerprint(run: Run) -> str:
 
 
 def may_cancel(deps: Deps, run: Run, user: str) -> bool:
-    if user.startswith("cli:") or user == run.requested_by:
-        return True
+    """The run's requester and the environment's requesters and approvers; a CLI operator as its Slack user."""
     env = deps.config.environment(run.env)
-    if env is None:
-        return False
-    policy, groups = deps.policy(env), deps.groups_of(user, env)
-    return policy.may_approve(user, groups) or policy.may_start(user, groups)
+    return access.allows(access.MANAGER, user=access.principal(user), env=env, requested_by=run.requested_by,
+                         groups=deps.groups_of(user, env) if env is not None else frozenset())
 
 
 def cancel_run(deps: Deps, *, run_id: str, user: str, reason: str = "") -> Reply:
@@ -253,13 +286,17 @@ def describe_run(run: Run, now: datetime) -> str:
     return line + (f" · {steps}" if steps else "")
 
 
-def status(deps: Deps, query: str | None = None) -> str:
-    """Plain-text status for Slack or the terminal: one run by id, the runs of an env, or all recent ones."""
+def status(deps: Deps, query: str | None = None, envs: list[str] | None = None) -> str:
+    """Plain-text status for Slack or the terminal: one run by id, the runs of an env, or all recent ones
+    (of the environments ``envs`` only, when given)."""
     now = deps.clock()
     if query and deps.config.environment(query) is None:
         run = deps.store.get(query)
         return describe_run(run, now)
-    runs = deps.store.recent_runs(limit=10, env=query)
+    if envs is not None and not query:
+        runs = [run for run in deps.store.recent_runs(limit=200) if run.env in envs][:10]
+    else:
+        runs = deps.store.recent_runs(limit=10, env=query)
     if not runs:
         return f"No runs{f' in {query}' if query else ''} yet."
     active = [r for r in runs if r.is_active]
@@ -288,10 +325,11 @@ def handle_command(deps: Deps, inv: Invocation) -> Reply:
         return Reply(messages.USAGE)
     verb, rest = words[0].lower(), words[1:]
     try:
-        if verb == "status":
-            if len(rest) > 1:
-                return Reply(messages.USAGE)
-            return Reply(status(deps, rest[0] if rest else None))
+        refused, envs = _guard_command(deps, inv.user, verb, rest)
+        if refused:
+            return Reply(refused)
+        if _verb_key(verb, rest) in ("status", "check", "lint", "timeline", "windows"):  # the viewers' verbs
+            return _redacted(_read_command(deps, inv, verb, rest, envs))
         if verb == "cancel":
             if not rest:
                 return Reply("Which run? `/migrate cancel <run-id> [reason]`")
@@ -315,6 +353,75 @@ def handle_command(deps: Deps, inv: Invocation) -> Reply:
         return Reply(str(exc))
     except Refusal as exc:
         return Reply(str(exc))
+
+
+def _verb_key(verb: str, rest: list[str]) -> str:
+    """The verb's entry in bot.access.VERBS: `windows cancel` and `windows reschedule` change windows."""
+    return f"windows {rest[0]}" if verb == "windows" and rest and rest[0] in ("cancel", "reschedule") else verb
+
+
+def _guard_command(deps: Deps, user: str, verb: str, rest: list[str]) -> tuple[str | None, list[str] | None]:
+    """Check the verb's permission (bot.access.VERBS) before any of its work: the refusal, and for a listing
+    without an environment the environments the user may read. Usage mistakes are left to the verb."""
+    from bot.windows import WindowStore
+
+    run: Run | None = None
+    target = rest[0] if rest else None
+    env_name: str | None
+    if verb in deps.config.environments:
+        rule, env_name = access.VERBS[access.ENV_VERB], verb
+    elif _verb_key(verb, rest) != verb:
+        rule = access.VERBS[_verb_key(verb, rest)]
+        window = WindowStore(deps).get(rest[1]) if len(rest) > 1 else None
+        if window is None:
+            return None, None
+        refused = authorize(deps, rule, user, env_name=window.env)
+        if refused:
+            WindowStore(deps).audit(window.id, user, rule.audit, "denied", deps.clock(), "not allowed")
+        return refused, None
+    elif verb in access.VERBS:
+        rule, env_name = access.VERBS[verb], target
+        if verb in ("status", "timeline", "cancel") and target and deps.config.environment(target) is None:
+            run = deps.store.get(target)
+            env_name = run.env
+    else:
+        return None, None
+    if rule.permission in (access.ANYONE, access.LOCAL):
+        return None, None
+    if env_name is None and verb in ("status", "windows"):
+        envs = readable_environments(deps, user)
+        return (None, envs) if envs else (access.refusal(rule, ""), None)
+    if env_name is None or deps.config.environment(env_name) is None:
+        return None, None  # the verb answers with its usage or the list of environments
+    audited = run if rule.permission != access.VIEWER else None
+    return authorize(deps, rule, user, env_name=env_name, run=audited), None
+
+
+def _read_command(deps: Deps, inv: Invocation, verb: str, rest: list[str], envs: list[str] | None) -> Reply:
+    """The read-only verbs (status, check, lint, timeline, windows), shown only to the environment's viewers."""
+    if verb == "status":
+        if len(rest) > 1:
+            return Reply(messages.USAGE)
+        return Reply(status(deps, rest[0] if rest else None, envs=envs))
+    module_name, _, function = VERBS[verb].partition(":")
+    reply: Reply = getattr(importlib.import_module(module_name), function)(deps, inv, rest)
+    return reply
+
+
+def _redacted(reply: Reply) -> Reply:
+    """Whatever a read-only verb prints goes through redaction: text and every string in its blocks."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return redact(value)
+        if isinstance(value, list):
+            return [clean(item) for item in value]
+        if isinstance(value, dict):
+            return {key: clean(item) for key, item in value.items()}
+        return value
+
+    reply.text = redact(reply.text)
+    reply.blocks = clean(reply.blocks)
+    return reply
 
 
 # The other `/migrate` verbs: verb -> "module:function(deps, invocation, args) -> Reply", imported on use.

@@ -132,12 +132,15 @@ def executor(name: str) -> Callable[[Executor], Executor]:
 
 def may_operate(deps: Deps, run: Run, user: str) -> bool:
     """The requester and the approvers run the steps; nobody else touches a run."""
-    if user == run.requested_by or user.startswith("cli:"):
+    from bot.access import principal
+
+    who = principal(user)  # a command-line operator counts as the Slack user it is mapped to, or as nobody
+    if who and who == run.requested_by:
         return True
     env = deps.config.environment(run.env)
     if env is None:
         return False
-    return deps.policy(env).may_approve(user, deps.groups_of(user, env))
+    return deps.policy(env).may_approve(who, deps.groups_of(user, env))
 
 
 # ---- operations (called by handlers, the CLI and tests) ------------------------------------------

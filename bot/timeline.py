@@ -6,7 +6,9 @@ import argparse
 from datetime import datetime
 from typing import Any
 
-from bot.operations import Deps, Invocation, Reply
+from bot.access import VERBS
+from bot.operations import Deps, Invocation, Reply, require
+from bot.redact import redact
 from bot.runbook import Run
 from bot.runs import AuditEntry
 
@@ -68,7 +70,8 @@ def render_timeline(run: Run, entries: list[AuditEntry]) -> str:
 
 
 def timeline_for(deps: Deps, run_id: str) -> str:
-    return render_timeline(deps.store.get(run_id), deps.store.audit_entries(run_id))
+    """The rendered timeline, redacted: audit details and step errors may quote a command or a URL."""
+    return redact(render_timeline(deps.store.get(run_id), deps.store.audit_entries(run_id)))
 
 
 def timeline_reply(deps: Deps, inv: Invocation, args: list[str]) -> Reply:
@@ -76,6 +79,7 @@ def timeline_reply(deps: Deps, inv: Invocation, args: list[str]) -> Reply:
     if len(args) != 1:
         return Reply("Which run? `/migrate timeline <run-id>`")
     run = deps.store.get(args[0])
+    require(deps, VERBS["timeline"], inv.user, env_name=run.env)
     text = timeline_for(deps, run.id)
 
     def upload() -> None:
@@ -91,14 +95,21 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("timeline", help="print a run's post-mortem timeline (Markdown) from Redis")
     parser.add_argument("run_id")
     parser.add_argument("--output", help="write to this file instead of stdout")
+    from bot.commands import add_identity
+
+    add_identity(parser)
     parser.set_defaults(func=cmd_timeline)
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:
-    from bot.commands import _offline_deps, _settings_and_config
+    from bot.commands import _offline_deps, _settings_and_config, cli_operator, refused
 
     settings, config = _settings_and_config(require_slack=False)
-    text = timeline_for(_offline_deps(settings, config), args.run_id)
+    actor = cli_operator(config, args.as_user)
+    deps = _offline_deps(settings, config)
+    if refused(deps, "timeline", actor, env_name=deps.store.get(args.run_id).env):
+        return 1
+    text = timeline_for(deps, args.run_id)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as handle:
             handle.write(text)

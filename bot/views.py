@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.messages import escape, slack_date
+from bot.messages import actor, escape, slack_date
 from bot.runbook import (
     CHECKLIST,
     ROLLBACK_LABELS,
@@ -127,9 +127,7 @@ def render_run(run: Run) -> dict[str, Any]:
     if run.status is RunStatus.CANCELLED:
         reason = f": {escape(run.cancel_reason)}" if run.cancel_reason else ""
         blocks.append({"type": "context", "block_id": f"cancelled:{v}",
-                       "elements": [_text(f"Cancelled by <@{run.cancelled_by}>{reason}" if run.cancelled_by
-                                          and not run.cancelled_by.startswith("cli:")
-                                          else f"Cancelled by {escape(str(run.cancelled_by))}{reason}")]})
+                       "elements": [_text(f"Cancelled by {actor(run.cancelled_by or '')}{reason}")]})
     blocks.extend(_monitoring_blocks(run, value))
     controls: list[Block] = []
     if run.status is RunStatus.MONITORING:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from redis.exceptions import WatchError
 
 from bot import calendar_views as views
+from bot.access import principal
 from bot.calendar import (
     MAX_WINDOW_S,
     Reminder,
@@ -38,7 +39,7 @@ from bot.config import CalendarConfig, EnvironmentConfig
 from bot.errors import BotError, NotAllowed, StateStoreUnavailable
 from bot.integrations.slack import SlackUnavailable
 from bot.messages import escape, slack_date
-from bot.operations import Deps, Invocation, Reply, environment_or_refuse
+from bot.operations import Deps, Invocation, Reply, environment_or_refuse, readable_environments
 from bot.runbook import CHECKLIST_LABELS, Run, RunStatus
 from bot.runs import AuditEntry, _store_errors
 
@@ -181,10 +182,11 @@ class Outcome:
 
 
 def _may_manage(deps: Deps, env: EnvironmentConfig, user: str, window: Window | None = None) -> bool:
-    if user.startswith("cli:") or (window is not None and user in (window.owner, window.created_by)):
+    who = principal(user)  # a command-line operator counts as the Slack user it is mapped to, or as nobody
+    if who and window is not None and who in (window.owner, window.created_by):
         return True
     policy, groups = deps.policy(env), deps.groups_of(user, env)
-    return policy.may_start(user, groups) or policy.may_approve(user, groups)
+    return policy.may_start(who, groups) or policy.may_approve(who, groups)
 
 
 def _not_allowed(env: str) -> NotAllowed:
@@ -853,7 +855,9 @@ def windows_command(deps: Deps, inv: Invocation, args: list[str]) -> Reply:
         return Reply(outcome_text(outcome, verb="reschedule"), after=outcome.after)
     if len(args) > 1 or (args and deps.config.environment(args[0]) is None):
         return Reply(USAGE)
-    windows = WindowStore(deps).scheduled(args[0] if args else None, after=deps.clock())
+    visible = readable_environments(deps, inv.user)
+    windows = [w for w in WindowStore(deps).scheduled(args[0] if args else None, after=deps.clock())
+               if w.env in visible]
     blocks = views.windows_list(windows, deps.clock())
     return Reply(f"{len(windows)} upcoming maintenance window(s).", blocks=blocks)
 
@@ -931,8 +935,9 @@ def reschedule_form(deps: Deps, *, window_id: str, user: str) -> dict[str, Any]:
 def home_for(deps: Deps, user: str) -> dict[str, Any]:
     """The App Home view for one user."""
     now = deps.clock()
-    windows = WindowStore(deps).scheduled(after=now)
-    runs = deps.store.active_runs()
+    visible = readable_environments(deps, user)  # an outsider's App Home shows nothing of any environment
+    windows = [w for w in WindowStore(deps).scheduled(after=now) if w.env in visible]
+    runs = [run for run in deps.store.active_runs() if run.env in visible]
     waiting: list[Run] = []
     for run in runs:
         env = deps.config.environment(run.env)

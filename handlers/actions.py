@@ -9,16 +9,16 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
-from bot import messages, rollback, steps
+from bot import access, messages, rollback, steps
 from bot.errors import BotError, StateStoreUnavailable
-from bot.operations import Deps, Reply, approve_run, cancel_run, confirm, waive_findings
+from bot.operations import Deps, Reply, approve_run, authorize, cancel_run, confirm, waive_findings
 from bot.views import parse_button_value
 from handlers.commands import follow_up
 
 log = logging.getLogger(__name__)
 
-# Later capabilities register more: action_id pattern -> fn(deps, click) -> Reply
-CLICK_HANDLERS: list[tuple[re.Pattern[str], Callable[[Deps, Click], Reply]]] = []
+# Later capabilities register more: action_id pattern (with its entry in bot.access.ACTIONS) -> fn(deps, click)
+CLICK_HANDLERS: list[tuple[str, Callable[[Deps, Click], Reply]]] = []
 
 
 class Click:
@@ -35,42 +35,45 @@ class Click:
         self.subject = self.action_id.partition(":")[2]
 
 
-def _run_click(deps: Deps, click: Click) -> Reply:
-    if click.action_id.startswith("checklist:"):
-        return confirm(deps, run_id=click.run_id, item=click.subject, user=click.user)
-    if click.action_id == "approve":
-        return approve_run(deps, run_id=click.run_id, user=click.user, version=click.version,
-                           fingerprint=lambda run: steps.approval_fingerprint(deps, run))
-    if click.action_id == "cancel":
-        return cancel_run(deps, run_id=click.run_id, user=click.user)
-    if click.action_id.startswith("step_run:"):
-        return steps.run_step(deps, run_id=click.run_id, name=click.subject, user=click.user)
-    if click.action_id.startswith("step_skip:"):
-        return steps.skip(deps, run_id=click.run_id, name=click.subject, user=click.user)
-    if click.action_id.startswith("step_done:"):
-        return steps.mark_done(deps, run_id=click.run_id, name=click.subject, user=click.user)
-    if click.action_id == "waive":
-        return _open_waiver(deps, click)
-    if click.action_id == "rollback:restore":
-        return _open_restore(deps, click)
-    if click.action_id.startswith("rollback:"):
-        return rollback.start_rollback(deps, run_id=click.run_id, option=click.subject, user=click.user)
-    if click.action_id == "rollback_confirm":
-        return rollback.confirm_restore(deps, run_id=click.run_id, user=click.user)
-    if click.action_id == "rollback_withdraw":
-        return rollback.withdraw_restore(deps, run_id=click.run_id, user=click.user)
-    if click.action_id == "monitor_refresh":
-        from bot.watch import refresh_readings
+def _refresh(deps: Deps, click: Click) -> Reply:
+    from bot.watch import refresh_readings
 
-        return refresh_readings(deps, run_id=click.run_id, user=click.user)
-    if click.action_id == "proceed_anyway":
-        return steps.proceed_anyway(deps, run_id=click.run_id, user=click.user)
-    if click.action_id == "finish":
-        return steps.close_run(deps, run_id=click.run_id, user=click.user, version=click.version)
-    for pattern, handler in CLICK_HANDLERS:
-        if pattern.match(click.action_id):
-            return handler(deps, click)
-    return Reply("That button is not known to this version of the bot. Nothing was changed.")
+    return refresh_readings(deps, run_id=click.run_id, user=click.user)
+
+
+# action_id pattern (as spelled in bot.access.ACTIONS, which names its permission) -> operation; first match wins.
+ROUTES: list[tuple[str, Callable[[Deps, Click], Reply]]] = [
+    (r"checklist:.+", lambda deps, c: confirm(deps, run_id=c.run_id, item=c.subject, user=c.user)),
+    (r"approve", lambda deps, c: approve_run(deps, run_id=c.run_id, user=c.user, version=c.version,
+                                             fingerprint=lambda run: steps.approval_fingerprint(deps, run))),
+    (r"cancel", lambda deps, c: cancel_run(deps, run_id=c.run_id, user=c.user)),
+    (r"step_run:.+", lambda deps, c: steps.run_step(deps, run_id=c.run_id, name=c.subject, user=c.user)),
+    (r"step_skip:.+", lambda deps, c: steps.skip(deps, run_id=c.run_id, name=c.subject, user=c.user)),
+    (r"step_done:.+", lambda deps, c: steps.mark_done(deps, run_id=c.run_id, name=c.subject, user=c.user)),
+    (r"waive", lambda deps, c: _open_waiver(deps, c)),
+    (r"rollback:restore", lambda deps, c: _open_restore(deps, c)),
+    (r"rollback:.+", lambda deps, c: rollback.start_rollback(deps, run_id=c.run_id, option=c.subject,
+                                                             user=c.user)),
+    (r"rollback_confirm", lambda deps, c: rollback.confirm_restore(deps, run_id=c.run_id, user=c.user)),
+    (r"rollback_withdraw", lambda deps, c: rollback.withdraw_restore(deps, run_id=c.run_id, user=c.user)),
+    (r"monitor_refresh", _refresh),
+    (r"proceed_anyway", lambda deps, c: steps.proceed_anyway(deps, run_id=c.run_id, user=c.user)),
+    (r"finish", lambda deps, c: steps.close_run(deps, run_id=c.run_id, user=c.user, version=c.version)),
+]
+
+
+def _run_click(deps: Deps, click: Click) -> Reply:
+    """Check the button's permission (bot.access) on the run before any work, then do what it says."""
+    rule = access.action_rule(click.action_id)
+    handler = next((fn for pattern, fn in [*ROUTES, *CLICK_HANDLERS]
+                    if re.fullmatch(pattern, click.action_id)), None)
+    if rule is None or handler is None:
+        return Reply("That button is not known to this version of the bot. Nothing was changed.")
+    run = deps.store.get(click.run_id)
+    refused = authorize(deps, rule, click.user, env_name=run.env, run=run)
+    if refused:
+        return Reply(refused, publish_run=run.id)
+    return handler(deps, click)
 
 
 def _open_waiver(deps: Deps, click: Click) -> Reply:
@@ -98,9 +101,17 @@ def _field(view: dict[str, Any], block_id: str) -> str:
     return str((first or {}).get("value") or "")
 
 
-def _submission(deps: Deps, ack: Ack, field: str, operation: Callable[[], Reply]) -> None:
-    """Run a modal's operation; any refusal becomes a field error on the modal, success closes it."""
+def _submission(deps: Deps, ack: Ack, field: str, operation: Callable[[], Reply], *, callback_id: str = "",
+                user: str = "", run_id: str = "") -> None:
+    """Check the form's permission (bot.access.VIEWS) on its run, then run its operation; any refusal becomes a
+    field error on the modal, success closes it."""
     try:
+        rule = access.VIEWS.get(callback_id)
+        run = deps.store.get(run_id)
+        refused = authorize(deps, rule, user, env_name=run.env, run=run) if rule else "🚫 Unknown form."
+        if refused:
+            ack(response_action="errors", errors={field: refused[:150]})
+            return
         reply = operation()
     except StateStoreUnavailable:
         ack(response_action="errors", errors={field: messages.state_store_unavailable()[:150]})
@@ -117,22 +128,27 @@ def _submission(deps: Deps, ack: Ack, field: str, operation: Callable[[], Reply]
 
 def register(app: App, deps: Deps) -> None:
     @app.view("restore_request")
+    @access.listener("view", "restore_request")
     def on_restore_request(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
         user = str((body.get("user") or {}).get("id", ""))
         run_id, _ = parse_button_value(str(view.get("private_metadata", "")))
         typed, reason = _field(view, "env"), _field(view, "reason")
         field = "env" if typed.strip() != run_id.rsplit("-", 2)[0] else "reason"
         _submission(deps, ack, field, lambda: rollback.request_restore(
-            deps, run_id=run_id, user=user, typed_env=typed, reason=reason))
+            deps, run_id=run_id, user=user, typed_env=typed, reason=reason),
+                    callback_id="restore_request", user=user, run_id=run_id)
 
     @app.view("waive_findings")
+    @access.listener("view", "waive_findings")
     def on_waive(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
         user = str((body.get("user") or {}).get("id", ""))
         run_id, _ = parse_button_value(str(view.get("private_metadata", "")))
         reason = _field(view, "reason")
-        _submission(deps, ack, "reason", lambda: waive_findings(deps, run_id=run_id, user=user, reason=reason))
+        _submission(deps, ack, "reason", lambda: waive_findings(deps, run_id=run_id, user=user, reason=reason),
+                    callback_id="waive_findings", user=user, run_id=run_id)
 
     @app.action(re.compile(r".+"))
+    @access.listener("action", *(pattern for pattern, _ in ROUTES))
     def on_click(ack: Ack, body: dict[str, Any]) -> None:
         ack()
         click = Click(body)

@@ -9,11 +9,11 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
-from bot import messages
+from bot import access, messages
 from bot.calendar_views import RESCHEDULE_CALLBACK, SCHEDULE_CALLBACK
 from bot.errors import BotError, StateStoreUnavailable
-from bot.operations import Deps
-from bot.windows import cancel_window, confirm_approver, home_for, reschedule_form, submit_modal
+from bot.operations import Deps, authorize
+from bot.windows import WindowStore, cancel_window, confirm_approver, home_for, reschedule_form, submit_modal
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ def register(app: App, deps: Deps) -> None:
     """Attach the calendar's listeners; call before handlers.actions (its button listener matches anything)."""
 
     @app.action(WINDOW_ACTION)
+    @access.listener("action", r"window_reschedule:.+", r"window_cancel:.+", r"window_approver:.+")
     def on_window_button(ack: Ack, body: dict[str, Any]) -> None:
         ack()
         action = (body.get("actions") or [{}])[0]
@@ -50,10 +51,15 @@ def register(app: App, deps: Deps) -> None:
         slack = deps.slack
         deps.background(lambda: _window_button(deps, slack, verb, window_id, user, channel, body))
 
+    @access.listener("view", SCHEDULE_CALLBACK, RESCHEDULE_CALLBACK)
     def on_submit(ack: Ack, body: dict[str, Any]) -> None:
         view = body.get("view") or {}
         user = str((body.get("user") or {}).get("id", ""))
         try:
+            refused = _form_refusal(deps, user, str(view.get("callback_id", "")), str(view.get("private_metadata", "")))
+            if refused:
+                ack(response_action="errors", errors={"date": refused[:150]})
+                return
             result = submit_modal(deps, user=user, callback_id=str(view.get("callback_id", "")),
                                   metadata=str(view.get("private_metadata", "")),
                                   values=(view.get("state") or {}).get("values") or {})
@@ -78,6 +84,7 @@ def register(app: App, deps: Deps) -> None:
     app.view(RESCHEDULE_CALLBACK)(on_submit)
 
     @app.event("app_home_opened")
+    @access.listener("event", "app_home_opened")
     def on_home_opened(event: dict[str, Any]) -> None:
         user = str(event.get("user", ""))
         if not user or deps.slack is None or event.get("tab", "home") != "home":
@@ -86,11 +93,39 @@ def register(app: App, deps: Deps) -> None:
         deps.background(lambda: _user_facing(lambda: slack.publish_home(user, home_for(deps, user))))
 
 
+def _form_refusal(deps: Deps, user: str, callback_id: str, metadata: str) -> str | None:
+    """The schedule form checks the environment it names; the reschedule form the environment of its window."""
+    import json
+
+    rule = access.VIEWS.get(callback_id)
+    if rule is None:
+        return "🚫 That form is not known to this version of the bot. Nothing was changed."
+    try:
+        meta = json.loads(metadata or "{}")
+    except ValueError:
+        meta = {}
+    meta = meta if isinstance(meta, dict) else {}
+    env_name = str(meta.get("env", ""))
+    if meta.get("window_id"):
+        window = WindowStore(deps).get(str(meta["window_id"]))
+        env_name = window.env if window is not None else ""
+    return authorize(deps, rule, user, env_name=env_name or None)
+
+
 def _window_button(deps: Deps, slack: Any, verb: str, window_id: str, user: str, channel: str,
                    body: dict[str, Any]) -> None:
     """After the ack of a window button: open the reschedule form, cancel, or note the approver."""
 
     def run() -> str | None:
+        window = WindowStore(deps).get(window_id)
+        if window is None:
+            return f"No maintenance window `{window_id[:60]}`. `/migrate windows` lists them."
+        rule = access.action_rule(f"window_{verb}:{window_id}")
+        refused = authorize(deps, rule, user, env_name=window.env) if rule else "🚫 Unknown button."
+        if refused:
+            WindowStore(deps).audit(window.id, user, rule.audit if rule else verb, "denied", deps.clock(),
+                                    "not allowed")
+            return refused
         if verb == "reschedule":
             slack.open_view(str(body.get("trigger_id", "")), reschedule_form(deps, window_id=window_id, user=user))
             return None

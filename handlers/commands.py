@@ -7,9 +7,9 @@ from typing import Any
 
 from slack_bolt import Ack, App, Respond
 
-from bot import messages
+from bot import access, messages
 from bot.errors import BotError, StateStoreUnavailable
-from bot.operations import Deps, Invocation, Reply, handle_command
+from bot.operations import Deps, Invocation, Reply, authorize, handle_command
 from bot.slowwork import Flights
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,7 @@ def register(app: App, deps: Deps) -> None:
     flights = Flights(deps.config.limits.check_workers)
 
     @app.command("/migrate")
+    @access.listener("command", *access.VERBS)
     def migrate(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
         invocation = Invocation(
             user=command.get("user_id", ""),
@@ -35,6 +36,11 @@ def register(app: App, deps: Deps) -> None:
             # response_url. A second request for the same check while it runs joins it instead of opening
             # its own connections.
             key = (words[0].lower(), words[1])
+            # The permission is decided before the ack: an outsider is refused at once, never told "Checking…".
+            refused = _refusal(deps, invocation, key)
+            if refused:
+                ack(response_type="ephemeral", text=refused)
+                return
             ack(response_type="ephemeral", text=messages.checking(*key))
             flights.join(key, lambda: _answer_later(deps, invocation, respond))
             return
@@ -42,6 +48,16 @@ def register(app: App, deps: Deps) -> None:
         reply = _decide(deps, invocation)
         ack(response_type="ephemeral", text=reply.text or "Done.", blocks=reply.blocks)
         follow_up(deps, reply)
+
+
+def _refusal(deps: Deps, invocation: Invocation, key: tuple[str, str]) -> str | None:
+    """The one-line refusal when the user may not run this slow verb on that environment, else None."""
+    try:
+        return authorize(deps, access.VERBS[key[0]], invocation.user, env_name=key[1])
+    except StateStoreUnavailable:
+        return messages.state_store_unavailable()
+    except BotError as exc:
+        return str(exc)
 
 
 def _decide(deps: Deps, invocation: Invocation) -> Reply:

@@ -110,7 +110,7 @@ class TestAuthorizationMatrix:
         wait_until(lambda: store.get(run_id).status.value == "rolling_back")
         refused(world, run_id, MALLORY, "step_run:rb_scale_down", "step.start")
         # The CLI operator may cancel (audited as cli:<user>) but not a run that already changed prod.
-        cli = world["bot"].cli("cancel", run_id, "--reason", "authz matrix")
+        cli = world["bot"].cli("cancel", run_id, "--reason", "authz matrix", "--as", BOB)
         assert cli.returncode == 1 and "changed the environment" in cli.stdout + cli.stderr
         assert store.get(run_id).status.value == "rolling_back"
         assert store.audit_entries(run_id)[-1].actor.startswith("cli:")
@@ -123,6 +123,6 @@ class TestAuthorizationMatrix:
         store = world["store"]
         run_id, ts = start(world)
         refused(world, run_id, MALLORY, "cancel", "run.cancel")
-        cli = world["bot"].cli("cancel", run_id, "--reason", "slack is down")
+        cli = world["bot"].cli("cancel", run_id, "--reason", "slack is down", "--as", ALICE)
         assert cli.returncode == 0, cli.stderr
         assert store.get(run_id).status.value == "cancelled" and store.get(run_id).cancelled_by.startswith("cli:")

@@ -124,7 +124,7 @@ class TestSecretsStayOut:
         for text in ("check sec", "lint sec", f"timeline {run_id}", "status", "frobnicate"):
             outputs.append(sender.slash(ALICE, text, channel_id=PROD_CHANNEL).text)
         wait_until(lambda: [f for f in fake.files if f.name.endswith("-timeline.md")], timeout=20)
-        for args in (["status", run_id], ["timeline", run_id],
+        for args in (["status", run_id, "--as", ALICE], ["timeline", run_id, "--as", ALICE],
                      ["migrate", "status", "--dir", str(planted["migrations"]), "--database-url", planted["db_url"]],
                      ["migrate", "deploy", "--dir", "/nonexistent", "--database-url", planted["db_url"]],
                      ["lint", str(planted["migrations"]), "--database-url",

@@ -44,8 +44,10 @@ class TestHighFindingGate:
         click(world, ts, BOB, "approve")
         wait_until(lambda: any("need a waiver" in t for t in ephemeral_texts(world, BOB)))
         assert store.get(run_id).approvals == []
-        response = waive(world, ts, ALICE, "renaming is fine: the app reads both names")  # the requester
-        assert response.json().get("response_action") == "errors"
+        before = len(ephemeral_texts(world, ALICE))  # the requester is refused at click time, without the form
+        click(world, ts, ALICE, "waive")
+        wait_until(lambda: len(ephemeral_texts(world, ALICE)) > before)
+        assert "only approvers" in ephemeral_texts(world, ALICE)[-1] and world["fake"].top_modal(ALICE) is None
         world["fake"].dismiss_modals(ALICE)
         waive(world, ts, CAROL, "app v2 reads both column names; dual-write done last week")
         wait_until(lambda: store.get(run_id).facts.get("waivers"))
@@ -151,5 +153,5 @@ class TestLintAndTimeline:
         rows = [line for line in text.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
         assert len(rows) == len(entries)
         assert [r.split("|")[4].strip() for r in rows] == [e.action for e in entries]
-        cli = world["bot"].cli("timeline", run_id)
+        cli = world["bot"].cli("timeline", run_id, "--as", ALICE)
         assert cli.returncode == 0 and f"# Post-mortem timeline: {run_id}" in cli.stdout

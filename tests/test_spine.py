@@ -96,7 +96,7 @@ def cancel_active(store, env="prod"):
         from bot.operations import Deps, cancel_run
 
         deps = Deps(config=BotConfig.model_validate(base_config()), store=store, slack=None, publisher=None)
-        cancel_run(deps, run_id=active.id, user="cli:test")
+        cancel_run(deps, run_id=active.id, user=f"cli:test as <@{BOB}>")
 
 
 def start_run(sender, fake, store, user=ALICE):
@@ -300,9 +300,9 @@ class TestRestartAndCli:
     def test_cli_status_and_cancel(self, bot, fake, sender, store):
         """`migrate-bot status` and `cancel` work on the same Redis state and audit the operator as cli:<user>."""
         run, message = start_run(sender, fake, store)
-        shown = bot.cli("status", "prod")
+        shown = bot.cli("status", "prod", "--as", ALICE)
         assert shown.returncode == 0 and run.id in shown.stdout
-        cancelled = bot.cli("cancel", run.id, "--reason", "slack is down")
+        cancelled = bot.cli("cancel", run.id, "--reason", "slack is down", "--as", ALICE)
         assert cancelled.returncode == 0, cancelled.stderr
         final = store.get(run.id)
         assert final.status.value == "cancelled" and final.cancelled_by.startswith("cli:")
