@@ -101,7 +101,7 @@ def authorize(deps: Deps, rule: Rule, user: str, *, env_name: str | None, run: R
     if groups and access.allows(rule.permission, user=who, groups=groups, env=env, requested_by=requested_by):
         return None
     if run is not None:
-        deps.store.audit(run.id, AuditEvent(user, rule.audit, "denied", deps.clock(), "not allowed"))
+        deps.store.audit(run.id, AuditEvent(user, rule.audit, "denied", deps.clock(), f"not allowed to {rule.what}"))
     return access.refusal(rule, env_name or "")
 
 

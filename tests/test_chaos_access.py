@@ -345,6 +345,15 @@ class TestCheckIsForMembers:
             bot.start()
             sender = SlackSender(bot.url + "/slack/events", SIGNING_SECRET, fake=fake)
             store = RunStore(connect(redis_url), prefix=key_prefix)
+
+            def checked(user: str, env: str) -> dict:
+                """A member's check: acked at once, its result follows through response_url."""
+                before = len(fake.ephemerals(user=user))
+                ack = sender.slash(user, f"check {env}", channel_id=PROD_CHANNEL).json()
+                assert f"Checking {env}" in ack["text"], ack["text"]
+                return wait_until(lambda: next((e for e in fake.ephemerals(user=user)[before:]
+                                                if "Pre-migration check" in e["text"]), None), timeout=30)
+
             outsider = sender.slash(MALLORY, "check prod", channel_id=PROD_CHANNEL).json()
             assert outsider["response_type"] == "ephemeral"
             assert outsider["text"].startswith("🚫") and "\n" not in outsider["text"], outsider["text"]
@@ -357,10 +366,9 @@ class TestCheckIsForMembers:
                 assert body["text"].startswith("🚫"), (text, body["text"])
             assert seen["count"] == 0
             # `viewers:` widens reading per environment: Mallory may check `ops`, and still not prod.
-            assert "Pre-migration check for ops" in sender.slash(MALLORY, "check ops",
-                                                                 channel_id=PROD_CHANNEL).json()["text"]
+            assert "Pre-migration check for ops" in checked(MALLORY, "ops")["text"]
             for user in (ALICE, CAROL):
-                body = sender.slash(user, "check prod", channel_id=PROD_CHANNEL).json()
+                body = checked(user, "prod")
                 shown = json.dumps(body, ensure_ascii=False)
                 assert "Pre-migration check for prod" in body["text"] and "cannot reach" in body["text"], body["text"]
                 assert password not in shown and "***" in shown
