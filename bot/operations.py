@@ -167,8 +167,14 @@ def approve_run(deps: Deps, *, run_id: str, user: str, version: int | None,
     run = deps.store.get(run_id)
     env = environment_or_refuse(deps, run.env)
     policy, groups = deps.policy(env), deps.groups_of(user, env)
-    approved_fingerprint = fingerprint(run) if fingerprint and policy.may_approve(user, groups) else None
     current = run.status.value == "awaiting_approval" and (version is None or run.version == version)
+    approved_fingerprint: str | None = None
+    if fingerprint and current and policy.may_approve(user, groups) and user != run.requested_by:
+        try:  # fails closed: no readable, exact set of migrations, no approval
+            approved_fingerprint = fingerprint(run)
+        except Refusal as exc:
+            _denial(deps, run_id, user, "run.approve", exc)
+            return Reply(messages.denied(str(exc)), publish_run=run_id)
     if current and approved_fingerprint and "pending" in run.facts \
             and approved_fingerprint != _reviewed_fingerprint(run):
         # The files changed since they were reviewed: review again (voiding waivers) before anyone approves.

@@ -305,10 +305,13 @@ def approve(run: Run, *, user: str, policy: Policy, groups: Iterable[str], now: 
         raise AlreadyDone("You have already approved this run; approvals from one person count once.")
     if not policy.may_approve(user, groups):
         raise NotAllowed(f"You are not on the approver list for {run.env}.")
+    if not fingerprint:
+        raise WrongState("The pending migrations could not be read, so there is nothing exact to approve.")
+    if run.fingerprint and fingerprint != run.fingerprint:
+        raise WrongState("The pending migrations changed since the first approval; they must be approved again.")
     new = _touch(run, now)
     new.approvals.append(Approval(by=user, at=now, fingerprint=fingerprint))
-    if fingerprint:
-        new.fingerprint = fingerprint
+    new.fingerprint = fingerprint
     events = [AuditEvent(user, "run.approve", "ok", now, f"{len(new.approvals)}/{run.approvals_required}")]
     if len(new.approvals) >= run.approvals_required:
         new.status = RunStatus.RUNNING

@@ -13,7 +13,7 @@ from typing import Any
 
 from bot import messages
 from bot.config import EnvironmentConfig
-from bot.errors import AlreadyDone, BotError, MigrationError, Refusal, StaleMessage
+from bot.errors import AlreadyDone, BotError, Refusal, StaleMessage, WrongState
 from bot.operations import Deps, Reply, environment_or_refuse
 from bot.redact import redact
 from bot.runbook import (
@@ -270,6 +270,13 @@ def _record_voided(deps: Deps, run_id: str, name: str, reason: str) -> None:
     except BotError as exc:
         log.error("could not void approvals of %s: %s", run_id, exc)
     deps.publish(run_id)
+    # Review what is pending now, so the next approval binds to it on its first click (and reviewers see it).
+    from bot.inspection import inspect_run
+
+    try:
+        inspect_run(deps, run_id)
+    except BotError as exc:
+        log.warning("could not inspect %s again after voiding its approvals: %s", run_id, exc)
 
 
 def skip(deps: Deps, *, run_id: str, name: str, user: str) -> Reply:
@@ -292,8 +299,15 @@ def mark_done(deps: Deps, *, run_id: str, name: str, user: str) -> Reply:
     if name == "migrate" and run.step(name).status.value == "interrupted":
         try:
             _record_interrupted_migrations_applied(deps, run)
-        except BotError as exc:
-            return Reply(messages.denied(f"Could not record the migrations as applied: {exc}"), publish_run=run_id)
+            still_open = _migrations_still_open(deps, run)
+        except (BotError, OSError) as exc:
+            return Reply(messages.denied(f"Could not record the migrations as applied: {redact(str(exc))[:300]}"),
+                         publish_run=run_id)
+        if still_open:
+            deps.store.audit(run_id, AuditEvent(user, "step.mark_done", "denied", deps.clock(), still_open,
+                                                {"step": name}))
+            return Reply(messages.denied(f"“{STEP_SPECS[name].label}” is not complete: {still_open}. The step "
+                                         "stays open: click Retry to apply what is pending."), publish_run=run_id)
     try:
         deps.store.apply(run_id, lambda current: resolve_interrupted(
             current, name=name, user=user, now=deps.clock(), done=True))
@@ -328,6 +342,23 @@ def _record_interrupted_migrations_applied(deps: Deps, run: Run) -> None:
         deps.store.audit(run.id, AuditEvent("bot", "migration.resolved_applied", "ok", deps.clock(),
                                             f"{row.migration_name} recorded as applied (checked by hand)",
                                             {"migration": row.migration_name}))
+
+
+def _migrations_still_open(deps: Deps, run: Run) -> str:
+    """What `migrate status` would still complain about (pending or failed migrations), or ''."""
+    env = deps.config.environment(run.env)
+    if env is None or not env.database_url:
+        return ""
+    from bot.integrations.prisma import NativeRunner
+
+    status = NativeRunner(env.database_url).status(migrations_dir(env))
+    problems = []
+    if status.pending:
+        problems.append("still pending: " + ", ".join(status.pending))
+    failed = sorted({row.migration_name for row in status.failed})
+    if failed:
+        problems.append("failed (started, never finished): " + ", ".join(failed))
+    return "; ".join(problems)
 
 
 def proceed_anyway(deps: Deps, *, run_id: str, user: str) -> Reply:
@@ -378,7 +409,11 @@ def pending_migrations(env: EnvironmentConfig) -> list[tuple[str, str]]:
         return []
     from bot.integrations.prisma import NativeRunner
 
-    status = NativeRunner(env.database_url).status(migrations_dir(env))
+    return pending_of(NativeRunner(env.database_url).status(migrations_dir(env)))
+
+
+def pending_of(status: Any) -> list[tuple[str, str]]:
+    """(name, checksum) of the pending migrations of one `NativeRunner.status` reading."""
     by_name = {m.name: m.checksum for m in status.local}
     return [(name, by_name[name]) for name in status.pending if name in by_name]
 
@@ -387,16 +422,58 @@ def fingerprint_of(pending: list[tuple[str, str]]) -> str:
     return hashlib.sha256("\n".join(f"{n}:{c}" for n, c in pending).encode()).hexdigest()
 
 
-def approval_fingerprint(deps: Deps, run: Run) -> str | None:
-    """What an approval approves: the checksums of exactly the pending migrations at that moment."""
+def approval_fingerprint(deps: Deps, run: Run) -> str:
+    """What an approval approves: the checksums of exactly the pending migrations at that moment.
+
+    Fails closed: when they cannot be read (a database blip, a missing or unreadable folder), or the folder
+    shows none of the migrations that were reviewed, this raises a refusal and nothing is approved.
+    """
     env = deps.config.environment(run.env)
-    if env is None or not env.database_url:
-        return None
+    if env is None:
+        raise WrongState(f"Environment {run.env} is no longer configured, so there is nothing to approve.")
+    if not env.database_url:
+        return fingerprint_of([])  # nothing can be migrated here: the migrate step refuses without a database
     try:
-        return fingerprint_of(pending_migrations(env))
-    except MigrationError as exc:
-        log.warning("could not read pending migrations for the approval fingerprint: %s", exc)
+        pending = pending_migrations(env)
+    except (BotError, OSError, UnicodeError) as exc:
+        log.warning("could not read pending migrations for the approval fingerprint: %s", redact(str(exc))[:300])
+        raise WrongState("The pending migrations could not be read just now "
+                         f"({redact(str(exc))[:200]}), so there is nothing exact to approve. Try again once the "
+                         "database and the migrations folder are readable.") from None
+    reviewed = run.facts.get("pending") or []
+    if not pending and reviewed:
+        raise WrongState(f"None of the {len(reviewed)} reviewed migration(s) can be found pending now: the "
+                         "migrations folder looks empty or unreadable, or they were applied elsewhere. "
+                         "Nothing can be approved until the pending migrations can be read.")
+    return fingerprint_of(pending)
+
+
+def unapproved_migrations(run: Run, status: Any) -> str | None:
+    """Why the migrations about to run are not the ones approved, or None when they are.
+
+    The approval binds the checksums of the migrations pending at approval (the reviewed list). A retry after
+    part of them was applied (an interrupted deploy, `migrate resolve --applied`) still runs only approved
+    SQL: every migration pending now must be approved with its checksum, and every approved one no longer
+    pending must be recorded in `_prisma_migrations` with the approved checksum.
+    """
+    if not run.fingerprint:
+        return "this run's approval recorded no fingerprint of the migrations it approved; approve again"
+    pending = pending_of(status)
+    if fingerprint_of(pending) == run.fingerprint:
         return None
+    changed = ("the pending migrations changed after approval "
+               f"(now: {', '.join(n for n, _ in pending) or 'none'}); approve again")
+    reviewed = [(str(p["name"]), str(p["checksum"])) for p in run.facts.get("pending", [])]
+    if not reviewed or fingerprint_of(reviewed) != run.fingerprint:
+        return changed
+    approved = dict(reviewed)
+    if any(approved.get(name) != checksum for name, checksum in pending):
+        return changed
+    pending_names = {name for name, _ in pending}
+    recorded = {(row.migration_name, row.checksum) for row in status.rows if row.rolled_back_at is None}
+    if any(name not in pending_names and (name, checksum) not in recorded for name, checksum in reviewed):
+        return changed
+    return None
 
 
 def environment(deps: Deps, run: Run) -> EnvironmentConfig:

@@ -26,6 +26,7 @@ from bot.runbook import (
 
 NOW = datetime(2026, 12, 2, 7, 0, tzinfo=UTC)
 POLICY = Policy(frozenset({"UREQ"}), frozenset({"UAPP", "UAPP2", "S0DBA"}), 1)
+FP = "f" * 64  # the checksums of the pending migrations an approval binds to
 
 
 def fresh(**kw):
@@ -77,36 +78,51 @@ class TestApproval:
     def test_requester_cannot_approve(self):
         """The two-person rule refuses the requester's own approval."""
         with pytest.raises(SelfApproval):
-            approve(ready(), user="UREQ", policy=POLICY, groups=(), now=NOW)
+            approve(ready(), user="UREQ", policy=POLICY, groups=(), now=NOW, fingerprint=FP)
 
     def test_outsider_cannot_approve(self):
         """Someone not on the approver list is refused."""
         with pytest.raises(NotAllowed):
-            approve(ready(), user="UOUT", policy=POLICY, groups=(), now=NOW)
+            approve(ready(), user="UOUT", policy=POLICY, groups=(), now=NOW, fingerprint=FP)
 
     def test_group_member_can_approve(self):
         """Membership of an approver user group counts."""
-        run = approve(ready(), user="UOUT", policy=POLICY, groups=("S0DBA",), now=NOW).run
+        run = approve(ready(), user="UOUT", policy=POLICY, groups=("S0DBA",), now=NOW, fingerprint=FP).run
         assert run.status is RunStatus.RUNNING
 
     def test_approval_needs_checklist(self):
         """Approval is refused while checklist items are open, naming them."""
         with pytest.raises(WrongState, match="Rollback plan"):
-            approve(fresh(), user="UAPP", policy=POLICY, groups=(), now=NOW)
+            approve(fresh(), user="UAPP", policy=POLICY, groups=(), now=NOW, fingerprint=FP)
 
     def test_one_person_counts_once(self):
         """With two approvals required, the same approver cannot count twice."""
-        run = approve(ready(approvals=2), user="UAPP", policy=POLICY, groups=(), now=NOW).run
+        run = approve(ready(approvals=2), user="UAPP", policy=POLICY, groups=(), now=NOW, fingerprint=FP).run
         assert run.status is RunStatus.AWAITING_APPROVAL
         with pytest.raises(AlreadyDone):
-            approve(run, user="UAPP", policy=POLICY, groups=(), now=NOW)
-        run = approve(run, user="UAPP2", policy=POLICY, groups=(), now=NOW).run
+            approve(run, user="UAPP", policy=POLICY, groups=(), now=NOW, fingerprint=FP)
+        run = approve(run, user="UAPP2", policy=POLICY, groups=(), now=NOW, fingerprint=FP).run
         assert run.status is RunStatus.RUNNING
+
+
+    def test_approval_without_a_fingerprint_is_refused(self):
+        """Fails closed: unreadable migrations give no fingerprint, and no fingerprint gives no approval."""
+        run = ready()
+        for missing in (None, ""):
+            with pytest.raises(WrongState, match="could not be read"):
+                approve(run, user="UAPP", policy=POLICY, groups=(), now=NOW, fingerprint=missing)
+        assert run.approvals == [] and run.status is RunStatus.AWAITING_APPROVAL
+
+    def test_second_approval_binds_to_the_same_migrations(self):
+        """With two approvals required, the second must approve the same checksums as the first."""
+        run = approve(ready(approvals=2), user="UAPP", policy=POLICY, groups=(), now=NOW, fingerprint=FP).run
+        with pytest.raises(WrongState, match="changed since the first approval"):
+            approve(run, user="UAPP2", policy=POLICY, groups=(), now=NOW, fingerprint="e" * 64)
 
 
 class TestSteps:
     def approved(self, **kw):
-        return approve(ready(**kw), user="UAPP", policy=POLICY, groups=(), now=NOW).run
+        return approve(ready(**kw), user="UAPP", policy=POLICY, groups=(), now=NOW, fingerprint=FP).run
 
     def test_only_next_step_runs_once(self):
         """A step can be claimed once; a second claim and an out-of-order claim are refused."""
