@@ -83,6 +83,13 @@ class TestGuards:
         assert [r[0] for r in migration_rows(world)] == ["20240101000000_init"]
         assert any(e.action == "run.approval_voided" for e in store.audit_entries(run_id))
         wait_until(lambda: '"approve"' in blocks_text(world, ts))
+        # The edited SQL was reviewed again when the approval was voided, so one click re-approves it.
+        wait_until(lambda: "edited after approval" in "\n".join(
+            m.get("text", "") for m in world["fake"].thread(PROD_CHANNEL, ts)), timeout=30)
+        click(world, ts, BOB, "approve")
+        wait_until(lambda: store.get(run_id).status.value == "running", timeout=30)
+        assert len(store.get(run_id).approvals) == 1
+        run_step(world, run_id, ts, "migrate")
 
     def test_double_clicks_give_one_snapshot_and_one_row(self, fresh):
         """Two simultaneous Run clicks on backup and on migrate give one snapshot and one row per migration."""
@@ -142,3 +149,92 @@ class TestCheckCommand:
             assert line in text
         assert "✅ *Database connection*" in text and "2: 20240215000000_add_counseling_session" in text
         assert "local directory" in text
+
+
+def _ephemerals(world, user):
+    return [e.get("text") or "" for e in world["fake"].ephemerals(user=user)]
+
+
+def _refused_approval(world, run_id, ts, needle):
+    """Bob clicks Approve: the answer names `needle`, and the run (its version too) is unchanged."""
+    store = world["store"]
+    before = store.get(run_id)
+    seen = len(_ephemerals(world, BOB))
+    click(world, ts, BOB, "approve")
+    wait_until(lambda: any(needle in t for t in _ephemerals(world, BOB)[seen:]), timeout=30)
+    after = store.get(run_id)
+    assert after.version == before.version and after.approvals == [] and after.fingerprint is None
+    assert after.status.value == "awaiting_approval"
+
+
+class TestApprovalFailsClosed:
+    def test_unreadable_migrations_refuse_the_approval(self, fresh):
+        """A missing folder, an emptied folder or a database refusing connections at approval: refused, unchanged."""
+        import psycopg
+
+        from tests.e2e import DB_NAME
+
+        world = fresh
+        store = world["store"]
+        run_id, ts = start(world)
+        ready_for_approval(world, run_id, ts)
+        migrations = world["migrations"]
+        aside = migrations.with_name("migrations-aside")
+        migrations.rename(aside)  # the folder is gone (a bad checkout, an unmounted volume)
+        try:
+            _refused_approval(world, run_id, ts, "could not be read just now")
+            migrations.mkdir()  # an empty folder
+            _refused_approval(world, run_id, ts, "can be found pending now")
+        finally:
+            if migrations.exists():
+                migrations.rmdir()
+            aside.rename(migrations)
+        with psycopg.connect(world["admin"], autocommit=True) as conn:  # a database blip
+            conn.execute(f'ALTER DATABASE "{DB_NAME}" ALLOW_CONNECTIONS false')
+        try:
+            _refused_approval(world, run_id, ts, "could not be read just now")
+        finally:
+            with psycopg.connect(world["admin"], autocommit=True) as conn:
+                conn.execute(f'ALTER DATABASE "{DB_NAME}" ALLOW_CONNECTIONS true')
+        denied = [e for e in store.audit_entries(run_id) if e.action == "run.approve" and e.outcome == "denied"]
+        assert len(denied) == 3
+        # Today's fail-open sequence: the SQL is edited after the refused approvals; nothing can run it.
+        sql = migrations / "20240301000000_add_email_verified" / "migration.sql"
+        sql.write_text(sql.read_text() + '\nDROP TABLE "User" CASCADE;\n')
+        assert "step_run:migrate" not in blocks_text(world, ts)
+        from tests.test_chaos_authz import forged
+
+        world["sender"].click(ALICE, channel_id=PROD_CHANNEL, message=forged(world, run_id, "step_run:migrate"),
+                              action_id="step_run:migrate")  # a forged click on a button that is not shown
+        wait_until(lambda: any("Cannot run step migrate" in t for t in _ephemerals(world, ALICE)), timeout=30)
+        assert [r[0] for r in migration_rows(world)] == ["20240101000000_init"]
+
+    def test_migrate_refuses_a_run_approved_without_a_fingerprint(self, fresh):
+        """A run whose approval recorded no checksums (an older bot's) goes back to approval; edited SQL never runs."""
+        from bot.runbook import Transition
+
+        world = fresh
+        store = world["store"]
+        run_id, ts = start(world)
+        ready_for_approval(world, run_id, ts)
+        approve(world, run_id, ts)
+        run_step(world, run_id, ts, "maintenance_on")
+
+        def forget(run):  # the state an approval left when it read nothing
+            new = run.model_copy(deep=True)
+            new.fingerprint = None
+            for approval in new.approvals:
+                approval.fingerprint = None
+            new.version += 1
+            return Transition(new, [])
+
+        store.apply(run_id, forget)
+        sql = world["migrations"] / "20240301000000_add_email_verified" / "migration.sql"
+        sql.write_text(sql.read_text() + '\nCREATE TABLE "Edited"(id int);\n')
+        click(world, ts, ALICE, "step_run:migrate")
+        wait_until(lambda: store.get(run_id).status.value == "awaiting_approval", timeout=30)
+        run = store.get(run_id)
+        assert run.approvals == [] and run.step("migrate").status.value == "pending"
+        assert [r[0] for r in migration_rows(world)] == ["20240101000000_init"]
+        voided = [e for e in store.audit_entries(run_id) if e.action == "run.approval_voided"]
+        assert voided and "no fingerprint" in voided[-1].detail
