@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bot import messages
-from bot.errors import AlreadyDone, BotError, DeployError, MigrationError, Refusal, WrongState
+from bot.errors import AlreadyDone, BotError, DeployError, MigrationError, Refusal, StaleMessage, WrongState
 from bot.operations import Deps, Reply, environment_or_refuse
 from bot.runbook import (
     ROLLBACK_LABELS,
@@ -60,7 +60,8 @@ def _ecs(deps: Deps, run: Run) -> bool:
     return bool(env and env.deploy.enabled and env.deploy.cluster and env.deploy.service)
 
 
-def start_rollback(deps: Deps, *, run_id: str, option: str, user: str, reason: str = "") -> Reply:
+def start_rollback(deps: Deps, *, run_id: str, option: str, user: str, reason: str = "",
+                   version: int | None = None) -> Reply:
     """Option 1 or 3 start at once; Option 2 goes through `request_restore` (typed confirmation + second person)."""
     try:
         chosen = RollbackOption(option)
@@ -74,7 +75,9 @@ def start_rollback(deps: Deps, *, run_id: str, option: str, user: str, reason: s
     try:
         deps.store.apply(run_id, lambda current: request_rollback(
             current, option=chosen, user=user, reason=reason, now=deps.clock(), ecs=_ecs(deps, current),
-            policy=policy, groups=groups))
+            policy=policy, groups=groups), expected_version=version)
+    except StaleMessage:
+        return Reply(messages.stale_message(), publish_run=run_id)
     except Refusal as exc:
         if not isinstance(exc, AlreadyDone):  # a doubled click is not news; a refusal by the rules is
             deps.store.audit(run_id, AuditEvent(user, "rollback.request", "denied", deps.clock(), str(exc)))
@@ -97,13 +100,16 @@ def request_restore(deps: Deps, *, run_id: str, user: str, typed_env: str, reaso
     return Reply("", publish_run=run_id)
 
 
-def confirm_restore(deps: Deps, *, run_id: str, user: str) -> Reply:
+def confirm_restore(deps: Deps, *, run_id: str, user: str, version: int | None = None) -> Reply:
     run = deps.store.get(run_id)
     env = environment_or_refuse(deps, run.env)
     policy, groups = deps.policy(env), deps.groups_of(user, env)
     try:
         deps.store.apply(run_id, lambda current: approve_rollback(
-            current, user=user, policy=policy, groups=groups, now=deps.clock(), ecs=_ecs(deps, current)))
+            current, user=user, policy=policy, groups=groups, now=deps.clock(), ecs=_ecs(deps, current)),
+            expected_version=version)
+    except StaleMessage:
+        return Reply(messages.stale_message(), publish_run=run_id)
     except Refusal as exc:
         if not isinstance(exc, AlreadyDone):
             deps.store.audit(run_id, AuditEvent(user, "rollback.approve", "denied", deps.clock(), str(exc)))
@@ -111,7 +117,7 @@ def confirm_restore(deps: Deps, *, run_id: str, user: str) -> Reply:
     return Reply("", publish_run=run_id)
 
 
-def withdraw_restore(deps: Deps, *, run_id: str, user: str) -> Reply:
+def withdraw_restore(deps: Deps, *, run_id: str, user: str, version: int | None = None) -> Reply:
     from bot.steps import may_operate
 
     run = deps.store.get(run_id)
@@ -119,7 +125,10 @@ def withdraw_restore(deps: Deps, *, run_id: str, user: str) -> Reply:
         deps.store.audit(run_id, AuditEvent(user, "rollback.withdraw", "denied", deps.clock(), "not allowed"))
         return Reply(messages.denied(f"Only the requester or an approver of {run.env} may withdraw a restore."))
     try:
-        deps.store.apply(run_id, lambda current: withdraw_rollback(current, user=user, now=deps.clock()))
+        deps.store.apply(run_id, lambda current: withdraw_rollback(current, user=user, now=deps.clock()),
+                         expected_version=version)
+    except StaleMessage:
+        return Reply(messages.stale_message(), publish_run=run_id)
     except Refusal as exc:
         return Reply(messages.denied(str(exc)), publish_run=run_id)
     return Reply("", publish_run=run_id)

@@ -142,8 +142,12 @@ def may_operate(deps: Deps, run: Run, user: str) -> bool:
 
 # ---- operations (called by handlers, the CLI and tests) ------------------------------------------
 
-def run_step(deps: Deps, *, run_id: str, name: str, user: str, wait: bool = False) -> Reply:
-    """Claim the step (exactly once across clicks and replicas) and execute it in the worker pool."""
+def run_step(deps: Deps, *, run_id: str, name: str, user: str, wait: bool = False,
+             version: int | None = None) -> Reply:
+    """Claim the step (exactly once across clicks and replicas) and execute it in the worker pool.
+
+    ``version`` is the run version the clicked button was rendered at: a stale or replayed click changes nothing.
+    """
     if name not in STEP_SPECS:
         return Reply(f"Unknown step `{name[:40]}`. Nothing was changed.")
     run = deps.store.get(run_id)
@@ -153,7 +157,9 @@ def run_step(deps: Deps, *, run_id: str, name: str, user: str, wait: bool = Fals
                      publish_run=run_id)
     try:
         claimed = deps.store.apply(run_id, lambda current: begin_step(
-            current, name=name, user=user, owner=deps.instance_id, now=deps.clock()))
+            current, name=name, user=user, owner=deps.instance_id, now=deps.clock()), expected_version=version)
+    except StaleMessage:
+        return Reply(messages.stale_message(), publish_run=run_id)
     except AlreadyDone as exc:
         return Reply(str(exc))
     except Refusal as exc:
@@ -279,23 +285,28 @@ def _record_voided(deps: Deps, run_id: str, name: str, reason: str) -> None:
         log.warning("could not inspect %s again after voiding its approvals: %s", run_id, exc)
 
 
-def skip(deps: Deps, *, run_id: str, name: str, user: str) -> Reply:
+def skip(deps: Deps, *, run_id: str, name: str, user: str, version: int | None = None) -> Reply:
     run = deps.store.get(run_id)
     if not may_operate(deps, run, user):
         deps.store.audit(run_id, AuditEvent(user, "step.skip", "denied", deps.clock(), "not allowed"))
         return Reply(messages.denied(f"Only the requester or an approver of {run.env} may skip steps."))
     try:
-        deps.store.apply(run_id, lambda current: skip_step(current, name=name, user=user, now=deps.clock()))
+        deps.store.apply(run_id, lambda current: skip_step(current, name=name, user=user, now=deps.clock()),
+                         expected_version=version)
+    except StaleMessage:
+        return Reply(messages.stale_message(), publish_run=run_id)
     except Refusal as exc:
         return Reply(messages.denied(str(exc)), publish_run=run_id)
     return Reply("", publish_run=run_id, after=lambda: entered_monitoring(deps, run_id))
 
 
-def mark_done(deps: Deps, *, run_id: str, name: str, user: str) -> Reply:
+def mark_done(deps: Deps, *, run_id: str, name: str, user: str, version: int | None = None) -> Reply:
     run = deps.store.get(run_id)
     if not may_operate(deps, run, user):
         deps.store.audit(run_id, AuditEvent(user, "step.mark_done", "denied", deps.clock(), "not allowed"))
         return Reply(messages.denied(f"Only the requester or an approver of {run.env} may resolve steps."))
+    if version is not None and version != run.version:
+        return Reply(messages.stale_message(), publish_run=run_id)
     if name == "migrate" and run.step(name).status.value == "interrupted":
         try:
             _record_interrupted_migrations_applied(deps, run)
@@ -310,7 +321,9 @@ def mark_done(deps: Deps, *, run_id: str, name: str, user: str) -> Reply:
                                          "stays open: click Retry to apply what is pending."), publish_run=run_id)
     try:
         deps.store.apply(run_id, lambda current: resolve_interrupted(
-            current, name=name, user=user, now=deps.clock(), done=True))
+            current, name=name, user=user, now=deps.clock(), done=True), expected_version=version)
+    except StaleMessage:
+        return Reply(messages.stale_message(), publish_run=run_id)
     except Refusal as exc:
         return Reply(messages.denied(str(exc)), publish_run=run_id)
     return Reply("", publish_run=run_id, after=lambda: entered_monitoring(deps, run_id))
@@ -361,7 +374,7 @@ def _migrations_still_open(deps: Deps, run: Run) -> str:
     return "; ".join(problems)
 
 
-def proceed_anyway(deps: Deps, *, run_id: str, user: str) -> Reply:
+def proceed_anyway(deps: Deps, *, run_id: str, user: str, version: int | None = None) -> Reply:
     """The human saw the pre-flight's blockers and chose to go on: audited, then the step runs."""
     from bot.runbook import override_hold
 
@@ -370,7 +383,10 @@ def proceed_anyway(deps: Deps, *, run_id: str, user: str) -> Reply:
     hold = run.facts.get("hold") or {}
     try:
         deps.store.apply(run_id, lambda current: override_hold(
-            current, user=user, policy=deps.policy(env), groups=deps.groups_of(user, env), now=deps.clock()))
+            current, user=user, policy=deps.policy(env), groups=deps.groups_of(user, env), now=deps.clock()),
+            expected_version=version)
+    except StaleMessage:
+        return Reply(messages.stale_message(), publish_run=run_id)
     except Refusal as exc:
         return Reply(messages.denied(str(exc)), publish_run=run_id)
     return run_step(deps, run_id=run_id, name=str(hold.get("step", "migrate")), user=user)

@@ -35,7 +35,13 @@ class Click:
         self.subject = self.action_id.partition(":")[2]
 
 
+# Buttons that act on the run as rendered: their value must carry the run version (compared when applied).
+VERSIONED_ACTIONS = ("approve", "finish", "proceed_anyway", "step_run:", "step_skip:", "step_done:", "rollback")
+
+
 def _run_click(deps: Deps, click: Click) -> Reply:
+    if click.version is None and click.action_id.startswith(VERSIONED_ACTIONS):
+        return Reply(messages.stale_message())
     if click.action_id.startswith("checklist:"):
         return confirm(deps, run_id=click.run_id, item=click.subject, user=click.user)
     if click.action_id == "approve":
@@ -44,27 +50,29 @@ def _run_click(deps: Deps, click: Click) -> Reply:
     if click.action_id == "cancel":
         return cancel_run(deps, run_id=click.run_id, user=click.user)
     if click.action_id.startswith("step_run:"):
-        return steps.run_step(deps, run_id=click.run_id, name=click.subject, user=click.user)
+        return steps.run_step(deps, run_id=click.run_id, name=click.subject, user=click.user, version=click.version)
     if click.action_id.startswith("step_skip:"):
-        return steps.skip(deps, run_id=click.run_id, name=click.subject, user=click.user)
+        return steps.skip(deps, run_id=click.run_id, name=click.subject, user=click.user, version=click.version)
     if click.action_id.startswith("step_done:"):
-        return steps.mark_done(deps, run_id=click.run_id, name=click.subject, user=click.user)
+        return steps.mark_done(deps, run_id=click.run_id, name=click.subject, user=click.user,
+                               version=click.version)
     if click.action_id == "waive":
         return _open_waiver(deps, click)
     if click.action_id == "rollback:restore":
         return _open_restore(deps, click)
     if click.action_id.startswith("rollback:"):
-        return rollback.start_rollback(deps, run_id=click.run_id, option=click.subject, user=click.user)
+        return rollback.start_rollback(deps, run_id=click.run_id, option=click.subject, user=click.user,
+                                       version=click.version)
     if click.action_id == "rollback_confirm":
-        return rollback.confirm_restore(deps, run_id=click.run_id, user=click.user)
+        return rollback.confirm_restore(deps, run_id=click.run_id, user=click.user, version=click.version)
     if click.action_id == "rollback_withdraw":
-        return rollback.withdraw_restore(deps, run_id=click.run_id, user=click.user)
+        return rollback.withdraw_restore(deps, run_id=click.run_id, user=click.user, version=click.version)
     if click.action_id == "monitor_refresh":
         from bot.watch import refresh_readings
 
         return refresh_readings(deps, run_id=click.run_id, user=click.user)
     if click.action_id == "proceed_anyway":
-        return steps.proceed_anyway(deps, run_id=click.run_id, user=click.user)
+        return steps.proceed_anyway(deps, run_id=click.run_id, user=click.user, version=click.version)
     if click.action_id == "finish":
         return steps.close_run(deps, run_id=click.run_id, user=click.user, version=click.version)
     for pattern, handler in CLICK_HANDLERS:
@@ -86,6 +94,8 @@ def _open_restore(deps: Deps, click: Click) -> Reply:
     run = deps.store.get(click.run_id)
     if not steps.may_operate(deps, run, click.user):
         return Reply(messages.denied(f"Only the requester or an approver of {run.env} may request a restore."))
+    if click.version != run.version:
+        return Reply(messages.stale_message(), publish_run=run.id)
     if deps.slack is not None and click.trigger_id:
         deps.slack.open_view(click.trigger_id, rollback.restore_modal(run))
     return Reply("")

@@ -238,3 +238,38 @@ class TestApprovalFailsClosed:
         assert [r[0] for r in migration_rows(world)] == ["20240101000000_init"]
         voided = [e for e in store.audit_entries(run_id) if e.action == "run.approval_voided"]
         assert voided and "no fingerprint" in voided[-1].detail
+
+
+class TestStaleClicks:
+    def test_replayed_click_does_not_rerun_a_failed_backup(self, fresh):
+        """A replay of the Take backup click after the backup failed is out of date; only the Retry button retries."""
+        from tests.chaos import step_starts
+        from tests.e2e import settle
+
+        world = fresh
+        store, sender = world["store"], world["sender"]
+        client(world["moto"], "rds").delete_db_instance(DBInstanceIdentifier="prod-db", SkipFinalSnapshot=True)
+        run_id, ts = start(world)
+        for item in MANUAL_ITEMS:
+            click(world, ts, ALICE, f"checklist:{item}")
+            wait_until(lambda: item in store.get(run_id).checklist)
+        settle(world, ts)
+        shown = message(world, ts)  # the message as it was when Take backup was clicked
+        sender.click(ALICE, channel_id=PROD_CHANNEL, message=shown, action_id="step_run:backup")
+        wait_until(lambda: store.get(run_id).step("backup").status.value == "failed", timeout=60)
+        settle(world, ts)
+        version = store.get(run_id).version
+        seen = len(_ephemerals(world, ALICE))
+        sender.click(ALICE, channel_id=PROD_CHANNEL, message=shown, action_id="step_run:backup")  # the replay
+        wait_until(lambda: any("out of date" in t for t in _ephemerals(world, ALICE)[seen:]), timeout=30)
+        # A forged button whose value carries no version at all is out of date too.
+        sender.click(ALICE, channel_id=PROD_CHANNEL, action_id="step_run:backup", message={
+            "ts": ts, "blocks": [{"type": "actions", "block_id": "forged", "elements": [
+                {"type": "button", "action_id": "step_run:backup", "value": run_id,
+                 "text": {"type": "plain_text", "text": "x"}}]}]})
+        wait_until(lambda: len([t for t in _ephemerals(world, ALICE)[seen:] if "out of date" in t]) == 2, timeout=30)
+        run = store.get(run_id)
+        assert run.version == version and run.step("backup").attempt == 1
+        assert len(step_starts(store, run_id, "backup")) == 1
+        click(world, ts, ALICE, "step_run:backup")  # the Retry button of the current message does retry
+        wait_until(lambda: store.get(run_id).step("backup").attempt == 2, timeout=30)
