@@ -389,6 +389,10 @@ def begin_step(run: Run, *, name: str, user: str, owner: str, now: datetime) -> 
         _require_status(run, (RunStatus.ROLLING_BACK,), f"run rollback step {name}")
     else:
         _require_status(run, (RunStatus.RUNNING,), f"run step {name}")
+        blocking = blocking_findings(run) if name == "migrate" else []
+        if blocking:  # approved on the strength of maintenance mode, which was then skipped
+            raise WrongState(f"{len(blocking)} high safety finding(s) were accepted because maintenance mode was "
+                             "planned, and it was skipped: an approver must waive them with a reason first.")
     step = next_step(run)
     if step is None or step.name != name:
         current = run.step(name)
@@ -487,6 +491,11 @@ def skip_step(run: Run, *, name: str, user: str, now: datetime) -> Transition:
     target.finished_at = now
     target.by = user
     events = [AuditEvent(user, "step.skip", "ok", now, target.label, {"step": name})]
+    blocking = blocking_findings(new) if name == "maintenance_on" else []
+    if blocking:
+        events.append(AuditEvent("bot", "findings.gate_reopened", "ok", now,
+                                 f"{len(blocking)} high finding(s) were accepted because maintenance mode was "
+                                 "planned; it was skipped, so migrate waits for a waiver"))
     _after_success(new, name, f"skipped by <@{user}>", now, events)
     return Transition(new, events)
 
@@ -550,7 +559,12 @@ def record_inspection(run: Run, *, pending: list[dict[str, str]], review: dict[s
 
 
 def maintenance_planned(run: Run) -> bool:
-    return any(step.name == "maintenance_on" for step in run.steps)
+    """Maintenance mode is part of this run and has not been skipped."""
+    return any(step.name == "maintenance_on" and step.status is not StepStatus.SKIPPED for step in run.steps)
+
+
+def maintenance_skipped(run: Run) -> bool:
+    return any(step.name == "maintenance_on" and step.status is StepStatus.SKIPPED for step in run.steps)
 
 
 def blocking_findings(run: Run) -> list[dict[str, Any]]:
@@ -562,8 +576,13 @@ def blocking_findings(run: Run) -> list[dict[str, Any]]:
 
 
 def waive(run: Run, *, user: str, policy: Policy, groups: Iterable[str], reason: str, now: datetime) -> Transition:
-    """An approver accepts every blocking high finding, with a reason; audited, voided if the file changes."""
-    _require_status(run, (RunStatus.COLLECTING, RunStatus.AWAITING_APPROVAL), "waive findings")
+    """An approver accepts every blocking high finding, with a reason; audited, voided if the file changes.
+
+    Also while running, once maintenance mode (on whose strength the findings were accepted) was skipped.
+    """
+    allowed = (RunStatus.COLLECTING, RunStatus.AWAITING_APPROVAL) + (
+        (RunStatus.RUNNING,) if maintenance_skipped(run) else ())
+    _require_status(run, allowed, "waive findings")
     if user == run.requested_by:
         raise SelfApproval("You requested this run, so another approver must waive its findings.")
     if not policy.may_approve(user, groups):

@@ -204,6 +204,11 @@ def _review_blocks(run: Run, value: str) -> list[Block]:
         blocks.append({"type": "section", "block_id": f"block:{run.version}", "text": _text(
             f"🔴 *{len(blocking)} high finding(s) block approval* — an approver may waive them with a reason."),
             "accessory": _button("Waive with reason…", "waive", value, "danger")})
+    elif blocking and run.status is RunStatus.RUNNING:
+        blocks.append({"type": "section", "block_id": f"block:{run.version}", "text": _text(
+            f"🔴 *Maintenance mode was skipped, so {len(blocking)} high finding(s) block the migration* — "
+            "an approver may waive them with a reason."),
+            "accessory": _button("Waive with reason…", "waive", value, "danger")})
     return blocks
 
 

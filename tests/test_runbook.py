@@ -22,6 +22,7 @@ from bot.runbook import (
     new_run,
     resolve_interrupted,
     skip_step,
+    waive,
 )
 
 NOW = datetime(2026, 12, 2, 7, 0, tzinfo=UTC)
@@ -176,3 +177,37 @@ class TestSteps:
         run = begin_step(self.approved(), name="maintenance_on", user="UAPP", owner="p1", now=NOW).run
         with pytest.raises(WrongState):
             cancel(run, user="UREQ", now=NOW)
+
+
+class TestMaintenanceGate:
+    HIGH = {"key": "m1#0:rename_column", "migration": "m1", "checksum": "c1", "message": "renames a column"}
+
+    def approved_with_a_high_finding(self):
+        run = ready()
+        run.facts["review"] = {"summary": "1 high", "high": [self.HIGH]}
+        return approve(run, user="UAPP", policy=POLICY, groups=(), now=NOW, fingerprint=FP).run
+
+    def test_skipping_maintenance_reopens_the_gate_until_an_approver_waives(self):
+        """Approved without a waiver because maintenance was planned; skipping it blocks migrate until a waiver."""
+        run = self.approved_with_a_high_finding()
+        assert run.status is RunStatus.RUNNING and run.facts.get("waivers") is None
+        skipped = skip_step(run, name="maintenance_on", user="UREQ", now=NOW)
+        run = skipped.run
+        assert "findings.gate_reopened" in [e.action for e in skipped.events]
+        with pytest.raises(WrongState, match="maintenance mode was planned, and it was skipped"):
+            begin_step(run, name="migrate", user="UREQ", owner="p1", now=NOW)
+        with pytest.raises(SelfApproval):
+            waive(run, user="UREQ", policy=POLICY, groups=(), reason="the app reads both names", now=NOW)
+        with pytest.raises(NotAllowed):
+            waive(run, user="UOUT", policy=POLICY, groups=(), reason="the app reads both names", now=NOW)
+        run = waive(run, user="UAPP2", policy=POLICY, groups=(), reason="the app reads both names", now=NOW).run
+        run = begin_step(run, name="migrate", user="UREQ", owner="p1", now=NOW).run
+        assert run.step("migrate").status is StepStatus.RUNNING
+
+    def test_maintenance_that_runs_keeps_the_gate_open(self):
+        """With maintenance mode on, migrate runs without a waiver, as approved."""
+        run = self.approved_with_a_high_finding()
+        run = begin_step(run, name="maintenance_on", user="UREQ", owner="p1", now=NOW).run
+        run = finish_step(run, name="maintenance_on", result={}, now=NOW).run
+        run = begin_step(run, name="migrate", user="UREQ", owner="p1", now=NOW).run
+        assert run.step("migrate").status is StepStatus.RUNNING
