@@ -77,6 +77,17 @@ def inspect_run(deps: Deps, run_id: str) -> None:
     staging_evidence(deps, run_id)
 
 
+def post_scripts(deps: Deps, run_id: str, scripts: list[Any], review: dict[str, Any], *, heading: str) -> None:
+    """Show SQL that is about to need an approval (name, sha256, text) and its review in the run's thread."""
+    run = deps.store.get(run_id)
+    if deps.slack is not None and run.message_ts:
+        try:
+            deps.slack.post_message(run.channel, heading, thread_ts=run.message_ts)
+        except BotError as exc:
+            log.warning("could not post to the thread of %s: %s", run_id, exc)
+    _post_details(deps, run_id, scripts, review)
+
+
 def _post_details(deps: Deps, run_id: str, pending: list[Any], review: dict[str, Any]) -> None:
     run = deps.store.get(run_id)
     if deps.slack is None or not run.message_ts:

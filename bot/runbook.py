@@ -642,16 +642,33 @@ def rollback_steps(run: Run, option: RollbackOption, *, ecs: bool) -> list[StepS
     return [StepState(name=name, phase="rollback") for name in names]
 
 
+def runs_down_sql(run: Run, option: RollbackOption) -> bool:
+    """Option 1 on applied migrations runs their down.sql on production (a failed one is only marked)."""
+    return option is RollbackOption.REVERT and _step_status(run, "migrate") is not StepStatus.FAILED
+
+
+def needs_second_person(run: Run, option: RollbackOption) -> bool:
+    """Option 2 (data loss) and any down.sql (SQL on production) wait for a second approver."""
+    return option is RollbackOption.RESTORE or runs_down_sql(run, option)
+
+
 def request_rollback(run: Run, *, option: RollbackOption, user: str, reason: str, now: datetime,
-                     ecs: bool, policy: Policy, groups: Iterable[str]) -> Transition:
-    """Options 1 and 3 start at once; Option 2 (data loss) waits for a second person."""
+                     ecs: bool, policy: Policy, groups: Iterable[str],
+                     down: list[dict[str, str]] | None = None, down_fingerprint: str | None = None,
+                     down_review: dict[str, Any] | None = None) -> Transition:
+    """Option 3 and marking a failed migration start at once; a restore or any down.sql waits for a second person.
+
+    ``down`` is what Option 1 would run (name and sha256 of each down.sql, as shown in the thread) and
+    ``down_fingerprint`` binds the second person's confirmation to exactly that.
+    """
     chosen = run.rollback or {}
     if chosen.get("option") == option.value and run.status in (RunStatus.ROLLING_BACK, RunStatus.ROLLED_BACK):
         raise AlreadyDone(f"{ROLLBACK_LABELS[option]} was already chosen by <@{chosen.get('requested_by')}>.")
     if option not in rollback_options(run):
         raise WrongState(f"{ROLLBACK_LABELS[option]} is not available for this run.")
     if run.rollback and run.rollback.get("status") == "awaiting_second_approval":
-        raise AlreadyDone("A restore from backup is already waiting for its second approval.")
+        waiting = ROLLBACK_LABELS[RollbackOption(run.rollback.get("option", "restore"))]
+        raise AlreadyDone(f"{waiting} is already waiting for its second approval.")
     if not (user == run.requested_by or policy.may_approve(user, groups)):
         raise NotAllowed(f"Only the requester or an approver of {run.env} may start a rollback.")
     if any(s.status is StepStatus.RUNNING for s in run.steps):
@@ -660,7 +677,12 @@ def request_rollback(run: Run, *, option: RollbackOption, user: str, reason: str
     new.rollback = {"option": option.value, "requested_by": user, "reason": reason, "requested_at": now.isoformat()}
     events = [AuditEvent(user, "rollback.request", "ok", now, f"{ROLLBACK_LABELS[option]}: {reason}".rstrip(": "),
                          {"option": option.value})]
-    if option is RollbackOption.RESTORE:
+    if runs_down_sql(run, option):
+        if not down or not down_fingerprint:
+            raise WrongState("The down.sql scripts to run could not be read, so there is nothing to approve.")
+        new.rollback.update({"down": down, "fingerprint": down_fingerprint, "review": down_review or {},
+                             "from_status": run.status.value})
+    if needs_second_person(run, option):
         new.rollback["status"] = "awaiting_second_approval"
         return Transition(new, events)
     new.rollback["status"] = "running"
@@ -670,30 +692,51 @@ def request_rollback(run: Run, *, option: RollbackOption, user: str, reason: str
 
 
 def approve_rollback(run: Run, *, user: str, policy: Policy, groups: Iterable[str], now: datetime,
-                     ecs: bool) -> Transition:
-    """The second person behind a restore from backup. Never the person who asked for it."""
+                     ecs: bool, down_fingerprint: str | None = None) -> Transition:
+    """The second person behind a restore from backup or a down.sql. Never the person who asked for it.
+
+    For down.sql, ``down_fingerprint`` is what the scripts read now: it must be what was shown and reviewed.
+    """
     pending = run.rollback or {}
     if pending.get("status") != "awaiting_second_approval":
-        raise AlreadyDone("There is no restore waiting for approval.")
+        raise AlreadyDone("There is no rollback waiting for approval.")
+    option = RollbackOption(pending.get("option", RollbackOption.RESTORE.value))
+    what = "restore" if option is RollbackOption.RESTORE else "revert with down.sql"
     if user == pending.get("requested_by"):
-        raise SelfApproval("You asked for this restore; a second approver must confirm it.")
+        raise SelfApproval(f"You asked for this {what}; a second approver must confirm it.")
     if not policy.may_approve(user, groups):
-        raise NotAllowed(f"Only approvers of {run.env} may confirm a restore from backup.")
+        raise NotAllowed(f"Only approvers of {run.env} may confirm a {what}.")
+    if option is RollbackOption.REVERT and (not down_fingerprint or down_fingerprint != pending.get("fingerprint")):
+        raise WrongState("The down.sql scripts changed since they were shown and reviewed, so nothing was run. "
+                         "Withdraw, and request Option 1 again to review them as they are now.")
     new = _touch(run, now)
     assert new.rollback is not None
     new.rollback.update({"status": "running", "approved_by": user, "approved_at": now.isoformat()})
     new.status = RunStatus.ROLLING_BACK
-    new.steps.extend(rollback_steps(run, RollbackOption.RESTORE, ecs=ecs))
-    return Transition(new, [AuditEvent(user, "rollback.approve", "ok", now, "restore from backup confirmed")])
+    new.steps.extend(rollback_steps(run, option, ecs=ecs))
+    return Transition(new, [AuditEvent(user, "rollback.approve", "ok", now, f"{what} confirmed",
+                                       {"option": option.value})])
+
+
+def void_rollback(run: Run, *, reason: str, now: datetime) -> Transition:
+    """The down.sql changed after its second approval: nothing ran; back to choosing a rollback."""
+    pending = run.rollback or {}
+    new = _touch(run, now)
+    new.steps = [s for s in new.steps if not (s.phase == "rollback" and s.status in
+                                               (StepStatus.PENDING, StepStatus.RUNNING))]
+    new.status = RunStatus(pending.get("from_status", RunStatus.FAILED.value))
+    new.rollback = None
+    return Transition(new, [AuditEvent("bot", "rollback.voided", "ok", now, reason)])
 
 
 def withdraw_rollback(run: Run, *, user: str, now: datetime) -> Transition:
     pending = run.rollback or {}
     if pending.get("status") != "awaiting_second_approval":
-        raise AlreadyDone("There is no pending restore to withdraw.")
+        raise AlreadyDone("There is no pending rollback to withdraw.")
     new = _touch(run, now)
     new.rollback = None
-    return Transition(new, [AuditEvent(user, "rollback.withdraw", "ok", now, "restore request withdrawn")])
+    what = "restore" if pending.get("option", "restore") == "restore" else "revert"
+    return Transition(new, [AuditEvent(user, "rollback.withdraw", "ok", now, f"{what} request withdrawn")])
 
 
 # ---- evidence from the rehearsal and from staging; the go-time hold ------------------------------

@@ -40,6 +40,10 @@ class ApprovalVoided(BotError):
     """The migrations changed after approval; the run went back to awaiting approval."""
 
 
+class RollbackVoided(BotError):
+    """The down.sql to run is not the one a second person approved; nothing ran, the rollback is withdrawn."""
+
+
 class StepHeld(BotError):
     """A go-time check found something a human must look at; the step went back to pending, unchanged."""
 
@@ -184,6 +188,12 @@ def execute_claimed(deps: Deps, run: Run, name: str) -> None:
     except ApprovalVoided as exc:
         ctx.flush_log(STEP_SPECS[name].label)
         _record_voided(deps, run.id, name, str(exc))
+        return
+    except RollbackVoided as exc:
+        from bot.rollback import record_rollback_voided
+
+        ctx.flush_log(STEP_SPECS[name].label)
+        record_rollback_voided(deps, run.id, str(exc))
         return
     except StepHeld as held:
         from bot.runbook import hold_step

@@ -248,6 +248,21 @@ def _monitoring_blocks(run: Run, value: str) -> list[Block]:
 def _rollback_blocks(run: Run, value: str) -> list[Block]:
     """Rollback choices that fit what this run did, or the restore waiting for its second person."""
     pending = run.rollback or {}
+    if pending.get("status") == "awaiting_second_approval" and pending.get("option") == RollbackOption.REVERT.value:
+        scripts = ", ".join(f"`{d['name']}` (sha256 `{d['checksum'][:12]}…`)" for d in pending.get("down", [])[:10])
+        review = (pending.get("review") or {}).get("summary", "-")
+        text = (f"⚠️ *Revert with down.sql requested* by <@{pending.get('requested_by')}>"
+                + (f": {pending.get('reason')}" if pending.get("reason") else "") + "\n"
+                f"Runs on {run.env}, newest first: {scripts}. The SQL and its review ({review}) are in the thread. "
+                "A second approver must confirm.")
+        return [
+            {"type": "section", "block_id": f"rbreq:{run.version}", "text": _text(text)},
+            {"type": "actions", "block_id": f"rbreqa:{run.version}", "elements": [
+                _button("Confirm revert", "rollback_confirm", value, "danger", (
+                    f"Run down.sql on {run.env}?",
+                    "Exactly the down.sql shown in the thread runs on the production database.", "Confirm")),
+                _button("Withdraw", "rollback_withdraw", value)]},
+        ]
     if pending.get("status") == "awaiting_second_approval":
         text = (f"⚠️ *Restore from backup requested* by <@{pending.get('requested_by')}>: {pending.get('reason', '')}\n"
                 "All data written after the backup will be lost. A second approver must confirm.")

@@ -211,3 +211,39 @@ class TestMaintenanceGate:
         run = finish_step(run, name="maintenance_on", result={}, now=NOW).run
         run = begin_step(run, name="migrate", user="UREQ", owner="p1", now=NOW).run
         assert run.step("migrate").status is StepStatus.RUNNING
+
+
+class TestRevertNeedsASecondPerson:
+    def monitoring_with_down(self):
+        run = approve(ready(steps={"maintenance_on": False, "maintenance_off": False, "seed": False}),
+                      user="UAPP", policy=POLICY, groups=(), now=NOW, fingerprint=FP).run
+        for name in ("migrate", "deploy", "smoke"):
+            run = begin_step(run, name=name, user="UREQ", owner="p1", now=NOW).run
+            result = {"applied": ["m1"], "with_down": True} if name == "migrate" else {}
+            run = finish_step(run, name=name, result=result, now=NOW).run
+        assert run.status is RunStatus.MONITORING
+        return run
+
+    def test_down_sql_waits_for_a_second_approver_of_exactly_what_was_shown(self):
+        """Option 1 with down.sql: no step until another approver confirms the same down.sql fingerprint."""
+        from bot.runbook import RollbackOption, approve_rollback, request_rollback
+
+        run = self.monitoring_with_down()
+        down = [{"name": "m1", "checksum": "d1"}]
+        with pytest.raises(WrongState):  # nothing shown, nothing to approve
+            request_rollback(run, option=RollbackOption.REVERT, user="UREQ", reason="", now=NOW, ecs=False,
+                             policy=POLICY, groups=())
+        run = request_rollback(run, option=RollbackOption.REVERT, user="UREQ", reason="", now=NOW, ecs=False,
+                               policy=POLICY, groups=(), down=down, down_fingerprint=FP).run
+        assert run.rollback["status"] == "awaiting_second_approval" and run.status is RunStatus.MONITORING
+        assert not [s for s in run.steps if s.phase == "rollback"]
+        with pytest.raises(SelfApproval):
+            approve_rollback(run, user="UREQ", policy=POLICY, groups=(), now=NOW, ecs=False, down_fingerprint=FP)
+        with pytest.raises(NotAllowed):
+            approve_rollback(run, user="UOUT", policy=POLICY, groups=(), now=NOW, ecs=False, down_fingerprint=FP)
+        with pytest.raises(WrongState, match="changed since they were shown"):
+            approve_rollback(run, user="UAPP", policy=POLICY, groups=(), now=NOW, ecs=False, down_fingerprint="e")
+        run = approve_rollback(run, user="UAPP", policy=POLICY, groups=(), now=NOW, ecs=False,
+                               down_fingerprint=FP).run
+        assert run.status is RunStatus.ROLLING_BACK
+        assert [s.name for s in run.steps if s.phase == "rollback"] == ["rb_apply_down"]
