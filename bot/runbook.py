@@ -765,11 +765,22 @@ def record_rehearsal(run: Run, *, report: dict[str, Any], now: datetime) -> Tran
     return Transition(new, events)
 
 
-def record_staging_evidence(run: Run, *, staging_env: str, names: list[str], now: datetime) -> Transition:
+def not_tested_in_staging(pending: list[dict[str, str]], finished: Iterable[tuple[str, str]]) -> list[str]:
+    """The pending migrations staging has not finished *in this exact version* (same name and checksum)."""
+    done = {(name, checksum.lower()) for name, checksum in finished}
+    return [p["name"] for p in pending if (p["name"], str(p.get("checksum", "")).lower()) not in done]
+
+
+def record_staging_evidence(run: Run, *, staging_env: str, finished: Iterable[tuple[str, str]],
+                            now: datetime) -> Transition:
+    """Staging is evidence only if it finished every pending migration with the same checksum."""
+    pending = run.facts.get("pending", [])
+    if not pending or not_tested_in_staging(pending, finished):
+        raise WrongState(f"{staging_env} has not finished these exact migrations.")
     new = _touch(run, now)
     events: list[AuditEvent] = []
-    _evidence_for(new, "staging_tested", f"all {len(names)} pending migration(s) finished in {staging_env}",
-                  now, events)
+    _evidence_for(new, "staging_tested", f"all {len(pending)} pending migration(s) finished in {staging_env} "
+                  "with the same checksums", now, events)
     return Transition(new, events)
 
 

@@ -113,15 +113,7 @@ class TestOptionOneRevert:
         """After a smoke failure, Option 1 applies down.sql newest first and the schema loses the new column."""
         world = fresh
         store = world["store"]
-        world["app"].state.fail_path = "/counsel"
-        (world["migrations"] / "20240215000000_add_counseling_session" / "down.sql").write_text(
-            'DROP TABLE "CounselingSession";')
-        run_id, ts = start(world)
-        ready_for_approval(world, run_id, ts)
-        approve(world, run_id, ts)
-        for name in ("maintenance_on", "migrate", "deploy"):
-            run_step(world, run_id, ts, name)
-        run_step(world, run_id, ts, "smoke", expect="failed")
+        run_id, ts = failed_run_with_down_sql(world)
         click(world, ts, ALICE, "rollback:revert")
         wait_until(lambda: (store.get(run_id).rollback or {}).get("status") == "awaiting_second_approval")
         # The down.sql is shown in the thread with its review before anyone can confirm it.

@@ -247,3 +247,17 @@ class TestRevertNeedsASecondPerson:
                                down_fingerprint=FP).run
         assert run.status is RunStatus.ROLLING_BACK
         assert [s.name for s in run.steps if s.phase == "rollback"] == ["rb_apply_down"]
+
+
+class TestStagingEvidence:
+    def test_only_the_same_checksums_are_evidence(self):
+        """A staging database that ran another version of a same-named migration is not evidence."""
+        from bot.runbook import not_tested_in_staging, record_staging_evidence
+
+        run = fresh()
+        run.facts["pending"] = [{"name": "m1", "checksum": "aa"}, {"name": "m2", "checksum": "bb"}]
+        assert not_tested_in_staging(run.facts["pending"], [("m1", "aa"), ("m2", "cc")]) == ["m2"]
+        with pytest.raises(WrongState):
+            record_staging_evidence(run, staging_env="staging", finished=[("m1", "aa"), ("m2", "cc")], now=NOW)
+        done = record_staging_evidence(run, staging_env="staging", finished=[("m1", "AA"), ("m2", "bb")], now=NOW)
+        assert "same checksums" in (done.run.checklist["staging_tested"].evidence or "")
