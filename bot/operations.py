@@ -21,9 +21,11 @@ from bot.runbook import (
     AuditEvent,
     Policy,
     Run,
+    RunStatus,
     approve,
     cancel,
     confirm_item,
+    may_cancel_run,
     new_run,
 )
 from bot.runs import RunStore, new_run_id
@@ -230,14 +232,16 @@ def may_cancel(deps: Deps, run: Run, user: str) -> bool:
     env = deps.config.environment(run.env)
     if env is None:
         return False
-    policy, groups = deps.policy(env), deps.groups_of(user, env)
-    return policy.may_approve(user, groups) or policy.may_start(user, groups)
+    return may_cancel_run(run, user=user, policy=deps.policy(env), groups=deps.groups_of(user, env))
 
 
 def cancel_run(deps: Deps, *, run_id: str, user: str, reason: str = "") -> Reply:
     run = deps.store.get(run_id)
     if not may_cancel(deps, run, user):
         deps.store.audit(run_id, AuditEvent(user, "run.cancel", "denied", deps.clock(), "not allowed"))
+        if run.status is RunStatus.FAILED:
+            return Reply(messages.denied(f"Only the requester of this run or an approver of `{run.env}` may close "
+                                         "a failed run."), publish_run=run_id)
         return Reply(messages.denied(messages.not_allowed_to_cancel(run.env)), publish_run=run_id)
     try:
         deps.store.apply(run_id, lambda current: cancel(current, user=user, now=deps.clock(), reason=reason))

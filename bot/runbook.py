@@ -346,6 +346,17 @@ def cancel(run: Run, *, user: str, now: datetime, reason: str = "") -> Transitio
     return Transition(new, [AuditEvent(user, "run.cancel", "ok", now, reason)])
 
 
+def may_cancel_run(run: Run, *, user: str, policy: Policy, groups: Iterable[str]) -> bool:
+    """Its requester and approvers may cancel a run; other listed requesters only one that has not failed.
+
+    A failed run holds the environment lock and its rollback choices: only its own requester or an approver
+    may close it.
+    """
+    if user == run.requested_by or policy.may_approve(user, groups):
+        return True
+    return run.status is not RunStatus.FAILED and policy.may_start(user, groups)
+
+
 def changed_environment(run: Run) -> bool:
     """Whether a step that changes the environment (anything but the backup) has started."""
     return any(step.name not in PRE_APPROVAL_STEPS and step.status is not StepStatus.PENDING

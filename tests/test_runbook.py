@@ -261,3 +261,18 @@ class TestStagingEvidence:
             record_staging_evidence(run, staging_env="staging", finished=[("m1", "aa"), ("m2", "cc")], now=NOW)
         done = record_staging_evidence(run, staging_env="staging", finished=[("m1", "AA"), ("m2", "bb")], now=NOW)
         assert "same checksums" in (done.run.checklist["staging_tested"].evidence or "")
+
+
+class TestClosingAFailedRun:
+    def test_other_requesters_close_only_their_own_failed_run(self):
+        """Another listed requester may cancel a fresh run, but a failed one only its requester or an approver."""
+        from bot.runbook import may_cancel_run
+
+        policy = Policy(frozenset({"UREQ", "UREQ2"}), frozenset({"UAPP"}), 1)
+        run = fresh()
+        assert may_cancel_run(run, user="UREQ2", policy=policy, groups=())
+        failed = run.model_copy(update={"status": RunStatus.FAILED})
+        assert not may_cancel_run(failed, user="UREQ2", policy=policy, groups=())
+        assert not may_cancel_run(failed, user="UOUT", policy=policy, groups=())
+        assert may_cancel_run(failed, user="UREQ", policy=policy, groups=())
+        assert may_cancel_run(failed, user="UAPP", policy=policy, groups=())

@@ -273,3 +273,42 @@ class TestStaleClicks:
         assert len(step_starts(store, run_id, "backup")) == 1
         click(world, ts, ALICE, "step_run:backup")  # the Retry button of the current message does retry
         wait_until(lambda: store.get(run_id).step("backup").attempt == 2, timeout=30)
+
+
+class TestClosingAFailedRun:
+    def test_another_requester_cannot_close_a_failed_run(self, fresh):
+        """Bob's pgprod run failed its smoke test: Alice (a requester, not an approver) cannot close it; Bob can."""
+        from tests.harness import CAROL
+
+        world = fresh
+        store, fake = world["store"], world["fake"]
+        world["app"].state.fail_path = "/health"
+        before = len(fake.channel_messages(PROD_CHANNEL))
+        assert world["sender"].slash(BOB, "pgprod", channel_id=PROD_CHANNEL).status_code == 200
+        wait_until(lambda: len(fake.channel_messages(PROD_CHANNEL)) > before)
+        run_id, ts = store.active_run("pgprod").id, fake.channel_messages(PROD_CHANNEL)[-1]["ts"]
+        wait_until(lambda: "pending" in store.get(run_id).facts, timeout=20)
+        for item in MANUAL_ITEMS:
+            click(world, ts, BOB, f"checklist:{item}")
+            wait_until(lambda: item in store.get(run_id).checklist)
+        click(world, ts, BOB, "step_run:backup")
+        wait_until(lambda: store.get(run_id).status.value == "awaiting_approval" and "rehearsal" in
+                   store.get(run_id).facts, timeout=60)
+        wait_until(lambda: '"approve"' in blocks_text(world, ts))
+        click(world, ts, CAROL, "approve")
+        wait_until(lambda: store.get(run_id).status.value == "running")
+        for name in ("migrate", "deploy", "smoke"):
+            wait_until(lambda: f"step_run:{name}" in blocks_text(world, ts), timeout=30)
+            click(world, ts, BOB, f"step_run:{name}")
+            wait_until(lambda: store.get(run_id).step(name).status.value in ("succeeded", "failed"), timeout=60)
+        assert store.get(run_id).status.value == "failed"
+        wait_until(lambda: "Close failed run" in blocks_text(world, ts))
+        version = store.get(run_id).version
+        click(world, ts, ALICE, "cancel")
+        wait_until(lambda: any("may close a failed run" in t for t in _ephemerals(world, ALICE)), timeout=30)
+        assert store.get(run_id).status.value == "failed" and store.get(run_id).version == version
+        assert [e.actor for e in store.audit_entries(run_id) if e.action == "run.cancel"
+                and e.outcome == "denied"] == [ALICE]
+        click(world, ts, BOB, "cancel")
+        wait_until(lambda: store.get(run_id).status.value == "cancelled", timeout=30)
+        assert store.active_run("pgprod") is None
