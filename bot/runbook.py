@@ -307,7 +307,7 @@ def approve(run: Run, *, user: str, policy: Policy, groups: Iterable[str], now: 
         raise NotAllowed(f"You are not on the approver list for {run.env}.")
     if not fingerprint:
         raise WrongState("The pending migrations could not be read, so there is nothing exact to approve.")
-    if run.fingerprint and fingerprint != run.fingerprint:
+    if run.approvals and run.fingerprint and fingerprint != run.fingerprint:
         raise WrongState("The pending migrations changed since the first approval; they must be approved again.")
     new = _touch(run, now)
     new.approvals.append(Approval(by=user, at=now, fingerprint=fingerprint))
