@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import EnvironmentConfig
-from bot.errors import BotError
+from bot.errors import BotError, WrongState
 from bot.operations import Deps, Reply
-from bot.runbook import record_inspection, record_rehearsal, record_staging_evidence
+from bot.runbook import not_tested_in_staging, record_inspection, record_rehearsal, record_staging_evidence
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,17 @@ def inspect_run(deps: Deps, run_id: str) -> None:
     deps.publish(run_id)
     _post_details(deps, run_id, pending, review)
     staging_evidence(deps, run_id)
+
+
+def post_scripts(deps: Deps, run_id: str, scripts: list[Any], review: dict[str, Any], *, heading: str) -> None:
+    """Show SQL that is about to need an approval (name, sha256, text) and its review in the run's thread."""
+    run = deps.store.get(run_id)
+    if deps.slack is not None and run.message_ts:
+        try:
+            deps.slack.post_message(run.channel, heading, thread_ts=run.message_ts)
+        except BotError as exc:
+            log.warning("could not post to the thread of %s: %s", run_id, exc)
+    _post_details(deps, run_id, scripts, review)
 
 
 def _post_details(deps: Deps, run_id: str, pending: list[Any], review: dict[str, Any]) -> None:
@@ -170,15 +181,23 @@ def staging_evidence(deps: Deps, run_id: str) -> None:
     if staging is None or not staging.database_url or not run.pending_migrations:
         return
     try:
-        finished = {row.migration_name for row in NativeRunner(staging.database_url).rows()
-                    if row.finished_at is not None and row.rolled_back_at is None}
+        finished = [(row.migration_name, row.checksum) for row in NativeRunner(staging.database_url).rows()
+                    if row.finished_at is not None and row.rolled_back_at is None]
     except BotError as exc:
         log.warning("staging evidence for %s unavailable: %s", run_id, exc)
         return
-    if set(run.pending_migrations) <= finished:
+    untested = not_tested_in_staging(run.facts.get("pending", []), finished)
+    if untested:  # a same-named migration of another version is not evidence
+        log.info("staging evidence for %s: %s not finished in %s with the same checksum", run_id,
+                 ", ".join(untested[:5]), staging.name)
+        return
+    try:
         deps.store.apply(run_id, lambda current: record_staging_evidence(
-            current, staging_env=staging.name, names=run.pending_migrations, now=deps.clock()))
-        deps.publish(run_id)
+            current, staging_env=staging.name, finished=finished, now=deps.clock()))
+    except WrongState as exc:  # the pending set changed in between
+        log.info("staging evidence for %s not recorded: %s", run_id, exc)
+        return
+    deps.publish(run_id)
 
 
 def lint_reply(deps: Deps, inv: Any, args: list[str]) -> Reply:

@@ -23,9 +23,11 @@ from bot.runbook import (
     AuditEvent,
     Policy,
     Run,
+    RunStatus,
     approve,
     cancel,
     confirm_item,
+    may_cancel_run,
     new_run,
 )
 from bot.runs import RunStore, new_run_id
@@ -203,8 +205,14 @@ def approve_run(deps: Deps, *, run_id: str, user: str, version: int | None,
     run = deps.store.get(run_id)
     env = environment_or_refuse(deps, run.env)
     policy, groups = deps.policy(env), deps.groups_of(user, env)
-    approved_fingerprint = fingerprint(run) if fingerprint and policy.may_approve(user, groups) else None
     current = run.status.value == "awaiting_approval" and (version is None or run.version == version)
+    approved_fingerprint: str | None = None
+    if fingerprint and current and policy.may_approve(user, groups) and user != run.requested_by:
+        try:  # fails closed: no readable, exact set of migrations, no approval
+            approved_fingerprint = fingerprint(run)
+        except Refusal as exc:
+            _denial(deps, run_id, user, "run.approve", exc)
+            return Reply(messages.denied(str(exc)), publish_run=run_id)
     if current and approved_fingerprint and "pending" in run.facts \
             and approved_fingerprint != _reviewed_fingerprint(run):
         # The files changed since they were reviewed: review again (voiding waivers) before anyone approves.
@@ -257,14 +265,19 @@ def _reviewed_fingerprint(run: Run) -> str:
 def may_cancel(deps: Deps, run: Run, user: str) -> bool:
     """The run's requester and the environment's requesters and approvers; a CLI operator as its Slack user."""
     env = deps.config.environment(run.env)
-    return access.allows(access.MANAGER, user=access.principal(user), env=env, requested_by=run.requested_by,
-                         groups=deps.groups_of(user, env) if env is not None else frozenset())
+    if env is None:
+        return False
+    who = access.principal(user)
+    return bool(who) and may_cancel_run(run, user=who, policy=deps.policy(env), groups=deps.groups_of(user, env))
 
 
 def cancel_run(deps: Deps, *, run_id: str, user: str, reason: str = "") -> Reply:
     run = deps.store.get(run_id)
     if not may_cancel(deps, run, user):
         deps.store.audit(run_id, AuditEvent(user, "run.cancel", "denied", deps.clock(), "not allowed"))
+        if run.status is RunStatus.FAILED:
+            return Reply(messages.denied(f"Only the requester of this run or an approver of `{run.env}` may close "
+                                         "a failed run."), publish_run=run_id)
         return Reply(messages.denied(messages.not_allowed_to_cancel(run.env)), publish_run=run_id)
     try:
         deps.store.apply(run_id, lambda current: cancel(current, user=user, now=deps.clock(), reason=reason))

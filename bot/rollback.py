@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bot import messages
-from bot.errors import AlreadyDone, BotError, DeployError, MigrationError, Refusal, WrongState
+from bot.config import EnvironmentConfig
+from bot.errors import AlreadyDone, BotError, DeployError, MigrationError, Refusal, StaleMessage, WrongState
 from bot.operations import Deps, Reply, environment_or_refuse
+from bot.redact import redact
 from bot.runbook import (
     ROLLBACK_LABELS,
     AuditEvent,
@@ -18,9 +22,11 @@ from bot.runbook import (
     approve_rollback,
     request_rollback,
     rollback_options,
+    runs_down_sql,
+    void_rollback,
     withdraw_rollback,
 )
-from bot.steps import StepContext, StepOutcome, executor
+from bot.steps import RollbackVoided, StepContext, StepOutcome, executor
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +59,53 @@ def recommend_rollback(deps: Deps, run_id: str, reason: str) -> None:
         log.warning("rollback recommendation not posted: %s", type(exc).__name__)
 
 
+# ---- down.sql: shown, reviewed, fingerprinted, confirmed by a second person -----------------------
+
+@dataclass(frozen=True)
+class DownScript:
+    """One down.sql that Option 1 would run, newest migration first."""
+
+    name: str
+    sql: str
+    checksum: str
+
+
+def down_scripts(env: EnvironmentConfig, run: Run) -> list[DownScript]:
+    """The down.sql of every migration this run applied, newest first; MigrationError if one is missing."""
+    from bot.integrations.prisma import down_checksum, list_local_migrations
+
+    applied = list(_forward_result(run, "migrate").get("applied", []))
+    if not applied:
+        raise MigrationError("This run applied no migrations, so there is no down.sql to run.")
+    local = {m.name: m for m in list_local_migrations(Path(env.migrate.migrations_dir))}
+    scripts: list[DownScript] = []
+    for name in reversed(applied):
+        migration = local.get(name)
+        if migration is None or migration.down_sql is None:
+            raise MigrationError(f"{name} has no down.sql next to its migration.sql.")
+        scripts.append(DownScript(name, migration.down_sql, down_checksum(migration.down_sql)))
+    return scripts
+
+
+def down_fingerprint(scripts: list[DownScript]) -> str:
+    from bot.steps import fingerprint_of
+
+    return fingerprint_of([(script.name, script.checksum) for script in scripts])
+
+
+def _review_down(env: EnvironmentConfig, scripts: list[DownScript]) -> dict[str, Any]:
+    """The safety review of the down.sql scripts, weighed against the live database."""
+    from bot.inspection import review_pending
+
+    shown = [DownScript(f"{s.name}/down.sql", s.sql, s.checksum) for s in scripts]
+    try:
+        if not env.database_url:
+            raise BotError("no database_url configured")
+        return review_pending(env.database_url, shown)
+    except BotError as exc:
+        return {"summary": f"could not review: {redact(str(exc))[:200]}", "lines": {}, "high": [], "details": []}
+
+
 # ---- operations ----------------------------------------------------------------------------------
 
 def _ecs(deps: Deps, run: Run) -> bool:
@@ -60,7 +113,8 @@ def _ecs(deps: Deps, run: Run) -> bool:
     return bool(env and env.deploy.enabled and env.deploy.cluster and env.deploy.service)
 
 
-def start_rollback(deps: Deps, *, run_id: str, option: str, user: str, reason: str = "") -> Reply:
+def start_rollback(deps: Deps, *, run_id: str, option: str, user: str, reason: str = "",
+                   version: int | None = None) -> Reply:
     """Option 1 or 3 start at once; Option 2 goes through `request_restore` (typed confirmation + second person)."""
     try:
         chosen = RollbackOption(option)
@@ -71,14 +125,34 @@ def start_rollback(deps: Deps, *, run_id: str, option: str, user: str, reason: s
     run = deps.store.get(run_id)
     env = environment_or_refuse(deps, run.env)
     policy, groups = deps.policy(env), deps.groups_of(user, env)
+    scripts: list[DownScript] = []
+    review: dict[str, Any] | None = None
+    may_request = user == run.requested_by or policy.may_approve(user, groups)
+    if may_request and runs_down_sql(run, chosen) and chosen in rollback_options(run) and not run.rollback:
+        try:  # what would run on production is read once, shown, reviewed and fingerprinted
+            scripts = down_scripts(env, run)
+        except (BotError, OSError) as exc:
+            return Reply(messages.denied(f"The down.sql scripts could not be read ({redact(str(exc))[:200]}), "
+                                         "so Option 1 cannot be requested."), publish_run=run_id)
+        review = _review_down(env, scripts)
+    down = [{"name": script.name, "checksum": script.checksum} for script in scripts]
     try:
         deps.store.apply(run_id, lambda current: request_rollback(
             current, option=chosen, user=user, reason=reason, now=deps.clock(), ecs=_ecs(deps, current),
-            policy=policy, groups=groups))
+            policy=policy, groups=groups, down=down, down_fingerprint=down_fingerprint(scripts) if scripts else None,
+            down_review=review), expected_version=version)
+    except StaleMessage:
+        return Reply(messages.stale_message(), publish_run=run_id)
     except Refusal as exc:
         if not isinstance(exc, AlreadyDone):  # a doubled click is not news; a refusal by the rules is
             deps.store.audit(run_id, AuditEvent(user, "rollback.request", "denied", deps.clock(), str(exc)))
         return Reply(messages.denied(str(exc)), publish_run=run_id)
+    if scripts and review is not None:
+        from bot.inspection import post_scripts
+
+        post_scripts(deps, run_id, [DownScript(f"{s.name}/down.sql", s.sql, s.checksum) for s in scripts], review,
+                     heading="*Option 1 would run these down.sql scripts on production, newest first.* "
+                             "A second approver must confirm them.")
     return Reply("", publish_run=run_id)
 
 
@@ -97,13 +171,23 @@ def request_restore(deps: Deps, *, run_id: str, user: str, typed_env: str, reaso
     return Reply("", publish_run=run_id)
 
 
-def confirm_restore(deps: Deps, *, run_id: str, user: str) -> Reply:
+def confirm_restore(deps: Deps, *, run_id: str, user: str, version: int | None = None) -> Reply:
+    """The second person: confirms a restore, or the down.sql scripts exactly as they were shown."""
     run = deps.store.get(run_id)
     env = environment_or_refuse(deps, run.env)
     policy, groups = deps.policy(env), deps.groups_of(user, env)
+    fingerprint: str | None = None
+    if (run.rollback or {}).get("option") == RollbackOption.REVERT.value:
+        try:
+            fingerprint = down_fingerprint(down_scripts(env, run))
+        except (BotError, OSError) as exc:  # unreadable now: the rule refuses (it no longer matches)
+            log.warning("down.sql of %s unreadable at confirmation: %s", run_id, redact(str(exc))[:200])
     try:
         deps.store.apply(run_id, lambda current: approve_rollback(
-            current, user=user, policy=policy, groups=groups, now=deps.clock(), ecs=_ecs(deps, current)))
+            current, user=user, policy=policy, groups=groups, now=deps.clock(), ecs=_ecs(deps, current),
+            down_fingerprint=fingerprint), expected_version=version)
+    except StaleMessage:
+        return Reply(messages.stale_message(), publish_run=run_id)
     except Refusal as exc:
         if not isinstance(exc, AlreadyDone):
             deps.store.audit(run_id, AuditEvent(user, "rollback.approve", "denied", deps.clock(), str(exc)))
@@ -111,7 +195,7 @@ def confirm_restore(deps: Deps, *, run_id: str, user: str) -> Reply:
     return Reply("", publish_run=run_id)
 
 
-def withdraw_restore(deps: Deps, *, run_id: str, user: str) -> Reply:
+def withdraw_restore(deps: Deps, *, run_id: str, user: str, version: int | None = None) -> Reply:
     from bot.steps import may_operate
 
     run = deps.store.get(run_id)
@@ -119,7 +203,10 @@ def withdraw_restore(deps: Deps, *, run_id: str, user: str) -> Reply:
         deps.store.audit(run_id, AuditEvent(user, "rollback.withdraw", "denied", deps.clock(), "not allowed"))
         return Reply(messages.denied(f"Only the requester or an approver of {run.env} may withdraw a restore."))
     try:
-        deps.store.apply(run_id, lambda current: withdraw_rollback(current, user=user, now=deps.clock()))
+        deps.store.apply(run_id, lambda current: withdraw_rollback(current, user=user, now=deps.clock()),
+                         expected_version=version)
+    except StaleMessage:
+        return Reply(messages.stale_message(), publish_run=run_id)
     except Refusal as exc:
         return Reply(messages.denied(str(exc)), publish_run=run_id)
     return Reply("", publish_run=run_id)
@@ -191,23 +278,50 @@ def resolve_failed(ctx: StepContext) -> StepOutcome:
 
 @executor("rb_apply_down")
 def apply_down(ctx: StepContext) -> StepOutcome:
-    """Option 1 for applied migrations that ship a down.sql: run them newest first, then mark them rolled back."""
+    """Option 1 for applied migrations that ship a down.sql: run them newest first, then mark them rolled back.
+
+    Only the down.sql a second approver confirmed: the fingerprint is checked again just before, and each
+    script's checksum once more under the advisory lock.
+    """
     from bot.integrations.prisma import NativeRunner
 
     env = ctx.env
     assert env.database_url
+    try:
+        scripts = down_scripts(env, ctx.run)
+    except (BotError, OSError) as exc:
+        raise RollbackVoided(f"the down.sql scripts could not be read ({redact(str(exc))[:200]}); nothing was "
+                             "run") from None
+    approved = (ctx.run.rollback or {}).get("fingerprint")
+    if not approved or down_fingerprint(scripts) != approved:
+        raise RollbackVoided("the down.sql scripts changed after they were approved; nothing was run. Request "
+                             "Option 1 again to review them as they are now")
     runner = NativeRunner(env.database_url)
     directory = Path(env.migrate.migrations_dir)
     done: list[str] = next((s.result.get("reverted", []) for s in ctx.run.steps if s.name == "rb_apply_down"), [])
-    applied = list(_forward_result(ctx.run, "migrate").get("applied", []))
     reverted = list(done)
-    for name in reversed(applied):
-        if name in reverted:
+    for script in scripts:
+        if script.name in reverted:
             continue
-        runner.revert_with_down(directory, name)
-        reverted.append(name)
-        ctx.log(f"down.sql of {name} applied; row marked rolled back")
+        runner.revert_with_down(directory, script.name, expected_down_checksum=script.checksum)
+        reverted.append(script.name)
+        ctx.log(f"down.sql of {script.name} applied; row marked rolled back")
     return StepOutcome(f"reverted with down.sql: {', '.join(reverted)}", {"reverted": reverted})
+
+
+def record_rollback_voided(deps: Deps, run_id: str, reason: str) -> None:
+    """The approved down.sql is not what would run: back to choosing a rollback, and say why in the thread."""
+    try:
+        deps.store.apply(run_id, lambda current: void_rollback(current, reason=reason, now=deps.clock()))
+    except BotError as exc:
+        log.error("could not void the rollback of %s: %s", run_id, exc)
+    deps.publish(run_id)
+    run = deps.store.find(run_id)
+    if run is not None and run.message_ts and deps.slack is not None:
+        try:
+            deps.slack.post_message(run.channel, f"⚠️ *Option 1 stopped:* {reason}.", thread_ts=run.message_ts)
+        except BotError as exc:
+            log.warning("thread post failed: %s", exc)
 
 
 def _aws(ctx: StepContext):  # type: ignore[no-untyped-def]

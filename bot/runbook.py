@@ -305,10 +305,13 @@ def approve(run: Run, *, user: str, policy: Policy, groups: Iterable[str], now: 
         raise AlreadyDone("You have already approved this run; approvals from one person count once.")
     if not policy.may_approve(user, groups):
         raise NotAllowed(f"You are not on the approver list for {run.env}.")
+    if not fingerprint:
+        raise WrongState("The pending migrations could not be read, so there is nothing exact to approve.")
+    if run.approvals and run.fingerprint and fingerprint != run.fingerprint:
+        raise WrongState("The pending migrations changed since the first approval; they must be approved again.")
     new = _touch(run, now)
     new.approvals.append(Approval(by=user, at=now, fingerprint=fingerprint))
-    if fingerprint:
-        new.fingerprint = fingerprint
+    new.fingerprint = fingerprint
     events = [AuditEvent(user, "run.approve", "ok", now, f"{len(new.approvals)}/{run.approvals_required}")]
     if len(new.approvals) >= run.approvals_required:
         new.status = RunStatus.RUNNING
@@ -341,6 +344,17 @@ def cancel(run: Run, *, user: str, now: datetime, reason: str = "") -> Transitio
     new.cancelled_by = user
     new.cancel_reason = reason or None
     return Transition(new, [AuditEvent(user, "run.cancel", "ok", now, reason)])
+
+
+def may_cancel_run(run: Run, *, user: str, policy: Policy, groups: Iterable[str]) -> bool:
+    """Its requester and approvers may cancel a run; other listed requesters only one that has not failed.
+
+    A failed run holds the environment lock and its rollback choices: only its own requester or an approver
+    may close it.
+    """
+    if user == run.requested_by or policy.may_approve(user, groups):
+        return True
+    return run.status is not RunStatus.FAILED and policy.may_start(user, groups)
 
 
 def changed_environment(run: Run) -> bool:
@@ -386,6 +400,10 @@ def begin_step(run: Run, *, name: str, user: str, owner: str, now: datetime) -> 
         _require_status(run, (RunStatus.ROLLING_BACK,), f"run rollback step {name}")
     else:
         _require_status(run, (RunStatus.RUNNING,), f"run step {name}")
+        blocking = blocking_findings(run) if name == "migrate" else []
+        if blocking:  # approved on the strength of maintenance mode, which was then skipped
+            raise WrongState(f"{len(blocking)} high safety finding(s) were accepted because maintenance mode was "
+                             "planned, and it was skipped: an approver must waive them with a reason first.")
     step = next_step(run)
     if step is None or step.name != name:
         current = run.step(name)
@@ -484,6 +502,11 @@ def skip_step(run: Run, *, name: str, user: str, now: datetime) -> Transition:
     target.finished_at = now
     target.by = user
     events = [AuditEvent(user, "step.skip", "ok", now, target.label, {"step": name})]
+    blocking = blocking_findings(new) if name == "maintenance_on" else []
+    if blocking:
+        events.append(AuditEvent("bot", "findings.gate_reopened", "ok", now,
+                                 f"{len(blocking)} high finding(s) were accepted because maintenance mode was "
+                                 "planned; it was skipped, so migrate waits for a waiver"))
     _after_success(new, name, f"skipped by <@{user}>", now, events)
     return Transition(new, events)
 
@@ -547,7 +570,12 @@ def record_inspection(run: Run, *, pending: list[dict[str, str]], review: dict[s
 
 
 def maintenance_planned(run: Run) -> bool:
-    return any(step.name == "maintenance_on" for step in run.steps)
+    """Maintenance mode is part of this run and has not been skipped."""
+    return any(step.name == "maintenance_on" and step.status is not StepStatus.SKIPPED for step in run.steps)
+
+
+def maintenance_skipped(run: Run) -> bool:
+    return any(step.name == "maintenance_on" and step.status is StepStatus.SKIPPED for step in run.steps)
 
 
 def blocking_findings(run: Run) -> list[dict[str, Any]]:
@@ -559,8 +587,13 @@ def blocking_findings(run: Run) -> list[dict[str, Any]]:
 
 
 def waive(run: Run, *, user: str, policy: Policy, groups: Iterable[str], reason: str, now: datetime) -> Transition:
-    """An approver accepts every blocking high finding, with a reason; audited, voided if the file changes."""
-    _require_status(run, (RunStatus.COLLECTING, RunStatus.AWAITING_APPROVAL), "waive findings")
+    """An approver accepts every blocking high finding, with a reason; audited, voided if the file changes.
+
+    Also while running, once maintenance mode (on whose strength the findings were accepted) was skipped.
+    """
+    allowed = (RunStatus.COLLECTING, RunStatus.AWAITING_APPROVAL) + (
+        (RunStatus.RUNNING,) if maintenance_skipped(run) else ())
+    _require_status(run, allowed, "waive findings")
     if user == run.requested_by:
         raise SelfApproval("You requested this run, so another approver must waive its findings.")
     if not policy.may_approve(user, groups):
@@ -620,16 +653,33 @@ def rollback_steps(run: Run, option: RollbackOption, *, ecs: bool) -> list[StepS
     return [StepState(name=name, phase="rollback") for name in names]
 
 
+def runs_down_sql(run: Run, option: RollbackOption) -> bool:
+    """Option 1 on applied migrations runs their down.sql on production (a failed one is only marked)."""
+    return option is RollbackOption.REVERT and _step_status(run, "migrate") is not StepStatus.FAILED
+
+
+def needs_second_person(run: Run, option: RollbackOption) -> bool:
+    """Option 2 (data loss) and any down.sql (SQL on production) wait for a second approver."""
+    return option is RollbackOption.RESTORE or runs_down_sql(run, option)
+
+
 def request_rollback(run: Run, *, option: RollbackOption, user: str, reason: str, now: datetime,
-                     ecs: bool, policy: Policy, groups: Iterable[str]) -> Transition:
-    """Options 1 and 3 start at once; Option 2 (data loss) waits for a second person."""
+                     ecs: bool, policy: Policy, groups: Iterable[str],
+                     down: list[dict[str, str]] | None = None, down_fingerprint: str | None = None,
+                     down_review: dict[str, Any] | None = None) -> Transition:
+    """Option 3 and marking a failed migration start at once; a restore or any down.sql waits for a second person.
+
+    ``down`` is what Option 1 would run (name and sha256 of each down.sql, as shown in the thread) and
+    ``down_fingerprint`` binds the second person's confirmation to exactly that.
+    """
     chosen = run.rollback or {}
     if chosen.get("option") == option.value and run.status in (RunStatus.ROLLING_BACK, RunStatus.ROLLED_BACK):
         raise AlreadyDone(f"{ROLLBACK_LABELS[option]} was already chosen by <@{chosen.get('requested_by')}>.")
     if option not in rollback_options(run):
         raise WrongState(f"{ROLLBACK_LABELS[option]} is not available for this run.")
     if run.rollback and run.rollback.get("status") == "awaiting_second_approval":
-        raise AlreadyDone("A restore from backup is already waiting for its second approval.")
+        waiting = ROLLBACK_LABELS[RollbackOption(run.rollback.get("option", "restore"))]
+        raise AlreadyDone(f"{waiting} is already waiting for its second approval.")
     if not (user == run.requested_by or policy.may_approve(user, groups)):
         raise NotAllowed(f"Only the requester or an approver of {run.env} may start a rollback.")
     if any(s.status is StepStatus.RUNNING for s in run.steps):
@@ -638,7 +688,12 @@ def request_rollback(run: Run, *, option: RollbackOption, user: str, reason: str
     new.rollback = {"option": option.value, "requested_by": user, "reason": reason, "requested_at": now.isoformat()}
     events = [AuditEvent(user, "rollback.request", "ok", now, f"{ROLLBACK_LABELS[option]}: {reason}".rstrip(": "),
                          {"option": option.value})]
-    if option is RollbackOption.RESTORE:
+    if runs_down_sql(run, option):
+        if not down or not down_fingerprint:
+            raise WrongState("The down.sql scripts to run could not be read, so there is nothing to approve.")
+        new.rollback.update({"down": down, "fingerprint": down_fingerprint, "review": down_review or {},
+                             "from_status": run.status.value})
+    if needs_second_person(run, option):
         new.rollback["status"] = "awaiting_second_approval"
         return Transition(new, events)
     new.rollback["status"] = "running"
@@ -648,30 +703,51 @@ def request_rollback(run: Run, *, option: RollbackOption, user: str, reason: str
 
 
 def approve_rollback(run: Run, *, user: str, policy: Policy, groups: Iterable[str], now: datetime,
-                     ecs: bool) -> Transition:
-    """The second person behind a restore from backup. Never the person who asked for it."""
+                     ecs: bool, down_fingerprint: str | None = None) -> Transition:
+    """The second person behind a restore from backup or a down.sql. Never the person who asked for it.
+
+    For down.sql, ``down_fingerprint`` is what the scripts read now: it must be what was shown and reviewed.
+    """
     pending = run.rollback or {}
     if pending.get("status") != "awaiting_second_approval":
-        raise AlreadyDone("There is no restore waiting for approval.")
+        raise AlreadyDone("There is no rollback waiting for approval.")
+    option = RollbackOption(pending.get("option", RollbackOption.RESTORE.value))
+    what = "restore" if option is RollbackOption.RESTORE else "revert with down.sql"
     if user == pending.get("requested_by"):
-        raise SelfApproval("You asked for this restore; a second approver must confirm it.")
+        raise SelfApproval(f"You asked for this {what}; a second approver must confirm it.")
     if not policy.may_approve(user, groups):
-        raise NotAllowed(f"Only approvers of {run.env} may confirm a restore from backup.")
+        raise NotAllowed(f"Only approvers of {run.env} may confirm a {what}.")
+    if option is RollbackOption.REVERT and (not down_fingerprint or down_fingerprint != pending.get("fingerprint")):
+        raise WrongState("The down.sql scripts changed since they were shown and reviewed, so nothing was run. "
+                         "Withdraw, and request Option 1 again to review them as they are now.")
     new = _touch(run, now)
     assert new.rollback is not None
     new.rollback.update({"status": "running", "approved_by": user, "approved_at": now.isoformat()})
     new.status = RunStatus.ROLLING_BACK
-    new.steps.extend(rollback_steps(run, RollbackOption.RESTORE, ecs=ecs))
-    return Transition(new, [AuditEvent(user, "rollback.approve", "ok", now, "restore from backup confirmed")])
+    new.steps.extend(rollback_steps(run, option, ecs=ecs))
+    return Transition(new, [AuditEvent(user, "rollback.approve", "ok", now, f"{what} confirmed",
+                                       {"option": option.value})])
+
+
+def void_rollback(run: Run, *, reason: str, now: datetime) -> Transition:
+    """The down.sql changed after its second approval: nothing ran; back to choosing a rollback."""
+    pending = run.rollback or {}
+    new = _touch(run, now)
+    new.steps = [s for s in new.steps if not (s.phase == "rollback" and s.status in
+                                               (StepStatus.PENDING, StepStatus.RUNNING))]
+    new.status = RunStatus(pending.get("from_status", RunStatus.FAILED.value))
+    new.rollback = None
+    return Transition(new, [AuditEvent("bot", "rollback.voided", "ok", now, reason)])
 
 
 def withdraw_rollback(run: Run, *, user: str, now: datetime) -> Transition:
     pending = run.rollback or {}
     if pending.get("status") != "awaiting_second_approval":
-        raise AlreadyDone("There is no pending restore to withdraw.")
+        raise AlreadyDone("There is no pending rollback to withdraw.")
     new = _touch(run, now)
     new.rollback = None
-    return Transition(new, [AuditEvent(user, "rollback.withdraw", "ok", now, "restore request withdrawn")])
+    what = "restore" if pending.get("option", "restore") == "restore" else "revert"
+    return Transition(new, [AuditEvent(user, "rollback.withdraw", "ok", now, f"{what} request withdrawn")])
 
 
 # ---- evidence from the rehearsal and from staging; the go-time hold ------------------------------
@@ -700,11 +776,22 @@ def record_rehearsal(run: Run, *, report: dict[str, Any], now: datetime) -> Tran
     return Transition(new, events)
 
 
-def record_staging_evidence(run: Run, *, staging_env: str, names: list[str], now: datetime) -> Transition:
+def not_tested_in_staging(pending: list[dict[str, str]], finished: Iterable[tuple[str, str]]) -> list[str]:
+    """The pending migrations staging has not finished *in this exact version* (same name and checksum)."""
+    done = {(name, checksum.lower()) for name, checksum in finished}
+    return [p["name"] for p in pending if (p["name"], str(p.get("checksum", "")).lower()) not in done]
+
+
+def record_staging_evidence(run: Run, *, staging_env: str, finished: Iterable[tuple[str, str]],
+                            now: datetime) -> Transition:
+    """Staging is evidence only if it finished every pending migration with the same checksum."""
+    pending = run.facts.get("pending", [])
+    if not pending or not_tested_in_staging(pending, finished):
+        raise WrongState(f"{staging_env} has not finished these exact migrations.")
     new = _touch(run, now)
     events: list[AuditEvent] = []
-    _evidence_for(new, "staging_tested", f"all {len(names)} pending migration(s) finished in {staging_env}",
-                  now, events)
+    _evidence_for(new, "staging_tested", f"all {len(pending)} pending migration(s) finished in {staging_env} "
+                  "with the same checksums", now, events)
     return Transition(new, events)
 
 

@@ -12,8 +12,8 @@ from bot.steps import (
     StepHeld,
     StepOutcome,
     executor,
-    fingerprint_of,
-    pending_migrations,
+    pending_of,
+    unapproved_migrations,
 )
 
 
@@ -114,13 +114,14 @@ def migrate(ctx: StepContext) -> StepOutcome:
     env = ctx.env
     if not env.database_url:
         raise MigrationError(f"{env.name} has no database_url configured.")
-    pending = pending_migrations(env)
-    if ctx.run.fingerprint and fingerprint_of(pending) != ctx.run.fingerprint:
-        raise ApprovalVoided("the pending migrations changed after approval "
-                             f"(now: {', '.join(n for n, _ in pending) or 'none'}); approve again")
     from bot.integrations.prisma import CliRunner, NativeRunner, PrismaError
 
     directory = Path(env.migrate.migrations_dir)
+    before = NativeRunner(env.database_url).status(directory)
+    unapproved = unapproved_migrations(ctx.run, before)
+    if unapproved:
+        raise ApprovalVoided(unapproved)
+    pending = pending_of(before)
     _lock_preflight(ctx, directory, [name for name, _ in pending])
     native = NativeRunner(env.database_url, lock_timeout_ms=env.migrate.lock_timeout_ms,
                           statement_timeout_ms=env.migrate.statement_timeout_ms,

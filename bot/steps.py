@@ -13,7 +13,7 @@ from typing import Any
 
 from bot import messages
 from bot.config import EnvironmentConfig
-from bot.errors import AlreadyDone, BotError, MigrationError, Refusal, StaleMessage
+from bot.errors import AlreadyDone, BotError, Refusal, StaleMessage, WrongState
 from bot.operations import Deps, Reply, environment_or_refuse
 from bot.redact import redact
 from bot.runbook import (
@@ -38,6 +38,10 @@ PROGRESS_EVERY_S = 10.0
 
 class ApprovalVoided(BotError):
     """The migrations changed after approval; the run went back to awaiting approval."""
+
+
+class RollbackVoided(BotError):
+    """The down.sql to run is not the one a second person approved; nothing ran, the rollback is withdrawn."""
 
 
 class StepHeld(BotError):
@@ -145,8 +149,12 @@ def may_operate(deps: Deps, run: Run, user: str) -> bool:
 
 # ---- operations (called by handlers, the CLI and tests) ------------------------------------------
 
-def run_step(deps: Deps, *, run_id: str, name: str, user: str, wait: bool = False) -> Reply:
-    """Claim the step (exactly once across clicks and replicas) and execute it in the worker pool."""
+def run_step(deps: Deps, *, run_id: str, name: str, user: str, wait: bool = False,
+             version: int | None = None) -> Reply:
+    """Claim the step (exactly once across clicks and replicas) and execute it in the worker pool.
+
+    ``version`` is the run version the clicked button was rendered at: a stale or replayed click changes nothing.
+    """
     if name not in STEP_SPECS:
         return Reply(f"Unknown step `{name[:40]}`. Nothing was changed.")
     run = deps.store.get(run_id)
@@ -156,7 +164,9 @@ def run_step(deps: Deps, *, run_id: str, name: str, user: str, wait: bool = Fals
                      publish_run=run_id)
     try:
         claimed = deps.store.apply(run_id, lambda current: begin_step(
-            current, name=name, user=user, owner=deps.instance_id, now=deps.clock()))
+            current, name=name, user=user, owner=deps.instance_id, now=deps.clock()), expected_version=version)
+    except StaleMessage:
+        return Reply(messages.stale_message(), publish_run=run_id)
     except AlreadyDone as exc:
         return Reply(str(exc))
     except Refusal as exc:
@@ -181,6 +191,12 @@ def execute_claimed(deps: Deps, run: Run, name: str) -> None:
     except ApprovalVoided as exc:
         ctx.flush_log(STEP_SPECS[name].label)
         _record_voided(deps, run.id, name, str(exc))
+        return
+    except RollbackVoided as exc:
+        from bot.rollback import record_rollback_voided
+
+        ctx.flush_log(STEP_SPECS[name].label)
+        record_rollback_voided(deps, run.id, str(exc))
         return
     except StepHeld as held:
         from bot.runbook import hold_step
@@ -273,33 +289,54 @@ def _record_voided(deps: Deps, run_id: str, name: str, reason: str) -> None:
     except BotError as exc:
         log.error("could not void approvals of %s: %s", run_id, exc)
     deps.publish(run_id)
+    # Review what is pending now, so the next approval binds to it on its first click (and reviewers see it).
+    from bot.inspection import inspect_run
+
+    try:
+        inspect_run(deps, run_id)
+    except BotError as exc:
+        log.warning("could not inspect %s again after voiding its approvals: %s", run_id, exc)
 
 
-def skip(deps: Deps, *, run_id: str, name: str, user: str) -> Reply:
+def skip(deps: Deps, *, run_id: str, name: str, user: str, version: int | None = None) -> Reply:
     run = deps.store.get(run_id)
     if not may_operate(deps, run, user):
         deps.store.audit(run_id, AuditEvent(user, "step.skip", "denied", deps.clock(), "not allowed"))
         return Reply(messages.denied(f"Only the requester or an approver of {run.env} may skip steps."))
     try:
-        deps.store.apply(run_id, lambda current: skip_step(current, name=name, user=user, now=deps.clock()))
+        deps.store.apply(run_id, lambda current: skip_step(current, name=name, user=user, now=deps.clock()),
+                         expected_version=version)
+    except StaleMessage:
+        return Reply(messages.stale_message(), publish_run=run_id)
     except Refusal as exc:
         return Reply(messages.denied(str(exc)), publish_run=run_id)
     return Reply("", publish_run=run_id, after=lambda: entered_monitoring(deps, run_id))
 
 
-def mark_done(deps: Deps, *, run_id: str, name: str, user: str) -> Reply:
+def mark_done(deps: Deps, *, run_id: str, name: str, user: str, version: int | None = None) -> Reply:
     run = deps.store.get(run_id)
     if not may_operate(deps, run, user):
         deps.store.audit(run_id, AuditEvent(user, "step.mark_done", "denied", deps.clock(), "not allowed"))
         return Reply(messages.denied(f"Only the requester or an approver of {run.env} may resolve steps."))
+    if version is not None and version != run.version:
+        return Reply(messages.stale_message(), publish_run=run_id)
     if name == "migrate" and run.step(name).status.value == "interrupted":
         try:
             _record_interrupted_migrations_applied(deps, run)
-        except BotError as exc:
-            return Reply(messages.denied(f"Could not record the migrations as applied: {exc}"), publish_run=run_id)
+            still_open = _migrations_still_open(deps, run)
+        except (BotError, OSError) as exc:
+            return Reply(messages.denied(f"Could not record the migrations as applied: {redact(str(exc))[:300]}"),
+                         publish_run=run_id)
+        if still_open:
+            deps.store.audit(run_id, AuditEvent(user, "step.mark_done", "denied", deps.clock(), still_open,
+                                                {"step": name}))
+            return Reply(messages.denied(f"“{STEP_SPECS[name].label}” is not complete: {still_open}. The step "
+                                         "stays open: click Retry to apply what is pending."), publish_run=run_id)
     try:
         deps.store.apply(run_id, lambda current: resolve_interrupted(
-            current, name=name, user=user, now=deps.clock(), done=True))
+            current, name=name, user=user, now=deps.clock(), done=True), expected_version=version)
+    except StaleMessage:
+        return Reply(messages.stale_message(), publish_run=run_id)
     except Refusal as exc:
         return Reply(messages.denied(str(exc)), publish_run=run_id)
     return Reply("", publish_run=run_id, after=lambda: entered_monitoring(deps, run_id))
@@ -333,7 +370,24 @@ def _record_interrupted_migrations_applied(deps: Deps, run: Run) -> None:
                                             {"migration": row.migration_name}))
 
 
-def proceed_anyway(deps: Deps, *, run_id: str, user: str) -> Reply:
+def _migrations_still_open(deps: Deps, run: Run) -> str:
+    """What `migrate status` would still complain about (pending or failed migrations), or ''."""
+    env = deps.config.environment(run.env)
+    if env is None or not env.database_url:
+        return ""
+    from bot.integrations.prisma import NativeRunner
+
+    status = NativeRunner(env.database_url).status(migrations_dir(env))
+    problems = []
+    if status.pending:
+        problems.append("still pending: " + ", ".join(status.pending))
+    failed = sorted({row.migration_name for row in status.failed})
+    if failed:
+        problems.append("failed (started, never finished): " + ", ".join(failed))
+    return "; ".join(problems)
+
+
+def proceed_anyway(deps: Deps, *, run_id: str, user: str, version: int | None = None) -> Reply:
     """The human saw the pre-flight's blockers and chose to go on: audited, then the step runs."""
     from bot.runbook import override_hold
 
@@ -342,7 +396,10 @@ def proceed_anyway(deps: Deps, *, run_id: str, user: str) -> Reply:
     hold = run.facts.get("hold") or {}
     try:
         deps.store.apply(run_id, lambda current: override_hold(
-            current, user=user, policy=deps.policy(env), groups=deps.groups_of(user, env), now=deps.clock()))
+            current, user=user, policy=deps.policy(env), groups=deps.groups_of(user, env), now=deps.clock()),
+            expected_version=version)
+    except StaleMessage:
+        return Reply(messages.stale_message(), publish_run=run_id)
     except Refusal as exc:
         return Reply(messages.denied(str(exc)), publish_run=run_id)
     return run_step(deps, run_id=run_id, name=str(hold.get("step", "migrate")), user=user)
@@ -381,7 +438,11 @@ def pending_migrations(env: EnvironmentConfig) -> list[tuple[str, str]]:
         return []
     from bot.integrations.prisma import NativeRunner
 
-    status = NativeRunner(env.database_url).status(migrations_dir(env))
+    return pending_of(NativeRunner(env.database_url).status(migrations_dir(env)))
+
+
+def pending_of(status: Any) -> list[tuple[str, str]]:
+    """(name, checksum) of the pending migrations of one `NativeRunner.status` reading."""
     by_name = {m.name: m.checksum for m in status.local}
     return [(name, by_name[name]) for name in status.pending if name in by_name]
 
@@ -390,16 +451,58 @@ def fingerprint_of(pending: list[tuple[str, str]]) -> str:
     return hashlib.sha256("\n".join(f"{n}:{c}" for n, c in pending).encode()).hexdigest()
 
 
-def approval_fingerprint(deps: Deps, run: Run) -> str | None:
-    """What an approval approves: the checksums of exactly the pending migrations at that moment."""
+def approval_fingerprint(deps: Deps, run: Run) -> str:
+    """What an approval approves: the checksums of exactly the pending migrations at that moment.
+
+    Fails closed: when they cannot be read (a database blip, a missing or unreadable folder), or the folder
+    shows none of the migrations that were reviewed, this raises a refusal and nothing is approved.
+    """
     env = deps.config.environment(run.env)
-    if env is None or not env.database_url:
-        return None
+    if env is None:
+        raise WrongState(f"Environment {run.env} is no longer configured, so there is nothing to approve.")
+    if not env.database_url:
+        return fingerprint_of([])  # nothing can be migrated here: the migrate step refuses without a database
     try:
-        return fingerprint_of(pending_migrations(env))
-    except MigrationError as exc:
-        log.warning("could not read pending migrations for the approval fingerprint: %s", exc)
+        pending = pending_migrations(env)
+    except (BotError, OSError, UnicodeError) as exc:
+        log.warning("could not read pending migrations for the approval fingerprint: %s", redact(str(exc))[:300])
+        raise WrongState("The pending migrations could not be read just now "
+                         f"({redact(str(exc))[:200]}), so there is nothing exact to approve. Try again once the "
+                         "database and the migrations folder are readable.") from None
+    reviewed = run.facts.get("pending") or []
+    if not pending and reviewed:
+        raise WrongState(f"None of the {len(reviewed)} reviewed migration(s) can be found pending now: the "
+                         "migrations folder looks empty or unreadable, or they were applied elsewhere. "
+                         "Nothing can be approved until the pending migrations can be read.")
+    return fingerprint_of(pending)
+
+
+def unapproved_migrations(run: Run, status: Any) -> str | None:
+    """Why the migrations about to run are not the ones approved, or None when they are.
+
+    The approval binds the checksums of the migrations pending at approval (the reviewed list). A retry after
+    part of them was applied (an interrupted deploy, `migrate resolve --applied`) still runs only approved
+    SQL: every migration pending now must be approved with its checksum, and every approved one no longer
+    pending must be recorded in `_prisma_migrations` with the approved checksum.
+    """
+    if not run.fingerprint:
+        return "this run's approval recorded no fingerprint of the migrations it approved; approve again"
+    pending = pending_of(status)
+    if fingerprint_of(pending) == run.fingerprint:
         return None
+    changed = ("the pending migrations changed after approval "
+               f"(now: {', '.join(n for n, _ in pending) or 'none'}); approve again")
+    reviewed = [(str(p["name"]), str(p["checksum"])) for p in run.facts.get("pending", [])]
+    if not reviewed or fingerprint_of(reviewed) != run.fingerprint:
+        return changed
+    approved = dict(reviewed)
+    if any(approved.get(name) != checksum for name, checksum in pending):
+        return changed
+    pending_names = {name for name, _ in pending}
+    recorded = {(row.migration_name, row.checksum) for row in status.rows if row.rolled_back_at is None}
+    if any(name not in pending_names and (name, checksum) not in recorded for name, checksum in reviewed):
+        return changed
+    return None
 
 
 def environment(deps: Deps, run: Run) -> EnvironmentConfig:

@@ -202,6 +202,11 @@ def _review_blocks(run: Run, value: str) -> list[Block]:
         blocks.append({"type": "section", "block_id": f"block:{run.version}", "text": _text(
             f"🔴 *{len(blocking)} high finding(s) block approval* — an approver may waive them with a reason."),
             "accessory": _button("Waive with reason…", "waive", value, "danger")})
+    elif blocking and run.status is RunStatus.RUNNING:
+        blocks.append({"type": "section", "block_id": f"block:{run.version}", "text": _text(
+            f"🔴 *Maintenance mode was skipped, so {len(blocking)} high finding(s) block the migration* — "
+            "an approver may waive them with a reason."),
+            "accessory": _button("Waive with reason…", "waive", value, "danger")})
     return blocks
 
 
@@ -241,18 +246,22 @@ def _monitoring_blocks(run: Run, value: str) -> list[Block]:
 def _rollback_blocks(run: Run, value: str) -> list[Block]:
     """Rollback choices that fit what this run did, or the restore waiting for its second person."""
     pending = run.rollback or {}
+    if pending.get("status") == "awaiting_second_approval" and pending.get("option") == RollbackOption.REVERT.value:
+        scripts = ", ".join(f"`{d['name']}` (sha256 `{d['checksum'][:12]}…`)" for d in pending.get("down", [])[:10])
+        review = (pending.get("review") or {}).get("summary", "-")
+        text = (f"⚠️ *Revert with down.sql requested* by <@{pending.get('requested_by')}>"
+                + (f": {pending.get('reason')}" if pending.get("reason") else "") + "\n"
+                f"Runs on {run.env}, newest first: {scripts}. The SQL and its review ({review}) are in the thread. "
+                "A second approver must confirm.")
+        return _second_person_blocks(run, value, text, _button("Confirm revert", "rollback_confirm", value, "danger", (
+            f"Run down.sql on {run.env}?", "Exactly the down.sql shown in the thread runs on the production database.",
+            "Confirm")))
     if pending.get("status") == "awaiting_second_approval":
         text = (f"⚠️ *Restore from backup requested* by <@{pending.get('requested_by')}>: {escape(str(pending.get('reason', '')))}\n"
                 "All data written after the backup will be lost. A second approver must confirm.")
-        return [
-            {"type": "section", "block_id": f"rbreq:{run.version}", "text": _text(text)},
-            {"type": "actions", "block_id": f"rbreqa:{run.version}", "elements": [
-                _button("Confirm restore", "rollback_confirm", value, "danger", (
-                    f"Restore {run.env} from backup?",
-                    "Data written after the backup is lost. The app is scaled to 0 during the restore.",
-                    "Restore")),
-                _button("Withdraw", "rollback_withdraw", value)]},
-        ]
+        return _second_person_blocks(run, value, text, _button("Confirm restore", "rollback_confirm", value, "danger", (
+            f"Restore {run.env} from backup?",
+            "Data written after the backup is lost. The app is scaled to 0 during the restore.", "Restore")))
     if run.rollback or run.status not in (RunStatus.FAILED, RunStatus.MONITORING):
         return []
     options = rollback_options(run)
@@ -269,6 +278,15 @@ def _rollback_blocks(run: Run, value: str) -> list[Block]:
     heading = "*Roll back?* Option 1 is preferred; Option 2 loses data written since the backup."
     return [{"type": "section", "block_id": f"rbh:{run.version}", "text": _text(heading)},
             {"type": "actions", "block_id": f"rbo:{run.version}", "elements": elements}]
+
+
+def _second_person_blocks(run: Run, value: str, text: str, confirm: Block) -> list[Block]:
+    """A rollback waiting for its second approver: what was asked, Confirm and Withdraw."""
+    return [
+        {"type": "section", "block_id": f"rbreq:{run.version}", "text": _text(text)},
+        {"type": "actions", "block_id": f"rbreqa:{run.version}",
+         "elements": [confirm, _button("Withdraw", "rollback_withdraw", value)]},
+    ]
 
 
 def _step_blocks(run: Run, value: str) -> list[Block]:

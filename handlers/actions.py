@@ -47,19 +47,28 @@ ROUTES: list[tuple[str, Callable[[Deps, Click], Reply]]] = [
     (r"approve", lambda deps, c: approve_run(deps, run_id=c.run_id, user=c.user, version=c.version,
                                              fingerprint=lambda run: steps.approval_fingerprint(deps, run))),
     (r"cancel", lambda deps, c: cancel_run(deps, run_id=c.run_id, user=c.user)),
-    (r"step_run:.+", lambda deps, c: steps.run_step(deps, run_id=c.run_id, name=c.subject, user=c.user)),
-    (r"step_skip:.+", lambda deps, c: steps.skip(deps, run_id=c.run_id, name=c.subject, user=c.user)),
-    (r"step_done:.+", lambda deps, c: steps.mark_done(deps, run_id=c.run_id, name=c.subject, user=c.user)),
+    (r"step_run:.+", lambda deps, c: steps.run_step(deps, run_id=c.run_id, name=c.subject, user=c.user,
+                                                    version=c.version)),
+    (r"step_skip:.+", lambda deps, c: steps.skip(deps, run_id=c.run_id, name=c.subject, user=c.user,
+                                                 version=c.version)),
+    (r"step_done:.+", lambda deps, c: steps.mark_done(deps, run_id=c.run_id, name=c.subject, user=c.user,
+                                                      version=c.version)),
     (r"waive", lambda deps, c: _open_waiver(deps, c)),
     (r"rollback:restore", lambda deps, c: _open_restore(deps, c)),
     (r"rollback:.+", lambda deps, c: rollback.start_rollback(deps, run_id=c.run_id, option=c.subject,
-                                                             user=c.user)),
-    (r"rollback_confirm", lambda deps, c: rollback.confirm_restore(deps, run_id=c.run_id, user=c.user)),
-    (r"rollback_withdraw", lambda deps, c: rollback.withdraw_restore(deps, run_id=c.run_id, user=c.user)),
+                                                             user=c.user, version=c.version)),
+    (r"rollback_confirm", lambda deps, c: rollback.confirm_restore(deps, run_id=c.run_id, user=c.user,
+                                                                   version=c.version)),
+    (r"rollback_withdraw", lambda deps, c: rollback.withdraw_restore(deps, run_id=c.run_id, user=c.user,
+                                                                     version=c.version)),
     (r"monitor_refresh", _refresh),
-    (r"proceed_anyway", lambda deps, c: steps.proceed_anyway(deps, run_id=c.run_id, user=c.user)),
+    (r"proceed_anyway", lambda deps, c: steps.proceed_anyway(deps, run_id=c.run_id, user=c.user,
+                                                             version=c.version)),
     (r"finish", lambda deps, c: steps.close_run(deps, run_id=c.run_id, user=c.user, version=c.version)),
 ]
+
+# Buttons that act on the run as rendered: their value must carry the run version (compared when applied).
+VERSIONED_ACTIONS = ("approve", "finish", "proceed_anyway", "step_run:", "step_skip:", "step_done:", "rollback")
 
 
 def _run_click(deps: Deps, click: Click) -> Reply:
@@ -73,6 +82,8 @@ def _run_click(deps: Deps, click: Click) -> Reply:
     refused = authorize(deps, rule, click.user, env_name=run.env, run=run)
     if refused:
         return Reply(refused, publish_run=run.id)
+    if click.version is None and click.action_id.startswith(VERSIONED_ACTIONS):
+        return Reply(messages.stale_message())
     return handler(deps, click)
 
 
@@ -89,6 +100,8 @@ def _open_restore(deps: Deps, click: Click) -> Reply:
     run = deps.store.get(click.run_id)
     if not steps.may_operate(deps, run, click.user):
         return Reply(messages.denied(f"Only the requester or an approver of {run.env} may request a restore."))
+    if click.version != run.version:
+        return Reply(messages.stale_message(), publish_run=run.id)
     if deps.slack is not None and click.trigger_id:
         deps.slack.open_view(click.trigger_id, rollback.restore_modal(run))
     return Reply("")

@@ -202,3 +202,65 @@ class TestKillMidStep:
         wait_until(lambda: store.get(run_id).status.value == "rolled_back", timeout=30)
         assert store.active_run("prod") is None
         assert "Traceback" not in world["bot"].logs()
+
+
+LATER = "20240402000000_later_column"
+
+
+def killed_before_the_last_migration(world):
+    """Approved run whose migrate is killed inside SLOW, with LATER still pending (no row) after the restart."""
+    store = world["store"]
+    add_slow_migration(world)
+    directory = world["migrations"] / LATER
+    directory.mkdir()
+    (directory / "migration.sql").write_text('ALTER TABLE "User" ADD COLUMN "later" TEXT;\n')
+    run_id, ts = start(world)
+    ready_for_approval(world, run_id, ts)
+    approve(world, run_id, ts)
+    run_step(world, run_id, ts, "maintenance_on")
+    crash_during(world, run_id, ts, "migrate", until=lambda: sleeping_in_postgres(world))
+    wait_until(lambda: not sleeping_in_postgres(world), timeout=15)
+    assert [r for r in migration_rows(world) if r[0] in (SLOW, LATER)] == [(SLOW, False, False)]
+    assert store.get(run_id).approvals
+    return run_id, ts
+
+
+def retry_applies_the_rest(world, run_id, ts):
+    """Retry on the interrupted migrate applies LATER under the same approval; nothing is voided."""
+    store = world["store"]
+    click(world, ts, ALICE, "step_run:migrate")
+    wait_until(lambda: store.get(run_id).step("migrate").status.value in ("succeeded", "failed", "pending"),
+               timeout=60)
+    run = store.get(run_id)
+    assert run.step("migrate").status.value == "succeeded", (run.step("migrate"), run.status)
+    assert run.approvals and not [e for e in store.audit_entries(run_id) if e.action == "run.approval_voided"]
+    live = [r for r in migration_rows(world) if not r[2]]
+    assert [r[0] for r in live][-2:] == [SLOW, LATER] and all(finished for _, finished, _ in live)
+
+
+class TestInterruptedMigrateIsChecked:
+    def test_checked_it_completed_is_refused_while_a_migration_is_pending(self, fresh, link):
+        """"Checked: it completed" after a kill: refused while LATER is pending; Retry applies it, run goes on."""
+        world = fresh
+        store, fake = world["store"], world["fake"]
+        run_id, ts = killed_before_the_last_migration(world)
+        seen = len(fake.ephemerals(user=BOB))
+        click(world, ts, BOB, "step_done:migrate")
+        wait_until(lambda: any(LATER in (e.get("text") or "") for e in fake.ephemerals(user=BOB)[seen:]),
+                   timeout=30)
+        text = next(e["text"] for e in fake.ephemerals(user=BOB)[seen:] if LATER in (e.get("text") or ""))
+        assert "still pending" in text and "Retry" in text
+        run = store.get(run_id)
+        assert run.step("migrate").status.value == "interrupted" and run.status.value == "running"
+        assert run.step("deploy").status.value == "pending"
+        retry_applies_the_rest(world, run_id, ts)
+        run_step(world, run_id, ts, "deploy")
+
+    def test_resolve_applied_then_retry_keeps_the_approval(self, fresh, link):
+        """The bot's own advice (`migrate resolve --applied SLOW`, then Retry) works without re-approval."""
+        world = fresh
+        run_id, ts = killed_before_the_last_migration(world)
+        done = world["bot"].cli("migrate", "resolve", "--applied", SLOW, "--dir", str(world["migrations"]),
+                                "--database-url", world["db_url"])
+        assert done.returncode == 0, done.stderr
+        retry_applies_the_rest(world, run_id, ts)

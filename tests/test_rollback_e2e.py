@@ -43,6 +43,33 @@ def submit_restore(world, ts, user, typed, reason):
     return response
 
 
+def thread_text(world, ts):
+    return "\n".join(m.get("text", "") for m in world["fake"].thread(PROD_CHANNEL, ts))
+
+
+def counseling_table_exists(world):
+    with psycopg.connect(world["db_url"]) as conn:
+        return conn.execute("SELECT to_regclass('\"CounselingSession\"')").fetchone()[0] is not None
+
+
+def failed_run_with_down_sql(world):
+    """A run whose migrations (each with a down.sql) applied, then whose smoke test failed."""
+    world["app"].state.fail_path = "/counsel"
+    (world["migrations"] / "20240215000000_add_counseling_session" / "down.sql").write_text(
+        'DROP TABLE "CounselingSession";')
+    (world["migrations"] / "20240301000000_add_email_verified" / "down.sql").write_text(
+        'ALTER TABLE "User" DROP COLUMN "emailVerified";')
+    run_id, ts = start(world)
+    ready_for_approval(world, run_id, ts)
+    approve(world, run_id, ts)
+    for name in ("maintenance_on", "migrate", "deploy"):
+        run_step(world, run_id, ts, name)
+    run_step(world, run_id, ts, "smoke", expect="failed")
+    wait_until(lambda: "rollback:revert" in blocks_text(world, ts))
+    assert counseling_table_exists(world)
+    return run_id, ts
+
+
 class TestOptionOneRevert:
     def test_failed_migration_marks_only_the_failed_row(self, fresh):
         """Option 1 sets rolled_back_at on the failed row only; an earlier successful row of the name is untouched."""
@@ -86,16 +113,19 @@ class TestOptionOneRevert:
         """After a smoke failure, Option 1 applies down.sql newest first and the schema loses the new column."""
         world = fresh
         store = world["store"]
-        world["app"].state.fail_path = "/counsel"
-        (world["migrations"] / "20240215000000_add_counseling_session" / "down.sql").write_text(
-            'DROP TABLE "CounselingSession";')
-        run_id, ts = start(world)
-        ready_for_approval(world, run_id, ts)
-        approve(world, run_id, ts)
-        for name in ("maintenance_on", "migrate", "deploy"):
-            run_step(world, run_id, ts, name)
-        run_step(world, run_id, ts, "smoke", expect="failed")
+        run_id, ts = failed_run_with_down_sql(world)
         click(world, ts, ALICE, "rollback:revert")
+        wait_until(lambda: (store.get(run_id).rollback or {}).get("status") == "awaiting_second_approval")
+        # The down.sql is shown in the thread with its review before anyone can confirm it.
+        wait_until(lambda: 'DROP TABLE "CounselingSession"' in thread_text(world, ts))
+        assert "down.sql" in thread_text(world, ts) and "Safety review" in thread_text(world, ts)
+        wait_until(lambda: "rollback_confirm" in blocks_text(world, ts))
+        click(world, ts, ALICE, "rollback_confirm")  # the requester alone: refused, nothing runs
+        wait_until(lambda: any("a second approver must confirm" in (e.get("text") or "")
+                               for e in world["fake"].ephemerals(user=ALICE)))
+        assert store.get(run_id).status.value == "failed" and counseling_table_exists(world)
+        click(world, ts, BOB, "rollback_confirm")
+        wait_until(lambda: store.get(run_id).status.value == "rolling_back")
         run_step(world, run_id, ts, "rb_apply_down")
         wait_until(lambda: store.get(run_id).status.value == "rolled_back")
         with psycopg.connect(world["db_url"]) as conn:
@@ -104,6 +134,54 @@ class TestOptionOneRevert:
             assert "emailVerified" not in columns
             assert conn.execute("SELECT to_regclass('\"CounselingSession\"')").fetchone()[0] is None
         assert [r[0] for r in migration_rows(world) if not r[2]] == ["20240101000000_init"]
+
+
+    def test_requester_alone_cannot_run_down_sql(self, fresh):
+        """Every path one person has (request, confirm, forged Run) leaves the table the migration created in place."""
+        from tests.test_chaos_authz import forged
+
+        world = fresh
+        store = world["store"]
+        run_id, ts = failed_run_with_down_sql(world)
+        click(world, ts, ALICE, "rollback:revert")
+        wait_until(lambda: "rollback_confirm" in blocks_text(world, ts))
+        for action in ("rollback_confirm", "step_run:rb_apply_down", "rollback:revert"):
+            seen = len(world["fake"].ephemerals(user=ALICE))
+            world["sender"].click(ALICE, channel_id=PROD_CHANNEL, message=forged(world, run_id, action),
+                                  action_id=action)
+            wait_until(lambda: len(world["fake"].ephemerals(user=ALICE)) > seen, timeout=15)
+        run = store.get(run_id)
+        assert run.status.value == "failed" and not [s for s in run.steps if s.phase == "rollback"]
+        assert counseling_table_exists(world)
+        assert [e.actor for e in store.audit_entries(run_id) if e.action == "rollback.approve"
+                and e.outcome == "denied"] == [ALICE]
+
+    def test_down_sql_edited_after_approval_is_refused(self, fresh):
+        """down.sql edited after it was shown, or after the second approval: nothing runs; the new one needs review."""
+        world = fresh
+        store = world["store"]
+        run_id, ts = failed_run_with_down_sql(world)
+        down = world["migrations"] / "20240215000000_add_counseling_session" / "down.sql"
+        click(world, ts, ALICE, "rollback:revert")
+        wait_until(lambda: "rollback_confirm" in blocks_text(world, ts))
+        down.write_text('DROP TABLE "User" CASCADE;')  # edited between the request and the confirmation
+        click(world, ts, BOB, "rollback_confirm")
+        wait_until(lambda: any("changed since they were shown" in (e.get("text") or "")
+                               for e in world["fake"].ephemerals(user=BOB)))
+        assert store.get(run_id).status.value == "failed"
+        down.write_text('DROP TABLE "CounselingSession";')
+        click(world, ts, BOB, "rollback_confirm")
+        wait_until(lambda: store.get(run_id).status.value == "rolling_back")
+        down.write_text('DROP TABLE "User" CASCADE;')  # edited between the confirmation and the run
+        wait_until(lambda: "step_run:rb_apply_down" in blocks_text(world, ts))
+        click(world, ts, ALICE, "step_run:rb_apply_down")
+        wait_until(lambda: store.get(run_id).status.value == "failed" and not store.get(run_id).rollback, timeout=30)
+        assert counseling_table_exists(world)
+        with psycopg.connect(world["db_url"]) as conn:
+            assert conn.execute("SELECT to_regclass('\"User\"')").fetchone()[0] is not None
+        assert any(e.action == "rollback.voided" for e in store.audit_entries(run_id))
+        wait_until(lambda: "changed after they were approved" in thread_text(world, ts))
+        wait_until(lambda: "rollback:revert" in blocks_text(world, ts))  # choose again, and review what is there now
 
 
 class TestOptionTwoRestore:

@@ -22,10 +22,12 @@ from bot.runbook import (
     new_run,
     resolve_interrupted,
     skip_step,
+    waive,
 )
 
 NOW = datetime(2026, 12, 2, 7, 0, tzinfo=UTC)
 POLICY = Policy(frozenset({"UREQ"}), frozenset({"UAPP", "UAPP2", "S0DBA"}), 1)
+FP = "f" * 64  # the checksums of the pending migrations an approval binds to
 
 
 def fresh(**kw):
@@ -77,36 +79,51 @@ class TestApproval:
     def test_requester_cannot_approve(self):
         """The two-person rule refuses the requester's own approval."""
         with pytest.raises(SelfApproval):
-            approve(ready(), user="UREQ", policy=POLICY, groups=(), now=NOW)
+            approve(ready(), user="UREQ", policy=POLICY, groups=(), now=NOW, fingerprint=FP)
 
     def test_outsider_cannot_approve(self):
         """Someone not on the approver list is refused."""
         with pytest.raises(NotAllowed):
-            approve(ready(), user="UOUT", policy=POLICY, groups=(), now=NOW)
+            approve(ready(), user="UOUT", policy=POLICY, groups=(), now=NOW, fingerprint=FP)
 
     def test_group_member_can_approve(self):
         """Membership of an approver user group counts."""
-        run = approve(ready(), user="UOUT", policy=POLICY, groups=("S0DBA",), now=NOW).run
+        run = approve(ready(), user="UOUT", policy=POLICY, groups=("S0DBA",), now=NOW, fingerprint=FP).run
         assert run.status is RunStatus.RUNNING
 
     def test_approval_needs_checklist(self):
         """Approval is refused while checklist items are open, naming them."""
         with pytest.raises(WrongState, match="Rollback plan"):
-            approve(fresh(), user="UAPP", policy=POLICY, groups=(), now=NOW)
+            approve(fresh(), user="UAPP", policy=POLICY, groups=(), now=NOW, fingerprint=FP)
 
     def test_one_person_counts_once(self):
         """With two approvals required, the same approver cannot count twice."""
-        run = approve(ready(approvals=2), user="UAPP", policy=POLICY, groups=(), now=NOW).run
+        run = approve(ready(approvals=2), user="UAPP", policy=POLICY, groups=(), now=NOW, fingerprint=FP).run
         assert run.status is RunStatus.AWAITING_APPROVAL
         with pytest.raises(AlreadyDone):
-            approve(run, user="UAPP", policy=POLICY, groups=(), now=NOW)
-        run = approve(run, user="UAPP2", policy=POLICY, groups=(), now=NOW).run
+            approve(run, user="UAPP", policy=POLICY, groups=(), now=NOW, fingerprint=FP)
+        run = approve(run, user="UAPP2", policy=POLICY, groups=(), now=NOW, fingerprint=FP).run
         assert run.status is RunStatus.RUNNING
+
+
+    def test_approval_without_a_fingerprint_is_refused(self):
+        """Fails closed: unreadable migrations give no fingerprint, and no fingerprint gives no approval."""
+        run = ready()
+        for missing in (None, ""):
+            with pytest.raises(WrongState, match="could not be read"):
+                approve(run, user="UAPP", policy=POLICY, groups=(), now=NOW, fingerprint=missing)
+        assert run.approvals == [] and run.status is RunStatus.AWAITING_APPROVAL
+
+    def test_second_approval_binds_to_the_same_migrations(self):
+        """With two approvals required, the second must approve the same checksums as the first."""
+        run = approve(ready(approvals=2), user="UAPP", policy=POLICY, groups=(), now=NOW, fingerprint=FP).run
+        with pytest.raises(WrongState, match="changed since the first approval"):
+            approve(run, user="UAPP2", policy=POLICY, groups=(), now=NOW, fingerprint="e" * 64)
 
 
 class TestSteps:
     def approved(self, **kw):
-        return approve(ready(**kw), user="UAPP", policy=POLICY, groups=(), now=NOW).run
+        return approve(ready(**kw), user="UAPP", policy=POLICY, groups=(), now=NOW, fingerprint=FP).run
 
     def test_only_next_step_runs_once(self):
         """A step can be claimed once; a second claim and an out-of-order claim are refused."""
@@ -160,3 +177,102 @@ class TestSteps:
         run = begin_step(self.approved(), name="maintenance_on", user="UAPP", owner="p1", now=NOW).run
         with pytest.raises(WrongState):
             cancel(run, user="UREQ", now=NOW)
+
+
+class TestMaintenanceGate:
+    HIGH = {"key": "m1#0:rename_column", "migration": "m1", "checksum": "c1", "message": "renames a column"}
+
+    def approved_with_a_high_finding(self):
+        run = ready()
+        run.facts["review"] = {"summary": "1 high", "high": [self.HIGH]}
+        return approve(run, user="UAPP", policy=POLICY, groups=(), now=NOW, fingerprint=FP).run
+
+    def test_skipping_maintenance_reopens_the_gate_until_an_approver_waives(self):
+        """Approved without a waiver because maintenance was planned; skipping it blocks migrate until a waiver."""
+        run = self.approved_with_a_high_finding()
+        assert run.status is RunStatus.RUNNING and run.facts.get("waivers") is None
+        skipped = skip_step(run, name="maintenance_on", user="UREQ", now=NOW)
+        run = skipped.run
+        assert "findings.gate_reopened" in [e.action for e in skipped.events]
+        with pytest.raises(WrongState, match="maintenance mode was planned, and it was skipped"):
+            begin_step(run, name="migrate", user="UREQ", owner="p1", now=NOW)
+        with pytest.raises(SelfApproval):
+            waive(run, user="UREQ", policy=POLICY, groups=(), reason="the app reads both names", now=NOW)
+        with pytest.raises(NotAllowed):
+            waive(run, user="UOUT", policy=POLICY, groups=(), reason="the app reads both names", now=NOW)
+        run = waive(run, user="UAPP2", policy=POLICY, groups=(), reason="the app reads both names", now=NOW).run
+        run = begin_step(run, name="migrate", user="UREQ", owner="p1", now=NOW).run
+        assert run.step("migrate").status is StepStatus.RUNNING
+
+    def test_maintenance_that_runs_keeps_the_gate_open(self):
+        """With maintenance mode on, migrate runs without a waiver, as approved."""
+        run = self.approved_with_a_high_finding()
+        run = begin_step(run, name="maintenance_on", user="UREQ", owner="p1", now=NOW).run
+        run = finish_step(run, name="maintenance_on", result={}, now=NOW).run
+        run = begin_step(run, name="migrate", user="UREQ", owner="p1", now=NOW).run
+        assert run.step("migrate").status is StepStatus.RUNNING
+
+
+class TestRevertNeedsASecondPerson:
+    def monitoring_with_down(self):
+        run = approve(ready(steps={"maintenance_on": False, "maintenance_off": False, "seed": False}),
+                      user="UAPP", policy=POLICY, groups=(), now=NOW, fingerprint=FP).run
+        for name in ("migrate", "deploy", "smoke"):
+            run = begin_step(run, name=name, user="UREQ", owner="p1", now=NOW).run
+            result = {"applied": ["m1"], "with_down": True} if name == "migrate" else {}
+            run = finish_step(run, name=name, result=result, now=NOW).run
+        assert run.status is RunStatus.MONITORING
+        return run
+
+    def test_down_sql_waits_for_a_second_approver_of_exactly_what_was_shown(self):
+        """Option 1 with down.sql: no step until another approver confirms the same down.sql fingerprint."""
+        from bot.runbook import RollbackOption, approve_rollback, request_rollback
+
+        run = self.monitoring_with_down()
+        down = [{"name": "m1", "checksum": "d1"}]
+        with pytest.raises(WrongState):  # nothing shown, nothing to approve
+            request_rollback(run, option=RollbackOption.REVERT, user="UREQ", reason="", now=NOW, ecs=False,
+                             policy=POLICY, groups=())
+        run = request_rollback(run, option=RollbackOption.REVERT, user="UREQ", reason="", now=NOW, ecs=False,
+                               policy=POLICY, groups=(), down=down, down_fingerprint=FP).run
+        assert run.rollback["status"] == "awaiting_second_approval" and run.status is RunStatus.MONITORING
+        assert not [s for s in run.steps if s.phase == "rollback"]
+        with pytest.raises(SelfApproval):
+            approve_rollback(run, user="UREQ", policy=POLICY, groups=(), now=NOW, ecs=False, down_fingerprint=FP)
+        with pytest.raises(NotAllowed):
+            approve_rollback(run, user="UOUT", policy=POLICY, groups=(), now=NOW, ecs=False, down_fingerprint=FP)
+        with pytest.raises(WrongState, match="changed since they were shown"):
+            approve_rollback(run, user="UAPP", policy=POLICY, groups=(), now=NOW, ecs=False, down_fingerprint="e")
+        run = approve_rollback(run, user="UAPP", policy=POLICY, groups=(), now=NOW, ecs=False,
+                               down_fingerprint=FP).run
+        assert run.status is RunStatus.ROLLING_BACK
+        assert [s.name for s in run.steps if s.phase == "rollback"] == ["rb_apply_down"]
+
+
+class TestStagingEvidence:
+    def test_only_the_same_checksums_are_evidence(self):
+        """A staging database that ran another version of a same-named migration is not evidence."""
+        from bot.runbook import not_tested_in_staging, record_staging_evidence
+
+        run = fresh()
+        run.facts["pending"] = [{"name": "m1", "checksum": "aa"}, {"name": "m2", "checksum": "bb"}]
+        assert not_tested_in_staging(run.facts["pending"], [("m1", "aa"), ("m2", "cc")]) == ["m2"]
+        with pytest.raises(WrongState):
+            record_staging_evidence(run, staging_env="staging", finished=[("m1", "aa"), ("m2", "cc")], now=NOW)
+        done = record_staging_evidence(run, staging_env="staging", finished=[("m1", "AA"), ("m2", "bb")], now=NOW)
+        assert "same checksums" in (done.run.checklist["staging_tested"].evidence or "")
+
+
+class TestClosingAFailedRun:
+    def test_other_requesters_close_only_their_own_failed_run(self):
+        """Another listed requester may cancel a fresh run, but a failed one only its requester or an approver."""
+        from bot.runbook import may_cancel_run
+
+        policy = Policy(frozenset({"UREQ", "UREQ2"}), frozenset({"UAPP"}), 1)
+        run = fresh()
+        assert may_cancel_run(run, user="UREQ2", policy=policy, groups=())
+        failed = run.model_copy(update={"status": RunStatus.FAILED})
+        assert not may_cancel_run(failed, user="UREQ2", policy=policy, groups=())
+        assert not may_cancel_run(failed, user="UOUT", policy=policy, groups=())
+        assert may_cancel_run(failed, user="UREQ", policy=policy, groups=())
+        assert may_cancel_run(failed, user="UAPP", policy=policy, groups=())

@@ -18,6 +18,7 @@ from tests.e2e import (
     migration_rows,
     ready_for_approval,
     run_step,
+    settle,
     start,
 )
 from tests.harness import ALICE, BOB, PROD_CHANNEL, wait_until
@@ -83,6 +84,13 @@ class TestGuards:
         assert [r[0] for r in migration_rows(world)] == ["20240101000000_init"]
         assert any(e.action == "run.approval_voided" for e in store.audit_entries(run_id))
         wait_until(lambda: '"approve"' in blocks_text(world, ts))
+        # The edited SQL was reviewed again when the approval was voided, so one click re-approves it.
+        wait_until(lambda: "edited after approval" in "\n".join(
+            m.get("text", "") for m in world["fake"].thread(PROD_CHANNEL, ts)), timeout=30)
+        click(world, ts, BOB, "approve")
+        wait_until(lambda: store.get(run_id).status.value == "running", timeout=30)
+        assert len(store.get(run_id).approvals) == 1
+        run_step(world, run_id, ts, "migrate")
 
     def test_double_clicks_give_one_snapshot_and_one_row(self, fresh):
         """Two simultaneous Run clicks on backup and on migrate give one snapshot and one row per migration."""
@@ -92,6 +100,7 @@ class TestGuards:
         for item in MANUAL_ITEMS:
             click(world, ts, ALICE, f"checklist:{item}")
             wait_until(lambda: item in store.get(run_id).checklist)
+        settle(world, ts)  # buttons carry the run version: click the message as it is shown now
         snapshot_msg = message(world, ts)
 
         def double(action_id, msg):
@@ -106,6 +115,7 @@ class TestGuards:
         approve(world, run_id, ts)
         run_step(world, run_id, ts, "maintenance_on")
         wait_until(lambda: "step_run:migrate" in blocks_text(world, ts))
+        settle(world, ts)
         double("step_run:migrate", message(world, ts))
         wait_until(lambda: store.get(run_id).step("migrate").status.value == "succeeded", timeout=60)
         names = [r[0] for r in migration_rows(world)]
@@ -145,3 +155,165 @@ class TestCheckCommand:
             assert line in text
         assert "✅ *Database connection*" in text and "2: 20240215000000_add_counseling_session" in text
         assert "local directory" in text
+
+
+def _ephemerals(world, user):
+    return [e.get("text") or "" for e in world["fake"].ephemerals(user=user)]
+
+
+def _refused_approval(world, run_id, ts, needle):
+    """Bob clicks Approve: the answer names `needle`, and the run (its version too) is unchanged."""
+    store = world["store"]
+    before = store.get(run_id)
+    seen = len(_ephemerals(world, BOB))
+    click(world, ts, BOB, "approve")
+    wait_until(lambda: any(needle in t for t in _ephemerals(world, BOB)[seen:]), timeout=30)
+    after = store.get(run_id)
+    assert after.version == before.version and after.approvals == [] and after.fingerprint is None
+    assert after.status.value == "awaiting_approval"
+
+
+class TestApprovalFailsClosed:
+    def test_unreadable_migrations_refuse_the_approval(self, fresh):
+        """A missing folder, an emptied folder or a database refusing connections at approval: refused, unchanged."""
+        import psycopg
+
+        from tests.e2e import DB_NAME
+
+        world = fresh
+        store = world["store"]
+        run_id, ts = start(world)
+        ready_for_approval(world, run_id, ts)
+        migrations = world["migrations"]
+        aside = migrations.with_name("migrations-aside")
+        migrations.rename(aside)  # the folder is gone (a bad checkout, an unmounted volume)
+        try:
+            _refused_approval(world, run_id, ts, "could not be read just now")
+            migrations.mkdir()  # an empty folder
+            _refused_approval(world, run_id, ts, "can be found pending now")
+        finally:
+            if migrations.exists():
+                migrations.rmdir()
+            aside.rename(migrations)
+        with psycopg.connect(world["admin"], autocommit=True) as conn:  # a database blip
+            conn.execute(f'ALTER DATABASE "{DB_NAME}" ALLOW_CONNECTIONS false')
+        try:
+            _refused_approval(world, run_id, ts, "could not be read just now")
+        finally:
+            with psycopg.connect(world["admin"], autocommit=True) as conn:
+                conn.execute(f'ALTER DATABASE "{DB_NAME}" ALLOW_CONNECTIONS true')
+        denied = [e for e in store.audit_entries(run_id) if e.action == "run.approve" and e.outcome == "denied"]
+        assert len(denied) == 3
+        # Today's fail-open sequence: the SQL is edited after the refused approvals; nothing can run it.
+        sql = migrations / "20240301000000_add_email_verified" / "migration.sql"
+        sql.write_text(sql.read_text() + '\nDROP TABLE "User" CASCADE;\n')
+        assert "step_run:migrate" not in blocks_text(world, ts)
+        from tests.test_chaos_authz import forged
+
+        world["sender"].click(ALICE, channel_id=PROD_CHANNEL, message=forged(world, run_id, "step_run:migrate"),
+                              action_id="step_run:migrate")  # a forged click on a button that is not shown
+        wait_until(lambda: any("Cannot run step migrate" in t for t in _ephemerals(world, ALICE)), timeout=30)
+        assert [r[0] for r in migration_rows(world)] == ["20240101000000_init"]
+
+    def test_migrate_refuses_a_run_approved_without_a_fingerprint(self, fresh):
+        """A run whose approval recorded no checksums (an older bot's) goes back to approval; edited SQL never runs."""
+        from bot.runbook import Transition
+
+        world = fresh
+        store = world["store"]
+        run_id, ts = start(world)
+        ready_for_approval(world, run_id, ts)
+        approve(world, run_id, ts)
+        run_step(world, run_id, ts, "maintenance_on")
+
+        def forget(run):  # the state an approval left when it read nothing
+            new = run.model_copy(deep=True)
+            new.fingerprint = None
+            for approval in new.approvals:
+                approval.fingerprint = None
+            new.version += 1
+            return Transition(new, [])
+
+        store.apply(run_id, forget)
+        sql = world["migrations"] / "20240301000000_add_email_verified" / "migration.sql"
+        sql.write_text(sql.read_text() + '\nCREATE TABLE "Edited"(id int);\n')
+        click(world, ts, ALICE, "step_run:migrate")
+        wait_until(lambda: store.get(run_id).status.value == "awaiting_approval", timeout=30)
+        run = store.get(run_id)
+        assert run.approvals == [] and run.step("migrate").status.value == "pending"
+        assert [r[0] for r in migration_rows(world)] == ["20240101000000_init"]
+        voided = [e for e in store.audit_entries(run_id) if e.action == "run.approval_voided"]
+        assert voided and "no fingerprint" in voided[-1].detail
+
+
+class TestStaleClicks:
+    def test_replayed_click_does_not_rerun_a_failed_backup(self, fresh):
+        """A replay of the Take backup click after the backup failed is out of date; only the Retry button retries."""
+        from tests.chaos import step_starts
+
+        world = fresh
+        store, sender = world["store"], world["sender"]
+        client(world["moto"], "rds").delete_db_instance(DBInstanceIdentifier="prod-db", SkipFinalSnapshot=True)
+        run_id, ts = start(world)
+        for item in MANUAL_ITEMS:
+            click(world, ts, ALICE, f"checklist:{item}")
+            wait_until(lambda: item in store.get(run_id).checklist)
+        settle(world, ts)
+        shown = message(world, ts)  # the message as it was when Take backup was clicked
+        sender.click(ALICE, channel_id=PROD_CHANNEL, message=shown, action_id="step_run:backup")
+        wait_until(lambda: store.get(run_id).step("backup").status.value == "failed", timeout=60)
+        settle(world, ts)
+        version = store.get(run_id).version
+        seen = len(_ephemerals(world, ALICE))
+        sender.click(ALICE, channel_id=PROD_CHANNEL, message=shown, action_id="step_run:backup")  # the replay
+        wait_until(lambda: any("out of date" in t for t in _ephemerals(world, ALICE)[seen:]), timeout=30)
+        # A forged button whose value carries no version at all is out of date too.
+        sender.click(ALICE, channel_id=PROD_CHANNEL, action_id="step_run:backup", message={
+            "ts": ts, "blocks": [{"type": "actions", "block_id": "forged", "elements": [
+                {"type": "button", "action_id": "step_run:backup", "value": run_id,
+                 "text": {"type": "plain_text", "text": "x"}}]}]})
+        wait_until(lambda: len([t for t in _ephemerals(world, ALICE)[seen:] if "out of date" in t]) == 2, timeout=30)
+        run = store.get(run_id)
+        assert run.version == version and run.step("backup").attempt == 1
+        assert len(step_starts(store, run_id, "backup")) == 1
+        click(world, ts, ALICE, "step_run:backup")  # the Retry button of the current message does retry
+        wait_until(lambda: store.get(run_id).step("backup").attempt == 2, timeout=30)
+
+
+class TestClosingAFailedRun:
+    def test_another_requester_cannot_close_a_failed_run(self, fresh):
+        """Bob's pgprod run failed its smoke test: Alice (a requester, not an approver) cannot close it; Bob can."""
+        from tests.harness import CAROL
+
+        world = fresh
+        store, fake = world["store"], world["fake"]
+        world["app"].state.fail_path = "/health"
+        before = len(fake.channel_messages(PROD_CHANNEL))
+        assert world["sender"].slash(BOB, "pgprod", channel_id=PROD_CHANNEL).status_code == 200
+        wait_until(lambda: len(fake.channel_messages(PROD_CHANNEL)) > before)
+        run_id, ts = store.active_run("pgprod").id, fake.channel_messages(PROD_CHANNEL)[-1]["ts"]
+        wait_until(lambda: "pending" in store.get(run_id).facts, timeout=20)
+        for item in MANUAL_ITEMS:
+            click(world, ts, BOB, f"checklist:{item}")
+            wait_until(lambda: item in store.get(run_id).checklist)
+        click(world, ts, BOB, "step_run:backup")
+        wait_until(lambda: store.get(run_id).status.value == "awaiting_approval" and "rehearsal" in
+                   store.get(run_id).facts, timeout=60)
+        wait_until(lambda: '"approve"' in blocks_text(world, ts))
+        click(world, ts, CAROL, "approve")
+        wait_until(lambda: store.get(run_id).status.value == "running")
+        for name in ("migrate", "deploy", "smoke"):
+            wait_until(lambda: f"step_run:{name}" in blocks_text(world, ts), timeout=30)
+            click(world, ts, BOB, f"step_run:{name}")
+            wait_until(lambda: store.get(run_id).step(name).status.value in ("succeeded", "failed"), timeout=60)
+        assert store.get(run_id).status.value == "failed"
+        wait_until(lambda: "Close failed run" in blocks_text(world, ts))
+        version = store.get(run_id).version
+        click(world, ts, ALICE, "cancel")
+        wait_until(lambda: any("may close a failed run" in t for t in _ephemerals(world, ALICE)), timeout=30)
+        assert store.get(run_id).status.value == "failed" and store.get(run_id).version == version
+        assert [e.actor for e in store.audit_entries(run_id) if e.action == "run.cancel"
+                and e.outcome == "denied"] == [ALICE]
+        click(world, ts, BOB, "cancel")
+        wait_until(lambda: store.get(run_id).status.value == "cancelled", timeout=30)
+        assert store.active_run("pgprod") is None

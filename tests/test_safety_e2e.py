@@ -155,3 +155,34 @@ class TestLintAndTimeline:
         assert [r.split("|")[4].strip() for r in rows] == [e.action for e in entries]
         cli = world["bot"].cli("timeline", run_id, "--as", ALICE)
         assert cli.returncode == 0 and f"# Post-mortem timeline: {run_id}" in cli.stdout
+
+
+class TestMaintenanceSkipped:
+    def test_skipping_maintenance_needs_a_waiver_before_migrate(self, fresh):
+        """Approved without a waiver because maintenance was planned; after skipping it, migrate waits for a waiver."""
+        from tests.e2e import migration_rows
+
+        world = fresh
+        store = world["store"]
+        add_migration(world, RENAME, 'ALTER TABLE "User" RENAME COLUMN "email" TO "emailAddress";\n')
+        run_id, ts = start(world)
+        assert store.get(run_id).facts["review"]["high"]
+        ready_for_approval(world, run_id, ts)
+        wait_until(lambda: "accepted because maintenance mode is on" in blocks_text(world, ts))
+        approve(world, run_id, ts)  # no waiver needed: maintenance mode is planned
+        click(world, ts, ALICE, "step_skip:maintenance_on")
+        wait_until(lambda: store.get(run_id).step("maintenance_on").status.value == "skipped")
+        wait_until(lambda: "block the migration" in blocks_text(world, ts))
+        assert any(e.action == "findings.gate_reopened" for e in store.audit_entries(run_id))
+        click(world, ts, ALICE, "step_run:migrate")
+        wait_until(lambda: any("it was skipped" in t for t in ephemeral_texts(world, ALICE)), timeout=30)
+        assert store.get(run_id).step("migrate").status.value == "pending"
+        assert RENAME not in [r[0] for r in migration_rows(world)]
+        response = waive(world, ts, ALICE, "renaming is fine: the app reads both names")  # the requester
+        assert response.json().get("response_action") == "errors"
+        world["fake"].dismiss_modals(ALICE)
+        assert not store.get(run_id).facts.get("waivers")
+        waive(world, ts, CAROL, "app v2 reads both column names; the window is quiet")
+        wait_until(lambda: store.get(run_id).facts.get("waivers"))
+        run_step(world, run_id, ts, "migrate")
+        assert RENAME in [r[0] for r in migration_rows(world)]

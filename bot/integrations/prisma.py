@@ -169,6 +169,11 @@ def migration_checksum(raw: bytes) -> str:
     return hashlib.sha256(raw.decode("utf-8", "replace").encode("utf-8")).hexdigest()
 
 
+def down_checksum(down_sql: str) -> str:
+    """sha256 of a down.sql as read (what a second approver approves before it runs)."""
+    return hashlib.sha256(down_sql.encode("utf-8")).hexdigest()
+
+
 def checksum_matches(script: str, stored: str) -> bool:
     """Prisma's comparison: the raw text, its CRLF->LF and its LF->CRLF forms all match; legacy hex too."""
     variants = (script, script.replace("\r\n", "\n"), script.replace("\n", "\r\n"))
@@ -626,15 +631,20 @@ class NativeRunner:
                 (str(uuid.uuid4()), migration.checksum, now, now, name),
             )
 
-    def revert_with_down(self, migrations_dir: Path | str, name: str) -> None:
+    def revert_with_down(self, migrations_dir: Path | str, name: str, *,
+                         expected_down_checksum: str | None = None) -> None:
         """Run NAME's down.sql (one transaction), then mark its finished row rolled back so deploy re-applies it.
 
         This is the one case where rolling back a *finished* row is right: down.sql has just undone its
-        schema. Both happen under the advisory lock; if down.sql fails, nothing is marked.
+        schema. Both happen under the advisory lock; if down.sql fails, nothing is marked. With
+        ``expected_down_checksum`` (sha256 of the approved down.sql), a different file is refused unrun.
         """
         migration = next((m for m in list_local_migrations(migrations_dir) if m.name == name), None)
         if migration is None or migration.down_sql is None:
             raise PrismaError("P3017", f"Migration {name} has no down.sql next to its migration.sql.",
+                              migration_name=name)
+        if expected_down_checksum is not None and down_checksum(migration.down_sql) != expected_down_checksum:
+            raise PrismaError("P3017", f"The down.sql of {name} is not the one that was approved; nothing was run.",
                               migration_name=name)
         with self._session() as conn:
             self._acquire_advisory_lock(conn)
