@@ -109,7 +109,16 @@ def rehearsal_enabled(env: EnvironmentConfig) -> bool:
 
 
 def rehearse_run(deps: Deps, run_id: str) -> None:
-    """After the backup: apply the pending migrations to a restored copy of it, then report and record."""
+    """After the backup: apply the pending migrations to its restored copy (isolated server), report and record."""
+    from bot.sandbox import release
+
+    try:
+        _rehearse(deps, run_id)
+    finally:
+        release(run_id)  # the backup's restored copy, if nothing took it
+
+
+def _rehearse(deps: Deps, run_id: str) -> None:
     from bot.rehearsal import rehearse_from_evidence
 
     run = deps.store.get(run_id)
@@ -127,7 +136,8 @@ def rehearse_run(deps: Deps, run_id: str) -> None:
         try:
             result = rehearse_from_evidence(run.step("backup").result, database_url=env.database_url,
                                             migrations_dir=Path(env.migrate.migrations_dir),
-                                            aws=aws, pending=run.pending_migrations,
+                                            aws=aws, pending=run.pending_migrations, run_id=run_id,
+                                            isolation=env.rehearsal, timeout_s=env.rehearsal.timeout_s,
                                             lock_timeout_ms=env.migrate.lock_timeout_ms)
             report = {**result.to_dict(), "summary": result.summary()}
         except BotError as exc:

@@ -48,10 +48,27 @@ def backup(ctx: StepContext) -> StepOutcome:
         else:
             assert cfg.local_dir
             target = backups.LocalTarget(directory=Path(cfg.local_dir))
-        evidence = backups.take_pg_dump_backup(
-            run_id=ctx.run.id, database_url=ctx.env.database_url, target=target,
-            aws=_aws(ctx, max_wait_s=cfg.timeout_s) if cfg.s3_bucket else None, fmt=cfg.format, jobs=cfg.jobs,
-            verify_restore=cfg.verify_restore, timeout_s=cfg.timeout_s, on_progress=lambda text: ctx.progress(text))
+        from bot import sandbox
+        from bot.inspection import rehearsal_enabled
+
+        run_id = ctx.run.id
+
+        def keep_for_rehearsal(copy: sandbox.RestoredCopy) -> bool:
+            sandbox.hold(run_id, copy)  # the rehearsal right after this step applies the migrations to it
+            return True
+
+        keep = keep_for_rehearsal if rehearsal_enabled(ctx.env) and ctx.run.pending_migrations else None
+        try:
+            evidence = backups.take_pg_dump_backup(
+                run_id=run_id, database_url=ctx.env.database_url, target=target,
+                aws=_aws(ctx, max_wait_s=cfg.timeout_s) if cfg.s3_bucket else None, fmt=cfg.format, jobs=cfg.jobs,
+                verify_restore=cfg.verify_restore, timeout_s=cfg.timeout_s, on_progress=lambda text: ctx.progress(text),
+                isolation=ctx.env.rehearsal, keep_restored=keep)
+        except BaseException:
+            sandbox.release(run_id)
+            raise
+        if not evidence.verified:
+            sandbox.release(run_id)
     if not evidence.verified:
         raise IntegrationError(f"Backup {evidence.identifier} was taken but did not verify: "
                                + "; ".join(evidence.notes or ["counts differ"]))

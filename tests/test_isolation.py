@@ -1,0 +1,140 @@
+"""Nothing executes against the production server before approval except reads: verify and rehearsal run elsewhere."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from bot.devslack.client import SlackSender
+from bot.devslack.server import FakeSlack
+from bot.integrations.pgcluster import DIR_PREFIX
+from bot.integrations.prisma import NativeRunner
+from bot.runs import RunStore, connect
+from tests.chaos import ThrowawayPostgres
+from tests.e2e import EXAMPLES, ready_for_approval, start
+from tests.harness import (
+    ALICE,
+    BOB,
+    BOT_TOKEN,
+    PROD_CHANNEL,
+    SIGNING_SECRET,
+    BotProcess,
+    wait_until,
+    write_config,
+)
+
+INIT = "20240101000000_init"
+
+
+def fetch(url: str, query: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def execute(url: str, statement: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def throwaway(prefix: str) -> ThrowawayPostgres:
+    # Not under pytest's tmp dir: that is private to root, and as root the cluster runs as postgres.
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        return ThrowawayPostgres(directory).init().start()
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        pytest.skip(f"no throwaway PostgreSQL cluster here: {exc}")
+
+
+@pytest.fixture(scope="module")
+def production(tmp_path_factory, redis_url):
+    """A PostgreSQL server of its own playing production (so its pg_database and roles are ours alone to
+    watch), the Slack stand-in, and the bot with the default rehearsal target (a throwaway local cluster)."""
+    live = throwaway("prod-server-")
+    tmp = tmp_path_factory.mktemp("isolation")
+    clusters = Path(tempfile.mkdtemp(prefix="rehearsal-clusters-"))
+    clusters.chmod(0o755)  # as root the throwaway clusters run as postgres, who must reach their directory
+    migrations = tmp / "migrations"
+    db_url = live.url.rsplit("/", 1)[0] + "/app"
+    execute(live.url, 'CREATE DATABASE "app"')
+    fake = FakeSlack(token=BOT_TOKEN).start()
+    fake.add_user(ALICE, "alice")
+    fake.add_user(BOB, "bob")
+    config = {"environments": {"prod": {
+        "channel": PROD_CHANNEL, "requesters": [ALICE], "approvers": [ALICE, BOB], "database_url": db_url,
+        "backup": {"method": "pg_dump", "local_dir": str(tmp / "backups")},
+        "migrate": {"migrations_dir": str(migrations), "lock_timeout_ms": 2000},
+        "rehearsal": {"target": "local", "local_dir": str(clusters)},
+    }}}
+    prefix = f"test:isolation:{time.time_ns()}:"
+    bot = BotProcess(config_path=write_config(tmp / "env.yml", config), slack_api_url=fake.base_url,
+                     redis_url=redis_url, key_prefix=prefix, log_path=tmp / "bot.log").start()
+    world = {"fake": fake, "bot": bot, "store": RunStore(connect(redis_url), prefix=prefix), "live": live,
+             "db_url": db_url, "migrations": migrations, "clusters": clusters,
+             "sender": SlackSender(bot.url + "/slack/events", SIGNING_SECRET, fake=fake)}
+    yield world
+    bot.stop()
+    fake.stop()
+    live.stop()
+    shutil.rmtree(live.directory, ignore_errors=True)
+    shutil.rmtree(clusters, ignore_errors=True)
+    r = redis.Redis.from_url(redis_url)
+    for key in r.scan_iter(match=prefix + "*"):
+        r.delete(key)
+
+
+class TestNothingTouchesProduction:
+    def test_pending_sql_never_reaches_the_live_server(self, production):
+        """Pending migrations that create a superuser and drop a database on the server go through backup,
+        verification, rehearsal and a refused approval, and the production server is exactly as before."""
+        world = production
+        store, live = world["store"], world["live"]
+        role = f"intruder_{uuid.uuid4().hex[:8]}"
+        sentinel = f"sentinel_{uuid.uuid4().hex[:8]}"
+        execute(live.url, f'CREATE DATABASE "{sentinel}"')
+        migrations: Path = world["migrations"]
+        shutil.rmtree(migrations, ignore_errors=True)
+        migrations.mkdir()
+        shutil.copy2(EXAMPLES / "migration_lock.toml", migrations / "migration_lock.toml")
+        shutil.copytree(EXAMPLES / INIT, migrations / INIT)
+        NativeRunner(world["db_url"]).deploy(migrations)
+        for name, sql in (("20240501000000_make_role", f'CREATE ROLE "{role}" SUPERUSER LOGIN;\n'),
+                          ("20240502000000_drop_db", f'DROP DATABASE IF EXISTS "{sentinel}" WITH (FORCE);\n')):
+            (migrations / name).mkdir()
+            (migrations / name / "migration.sql").write_text(sql)
+        databases_before = sorted(r[0] for r in fetch(live.url, "SELECT datname FROM pg_database"))
+        rows_before = fetch(world["db_url"], "SELECT id, migration_name, checksum, finished_at, rolled_back_at "
+                                             "FROM _prisma_migrations ORDER BY id")
+
+        run_id, ts = start(world, "prod", env="prod")
+        assert store.get(run_id).pending_migrations == ["20240501000000_make_role", "20240502000000_drop_db"]
+        ready_for_approval(world, run_id, ts)  # the requester alone: checklist, then "Take backup"
+        run = store.get(run_id)
+        backup = run.step("backup").result
+        assert backup["verified"] and backup["restored_prisma_migrations"] == backup["live_prisma_migrations"] == 1
+        report = run.facts["rehearsal"]
+        assert report["ok"], report  # the migrations really ran: on the throwaway copy
+        assert [m["name"] for m in report["migrations"]] == run.pending_migrations
+        thread = "\n".join(m.get("text", "") for m in world["fake"].thread(PROD_CHANNEL, ts))
+        assert "Rehearsal on a restored copy" in thread
+
+        world["sender"].click(ALICE, channel_id=PROD_CHANNEL, message=world["fake"].message(PROD_CHANNEL, ts),
+                              action_id="approve")  # the requester approving her own run: refused
+        wait_until(lambda: world["fake"].ephemerals(user=ALICE))
+        assert store.get(run_id).approvals == [] and store.get(run_id).status.value == "awaiting_approval"
+
+        assert fetch(live.url, "SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)) == []
+        assert fetch(live.url, "SELECT 1 FROM pg_database WHERE datname = %s", (sentinel,)) == [(1,)]
+        assert sorted(r[0] for r in fetch(live.url, "SELECT datname FROM pg_database")) == databases_before
+        assert fetch(world["db_url"], "SELECT id, migration_name, checksum, finished_at, rolled_back_at "
+                                      "FROM _prisma_migrations ORDER BY id") == rows_before
+        # The throwaway cluster the copy lived in is gone, server and directory.
+        wait_until(lambda: not [p for p in world["clusters"].iterdir() if p.name.startswith(DIR_PREFIX)])
