@@ -276,6 +276,7 @@ def rehearse(
                         copy = restore_isolated(readable, isolation, live_url=database_url, database=scratch,
                                                 jobs=jobs, timeout_s=timeout_s, progress=emit)
                 else:
+                    report.notes.append("rehearsed on the copy the backup was verified with")
                     emit(f"Rehearsing on the copy the backup was verified with ({copy.where})")
                 _apply(report, copy.url, selected, pending, lock_timeout_ms, statement_timeout_ms, emit)
             except BotError as exc:

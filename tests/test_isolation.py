@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -54,11 +56,13 @@ def throwaway(prefix: str) -> ThrowawayPostgres:
         pytest.skip(f"no throwaway PostgreSQL cluster here: {exc}")
 
 
-@pytest.fixture(scope="module")
-def production(tmp_path_factory, redis_url):
+@pytest.fixture(scope="module", params=["local", "database_url"])
+def production(request, tmp_path_factory, redis_url):
     """A PostgreSQL server of its own playing production (so its pg_database and roles are ours alone to
-    watch), the Slack stand-in, and the bot with the default rehearsal target (a throwaway local cluster)."""
+    watch), the Slack stand-in, and the bot rehearsing on a throwaway local cluster (the default target) or on
+    a separate rehearsal server the operator provides (``rehearsal.database_url``)."""
     live = throwaway("prod-server-")
+    separate = throwaway("rehearsal-server-") if request.param == "database_url" else None
     tmp = tmp_path_factory.mktemp("isolation")
     clusters = Path(tempfile.mkdtemp(prefix="rehearsal-clusters-"))
     clusters.chmod(0o755)  # as root the throwaway clusters run as postgres, who must reach their directory
@@ -72,19 +76,22 @@ def production(tmp_path_factory, redis_url):
         "channel": PROD_CHANNEL, "requesters": [ALICE], "approvers": [ALICE, BOB], "database_url": db_url,
         "backup": {"method": "pg_dump", "local_dir": str(tmp / "backups")},
         "migrate": {"migrations_dir": str(migrations), "lock_timeout_ms": 2000},
-        "rehearsal": {"target": "local", "local_dir": str(clusters)},
+        "rehearsal": ({"target": "local", "local_dir": str(clusters)} if separate is None else
+                      {"target": "database_url", "database_url": separate.url}),
     }}}
     prefix = f"test:isolation:{time.time_ns()}:"
     bot = BotProcess(config_path=write_config(tmp / "env.yml", config), slack_api_url=fake.base_url,
                      redis_url=redis_url, key_prefix=prefix, log_path=tmp / "bot.log").start()
     world = {"fake": fake, "bot": bot, "store": RunStore(connect(redis_url), prefix=prefix), "live": live,
-             "db_url": db_url, "migrations": migrations, "clusters": clusters,
+             "db_url": db_url, "migrations": migrations, "clusters": clusters, "separate": separate,
              "sender": SlackSender(bot.url + "/slack/events", SIGNING_SECRET, fake=fake)}
     yield world
     bot.stop()
     fake.stop()
-    live.stop()
-    shutil.rmtree(live.directory, ignore_errors=True)
+    for server in (live, separate):
+        if server is not None:
+            server.stop()
+            shutil.rmtree(server.directory, ignore_errors=True)
     shutil.rmtree(clusters, ignore_errors=True)
     r = redis.Redis.from_url(redis_url)
     for key in r.scan_iter(match=prefix + "*"):
@@ -121,10 +128,11 @@ class TestNothingTouchesProduction:
         backup = run.step("backup").result
         assert backup["verified"] and backup["restored_prisma_migrations"] == backup["live_prisma_migrations"] == 1
         report = run.facts["rehearsal"]
-        assert report["ok"], report  # the migrations really ran: on the throwaway copy
+        assert report["ok"], report  # the migrations really ran: on the isolated copy
+        assert "rehearsed on the copy the backup was verified with" in report["notes"]  # one restore, not two
         assert [m["name"] for m in report["migrations"]] == run.pending_migrations
-        thread = "\n".join(m.get("text", "") for m in world["fake"].thread(PROD_CHANNEL, ts))
-        assert "Rehearsal on a restored copy" in thread
+        wait_until(lambda: any("Rehearsal on a restored copy" in m.get("text", "")
+                               for m in world["fake"].thread(PROD_CHANNEL, ts)))
 
         world["sender"].click(ALICE, channel_id=PROD_CHANNEL, message=world["fake"].message(PROD_CHANNEL, ts),
                               action_id="approve")  # the requester approving her own run: refused
@@ -136,5 +144,47 @@ class TestNothingTouchesProduction:
         assert sorted(r[0] for r in fetch(live.url, "SELECT datname FROM pg_database")) == databases_before
         assert fetch(world["db_url"], "SELECT id, migration_name, checksum, finished_at, rolled_back_at "
                                       "FROM _prisma_migrations ORDER BY id") == rows_before
-        # The throwaway cluster the copy lived in is gone, server and directory.
-        wait_until(lambda: not [p for p in world["clusters"].iterdir() if p.name.startswith(DIR_PREFIX)])
+        separate = world["separate"]
+        if separate is None:  # the throwaway cluster the copy lived in is gone, server and directory
+            wait_until(lambda: not [p for p in world["clusters"].iterdir() if p.name.startswith(DIR_PREFIX)])
+        else:  # the migrations ran on the operator's rehearsal server, whose scratch database was dropped
+            assert fetch(separate.url, "SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)) == [(1,)]
+            assert fetch(separate.url, "SELECT datname FROM pg_database WHERE datname LIKE '%%rehearsal%%'") == []
+
+
+def check_config(path: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MIGRATE_BOT_"))}
+    return subprocess.run([sys.executable, "-m", "bot", "check-config"], env={**env, "MIGRATE_BOT_CONFIG": str(path)},
+                          capture_output=True, text=True, timeout=60)
+
+
+class TestRehearsalServerConfig:
+    @pytest.mark.parametrize("rehearsal_url", [
+        "postgresql://rehearse:other@127.0.0.1:5432/scratch",
+        "postgresql://rehearse@localhost/scratch",  # same server by another name, default port
+        "postgresql://rehearse@/scratch?host=/var/run/postgresql",  # its unix socket
+    ])
+    def test_rehearsal_server_that_is_the_live_one_is_refused(self, tmp_path: Path, rehearsal_url: str) -> None:
+        """`check-config` refuses a rehearsal.database_url on the environment's own host and port: one line, exit 2."""
+        config = {"environments": {"prod": {
+            "channel": PROD_CHANNEL, "requesters": [ALICE], "approvers": [BOB],
+            "database_url": "postgresql://app:s3cret-pw@127.0.0.1:5432/app",
+            "backup": {"method": "pg_dump", "local_dir": str(tmp_path)},
+            "rehearsal": {"target": "database_url", "database_url": rehearsal_url},
+        }}}
+        result = check_config(write_config(tmp_path / "env.yml", config))
+        assert result.returncode == 2, (result.stdout, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+        assert "rehearsal.database_url points at the environment's own server (localhost:5432)" in lines[0]
+        assert "s3cret-pw" not in result.stderr
+
+    def test_a_separate_rehearsal_server_is_accepted(self, tmp_path: Path) -> None:
+        config = {"environments": {"prod": {
+            "channel": PROD_CHANNEL, "requesters": [ALICE], "approvers": [BOB],
+            "database_url": "postgresql://app@127.0.0.1:5432/app",
+            "backup": {"method": "pg_dump", "local_dir": str(tmp_path)},
+            "rehearsal": {"target": "database_url", "database_url": "postgresql://r@127.0.0.1:6543/scratch"},
+        }}}
+        result = check_config(write_config(tmp_path / "env.yml", config))
+        assert result.returncode == 0, (result.stdout, result.stderr)
