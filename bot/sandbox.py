@@ -63,9 +63,10 @@ def _local(dump: Path, cfg: RehearsalConfig, database: str, jobs: int, timeout_s
     copy = RestoredCopy(url=cluster.url(database), database=database,
                         where=f"a throwaway PostgreSQL {bindir.parent.name} cluster", _cleanup=cluster.stop)
     try:
-        Postgres(cluster.url()).create_database(database)
+        restore_url, copy.url = cluster.create_database(database)
         progress(f"Restoring the backup into {copy.where}")
-        pg_restore(dump, copy.url, jobs=jobs, no_owner=True, timeout_s=timeout_s, tool_dir=bindir)
+        pg_restore(dump, restore_url, jobs=jobs, no_owner=True, timeout_s=timeout_s, tool_dir=bindir)
+        cluster.hand_over(database)  # the migrations run as its owner, who is not a superuser
     except BaseException:
         copy.close()
         raise

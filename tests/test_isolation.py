@@ -128,9 +128,14 @@ class TestNothingTouchesProduction:
         backup = run.step("backup").result
         assert backup["verified"] and backup["restored_prisma_migrations"] == backup["live_prisma_migrations"] == 1
         report = run.facts["rehearsal"]
-        assert report["ok"], report  # the migrations really ran: on the isolated copy
         assert "rehearsed on the copy the backup was verified with" in report["notes"]  # one restore, not two
-        assert [m["name"] for m in report["migrations"]] == run.pending_migrations
+        if world["separate"] is None:
+            # On the throwaway cluster the migrations run as the copy's owner, who is not a superuser.
+            assert not report["ok"] and report["migrations"][0]["name"] == "20240501000000_make_role", report
+            assert "must be superuser to create superusers" in report["migrations"][0]["error"]
+        else:  # the operator's rehearsal server, as the user they gave: the migrations really ran there
+            assert report["ok"], report
+            assert [m["name"] for m in report["migrations"]] == run.pending_migrations
         wait_until(lambda: any("Rehearsal on a restored copy" in m.get("text", "")
                                for m in world["fake"].thread(PROD_CHANNEL, ts)))
 
@@ -188,3 +193,28 @@ class TestRehearsalServerConfig:
         }}}
         result = check_config(write_config(tmp_path / "env.yml", config))
         assert result.returncode == 0, (result.stdout, result.stderr)
+
+
+class TestThrowawayCopyIsNotSuperuser:
+    def test_copy_to_program_and_alter_system_are_refused_on_the_copy(self, scratch_db: str, tmp_path: Path) -> None:
+        """The unreviewed SQL runs on the throwaway copy as its non-superuser owner: it cannot run programs on the
+        bot's host (whose environment holds production's credentials) nor change the server."""
+        from bot.integrations.postgres import pg_dump
+        from bot.rehearsal import rehearse
+
+        marker = Path(tempfile.gettempdir()) / f"rehearsal-ran-{uuid.uuid4().hex[:8]}"
+        directory = tmp_path / "migrations"
+        directory.mkdir()
+        shutil.copy2(EXAMPLES / "migration_lock.toml", directory / "migration_lock.toml")
+        shutil.copytree(EXAMPLES / INIT, directory / INIT)
+        NativeRunner(scratch_db).deploy(directory)
+        dump = pg_dump(scratch_db, tmp_path / "live.dump")
+        for name, sql in (("20240501000000_program", f"COPY (SELECT 1) TO PROGRAM 'touch {marker}';\n"),
+                          ("20240502000000_system", "ALTER SYSTEM SET fsync = off;\n")):
+            (directory / name).mkdir()
+            (directory / name / "migration.sql").write_text(sql)
+            report = rehearse(dump_path=dump, database_url=scratch_db, migrations_dir=directory, pending=[name])
+            assert not report.ok and report.failed is not None and report.failed.name == name, report
+            assert "permission denied" in (report.failed.error or "") or "superuser" in (report.failed.error or "")
+            shutil.rmtree(directory / name)
+        assert not marker.exists()

@@ -14,6 +14,9 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+import psycopg
+from psycopg import sql
+
 from bot.errors import IntegrationError
 from bot.redact import redact
 
@@ -36,6 +39,11 @@ _SETTINGS = {
     "autovacuum": "off",
     "max_connections": "40",
 }
+# The dump is restored by a superuser (extensions and all), then everything it made is handed to a role that
+# is NOT one: the unreviewed migrations run as that owner, so COPY … TO PROGRAM, ALTER SYSTEM, untrusted
+# extensions (dblink, postgres_fdw) and superuser roles are refused before approval, even on the throwaway host.
+RESTORE_ROLE = "migrate_bot_restore"
+REHEARSAL_ROLE = "migrate_bot_rehearsal"
 # The only line of pg_hba.conf: the unix socket in the cluster's private directory, nothing over TCP.
 _HBA = "local all all trust\n"
 
@@ -138,9 +146,30 @@ class LocalCluster:
         assert self.directory is not None
         return self.directory
 
-    def url(self, database: str = "postgres") -> str:
+    def url(self, database: str = "postgres", user: str = "postgres") -> str:
         """A libpq URL reaching ``database`` through this cluster's socket only (no host, no password)."""
-        return f"postgresql://postgres@/{quote(database, safe='')}?host={quote(str(self.socket_dir), safe='')}&port={_PORT}"
+        return (f"postgresql://{user}@/{quote(database, safe='')}?host={quote(str(self.socket_dir), safe='')}"
+                f"&port={_PORT}")
+
+    def execute(self, statement: sql.Composed, database: str = "postgres") -> None:
+        """Run one statement as the bootstrap superuser."""
+        try:
+            with psycopg.connect(self.url(database), autocommit=True, connect_timeout=10) as conn:
+                conn.execute(statement)
+        except psycopg.Error as exc:
+            lines = str(exc).strip().splitlines() or [type(exc).__name__]
+            raise ClusterError(f"Throwaway cluster: {redact(lines[0])}") from exc
+
+    def create_database(self, name: str) -> tuple[str, str]:
+        """A database owned by the non-superuser rehearsal role: (the URL to restore into as the restore
+        superuser, the URL of the rehearsal role). Call ``hand_over`` after the restore."""
+        self.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(REHEARSAL_ROLE)))
+        return self.url(name, RESTORE_ROLE), self.url(name, REHEARSAL_ROLE)
+
+    def hand_over(self, name: str) -> None:
+        """Give everything the restore made in ``name`` to the rehearsal role (not a superuser)."""
+        self.execute(sql.SQL("REASSIGN OWNED BY {} TO {}").format(sql.Identifier(RESTORE_ROLE),
+                                                                 sql.Identifier(REHEARSAL_ROLE)), name)
 
     def _run(self, args: list[str], timeout_s: float, what: str) -> None:
         try:
@@ -173,6 +202,9 @@ class LocalCluster:
             (self.data / "pg_hba.conf").write_text(_HBA)
             self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.directory / "server.log"),
                        "-w", "-t", str(int(timeout_s)), "start"], timeout_s + 10, "pg_ctl start")
+            self.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER").format(sql.Identifier(RESTORE_ROLE)))
+            self.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB CREATEROLE NOSUPERUSER").format(
+                sql.Identifier(REHEARSAL_ROLE)))
         except BaseException:
             self.stop()
             raise
