@@ -23,7 +23,7 @@ from bot.config import RehearsalConfig
 from bot.errors import BackupError, IntegrationError
 from bot.integrations.aws import SNAPSHOT_FAILED_STATUSES, Aws, S3Object
 from bot.integrations.postgres import Postgres, pg_dump, pg_restore_list, redacted_url
-from bot.sandbox import RestoredCopy, restore_isolated
+from bot.sandbox import RestoredCopy, restore_isolated, restore_rds
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,8 @@ class BackupEvidence:
                 parts.append("NOT verified")
             else:
                 parts.append("restore-verified" if self.restored_table_count is not None else "TOC-verified (no test restore)")
+        elif self.restored_table_count is not None:  # restored into a temporary instance (rehearsal rds_restore)
+            parts.append("restore-verified" if self.verified else "NOT verified")
         else:
             parts.append("available" if self.verified else "NOT available")
         if self.reused:
@@ -205,13 +207,23 @@ def _verify_restore(
     The copy is disposed of unless it verified and ``keep`` takes it (for the rehearsal that follows). A failed
     restore is reported as not verified (with the reason).
     """
-    result = _Verification(ok=False)
     try:
         copy = restore_isolated(dump, isolation, live_url=live_url, jobs=jobs, timeout_s=timeout_s, progress=progress)
     except IntegrationError as exc:
-        result.notes.append(f"restore verification failed: {exc}")
-        return result
+        return _Verification(ok=False, notes=[f"restore verification failed: {exc}"])
     copy.sha256 = sha256
+    return _compare(copy, live_tables, live_migrations, keep)
+
+
+def _compare(
+    copy: RestoredCopy,
+    live_tables: list[str],
+    live_migrations: int | None,
+    keep: Callable[[RestoredCopy], bool] | None,
+) -> _Verification:
+    """The restored copy's tables and ``_prisma_migrations`` count against the live ones; the copy is closed
+    unless it matched and ``keep`` took it."""
+    result = _Verification(ok=False)
     kept = False
     try:
         restored = Postgres(copy.url)
@@ -570,6 +582,35 @@ def take_rds_snapshot_backup(
     evidence.identifier = snapshot.id
     evidence.verified = snapshot.status == "available"
     evidence.took_s = round(time.monotonic() - started, 3)
+    return evidence
+
+
+def verify_snapshot_by_restore(
+    evidence: BackupEvidence,
+    *,
+    aws: Aws,
+    isolation: RehearsalConfig,
+    run_id: str,
+    database_url: str | None,
+    keep: Callable[[RestoredCopy], bool] | None = None,
+    endpoint: Callable[[str], str] | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> BackupEvidence:
+    """rehearsal target ``rds_restore``: restore the run's snapshot into a temporary instance and compare it with
+    the live database (read only); the instance is deleted unless ``keep`` takes it for the rehearsal."""
+    progress = on_progress or _noop
+    live_tables = Postgres(database_url).table_names() if database_url else []
+    try:
+        copy = restore_rds(aws, evidence.identifier, isolation, run_id=run_id, endpoint=endpoint, progress=progress)
+    except IntegrationError as exc:
+        evidence.verified = False
+        evidence.notes.append(f"restore verification failed: {exc}")
+        return evidence
+    result = _compare(copy, live_tables, evidence.live_prisma_migrations, keep)
+    evidence.restored_prisma_migrations = result.restored_prisma_migrations
+    evidence.restored_table_count = result.restored_table_count
+    evidence.notes += result.notes
+    evidence.verified = evidence.verified and result.ok
     return evidence
 
 

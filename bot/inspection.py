@@ -103,9 +103,10 @@ def _post_details(deps: Deps, run_id: str, pending: list[Any], review: dict[str,
 
 
 def rehearsal_enabled(env: EnvironmentConfig) -> bool:
+    restorable = bool(env.backup and (env.backup.method == "pg_dump" or env.rehearsal.target == "rds_restore"))
     if env.safety.rehearsal is not None:
-        return env.safety.rehearsal and bool(env.backup and env.backup.method == "pg_dump")
-    return bool(env.backup and env.backup.method == "pg_dump" and env.database_url)
+        return env.safety.rehearsal and restorable
+    return restorable and bool(env.database_url)
 
 
 def rehearse_run(deps: Deps, run_id: str) -> None:
@@ -129,7 +130,7 @@ def _rehearse(deps: Deps, run_id: str) -> None:
         report: dict[str, Any] = {"ok": True, "summary": "nothing pending to rehearse", "migrations": []}
     else:
         aws = None
-        if env.backup and env.backup.s3_bucket:
+        if env.backup and (env.backup.s3_bucket or env.backup.method == "rds_snapshot"):
             from bot.integrations.aws import Aws
 
             aws = Aws(region=env.aws.region, endpoint_url=env.aws.endpoint_url)

@@ -29,7 +29,7 @@ from bot.integrations.prisma import (
 )
 from bot.redact import redact
 from bot.safety.locks import Lock
-from bot.sandbox import RestoredCopy, restore_isolated, scratch_name, take
+from bot.sandbox import RestoredCopy, restore_isolated, restore_rds, scratch_name, take
 
 log = logging.getLogger(__name__)
 
@@ -387,6 +387,9 @@ def rehearse_from_evidence(
 
     The file must match the evidence's recorded sha256, so the rehearsal is of this run's backup and no other.
     """
+    if evidence.get("method") == "rds_snapshot":
+        return _rehearse_snapshot(evidence, database_url=database_url, migrations_dir=migrations_dir, aws=aws,
+                                  run_id=run_id, **options)
     if evidence.get("method") != "pg_dump":
         raise RehearsalError(f"Rehearsal needs a pg_dump backup, not {evidence.get('method')!r}.")
     held = take(run_id, evidence.get("sha256")) if run_id else None
@@ -397,3 +400,27 @@ def rehearse_from_evidence(
             return rehearse(dump_path=dump, database_url=database_url, migrations_dir=migrations_dir, **options)
     except BackupError as exc:
         raise RehearsalError(str(exc)) from exc
+
+
+def _rehearse_snapshot(
+    evidence: Mapping[str, Any],
+    *,
+    database_url: str,
+    migrations_dir: Path,
+    aws: Aws | None,
+    run_id: str | None,
+    endpoint: Callable[[str], str] | None = None,
+    **options: Any,
+) -> RehearsalReport:
+    """The rehearsal of an RDS snapshot backup: on the temporary instance the backup step verified, else a new one."""
+    snapshot_id = str(evidence.get("identifier") or "")
+    held = take(run_id, snapshot_id) if run_id else None
+    if held is None:
+        isolation = options.get("isolation")
+        if aws is None or not isinstance(isolation, RehearsalConfig) or isolation.target != "rds_restore":
+            raise RehearsalError("Rehearsing an RDS snapshot needs rehearsal.target rds_restore and AWS access.")
+        try:
+            held = restore_rds(aws, snapshot_id, isolation, run_id=run_id or "adhoc", endpoint=endpoint)
+        except IntegrationError as exc:
+            raise RehearsalError(str(exc)) from exc
+    return rehearse(restored=held, database_url=database_url, migrations_dir=migrations_dir, **options)

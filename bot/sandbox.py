@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from bot.config import RehearsalConfig, server_address
 from bot.errors import BotError, IntegrationError
+from bot.integrations.aws import Aws
 from bot.integrations.pgcluster import LocalCluster, dump_major_version, server_binaries
 from bot.integrations.postgres import Postgres, pg_restore, pg_restore_header, redacted_url
 
@@ -36,7 +38,7 @@ class RestoredCopy:
     url: str
     database: str
     where: str  # for people: "a throwaway PostgreSQL 15 cluster", "the rehearsal server db2:5432"
-    sha256: str | None = None
+    sha256: str | None = None  # what it was restored from: the dump's sha256, or the RDS snapshot's identifier
     _cleanup: Callable[[], None] = field(default=lambda: None, repr=False)
     closed: bool = False
 
@@ -112,6 +114,48 @@ def restore_isolated(
     if cfg.target == "rds_restore":
         raise IntegrationError("rehearsal target rds_restore restores the RDS snapshot, not a pg_dump file.")
     return _local(dump, cfg, database, jobs, timeout_s, emit)
+
+
+def _rds_url(template: str | None, address: str, port: int) -> str:
+    """The rehearsal credentials (``rehearsal.database_url``) pointed at the temporary instance's endpoint."""
+    if not template:
+        raise IntegrationError("rehearsal target rds_restore needs rehearsal.database_url: the user, password and "
+                               "database to use on the temporary instance (its host is replaced).")
+    parts = urlsplit(template)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@{address}:{port}" if userinfo else f"{address}:{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def restore_rds(
+    aws: Aws,
+    snapshot_id: str,
+    cfg: RehearsalConfig,
+    *,
+    run_id: str,
+    endpoint: Callable[[str], str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> RestoredCopy:
+    """A temporary RDS instance restored from ``snapshot_id``, deleted when the copy is closed.
+
+    ``endpoint`` maps the new instance's identifier to the URL to connect to (default: its RDS endpoint with
+    the credentials of ``rehearsal.database_url``); tests point it at a local cluster, as moto runs no server.
+    """
+    emit = progress or (lambda _line: None)
+    instance_id = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9-]", "-", f"rehearsal-{run_id}"))[:50].strip("-")
+    instance_id = f"{instance_id}-{uuid.uuid4().hex[:6]}"
+    emit(f"Restoring snapshot {snapshot_id} into the temporary RDS instance {instance_id}")
+    aws.restore_instance_from_snapshot(snapshot_id, instance_id, cfg.rds_instance_class)
+    copy = RestoredCopy(url="", database=instance_id, where=f"the temporary RDS instance {instance_id}",
+                        sha256=snapshot_id, _cleanup=lambda: aws.delete_instance(instance_id))
+    try:
+        aws.wait_instance_available(instance_id)
+        copy.url = endpoint(instance_id) if endpoint is not None else _rds_url(
+            cfg.database_url, *aws.instance_endpoint(instance_id))
+    except BaseException:
+        copy.close()
+        raise
+    return copy
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -218,3 +218,121 @@ class TestThrowawayCopyIsNotSuperuser:
             assert "permission denied" in (report.failed.error or "") or "superuser" in (report.failed.error or "")
             shutil.rmtree(directory / name)
         assert not marker.exists()
+
+
+class TestRdsRestoreTarget:
+    """rehearsal.target rds_restore: a temporary instance from the run's snapshot, verified, rehearsed, deleted.
+    moto's instances run no PostgreSQL, so the endpoint is pointed at a local cluster holding the same data."""
+
+    @pytest.fixture
+    def rds(self, moto_reset: str, scratch_db: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+        from bot.backup import take_rds_snapshot_backup
+        from bot.integrations.aws import Aws
+        from bot.integrations.pgcluster import LocalCluster, server_binaries
+        from bot.integrations.postgres import pg_dump, pg_restore
+        from tests.aws_world import make_rds_instance
+
+        make_rds_instance(moto_reset, "prod-db")
+        aws = Aws(region="us-east-1", endpoint_url=moto_reset, poll_interval_s=0.05, max_wait_s=5, call_timeout_s=10)
+        directory = tmp_path / "migrations"
+        directory.mkdir()
+        shutil.copy2(EXAMPLES / "migration_lock.toml", directory / "migration_lock.toml")
+        shutil.copytree(EXAMPLES / INIT, directory / INIT)
+        NativeRunner(scratch_db).deploy(directory)
+        shutil.copytree(EXAMPLES / "20240215000000_add_counseling_session",
+                        directory / "20240215000000_add_counseling_session")
+        run_id = f"rds-{uuid.uuid4().hex[:6]}"
+        evidence = take_rds_snapshot_backup(run_id=run_id, aws=aws, instance_id="prod-db", database_url=scratch_db)
+        dump = pg_dump(scratch_db, tmp_path / "snapshot-content.dump")
+        base = Path(tempfile.mkdtemp(prefix="rds-standin-"))
+        base.chmod(0o755)
+        standin = LocalCluster(server_binaries(None), base_dir=base).start()
+        asked: list[str] = []
+
+        def endpoint(instance_id: str) -> str:
+            """What the temporary instance would serve: the snapshot's data, on a local cluster."""
+            asked.append(instance_id)
+            name = f"copy_{len(asked)}"
+            restore_url, url = standin.create_database(name)
+            pg_restore(dump, restore_url, no_owner=True)
+            standin.hand_over(name)
+            return url
+
+        yield {"aws": aws, "evidence": evidence, "run_id": run_id, "live": scratch_db, "migrations": directory,
+               "endpoint": endpoint, "asked": asked, "standin": standin}
+        standin.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+    @staticmethod
+    def instances(aws) -> list[str]:  # type: ignore[no-untyped-def]
+        return [i["DBInstanceIdentifier"] for i in aws.rds.describe_db_instances()["DBInstances"]]
+
+    def test_snapshot_verified_and_rehearsed_on_one_temporary_instance_then_deleted(self, rds) -> None:  # type: ignore[no-untyped-def]
+        from bot.backup import verify_snapshot_by_restore
+        from bot.config import RehearsalConfig
+        from bot.rehearsal import rehearse_from_evidence
+        from bot.sandbox import hold
+
+        aws, run_id = rds["aws"], rds["run_id"]
+        isolation = RehearsalConfig(target="rds_restore", database_url="postgresql://rehearse:pw@replaced/app")
+
+        def keep(copy):  # type: ignore[no-untyped-def]
+            hold(run_id, copy)
+            return True
+
+        evidence = verify_snapshot_by_restore(rds["evidence"], aws=aws, isolation=isolation, run_id=run_id,
+                                              database_url=rds["live"], keep=keep, endpoint=rds["endpoint"])
+        assert evidence.verified and evidence.restored_prisma_migrations == evidence.live_prisma_migrations == 1
+        assert "restore-verified" in evidence.summary()
+        (temporary,) = rds["asked"]
+        assert temporary.startswith(f"rehearsal-{run_id}-") and temporary in self.instances(aws)
+        report = rehearse_from_evidence(evidence.to_dict(), database_url=rds["live"], migrations_dir=rds["migrations"],
+                                        aws=aws, run_id=run_id, isolation=isolation, endpoint=rds["endpoint"])
+        assert report.ok and "rehearsed on the copy the backup was verified with" in report.notes, report
+        assert [m.name for m in report.migrations] == ["20240215000000_add_counseling_session"]
+        assert rds["asked"] == [temporary]  # one instance for both
+        assert self.instances(aws) == ["prod-db"]  # the temporary instance is deleted
+        assert fetch(rds["live"], "SELECT count(*) FROM _prisma_migrations") == [(1,)]  # live untouched
+
+    def test_unreachable_or_mismatching_instance_is_not_verified_and_is_deleted(self, rds) -> None:  # type: ignore[no-untyped-def]
+        from bot.backup import verify_snapshot_by_restore
+        from bot.config import RehearsalConfig
+        from bot.errors import IntegrationError
+
+        aws = rds["aws"]
+        isolation = RehearsalConfig(target="rds_restore", database_url="postgresql://rehearse:pw@replaced/app")
+
+        def unreachable(instance_id: str) -> str:
+            raise IntegrationError(f"cannot reach {instance_id}")
+
+        def empty(instance_id: str) -> str:
+            return rds["standin"].create_database("empty")[1]
+
+        for endpoint, why in ((unreachable, "cannot reach"), (empty, "_prisma_migrations rows differ")):
+            evidence = verify_snapshot_by_restore(
+                rds["evidence"], aws=aws, isolation=isolation, run_id=rds["run_id"], database_url=rds["live"],
+                endpoint=endpoint)
+            assert not evidence.verified and any(why in n for n in evidence.notes), evidence.notes
+            assert self.instances(aws) == ["prod-db"]
+            rds["evidence"].verified, rds["evidence"].notes = True, []
+
+    def test_without_rehearsal_credentials_the_instance_is_refused_and_deleted(self, rds) -> None:  # type: ignore[no-untyped-def]
+        from bot.backup import verify_snapshot_by_restore
+        from bot.config import RehearsalConfig
+
+        evidence = verify_snapshot_by_restore(rds["evidence"], aws=rds["aws"],
+                                              isolation=RehearsalConfig(target="rds_restore"),
+                                              run_id=rds["run_id"], database_url=rds["live"])
+        assert not evidence.verified
+        assert any("rds_restore needs rehearsal.database_url" in n for n in evidence.notes), evidence.notes
+        assert self.instances(rds["aws"]) == ["prod-db"]
+
+    def test_rds_restore_needs_an_rds_snapshot_backup(self, tmp_path: Path) -> None:
+        config = {"environments": {"prod": {
+            "channel": PROD_CHANNEL, "requesters": [ALICE], "approvers": [BOB],
+            "database_url": "postgresql://app@127.0.0.1:5432/app",
+            "backup": {"method": "pg_dump", "local_dir": str(tmp_path)},
+            "rehearsal": {"target": "rds_restore"},
+        }}}
+        result = check_config(write_config(tmp_path / "env.yml", config))
+        assert result.returncode == 2 and "rds_restore needs backup.method rds_snapshot" in result.stderr
