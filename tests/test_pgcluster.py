@@ -141,8 +141,55 @@ class TestVersionPicking:
         return (root,)
 
     def test_exact_major_else_newest_newer_else_a_clear_error(self, roots: tuple[Path, ...]) -> None:
-        assert server_binaries(15, roots).parent.name == "15"
-        assert server_binaries(14, roots).parent.name == "16"
-        assert server_binaries(None, roots).parent.name == "16"
+        assert server_binaries(15, roots, path="").parent.name == "15"
+        assert server_binaries(14, roots, path="").parent.name == "16"
+        assert server_binaries(None, roots, path="").parent.name == "16"
         with pytest.raises(ClusterError, match=r"No server binaries for PostgreSQL 17 or newer .*installed.*13, 15, 16"):
-            server_binaries(17, roots)
+            server_binaries(17, roots, path="")
+
+    def test_initdb_on_the_path_counts_with_its_own_version(self, roots: tuple[Path, ...], tmp_path: Path) -> None:
+        """An install not laid out like Debian's (Homebrew, RPMs): the initdb on PATH, by `initdb --version`."""
+        other = tmp_path / "opt" / "bin"
+        other.mkdir(parents=True)
+        for tool in ("initdb", "pg_ctl", "postgres"):
+            (other / tool).write_text("#!/bin/sh\necho 'initdb (PostgreSQL) 17.2'\n")
+            (other / tool).chmod(0o755)
+        assert server_binaries(17, roots, path=str(other)) == other
+        assert server_binaries(15, roots, path=str(other)).parent.name == "15"
+
+
+class TestSweepOnBotStart:
+    def test_bot_start_removes_a_killed_bots_cluster(self, base: Path, tmp_path: Path, redis_url: str) -> None:
+        """`migrate-bot serve` sweeps the configured cluster directory before it serves anything."""
+        from bot.devslack.server import FakeSlack
+        from tests.harness import ALICE, BOB, BOT_TOKEN, PROD_CHANNEL, BotProcess, write_config
+
+        script = (
+            "import time; from pathlib import Path\n"
+            "from bot.integrations.pgcluster import LocalCluster, server_binaries\n"
+            f"c = LocalCluster(server_binaries(None), base_dir=Path({str(base)!r})).start()\n"
+            "print(c.directory, flush=True); time.sleep(600)\n"
+        )
+        killed = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        try:
+            assert killed.stdout is not None
+            leftover = Path(killed.stdout.readline().strip())
+        finally:
+            killed.kill()
+            killed.wait(10)
+        orphan_pid = postmaster_pid(leftover)
+        config = {"environments": {"prod": {
+            "channel": PROD_CHANNEL, "requesters": [ALICE], "approvers": [BOB],
+            "rehearsal": {"target": "local", "local_dir": str(base)},
+        }}}
+        fake = FakeSlack(token=BOT_TOKEN).start()
+        bot = BotProcess(config_path=write_config(tmp_path / "env.yml", config), slack_api_url=fake.base_url,
+                         redis_url=redis_url, key_prefix=f"test:sweep:{os.getpid()}:", log_path=tmp_path / "bot.log")
+        try:
+            bot.start()
+            assert not leftover.exists()
+            wait_until(lambda: not alive(orphan_pid), timeout=10)
+            assert "removing a throwaway cluster left by process" in bot.logs()
+        finally:
+            bot.stop()
+            fake.stop()

@@ -58,21 +58,37 @@ def dump_major_version(header: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _installed(roots: tuple[Path, ...]) -> dict[int, Path]:
+def _server_tools_in(bindir: Path) -> bool:
+    return all((bindir / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres"))
+
+
+def _installed(roots: tuple[Path, ...], path: str | None) -> dict[int, Path]:
+    """{major: bin dir} under Debian-style ``<root>/<major>/bin``, plus the initdb on ``path`` (Homebrew, RPMs)."""
     found: dict[int, Path] = {}
     for root in roots:
         if not root.is_dir():
             continue
         for entry in root.iterdir():
-            bindir = entry / "bin"
-            if entry.name.isdigit() and all((bindir / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres")):
-                found.setdefault(int(entry.name), bindir)
+            if entry.name.isdigit() and _server_tools_in(entry / "bin"):
+                found.setdefault(int(entry.name), entry / "bin")
+    initdb = shutil.which("initdb", path=path) if path else None
+    if initdb and _server_tools_in(Path(initdb).parent):
+        try:
+            version = subprocess.run([initdb, "--version"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            version = ""
+        match = re.search(r"\(PostgreSQL\)\s+(\d+)", version)
+        if match:
+            found.setdefault(int(match.group(1)), Path(initdb).parent)
     return found
 
 
-def server_binaries(major: int | None, roots: tuple[Path, ...] = SERVER_ROOTS) -> Path:
-    """The bin directory of the server matching ``major``, else the newest newer one; ClusterError if none fits."""
-    found = _installed(roots)
+def server_binaries(major: int | None, roots: tuple[Path, ...] = SERVER_ROOTS, path: str | None = None) -> Path:
+    """The bin directory of the server matching ``major``, else the newest newer one; ClusterError if none fits.
+
+    ``path`` (default: $PATH) is searched for initdb too, for installs that are not laid out like Debian's.
+    """
+    found = _installed(roots, os.environ.get("PATH") if path is None else path)
     usable = sorted(v for v in found if major is None or v >= major)
     if major is not None and major in found:
         return found[major]
