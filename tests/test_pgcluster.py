@@ -58,6 +58,23 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
 
 
+def cluster_of_a_killed_bot(base: Path) -> Path:
+    """The directory of a running cluster whose owner (a stand-in bot process) was killed with SIGKILL."""
+    script = (
+        "import time; from pathlib import Path\n"
+        "from bot.integrations.pgcluster import LocalCluster, server_binaries\n"
+        f"c = LocalCluster(server_binaries(None), base_dir=Path({str(base)!r})).start()\n"
+        "print(c.directory, flush=True); time.sleep(600)\n"
+    )
+    bot = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert bot.stdout is not None
+        return Path(bot.stdout.readline().strip())
+    finally:
+        bot.kill()
+        bot.wait(10)
+
+
 def postmaster_pid(directory: Path) -> int:
     return int((directory / "data" / "postmaster.pid").read_text().splitlines()[0])
 
@@ -79,19 +96,7 @@ class TestLocalCluster:
     def test_leftover_of_a_killed_bot_is_swept(self, base: Path) -> None:
         """A bot killed with its cluster running leaves it behind; the next sweep stops it and removes its dir,
         while a cluster whose owner is alive is left alone."""
-        script = (
-            "import sys, time; from pathlib import Path\n"
-            "from bot.integrations.pgcluster import LocalCluster, server_binaries\n"
-            f"c = LocalCluster(server_binaries(None), base_dir=Path({str(base)!r})).start()\n"
-            "print(c.directory, flush=True); time.sleep(600)\n"
-        )
-        bot = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-        try:
-            assert bot.stdout is not None
-            leftover = Path(bot.stdout.readline().strip())
-        finally:
-            bot.kill()
-            bot.wait(10)
+        leftover = cluster_of_a_killed_bot(base)
         assert leftover.name.startswith(DIR_PREFIX) and leftover.is_dir()
         orphan_pid = postmaster_pid(leftover)
         assert alive(orphan_pid)  # the server outlived the bot that started it
@@ -164,19 +169,7 @@ class TestSweepOnBotStart:
         from bot.devslack.server import FakeSlack
         from tests.harness import ALICE, BOB, BOT_TOKEN, PROD_CHANNEL, BotProcess, write_config
 
-        script = (
-            "import time; from pathlib import Path\n"
-            "from bot.integrations.pgcluster import LocalCluster, server_binaries\n"
-            f"c = LocalCluster(server_binaries(None), base_dir=Path({str(base)!r})).start()\n"
-            "print(c.directory, flush=True); time.sleep(600)\n"
-        )
-        killed = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-        try:
-            assert killed.stdout is not None
-            leftover = Path(killed.stdout.readline().strip())
-        finally:
-            killed.kill()
-            killed.wait(10)
+        leftover = cluster_of_a_killed_bot(base)
         orphan_pid = postmaster_pid(leftover)
         config = {"environments": {"prod": {
             "channel": PROD_CHANNEL, "requesters": [ALICE], "approvers": [BOB],
