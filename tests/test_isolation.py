@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -56,46 +57,56 @@ def throwaway(prefix: str) -> ThrowawayPostgres:
         pytest.skip(f"no throwaway PostgreSQL cluster here: {exc}")
 
 
+def forget(redis_url: str, prefix: str) -> None:
+    r = redis.Redis.from_url(redis_url)
+    for key in r.scan_iter(match=prefix + "*"):
+        r.delete(key)
+
+
+def stopped(server: ThrowawayPostgres) -> None:
+    server.stop()
+    shutil.rmtree(server.directory, ignore_errors=True)
+
+
 @pytest.fixture(scope="module", params=["local", "database_url"])
 def production(request, tmp_path_factory, redis_url):
     """A PostgreSQL server of its own playing production (so its pg_database and roles are ours alone to
     watch), the Slack stand-in, and the bot rehearsing on a throwaway local cluster (the default target) or on
     a separate rehearsal server the operator provides (``rehearsal.database_url``)."""
-    live = throwaway("prod-server-")
-    separate = throwaway("rehearsal-server-") if request.param == "database_url" else None
-    tmp = tmp_path_factory.mktemp("isolation")
-    clusters = Path(tempfile.mkdtemp(prefix="rehearsal-clusters-"))
-    clusters.chmod(0o755)  # as root the throwaway clusters run as postgres, who must reach their directory
-    migrations = tmp / "migrations"
-    db_url = live.url.rsplit("/", 1)[0] + "/app"
-    execute(live.url, 'CREATE DATABASE "app"')
-    fake = FakeSlack(token=BOT_TOKEN).start()
-    fake.add_user(ALICE, "alice")
-    fake.add_user(BOB, "bob")
-    config = {"environments": {"prod": {
-        "channel": PROD_CHANNEL, "requesters": [ALICE], "approvers": [ALICE, BOB], "database_url": db_url,
-        "backup": {"method": "pg_dump", "local_dir": str(tmp / "backups")},
-        "migrate": {"migrations_dir": str(migrations), "lock_timeout_ms": 2000},
-        "rehearsal": ({"target": "local", "local_dir": str(clusters)} if separate is None else
-                      {"target": "database_url", "database_url": separate.url}),
-    }}}
     prefix = f"test:isolation:{time.time_ns()}:"
-    bot = BotProcess(config_path=write_config(tmp / "env.yml", config), slack_api_url=fake.base_url,
-                     redis_url=redis_url, key_prefix=prefix, log_path=tmp / "bot.log").start()
-    world = {"fake": fake, "bot": bot, "store": RunStore(connect(redis_url), prefix=prefix), "live": live,
-             "db_url": db_url, "migrations": migrations, "clusters": clusters, "separate": separate,
-             "sender": SlackSender(bot.url + "/slack/events", SIGNING_SECRET, fake=fake)}
-    yield world
-    bot.stop()
-    fake.stop()
-    for server in (live, separate):
-        if server is not None:
-            server.stop()
-            shutil.rmtree(server.directory, ignore_errors=True)
-    shutil.rmtree(clusters, ignore_errors=True)
-    r = redis.Redis.from_url(redis_url)
-    for key in r.scan_iter(match=prefix + "*"):
-        r.delete(key)
+    with contextlib.ExitStack() as cleanup:  # everything made is undone, even when a later part fails
+        cleanup.callback(forget, redis_url, prefix)
+        live = throwaway("prod-server-")
+        cleanup.callback(stopped, live)
+        separate = None
+        if request.param == "database_url":
+            separate = throwaway("rehearsal-server-")
+            cleanup.callback(stopped, separate)
+        tmp = tmp_path_factory.mktemp("isolation")
+        clusters = Path(tempfile.mkdtemp(prefix="rehearsal-clusters-"))
+        cleanup.callback(shutil.rmtree, clusters, ignore_errors=True)
+        clusters.chmod(0o755)  # as root the throwaway clusters run as postgres, who must reach their directory
+        migrations = tmp / "migrations"
+        db_url = live.url.rsplit("/", 1)[0] + "/app"
+        execute(live.url, 'CREATE DATABASE "app"')
+        fake = FakeSlack(token=BOT_TOKEN).start()
+        cleanup.callback(fake.stop)
+        fake.add_user(ALICE, "alice")
+        fake.add_user(BOB, "bob")
+        config = {"environments": {"prod": {
+            "channel": PROD_CHANNEL, "requesters": [ALICE], "approvers": [ALICE, BOB], "database_url": db_url,
+            "backup": {"method": "pg_dump", "local_dir": str(tmp / "backups")},
+            "migrate": {"migrations_dir": str(migrations), "lock_timeout_ms": 2000},
+            "rehearsal": ({"target": "local", "local_dir": str(clusters)} if separate is None else
+                          {"target": "database_url", "database_url": separate.url}),
+        }}}
+        bot = BotProcess(config_path=write_config(tmp / "env.yml", config), slack_api_url=fake.base_url,
+                         redis_url=redis_url, key_prefix=prefix, log_path=tmp / "bot.log")
+        cleanup.callback(bot.stop)
+        bot.start()
+        yield {"fake": fake, "bot": bot, "store": RunStore(connect(redis_url), prefix=prefix), "live": live,
+               "db_url": db_url, "migrations": migrations, "clusters": clusters, "separate": separate,
+               "sender": SlackSender(bot.url + "/slack/events", SIGNING_SECRET, fake=fake)}
 
 
 class TestNothingTouchesProduction:
