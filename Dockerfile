@@ -1,9 +1,13 @@
 # migrate-bot: the Slack chat-ops bot for production database migrations.
 FROM python:3.11-slim-bookworm
 
-# pg_dump / pg_restore / psql must match the server's major version (PostgreSQL 15 on bookworm).
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends postgresql-client-15 \
+# pg_dump / pg_restore / psql must match the server's major version (PostgreSQL 15 on bookworm). The server
+# package gives initdb/pg_ctl for rehearsal.target `local` (a throwaway cluster per rehearsal, never the
+# production server); no default cluster is created.
+RUN mkdir -p /etc/postgresql-common/createcluster.d \
+    && echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/no-main-cluster.conf \
+    && apt-get update \
+    && apt-get install -y --no-install-recommends postgresql-client-15 postgresql-15 \
     && rm -rf /var/lib/apt/lists/*
 
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin migrate-bot

@@ -19,9 +19,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from bot.config import RehearsalConfig
 from bot.errors import BackupError, IntegrationError
 from bot.integrations.aws import SNAPSHOT_FAILED_STATUSES, Aws, S3Object
-from bot.integrations.postgres import Postgres, pg_dump, pg_restore, pg_restore_list, redacted_url
+from bot.integrations.postgres import Postgres, pg_dump, pg_restore_list, redacted_url
+from bot.sandbox import RestoredCopy, restore_isolated, restore_rds
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,8 @@ class BackupEvidence:
                 parts.append("NOT verified")
             else:
                 parts.append("restore-verified" if self.restored_table_count is not None else "TOC-verified (no test restore)")
+        elif self.restored_table_count is not None:  # restored into a temporary instance (rehearsal rds_restore)
+            parts.append("restore-verified" if self.verified else "NOT verified")
         else:
             parts.append("available" if self.verified else "NOT available")
         if self.reused:
@@ -185,61 +189,67 @@ class _Verification:
     notes: list[str] = field(default_factory=list)
 
 
-def _scratch_name(database: str) -> str:
-    return f"{database[:40]}_verify_{uuid.uuid4().hex[:8]}"
-
-
 def _verify_restore(
-    db: Postgres,
     dump: Path,
     *,
+    live_url: str,
+    isolation: RehearsalConfig | None,
+    sha256: str | None,
     jobs: int,
     live_tables: list[str],
     live_migrations: int | None,
     timeout_s: float,
     progress: Callable[[str], None],
+    keep: Callable[[RestoredCopy], bool] | None,
 ) -> _Verification:
-    """Restore ``dump`` into a scratch database on the same server and compare it with the live one.
+    """Restore ``dump`` on an isolated server (never the live one) and compare it with the live database.
 
-    The scratch database is always dropped. A failed restore is reported as not verified (with the reason).
+    The copy is disposed of unless it verified and ``keep`` takes it (for the rehearsal that follows). A failed
+    restore is reported as not verified (with the reason).
     """
-    scratch = _scratch_name(db.database_name())
-    result = _Verification(ok=False)
-    progress(f"Restoring into scratch database {scratch} to verify")
-    created = False
     try:
-        db.create_database(scratch)
-        created = True
-        scratch_url = db.url_for_database(scratch)
-        pg_restore(dump, scratch_url, jobs=jobs, no_owner=True, timeout_s=timeout_s)
-        restored = Postgres(scratch_url, connect_timeout_s=db.connect_timeout_s)
+        copy = restore_isolated(dump, isolation, live_url=live_url, jobs=jobs, timeout_s=timeout_s, progress=progress)
+    except IntegrationError as exc:
+        return _Verification(ok=False, notes=[f"restore verification failed: {exc}"])
+    copy.sha256 = sha256
+    return _compare(copy, live_tables, live_migrations, keep)
+
+
+def _compare(
+    copy: RestoredCopy,
+    live_tables: list[str],
+    live_migrations: int | None,
+    keep: Callable[[RestoredCopy], bool] | None,
+) -> _Verification:
+    """The restored copy's tables and ``_prisma_migrations`` count against the live ones; the copy is closed
+    unless it matched and ``keep`` took it."""
+    result = _Verification(ok=False)
+    kept = False
+    try:
+        restored = Postgres(copy.url)
         restored_tables = restored.table_names()
         result.restored_prisma_migrations = restored.prisma_migrations_count()
         result.restored_table_count = len(restored_tables)
+        missing = sorted(set(live_tables) - set(restored_tables))
+        extra = sorted(set(restored_tables) - set(live_tables))
+        if missing:
+            result.notes.append(f"tables missing after restore: {', '.join(missing[:10])}")
+        if extra:
+            result.notes.append(f"tables only in the restore: {', '.join(extra[:10])}")
+        if result.restored_prisma_migrations != live_migrations:
+            result.notes.append(
+                f"_prisma_migrations rows differ: live {live_migrations}, restored {result.restored_prisma_migrations}"
+            )
+        result.ok = not missing and not extra and result.restored_prisma_migrations == live_migrations
+        kept = result.ok and keep is not None and keep(copy)
     except IntegrationError as exc:
+        result.ok = False
         result.notes.append(f"restore verification failed: {exc}")
-        return result
     finally:
-        if created:
-            try:
-                db.drop_database(scratch)
-            except IntegrationError as exc:
-                result.ok = False
-                result.notes.append(f"could not drop scratch database {scratch}: {exc}")
-                log.warning("could not drop scratch database %s: %s", scratch, exc)
-    missing = sorted(set(live_tables) - set(restored_tables))
-    extra = sorted(set(restored_tables) - set(live_tables))
-    if missing:
-        result.notes.append(f"tables missing after restore: {', '.join(missing[:10])}")
-    if extra:
-        result.notes.append(f"tables only in the restore: {', '.join(extra[:10])}")
-    if result.restored_prisma_migrations != live_migrations:
-        result.notes.append(
-            f"_prisma_migrations rows differ: live {live_migrations}, restored {result.restored_prisma_migrations}"
-        )
-    result.ok = not missing and not extra and result.restored_prisma_migrations == live_migrations and not any(
-        n.startswith("could not drop") for n in result.notes
-    )
+        if not kept:
+            problems = copy.close()
+            result.notes += problems
+            result.ok = result.ok and not problems
     return result
 
 
@@ -315,7 +325,9 @@ def _check_stored(
     fmt: str,
     recorded: dict[str, str],
     *,
-    db: Postgres,
+    live_url: str,
+    isolation: RehearsalConfig | None,
+    keep: Callable[[RestoredCopy], bool] | None,
     jobs: int,
     live_tables: list[str],
     verify_restore: bool,
@@ -342,8 +354,9 @@ def _check_stored(
             evidence.verified = evidence.toc_entries > 0
         elif verify_restore:
             result = _verify_restore(
-                db, readable, jobs=jobs, live_tables=live_tables, live_migrations=evidence.live_prisma_migrations,
-                timeout_s=timeout_s, progress=progress,
+                readable, live_url=live_url, isolation=isolation, sha256=evidence.sha256, jobs=jobs,
+                live_tables=live_tables, live_migrations=evidence.live_prisma_migrations,
+                timeout_s=timeout_s, progress=progress, keep=keep,
             )
             evidence.restored_prisma_migrations = result.restored_prisma_migrations
             evidence.restored_table_count = result.restored_table_count
@@ -371,12 +384,16 @@ def take_pg_dump_backup(
     now: datetime | None = None,
     on_progress: Callable[[str], None] | None = None,
     timeout_s: float = 3600,
+    isolation: RehearsalConfig | None = None,
+    keep_restored: Callable[[RestoredCopy], bool] | None = None,
 ) -> BackupEvidence:
     """Dump the database (or reuse this run's existing dump), verify it by restoring, store it, and say how.
 
     For an S3 target the bucket must be versioned: that is checked before anything is dumped. The returned
-    evidence has ``verified`` True only when the table of contents is non-empty and a restore into a scratch
-    database gave the same tables and ``_prisma_migrations`` count as the live database.
+    evidence has ``verified`` True only when the table of contents is non-empty and a restore on the isolated
+    server ``isolation`` names (default: a throwaway local cluster; never the live server) gave the same tables
+    and ``_prisma_migrations`` count as the live database. ``keep_restored`` may take that verified copy (return
+    True) so the rehearsal uses the same restore; otherwise it is disposed of here.
     """
     started = time.monotonic()
     progress = on_progress or _noop
@@ -404,7 +421,8 @@ def take_pg_dump_backup(
     if live_migrations is None:
         evidence.notes.append("the live database has no _prisma_migrations table")
     check_args: dict[str, Any] = {
-        "db": db, "jobs": jobs, "live_tables": live_tables, "verify_restore": verify_restore,
+        "live_url": database_url, "isolation": isolation, "keep": keep_restored,
+        "jobs": jobs, "live_tables": live_tables, "verify_restore": verify_restore,
         "timeout_s": timeout_s, "progress": progress,
     }
 
@@ -478,8 +496,9 @@ def take_pg_dump_backup(
 
         if verify_restore:
             result = _verify_restore(
-                db, readable, jobs=jobs, live_tables=live_tables, live_migrations=live_migrations,
-                timeout_s=timeout_s, progress=progress,
+                readable, live_url=database_url, isolation=isolation, sha256=evidence.sha256, jobs=jobs,
+                live_tables=live_tables, live_migrations=live_migrations,
+                timeout_s=timeout_s, progress=progress, keep=keep_restored,
             )
             evidence.restored_prisma_migrations = result.restored_prisma_migrations
             evidence.restored_table_count = result.restored_table_count
@@ -563,6 +582,35 @@ def take_rds_snapshot_backup(
     evidence.identifier = snapshot.id
     evidence.verified = snapshot.status == "available"
     evidence.took_s = round(time.monotonic() - started, 3)
+    return evidence
+
+
+def verify_snapshot_by_restore(
+    evidence: BackupEvidence,
+    *,
+    aws: Aws,
+    isolation: RehearsalConfig,
+    run_id: str,
+    database_url: str | None,
+    keep: Callable[[RestoredCopy], bool] | None = None,
+    endpoint: Callable[[str], str] | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> BackupEvidence:
+    """rehearsal target ``rds_restore``: restore the run's snapshot into a temporary instance and compare it with
+    the live database (read only); the instance is deleted unless ``keep`` takes it for the rehearsal."""
+    progress = on_progress or _noop
+    live_tables = Postgres(database_url).table_names() if database_url else []
+    try:
+        copy = restore_rds(aws, evidence.identifier, isolation, run_id=run_id, endpoint=endpoint, progress=progress)
+    except IntegrationError as exc:
+        evidence.verified = False
+        evidence.notes.append(f"restore verification failed: {exc}")
+        return evidence
+    result = _compare(copy, live_tables, evidence.live_prisma_migrations, keep)
+    evidence.restored_prisma_migrations = result.restored_prisma_migrations
+    evidence.restored_table_count = result.restored_table_count
+    evidence.notes += result.notes
+    evidence.verified = evidence.verified and result.ok
     return evidence
 
 

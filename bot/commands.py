@@ -8,6 +8,7 @@ import os
 import pwd
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from bot.access import CLI, cli_actor, cli_identity
@@ -142,7 +143,10 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     settings, config = _settings_and_config(require_slack=True)
     from bot.app import build_bolt_app, build_deps
+    from bot.integrations.pgcluster import sweep
 
+    for base in {env.rehearsal.local_dir for env in config.environments.values()}:
+        sweep(Path(base) if base else None)  # throwaway clusters a killed bot left behind
     deps = build_deps(settings, config)
     app = build_bolt_app(settings, deps)
     from jobs.runner import start_background_jobs

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -135,6 +136,41 @@ class SafetyConfig(_Strict):
     preflight: bool = True
     preflight_long_running_s: float = Field(default=60, gt=0)
     preflight_idle_in_tx_s: float = Field(default=5, gt=0)
+
+
+class RehearsalConfig(_Strict):
+    """Where the run's backup is restored to be verified and rehearsed: never the production server."""
+
+    target: Literal["local", "database_url", "rds_restore"] = "local"
+    """`local`: a throwaway cluster the bot starts with initdb/pg_ctl (the dump's major version where installed);
+    `database_url`: a separate server you provide; `rds_restore`: a temporary RDS instance from the snapshot."""
+    database_url: str | None = None
+    """For `database_url`: a server that is not the environment's (check-config refuses the same host and port)."""
+    local_dir: str | None = None
+    """For `local`: where throwaway clusters are made (default: the system temp dir); leftovers are swept here."""
+    rds_instance_class: str = "db.t3.micro"
+    timeout_s: float = Field(default=3600, gt=0)
+
+    @model_validator(mode="after")
+    def _target_settings(self) -> RehearsalConfig:
+        if self.target == "database_url" and not self.database_url:
+            raise ValueError("database_url is required when target is database_url")
+        return self
+
+
+def server_address(url: str) -> tuple[str, int]:
+    """(host, port) a PostgreSQL URL connects to; loopback names and the unix socket count as one host."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    host = query.get("host") or parts.hostname or "localhost"
+    try:
+        port = int(query.get("port") or parts.port or 5432)
+    except ValueError:
+        port = 5432
+    host = host.lower().strip("[]")
+    if host in ("localhost", "127.0.0.1", "::1") or host.startswith("/"):
+        host = "localhost"
+    return host, port
 
 
 class AwsConfig(_Strict):
@@ -319,6 +355,7 @@ class EnvironmentConfig(_Strict):
     check_commands: list[list[str]] = Field(default_factory=list)
     rollback: RollbackConfig = Field(default_factory=RollbackConfig)
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
+    rehearsal: RehearsalConfig = Field(default_factory=RehearsalConfig)
     lock_hours: float = Field(default=12, gt=0, le=72)
     calendar: CalendarConfig = Field(default_factory=CalendarConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
@@ -337,6 +374,18 @@ class EnvironmentConfig(_Strict):
             if not _SLACK_ID.match(value):
                 raise ValueError(f"expected Slack user IDs (U…/W…) or user-group IDs (S…), got {value!r}")
         return values
+
+    @model_validator(mode="after")
+    def _rehearsal_isolated(self) -> EnvironmentConfig:
+        target = self.rehearsal
+        if target.target == "database_url" and target.database_url and self.database_url:
+            if server_address(target.database_url) == server_address(self.database_url):
+                host, port = server_address(self.database_url)
+                raise ValueError(f"rehearsal.database_url points at the environment's own server ({host}:{port}); "
+                                 "the rehearsal must run on a separate server")
+        if target.target == "rds_restore" and not (self.backup and self.backup.method == "rds_snapshot"):
+            raise ValueError("rehearsal target rds_restore needs backup.method rds_snapshot")
+        return self
 
     @field_validator("oncall")
     @classmethod
@@ -444,8 +493,9 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> B
     for env in config.environments.values():
         register_secret(env.database_url)
         register_secret(env.maintenance.webhook_token)
-        if env.database_url:
-            match = re.match(r"^[a-z+]+://[^:/@]*:([^@]+)@", env.database_url)
+        register_secret(env.rehearsal.database_url)
+        for url in (env.database_url, env.rehearsal.database_url):
+            match = re.match(r"^[a-z+]+://[^:/@]*:([^@]+)@", url or "")
             if match:
                 register_secret(match.group(1))
     return config

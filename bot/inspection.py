@@ -114,13 +114,23 @@ def _post_details(deps: Deps, run_id: str, pending: list[Any], review: dict[str,
 
 
 def rehearsal_enabled(env: EnvironmentConfig) -> bool:
+    restorable = bool(env.backup and (env.backup.method == "pg_dump" or env.rehearsal.target == "rds_restore"))
     if env.safety.rehearsal is not None:
-        return env.safety.rehearsal and bool(env.backup and env.backup.method == "pg_dump")
-    return bool(env.backup and env.backup.method == "pg_dump" and env.database_url)
+        return env.safety.rehearsal and restorable
+    return restorable and bool(env.database_url)
 
 
 def rehearse_run(deps: Deps, run_id: str) -> None:
-    """After the backup: apply the pending migrations to a restored copy of it, then report and record."""
+    """After the backup: apply the pending migrations to its restored copy (isolated server), report and record."""
+    from bot.sandbox import release
+
+    try:
+        _rehearse(deps, run_id)
+    finally:
+        release(run_id)  # the backup's restored copy, if nothing took it
+
+
+def _rehearse(deps: Deps, run_id: str) -> None:
     from bot.rehearsal import rehearse_from_evidence
 
     run = deps.store.get(run_id)
@@ -131,14 +141,15 @@ def rehearse_run(deps: Deps, run_id: str) -> None:
         report: dict[str, Any] = {"ok": True, "summary": "nothing pending to rehearse", "migrations": []}
     else:
         aws = None
-        if env.backup and env.backup.s3_bucket:
+        if env.backup and (env.backup.s3_bucket or env.backup.method == "rds_snapshot"):
             from bot.integrations.aws import Aws
 
             aws = Aws(region=env.aws.region, endpoint_url=env.aws.endpoint_url)
         try:
             result = rehearse_from_evidence(run.step("backup").result, database_url=env.database_url,
                                             migrations_dir=Path(env.migrate.migrations_dir),
-                                            aws=aws, pending=run.pending_migrations,
+                                            aws=aws, pending=run.pending_migrations, run_id=run_id,
+                                            isolation=env.rehearsal, timeout_s=env.rehearsal.timeout_s,
                                             lock_timeout_ms=env.migrate.lock_timeout_ms)
             report = {**result.to_dict(), "summary": result.summary()}
         except BotError as exc:

@@ -1,4 +1,4 @@
-"""Migration rehearsal: restore the run's pg_dump into a scratch database, apply the pending migrations there, time them and watch their locks."""
+"""Migration rehearsal: apply the pending migrations to a restored copy of the run's pg_dump on an isolated server, time them, watch their locks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import shutil
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -17,9 +16,10 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from bot.backup import fetched_backup
+from bot.config import RehearsalConfig
 from bot.errors import BackupError, BotError, IntegrationError, MigrationError
 from bot.integrations.aws import Aws
-from bot.integrations.postgres import Postgres, SessionLock, pg_restore
+from bot.integrations.postgres import Postgres, SessionLock
 from bot.integrations.prisma import (
     MIGRATIONS_TABLE,
     AppliedMigration,
@@ -29,10 +29,10 @@ from bot.integrations.prisma import (
 )
 from bot.redact import redact
 from bot.safety.locks import Lock
+from bot.sandbox import RestoredCopy, restore_isolated, restore_rds, scratch_name, take
 
 log = logging.getLogger(__name__)
 
-SCRATCH_MARK = "_rehearsal_"
 SAMPLE_INTERVAL_S = 0.01
 _APPLYING_RE = re.compile(r"^Applying migration `(.+)`$")
 _APPLIED_RE = re.compile(r"^Applied `(.+)` in ([0-9.]+) s$")
@@ -114,11 +114,6 @@ def _schema_of(url: str) -> str:
         if key == "schema" and value:
             return value
     return "public"
-
-
-def scratch_name(database: str) -> str:
-    """``<database>_rehearsal_<6 hex>``, short enough for PostgreSQL's 63-byte names."""
-    return f"{database[:40]}{SCRATCH_MARK}{uuid.uuid4().hex[:6]}"
 
 
 def _migration_error(exc: BotError) -> str:
@@ -243,7 +238,7 @@ def _selected_migrations(migrations_dir: Path, pending: list[str] | None) -> Ite
 
 def rehearse(
     *,
-    dump_path: Path,
+    dump_path: Path | None = None,
     database_url: str,
     migrations_dir: Path,
     pending: list[str] | None = None,
@@ -252,42 +247,43 @@ def rehearse(
     jobs: int = 1,
     timeout_s: float = 3600,
     on_event: Callable[[str], None] | None = None,
+    isolation: RehearsalConfig | None = None,
+    restored: RestoredCopy | None = None,
 ) -> RehearsalReport:
-    """Restore ``dump_path`` into a scratch database beside ``database_url``, apply the pending migrations there.
+    """Apply the pending migrations to a restored copy of the backup on an isolated server, never on production.
 
-    ``pending`` limits the rehearsal to those migrations (default: whatever is pending on the restored copy).
-    The live database is only used for CREATE/DROP DATABASE on its server; the scratch database is always
-    dropped. A migration failure gives ``ok`` False naming it; a restore failure gives ``ok`` False with
-    ``error``. Raises RehearsalError only for bad input (no dump, migration names not in the directory).
+    ``restored`` is a copy the backup step already restored and verified (this takes it over and disposes of it);
+    without one, ``dump_path`` is restored on the ``isolation`` target (default: a throwaway local cluster).
+    ``database_url`` is the live database's: only its name is used, and it is never connected to. ``pending``
+    limits the rehearsal to those migrations (default: whatever is pending on the restored copy). A migration
+    failure gives ``ok`` False naming it; a restore failure gives ``ok`` False with ``error``. Raises
+    RehearsalError only for bad input (no dump, migration names not in the directory).
     """
     started = time.monotonic()
     emit = on_event or (lambda _line: None)
-    dump_path = Path(dump_path)
     migrations_dir = Path(migrations_dir)
-    if not dump_path.exists():
+    if restored is None and (dump_path is None or not Path(dump_path).exists()):
         raise RehearsalError(f"The dump {dump_path} does not exist.")
-    live = Postgres(database_url)
-    scratch = scratch_name(_database_of(database_url))
+    scratch = restored.database if restored is not None else scratch_name(_database_of(database_url))
     report = RehearsalReport(ok=False, migrations=[], took_s=0.0, scratch_database=scratch)
-    with _selected_migrations(migrations_dir, pending) as selected:
-        created = False
-        try:
-            emit(f"Restoring the backup into scratch database {scratch}")
-            live.create_database(scratch)
-            created = True
-            scratch_url = live.url_for_database(scratch)
-            with _readable_dump(dump_path) as readable:
-                pg_restore(readable, scratch_url, jobs=jobs, no_owner=True, timeout_s=timeout_s)
-            _apply(report, scratch_url, selected, pending, lock_timeout_ms, statement_timeout_ms, emit)
-        except BotError as exc:
-            report.error = redact(str(exc))
-        finally:
-            if created:
-                try:
-                    live.drop_database(scratch)
-                except BotError as exc:
-                    report.notes.append(f"could not drop scratch database {scratch}: {exc}")
-                    log.warning("could not drop scratch database %s: %s", scratch, exc)
+    copy = restored
+    try:
+        with _selected_migrations(migrations_dir, pending) as selected:
+            try:
+                if copy is None:
+                    assert dump_path is not None
+                    with _readable_dump(Path(dump_path)) as readable:
+                        copy = restore_isolated(readable, isolation, live_url=database_url, database=scratch,
+                                                jobs=jobs, timeout_s=timeout_s, progress=emit)
+                else:
+                    report.notes.append("rehearsed on the copy the backup was verified with")
+                    emit(f"Rehearsing on the copy the backup was verified with ({copy.where})")
+                _apply(report, copy.url, selected, pending, lock_timeout_ms, statement_timeout_ms, emit)
+            except BotError as exc:
+                report.error = redact(str(exc))
+    finally:
+        if copy is not None:
+            report.notes += copy.close()
     report.ok = (
         report.error is None
         and all(m.ok for m in report.migrations)
@@ -383,16 +379,48 @@ def rehearse_from_evidence(
     database_url: str,
     migrations_dir: Path,
     aws: Aws | None = None,
+    run_id: str | None = None,
     **options: Any,
 ) -> RehearsalReport:
-    """``rehearse`` on the dump a ``BackupEvidence.to_dict()`` points at (S3 dumps are downloaded through ``aws``).
+    """``rehearse`` on the backup a ``BackupEvidence.to_dict()`` points at: the copy the backup step verified
+    (held for ``run_id``) when it is of this very file, else the file restored again (S3 through ``aws``).
 
     The file must match the evidence's recorded sha256, so the rehearsal is of this run's backup and no other.
     """
+    if evidence.get("method") == "rds_snapshot":
+        return _rehearse_snapshot(evidence, database_url=database_url, migrations_dir=migrations_dir, aws=aws,
+                                  run_id=run_id, **options)
     if evidence.get("method") != "pg_dump":
         raise RehearsalError(f"Rehearsal needs a pg_dump backup, not {evidence.get('method')!r}.")
+    held = take(run_id, evidence.get("sha256")) if run_id else None
+    if held is not None:
+        return rehearse(restored=held, database_url=database_url, migrations_dir=migrations_dir, **options)
     try:
         with fetched_backup(dict(evidence), aws) as dump:
             return rehearse(dump_path=dump, database_url=database_url, migrations_dir=migrations_dir, **options)
     except BackupError as exc:
         raise RehearsalError(str(exc)) from exc
+
+
+def _rehearse_snapshot(
+    evidence: Mapping[str, Any],
+    *,
+    database_url: str,
+    migrations_dir: Path,
+    aws: Aws | None,
+    run_id: str | None,
+    endpoint: Callable[[str], str] | None = None,
+    **options: Any,
+) -> RehearsalReport:
+    """The rehearsal of an RDS snapshot backup: on the temporary instance the backup step verified, else a new one."""
+    snapshot_id = str(evidence.get("identifier") or "")
+    held = take(run_id, snapshot_id) if run_id else None
+    if held is None:
+        isolation = options.get("isolation")
+        if aws is None or not isinstance(isolation, RehearsalConfig) or isolation.target != "rds_restore":
+            raise RehearsalError("Rehearsing an RDS snapshot needs rehearsal.target rds_restore and AWS access.")
+        try:
+            held = restore_rds(aws, snapshot_id, isolation, run_id=run_id or "adhoc", endpoint=endpoint)
+        except IntegrationError as exc:
+            raise RehearsalError(str(exc)) from exc
+    return rehearse(restored=held, database_url=database_url, migrations_dir=migrations_dir, **options)

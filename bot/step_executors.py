@@ -29,30 +29,50 @@ def _aws(ctx: StepContext, *, max_wait_s: float | None = None):  # type: ignore[
 def backup(ctx: StepContext) -> StepOutcome:
     """Seed step 1: an RDS snapshot or a pg_dump, verified; a retry reuses this run's backup."""
     from bot import backup as backups
+    from bot import sandbox
+    from bot.inspection import rehearsal_enabled
 
     cfg = ctx.env.backup
     if cfg is None:
         raise IntegrationError(f"No backup is configured for {ctx.env.name}; add a `backup:` section.")
-    if cfg.method == "rds_snapshot":
-        assert cfg.rds_instance
-        evidence = backups.take_rds_snapshot_backup(
-            run_id=ctx.run.id, aws=_aws(ctx, max_wait_s=cfg.timeout_s), instance_id=cfg.rds_instance,
-            database_url=ctx.env.database_url,
-            on_progress=lambda pct: ctx.progress(_bar(pct)))
-    else:
-        if not ctx.env.database_url:
-            raise IntegrationError(f"{ctx.env.name} has no database_url, so pg_dump has nothing to dump.")
-        target: backups.LocalTarget | backups.S3Target
-        if cfg.s3_bucket:
-            target = backups.S3Target(bucket=cfg.s3_bucket, prefix=cfg.s3_prefix)
+    run_id = ctx.run.id
+
+    def keep_for_rehearsal(copy: sandbox.RestoredCopy) -> bool:
+        sandbox.hold(run_id, copy)  # the rehearsal right after this step applies the migrations to it
+        return True
+
+    keep = keep_for_rehearsal if rehearsal_enabled(ctx.env) and ctx.run.pending_migrations else None
+    try:
+        if cfg.method == "rds_snapshot":
+            assert cfg.rds_instance
+            aws = _aws(ctx, max_wait_s=cfg.timeout_s)
+            evidence = backups.take_rds_snapshot_backup(
+                run_id=run_id, aws=aws, instance_id=cfg.rds_instance, database_url=ctx.env.database_url,
+                on_progress=lambda pct: ctx.progress(_bar(pct)))
+            if evidence.verified and ctx.env.rehearsal.target == "rds_restore":
+                evidence = backups.verify_snapshot_by_restore(
+                    evidence, aws=_aws(ctx, max_wait_s=ctx.env.rehearsal.timeout_s), isolation=ctx.env.rehearsal,
+                    run_id=run_id, database_url=ctx.env.database_url, keep=keep,
+                    on_progress=lambda text: ctx.progress(text))
         else:
-            assert cfg.local_dir
-            target = backups.LocalTarget(directory=Path(cfg.local_dir))
-        evidence = backups.take_pg_dump_backup(
-            run_id=ctx.run.id, database_url=ctx.env.database_url, target=target,
-            aws=_aws(ctx, max_wait_s=cfg.timeout_s) if cfg.s3_bucket else None, fmt=cfg.format, jobs=cfg.jobs,
-            verify_restore=cfg.verify_restore, timeout_s=cfg.timeout_s, on_progress=lambda text: ctx.progress(text))
+            if not ctx.env.database_url:
+                raise IntegrationError(f"{ctx.env.name} has no database_url, so pg_dump has nothing to dump.")
+            target: backups.LocalTarget | backups.S3Target
+            if cfg.s3_bucket:
+                target = backups.S3Target(bucket=cfg.s3_bucket, prefix=cfg.s3_prefix)
+            else:
+                assert cfg.local_dir
+                target = backups.LocalTarget(directory=Path(cfg.local_dir))
+            evidence = backups.take_pg_dump_backup(
+                run_id=run_id, database_url=ctx.env.database_url, target=target,
+                aws=_aws(ctx, max_wait_s=cfg.timeout_s) if cfg.s3_bucket else None, fmt=cfg.format, jobs=cfg.jobs,
+                verify_restore=cfg.verify_restore, timeout_s=cfg.timeout_s, on_progress=lambda text: ctx.progress(text),
+                isolation=ctx.env.rehearsal, keep_restored=keep)
+    except BaseException:
+        sandbox.release(run_id)
+        raise
     if not evidence.verified:
+        sandbox.release(run_id)
         raise IntegrationError(f"Backup {evidence.identifier} was taken but did not verify: "
                                + "; ".join(evidence.notes or ["counts differ"]))
     result = {k: v for k, v in vars(evidence).items() if isinstance(v, (str, int, float, bool, list, type(None)))}

@@ -187,6 +187,8 @@ def _review_blocks(run: Run, value: str) -> list[Block]:
     rehearsal = run.facts.get("rehearsal")
     if rehearsal:
         lines.append(("✅ " if rehearsal.get("ok") else "❌ ") + f"Rehearsal on the restored backup: {rehearsal.get('summary')}")
+    elif run.facts.get("rehearsal_expected") and run.step("backup").status is StepStatus.SUCCEEDED:
+        lines.append("⏳ Rehearsal on the restored backup: running (on an isolated copy, not on production)")
     blocks: list[Block] = [{"type": "section", "block_id": f"rev:{run.version}", "text": _text("\n".join(lines))}]
     waivers = run.facts.get("waivers", {})
     if waivers:

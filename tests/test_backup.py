@@ -79,7 +79,7 @@ class TestLocalPgDump:
         assert evidence.toc_entries and evidence.toc_entries > 5
         assert verify_databases(pg_admin_url) == []
         assert sorted(p.name for p in tmp_path.iterdir()) == [dump.name, dump.name + ".json"]
-        assert any("scratch database" in m for m in messages)
+        assert any("throwaway PostgreSQL" in m for m in messages)  # never a scratch database on the live server
 
     def test_directory_format_with_two_jobs(self, prisma_db, pg_admin_url, tmp_path):
         """A -Fd -j 2 dump is packed into one uncompressed tar and verified."""

@@ -26,6 +26,11 @@ class TestDockerfile:
         text = (ROOT / "Dockerfile").read_text()
         assert "USER 10001" in text and "/healthz" in text and 'CMD ["migrate-bot", "serve"]' in text
 
+    def test_ships_server_binaries_for_the_local_rehearsal_target(self):
+        """initdb/pg_ctl for the throwaway verify/rehearsal cluster come with the image, without a default cluster."""
+        text = (ROOT / "Dockerfile").read_text()
+        assert " postgresql-15 " in text and "create_main_cluster = false" in text
+
 
 class TestManifest:
     def test_manifest_declares_command_and_interactivity(self):

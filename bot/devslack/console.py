@@ -17,7 +17,7 @@ HELP = """commands:
   <n>                 click button [n] of the latest message with buttons
   click <words>       click the first button whose label contains <words> (stable in scripts)
   user <n|name|id>    act as another user;  users  lists them
-  wait                wait until the bot has been quiet for ~1 s, then show what changed
+  wait                wait until the bot has been quiet for ~1 s and shows no ⏳, then show what changed
   help                this text;  quit  leaves (so does end of input)"""
 
 _MENTION = re.compile(r"<([@#!])([^>|]*)(?:\|([^>]*))?>")
@@ -92,11 +92,21 @@ class Console:
         elif line.startswith("user ") or line == "user":
             self._switch_user(line[5:].strip())
         elif line == "wait":
-            self.fake.wait_idle(quiet_s=1.0, timeout=30)
+            self._wait_for_the_bot()
         elif line in ("help", "?"):
             self._print(HELP)
         else:
             self._print(f"unknown command {line!r}; type `help`")
+
+    def _wait_for_the_bot(self, timeout_s: float = 180) -> None:
+        """Until the bot has been quiet for ~1 s and no message in the channel shows work in progress (⏳)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.fake.wait_idle(quiet_s=1.0, timeout=30)
+            if not any("⏳" in json.dumps(m.get("blocks") or [], ensure_ascii=False)
+                       for m in self.fake.channel_messages(self.channel_id)):
+                return
+            time.sleep(0.2)
 
     # ------------------------------------------------------------------ actions
 

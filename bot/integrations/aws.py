@@ -352,6 +352,24 @@ class Aws:
             check,
         )
 
+    def instance_endpoint(self, instance_id: str) -> tuple[str, int]:
+        """(address, port) clients connect to; IntegrationError while the instance has none yet."""
+        endpoint = self._instance(instance_id).get("Endpoint") or {}
+        if not endpoint.get("Address"):
+            raise IntegrationError(f"RDS instance {instance_id} has no endpoint yet.")
+        return str(endpoint["Address"]), int(endpoint.get("Port") or 5432)
+
+    def delete_instance(self, instance_id: str) -> None:
+        """Delete a disposable instance at once: no final snapshot, no automated backups kept."""
+        self._call(
+            IntegrationError,
+            "RDS delete_db_instance",
+            self.rds.delete_db_instance,
+            DBInstanceIdentifier=instance_id,
+            SkipFinalSnapshot=True,
+            DeleteAutomatedBackups=True,
+        )
+
     def rename_instance(self, old: str, new: str) -> None:
         """Rename an instance at once (modify_db_instance NewDBInstanceIdentifier, ApplyImmediately)."""
         self._call(

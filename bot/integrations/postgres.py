@@ -358,7 +358,9 @@ def _tool_env(url: str | None, connect_timeout_s: float = 10) -> tuple[str | Non
     return libpq_url, env
 
 
-def _tool(name: str) -> str:
+def _tool(name: str, tool_dir: Path | None = None) -> str:
+    if tool_dir is not None and (tool_dir / name).is_file():
+        return str(tool_dir / name)
     found = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
     if not found:
         raise BackupError(f"{name} is not installed (not on PATH).")
@@ -373,11 +375,12 @@ def _last_stderr_line(tool: str, stderr: str) -> str:
     return redact(" ".join(chosen.split()))
 
 
-def _run(name: str, args: list[str], env: dict[str, str], timeout_s: float, what: str) -> str:
+def _run(name: str, args: list[str], env: dict[str, str], timeout_s: float, what: str,
+         tool_dir: Path | None = None) -> str:
     """Run a PostgreSQL client tool; return its stdout or raise BackupError with its last stderr line."""
     try:
         done = subprocess.run(
-            [_tool(name), *args],
+            [_tool(name, tool_dir), *args],
             env=env,
             stdin=subprocess.DEVNULL,
             capture_output=True,
@@ -423,6 +426,13 @@ def pg_restore_list(path: Path | str, *, timeout_s: float = 300) -> list[str]:
     return [line for line in stdout.splitlines() if line.strip() and not line.lstrip().startswith(";")]
 
 
+def pg_restore_header(path: Path | str, *, timeout_s: float = 300) -> str:
+    """The ``;`` comment header of ``pg_restore --list`` (it names the server version the dump came from)."""
+    _, env = _tool_env(None)
+    stdout = _run("pg_restore", ["--list", str(path)], env, timeout_s, f"--list {Path(path).name}")
+    return "\n".join(line for line in stdout.splitlines() if line.lstrip().startswith(";"))
+
+
 def pg_restore(
     path: Path | str,
     target_url: str,
@@ -431,6 +441,7 @@ def pg_restore(
     clean: bool = False,
     no_owner: bool = False,
     timeout_s: float = 3600,
+    tool_dir: Path | None = None,
 ) -> None:
     """Restore a custom- or directory-format dump into ``target_url``, stopping at the first error."""
     libpq_url, env = _tool_env(target_url)
@@ -440,4 +451,4 @@ def pg_restore(
     if no_owner:
         args += ["--no-owner", "--no-privileges"]
     args.append(str(path))
-    _run("pg_restore", args, env, timeout_s, f"into {redacted_url(target_url)}")
+    _run("pg_restore", args, env, timeout_s, f"into {redacted_url(target_url)}", tool_dir)
