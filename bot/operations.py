@@ -91,8 +91,13 @@ class Reply:
 
 # ---- permissions (the table is bot.access) -------------------------------------------------------
 
-def authorize(deps: Deps, rule: Rule, user: str, *, env_name: str | None, run: Run | None = None) -> str | None:
-    """None when ``user`` holds ``rule``'s permission in the environment; else the refusal, audited on the run."""
+def authorize(deps: Deps, rule: Rule, user: str, *, env_name: str | None, run: Run | None = None,
+              subject: str = "") -> str | None:
+    """None when ``user`` holds ``rule``'s permission in the environment; else the refusal, audited on the run.
+
+    ``subject`` (the button clicked) goes into the audit detail, so that refusals of different buttons are told
+    apart by the once-a-minute refusal audit while repeats of the same one are folded.
+    """
     if rule.permission in (access.ANYONE, access.LOCAL):
         return None
     env = deps.config.environment(env_name) if env_name else None
@@ -103,7 +108,8 @@ def authorize(deps: Deps, rule: Rule, user: str, *, env_name: str | None, run: R
     if groups and access.allows(rule.permission, user=who, groups=groups, env=env, requested_by=requested_by):
         return None
     if run is not None:
-        deps.store.audit(run.id, AuditEvent(user, rule.audit, "denied", deps.clock(), f"not allowed to {rule.what}"))
+        detail = f"not allowed to {rule.what}" + (f" ({subject[:80]})" if subject else "")
+        deps.store.audit(run.id, AuditEvent(user, rule.audit, "denied", deps.clock(), detail))
     return access.refusal(rule, env_name or "")
 
 

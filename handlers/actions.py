@@ -79,7 +79,7 @@ def _run_click(deps: Deps, click: Click) -> Reply:
     if rule is None or handler is None:
         return Reply("That button is not known to this version of the bot. Nothing was changed.")
     run = deps.store.get(click.run_id)
-    refused = authorize(deps, rule, click.user, env_name=run.env, run=run)
+    refused = authorize(deps, rule, click.user, env_name=run.env, run=run, subject=click.action_id)
     if refused:
         return Reply(refused, publish_run=run.id)
     if click.version is None and click.action_id.startswith(VERSIONED_ACTIONS):

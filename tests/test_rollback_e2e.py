@@ -120,9 +120,10 @@ class TestOptionOneRevert:
         wait_until(lambda: 'DROP TABLE "CounselingSession"' in thread_text(world, ts))
         assert "down.sql" in thread_text(world, ts) and "Safety review" in thread_text(world, ts)
         wait_until(lambda: "rollback_confirm" in blocks_text(world, ts))
+        before = len(world["fake"].ephemerals(user=ALICE))
         click(world, ts, ALICE, "rollback_confirm")  # the requester alone: refused, nothing runs
-        wait_until(lambda: any("a second approver must confirm" in (e.get("text") or "")
-                               for e in world["fake"].ephemerals(user=ALICE)))
+        wait_until(lambda: any((e.get("text") or "").startswith("🚫")
+                               for e in world["fake"].ephemerals(user=ALICE)[before:]))
         assert store.get(run_id).status.value == "failed" and counseling_table_exists(world)
         click(world, ts, BOB, "rollback_confirm")
         wait_until(lambda: store.get(run_id).status.value == "rolling_back")

@@ -178,9 +178,10 @@ class TestMaintenanceSkipped:
         wait_until(lambda: any("it was skipped" in t for t in ephemeral_texts(world, ALICE)), timeout=30)
         assert store.get(run_id).step("migrate").status.value == "pending"
         assert RENAME not in [r[0] for r in migration_rows(world)]
-        response = waive(world, ts, ALICE, "renaming is fine: the app reads both names")  # the requester
-        assert response.json().get("response_action") == "errors"
-        world["fake"].dismiss_modals(ALICE)
+        before = len(ephemeral_texts(world, ALICE))
+        click(world, ts, ALICE, "waive")  # the requester: refused at click time, no form opens
+        wait_until(lambda: any(t.startswith("🚫") for t in ephemeral_texts(world, ALICE)[before:]))
+        assert world["fake"].top_modal(ALICE) is None
         assert not store.get(run_id).facts.get("waivers")
         waive(world, ts, CAROL, "app v2 reads both column names; the window is quiet")
         wait_until(lambda: store.get(run_id).facts.get("waivers"))

@@ -143,6 +143,8 @@ def take_backup(sender, fake, store, run, ts, user=ALICE):
     wait_until(lambda: "Database backup completed and verified —" in json.dumps(latest(fake, ts)["blocks"],
                                                                              ensure_ascii=False))
     wait_until(lambda: "rehearsal" in store.get(run.id).facts, timeout=60)  # the rehearsal gates approval
+    # Buttons carry the run version: click only once the message shows the version the rehearsal left.
+    wait_until(lambda: f" v{store.get(run.id).version} " in json.dumps(latest(fake, ts)["blocks"][-1]))
 
 
 class TestSlashCommand:
