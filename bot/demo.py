@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -32,6 +34,8 @@ def register(subparsers: Any) -> None:
                       help="a PostgreSQL URL with CREATE DATABASE rights (the demo database is made next to it)")
     demo.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     demo.add_argument("--workdir", default=".demo", help="where backups and logs go (default .demo)")
+    demo.add_argument("--database", default=os.environ.get("DEMO_DATABASE", DEMO_DB),
+                      help=f"name of the demo database, dropped and made afresh (default {DEMO_DB})")
     demo.set_defaults(func=cmd_demo)
 
 
@@ -68,17 +72,17 @@ def _throwaway_redis(stack: ExitStack, workdir: Path) -> str:
     raise SystemExit("migrate-bot demo: the throwaway redis-server did not start")
 
 
-def prepare_database(admin_url: str) -> str:
+def prepare_database(admin_url: str, name: str = DEMO_DB, workdir: Path = Path(".demo")) -> str:
     """A fresh demo database with the first migration applied and a few users, so two are pending."""
     import psycopg
 
     from bot.integrations.prisma import NativeRunner
 
     with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DEMO_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DEMO_DB}"')
-    url = admin_url.rsplit("/", 1)[0] + "/" + DEMO_DB
-    staging = Path(".demo") / "first-migration"
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = admin_url.rsplit("/", 1)[0] + "/" + name
+    staging = workdir / "first-migration"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
@@ -103,7 +107,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = sys.stdout
     with ExitStack() as stack:
         redis_url = args.redis_url if _redis_ok(args.redis_url) else _throwaway_redis(stack, workdir)
-        database_url = prepare_database(args.admin_url)
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", args.database):
+            raise SystemExit(f"migrate-bot demo: --database must be a plain lowercase name, not {args.database!r}")
+        database_url = prepare_database(args.admin_url, args.database, workdir)
         maintenance_token = "demo-maintenance-token"
         app = DemoApp(database_url=database_url, maintenance_token=maintenance_token).start()
         stack.callback(app.stop)
@@ -120,7 +126,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "SLACK_API_URL": fake.base_url,
             "REDIS_URL": redis_url,
             "MIGRATE_BOT_CONFIG": str(DEFAULT_CONFIG_PATH),
-            "MIGRATE_BOT_KEY_PREFIX": f"demo:{int(time.time())}:",
+            # Two demos at once (two clones, two terminals) must not share a run lock: a random prefix each.
+            "MIGRATE_BOT_KEY_PREFIX": f"demo:{int(time.time())}-{secrets.token_hex(3)}:",
             "DEMO_DATABASE_URL": database_url,
             "DEMO_BACKUP_DIR": str(workdir / "backups"),
             "DEMO_APP_URL": app.base_url.rstrip("/"),
@@ -147,7 +154,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             except httpx.HTTPError:
                 time.sleep(0.1)
         print("migrate-bot demo — a terminal stands in for Slack; every action is a signed HTTP request.", file=out)
-        print(f"  database {DEMO_DB} (2 migrations pending), demo app {app.base_url}, bot {bot_url}", file=out)
+        print(f"  database {args.database} (2 migrations pending), demo app {app.base_url}, bot {bot_url}", file=out)
         print("  Type `/migrate local` to start, a number to click a button, `user bob` to switch person, "
               "`help`, `quit`.", file=out)
         sender = SlackSender(bot_url + "/slack/events", DEMO_SECRET, fake=fake)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -38,12 +39,19 @@ quit
 """
 
 
+def _drop(admin_url: str, database: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
 class TestDemo:
-    def test_piped_demo_runs_the_whole_runbook(self, tmp_path, pg_admin_url):
+    def test_piped_demo_runs_the_whole_runbook(self, tmp_path, pg_admin_url, request):
         """Commands on stdin take a run from checklist through two-person approval to a closed, succeeded run."""
+        database = f"demo_{uuid.uuid4().hex[:10]}"  # a second suite running its own demo must not share it
         result = subprocess.run([sys.executable, "-m", "bot", "demo", "--workdir", str(tmp_path / "demo"),
-                                 "--admin-url", pg_admin_url], input=SCRIPT, capture_output=True, text=True,
-                                timeout=300, cwd=ROOT)
+                                 "--admin-url", pg_admin_url, "--database", database], input=SCRIPT,
+                                capture_output=True, text=True, timeout=300, cwd=ROOT)
+        request.addfinalizer(lambda: _drop(pg_admin_url, database))
         out = result.stdout
         assert result.returncode == 0, result.stderr[-2000:]
         assert "You requested this run, so you cannot approve it" in out
@@ -52,7 +60,7 @@ class TestDemo:
         assert "🟢 Succeeded" in out
         assert "Traceback" not in out + result.stderr
         assert list((tmp_path / "demo" / "backups").glob("pre-migration-local-*"))
-        url = pg_admin_url.rsplit("/", 1)[0] + "/migrate_bot_demo"
+        url = pg_admin_url.rsplit("/", 1)[0] + "/" + database
         with psycopg.connect(url) as conn:
             rows = conn.execute("SELECT migration_name FROM _prisma_migrations WHERE finished_at IS NOT NULL "
                                 "ORDER BY started_at").fetchall()

@@ -28,7 +28,8 @@ ADVERSARIAL = {
 }
 
 
-def _best(fn, text: str, repeat: int = 3) -> float:
+def _best(fn, text: str, repeat: int = 7) -> float:
+    """The fastest of ``repeat`` runs: a preempted run on a loaded machine does not count."""
     best = float("inf")
     for _ in range(repeat):
         started = time.perf_counter()
@@ -49,14 +50,22 @@ def test_each_pattern_is_linear_on_1mb(name):
     # A plain replace that copies the whole string (its first character changes everywhere it occurs).
     floor = max(_best(lambda s: s.replace(unit[0], "#"), full), 1e-4)
     for pattern, replacement in _PATTERNS:
+        def run(text: str, p=pattern, r=replacement) -> None:
+            p.sub(r, text)
+
         # First at 32 KB → 64 KB, where a quadratic pattern already shows (and fails in seconds, not minutes).
-        tiny = _best(lambda s, p=pattern, r=replacement: p.sub(r, s), _text(unit, 32 * 1024))
-        double = _best(lambda s, p=pattern, r=replacement: p.sub(r, s), _text(unit, 64 * 1024))
-        assert double <= 2.5 * tiny + 2e-3, (name, pattern.pattern, tiny, double)
-        small = _best(lambda s, p=pattern, r=replacement: p.sub(r, s), half)
-        large = _best(lambda s, p=pattern, r=replacement: p.sub(r, s), full)
-        # A quadratic pattern takes 4x when the input doubles (and minutes on 1 MB); linear takes 2x.
-        assert large <= 2.5 * small + 5e-3, (name, pattern.pattern, small, large)
+        # A quadratic pattern takes 4x when the input doubles (and minutes on 1 MB); linear takes 2x. The bound
+        # sits between the two, and a ratio over it is measured once more before it counts, since one burst of
+        # another process's work can land on either side of the ratio.
+        for a, b in ((_text(unit, 32 * 1024), _text(unit, 64 * 1024)), (half, full)):
+            ratios = []
+            for _ in range(2):
+                shorter, longer = _best(run, a), _best(run, b)
+                ratios.append(longer / max(shorter, 1e-4))
+                if ratios[-1] <= 3.2:
+                    break
+            assert min(ratios) <= 3.2, (name, pattern.pattern, len(a), ratios)
+        large = _best(run, full)
         assert large <= 2000 * floor, (name, pattern.pattern, large, floor)
     assert _best(redact, full, repeat=1) <= 2000 * len(_PATTERNS) * floor
 
