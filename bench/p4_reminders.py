@@ -73,9 +73,9 @@ def main() -> int:
 
     from bot.calendar import Window, timeline
     from bot.config import BotConfig, CalendarConfig
+    from bot.context import Deps
     from bot.devslack.client import SlackSender
     from bot.devslack.server import FakeSlack
-    from bot.operations import Deps
     from bot.runs import RunStore, connect
     from bot.windows import WindowRequest, WindowStore, schedule_window
     from tests.harness import (

@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from slack_bolt import App
 
 from bot.config import BotConfig, Settings
+from bot.context import Deps
 from bot.integrations.slack import Slack, make_client
-from bot.operations import Deps
 from bot.publisher import Publisher
 from bot.runs import RunStore, connect
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import EnvironmentConfig
+from bot.context import Deps, Invocation, Reply, environment_or_refuse, require
 from bot.errors import BotError
 from bot.messages import slack_date
-from bot.operations import Deps, Invocation, Reply, environment_or_refuse, require
 from bot.redact import redact
 
 

@@ -13,8 +13,9 @@ from typing import Any
 
 from bot.access import CLI, cli_actor, cli_identity
 from bot.config import BotConfig, Settings, load_config
+from bot.context import Deps, authorize, readable_environments
 from bot.errors import ConfigError, NotAllowed
-from bot.operations import Deps, authorize, cancel_run, readable_environments, status
+from bot.operations import cancel_run, status
 from bot.redact import redact
 from bot.runbook import Run
 from bot.runs import RunStore, connect

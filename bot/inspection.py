@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import EnvironmentConfig
+from bot.context import Deps, Reply, environment_or_refuse, require
 from bot.errors import BotError, WrongState
-from bot.operations import Deps, Reply
 from bot.runbook import not_tested_in_staging, record_inspection, record_rehearsal, record_staging_evidence
 
 log = logging.getLogger(__name__)
@@ -213,14 +213,12 @@ def staging_evidence(deps: Deps, run_id: str) -> None:
 
 def lint_reply(deps: Deps, inv: Any, args: list[str]) -> Reply:
     """`/migrate lint <env>`: the safety review of that environment's pending migrations, weighed live."""
-    from bot.operations import environment_or_refuse
     from bot.slowwork import shared
 
     if len(args) != 1:
         return Reply("Which environment? `/migrate lint <env>`")
     env = environment_or_refuse(deps, args[0])
     from bot.access import VERBS
-    from bot.operations import require
 
     require(deps, VERBS["lint"], inv.user, env_name=env.name)
     # Requests that joined one flight (bot.slowwork) share one live review instead of each opening connections.

@@ -6,22 +6,17 @@ import importlib
 import logging
 import shlex
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from bot import access, messages
-from bot.access import Rule
-from bot.config import BotConfig, EnvironmentConfig
-from bot.errors import AlreadyDone, BotError, NotAllowed, Refusal, RunNotFound, StaleMessage
-from bot.integrations.slack import Slack
-from bot.publisher import Publisher
+from bot.config import EnvironmentConfig
+from bot.context import Deps, Invocation, Reply, authorize, environment_or_refuse, readable_environments
+from bot.errors import AlreadyDone, BotError, Refusal, RunNotFound, StaleMessage
 from bot.redact import redact
 from bot.runbook import (
     CHECKLIST_LABELS,
     AuditEvent,
-    Policy,
     Run,
     RunStatus,
     approve,
@@ -30,104 +25,12 @@ from bot.runbook import (
     may_cancel_run,
     new_run,
 )
-from bot.runs import RunStore, new_run_id
+from bot.runs import new_run_id
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Deps:
-    """Everything an operation needs, built once at startup and passed in."""
-
-    config: BotConfig
-    store: RunStore
-    slack: Slack | None
-    publisher: Publisher | None
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    instance_id: str = "local"
-    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=16,
-                                                                                     thread_name_prefix="step"))
-    followups: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=32,
-                                                                                      thread_name_prefix="followup"))
-
-    def background(self, fn: Callable[[], object]) -> None:
-        """Run Slack-facing work after the HTTP acknowledgement, off the request thread; never raises."""
-
-        def guarded() -> None:
-            try:
-                fn()
-            except BotError as exc:
-                log.warning("follow-up failed: %s", exc)
-            except Exception as exc:  # a bug in a follow-up must not vanish silently, nor leak a traceback
-                log.error("follow-up crashed: %s: %s", type(exc).__name__, str(exc)[:300])
-
-        self.followups.submit(guarded)
-
-    def policy(self, env: EnvironmentConfig) -> Policy:
-        return Policy(frozenset(env.requesters), frozenset(env.approvers), env.approvals_required)
-
-    def groups_of(self, user: str, env: EnvironmentConfig) -> frozenset[str]:
-        from bot.access import candidates, principal
-
-        who = principal(user)
-        if self.slack is None or not who:
-            return frozenset()
-        return self.slack.groups_of(who, candidates(env))
-
-    def publish(self, run_id: str) -> None:
-        if self.publisher is not None:
-            self.publisher.sync(run_id)
-
-
-@dataclass
-class Reply:
-    """What the user who acted sees (ephemeral), plus what to do after the acknowledgement."""
-
-    text: str
-    blocks: list[dict[str, Any]] | None = None
-    publish_run: str | None = None
-    after: Callable[[], None] | None = None
-
-
-# ---- permissions (the table is bot.access) -------------------------------------------------------
-
-def authorize(deps: Deps, rule: Rule, user: str, *, env_name: str | None, run: Run | None = None) -> str | None:
-    """None when ``user`` holds ``rule``'s permission in the environment; else the refusal, audited on the run."""
-    if rule.permission in (access.ANYONE, access.LOCAL):
-        return None
-    env = deps.config.environment(env_name) if env_name else None
-    who, requested_by = access.principal(user), run.requested_by if run is not None else None
-    if access.allows(rule.permission, user=who, groups=(), env=env, requested_by=requested_by):
-        return None  # listed by name: no need to ask Slack about user groups
-    groups = deps.groups_of(user, env) if env is not None else frozenset()
-    if groups and access.allows(rule.permission, user=who, groups=groups, env=env, requested_by=requested_by):
-        return None
-    if run is not None:
-        deps.store.audit(run.id, AuditEvent(user, rule.audit, "denied", deps.clock(), f"not allowed to {rule.what}"))
-    return access.refusal(rule, env_name or "")
-
-
-def require(deps: Deps, rule: Rule, user: str, *, env_name: str | None, run: Run | None = None) -> None:
-    """Raise NotAllowed with the refusal unless ``user`` holds ``rule``'s permission."""
-    refused = authorize(deps, rule, user, env_name=env_name, run=run)
-    if refused:
-        raise NotAllowed(refused)
-
-
-def readable_environments(deps: Deps, user: str) -> list[str]:
-    """The environments whose runs, windows and findings ``user`` may see."""
-    rule = access.VERBS["status"]
-    return [name for name in deps.config.environments if authorize(deps, rule, user, env_name=name) is None]
-
-
 # ---- /migrate <env> ------------------------------------------------------------------------------
-
-def environment_or_refuse(deps: Deps, name: str) -> EnvironmentConfig:
-    env = deps.config.environment(name)
-    if env is None:
-        raise NotAllowed(messages.unknown_environment(name, sorted(deps.config.environments)))
-    return env
-
 
 def start_run(deps: Deps, *, env_name: str, user: str, image_tag: str | None = None) -> Reply:
     env = environment_or_refuse(deps, env_name)
@@ -319,14 +222,6 @@ def status(deps: Deps, query: str | None = None, envs: list[str] | None = None) 
 
 
 # ---- the /migrate dispatcher ---------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Invocation:
-    user: str
-    channel: str
-    text: str
-    trigger_id: str | None = None
-
 
 def handle_command(deps: Deps, inv: Invocation) -> Reply:
     """Parse `/migrate ...` text and run the operation. Raises nothing a user shouldn't see."""

@@ -10,8 +10,8 @@ from typing import Any
 
 from bot import messages
 from bot.config import EnvironmentConfig
+from bot.context import Deps, Reply, environment_or_refuse
 from bot.errors import AlreadyDone, BotError, DeployError, MigrationError, Refusal, StaleMessage, WrongState
-from bot.operations import Deps, Reply, environment_or_refuse
 from bot.redact import redact
 from bot.runbook import (
     ROLLBACK_LABELS,

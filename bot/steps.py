@@ -13,8 +13,8 @@ from typing import Any
 
 from bot import messages
 from bot.config import EnvironmentConfig
+from bot.context import Deps, Reply, environment_or_refuse
 from bot.errors import AlreadyDone, BotError, Refusal, StaleMessage, WrongState
-from bot.operations import Deps, Reply, environment_or_refuse
 from bot.redact import redact
 from bot.runbook import (
     STEP_SPECS,

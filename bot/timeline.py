@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.access import VERBS
-from bot.operations import Deps, Invocation, Reply, require
+from bot.context import Deps, Invocation, Reply, require
 from bot.redact import redact
 from bot.runbook import Run
 from bot.runs import AuditEntry

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.config import EnvironmentConfig
+from bot.context import Deps, Reply
 from bot.errors import BotError
-from bot.operations import Deps, Reply
 from bot.runbook import AuditEvent, Run, RunStatus, Transition
 
 log = logging.getLogger(__name__)

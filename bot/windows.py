@@ -36,10 +36,10 @@ from bot.calendar import (
     why_skip,
 )
 from bot.config import CalendarConfig, EnvironmentConfig
+from bot.context import Deps, Invocation, Reply, environment_or_refuse, readable_environments
 from bot.errors import BotError, NotAllowed, StateStoreUnavailable
 from bot.integrations.slack import SlackUnavailable
 from bot.messages import escape, slack_date
-from bot.operations import Deps, Invocation, Reply, environment_or_refuse, readable_environments
 from bot.runbook import CHECKLIST_LABELS, Run, RunStatus
 from bot.runs import AuditEntry, _store_errors
 

@@ -10,8 +10,9 @@ from typing import Any
 from slack_bolt import Ack, App
 
 from bot import access, messages, rollback, steps
+from bot.context import Deps, Reply, authorize
 from bot.errors import BotError, StateStoreUnavailable
-from bot.operations import Deps, Reply, approve_run, authorize, cancel_run, confirm, waive_findings
+from bot.operations import approve_run, cancel_run, confirm, waive_findings
 from bot.views import parse_button_value
 from handlers.commands import follow_up
 

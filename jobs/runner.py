@@ -6,7 +6,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from bot.operations import Deps
+from bot.context import Deps
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from apscheduler.schedulers.background import BackgroundScheduler  # type: ignor
 from redis.exceptions import LockError, RedisError
 
 from bot.calendar import parse_job_id
-from bot.operations import Deps
+from bot.context import Deps
 
 log = logging.getLogger(__name__)
 
