@@ -15,7 +15,6 @@ from bot.redact import redact
 _COMMAND_MODULES = [
     "bot.commands",
     "bot.demo",
-    "bot.timeline",
     "bot.migrate_cli",
     "bot.safety.cli",
 ]

@@ -1,4 +1,4 @@
-"""CLI verbs `serve`, `status` and `cancel`: the same operations as Slack, for when Slack itself is down."""
+"""CLI verbs `serve`, `status`, `cancel` and `timeline`: the same operations as Slack, for when Slack itself is down."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from bot.operations import cancel_run, status
 from bot.redact import redact
 from bot.runbook import Run
 from bot.runs import RunStore, connect
+from bot.timeline import timeline_for
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,12 @@ def register(subparsers: Any) -> None:
 
     check = subparsers.add_parser("check-config", help="validate the environments file and exit")
     check.set_defaults(func=cmd_check_config)
+
+    timeline = subparsers.add_parser("timeline", help="print a run's post-mortem timeline (Markdown) from Redis")
+    timeline.add_argument("run_id")
+    timeline.add_argument("--output", help="write to this file instead of stdout")
+    add_identity(timeline)
+    timeline.set_defaults(func=cmd_timeline)
 
 
 def _settings_and_config(require_slack: bool) -> tuple[Settings, BotConfig]:
@@ -128,6 +135,21 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     text = reply.text.replace("`", "")
     print(text)
     return 1 if text.startswith("🚫") else 0
+
+
+def cmd_timeline(args: argparse.Namespace) -> int:
+    settings, config = _settings_and_config(require_slack=False)
+    actor = cli_operator(config, args.as_user)
+    deps = _offline_deps(settings, config)
+    if refused(deps, "timeline", actor, env_name=deps.store.get(args.run_id).env):
+        return 1
+    text = timeline_for(deps, args.run_id)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    else:
+        print(text, end="")
+    return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
