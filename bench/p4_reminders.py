@@ -78,6 +78,7 @@ def main() -> int:
     from bot.devslack.server import FakeSlack
     from bot.runs import RunStore, connect
     from bot.windows import WindowRequest, WindowStore, schedule_window
+    from jobs.scheduler import queue_for
     from tests.harness import (
         ALICE,
         BOB,
@@ -102,7 +103,7 @@ def main() -> int:
     cfg = CalendarConfig.model_validate(FAST)
     redis_client = connect(REDIS_URL)
     deps = Deps(config=BotConfig.model_validate(config), store=RunStore(redis_client, prefix=prefix), slack=None,
-                publisher=None, instance_id="bench-driver")
+                publisher=None, instance_id="bench-driver", jobs=queue_for)
     store = WindowStore(deps)
     fake = FakeSlack(token=BOT_TOKEN).start()
     fake.add_user(ALICE, "alice")

@@ -170,10 +170,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     for base in {env.rehearsal.local_dir for env in config.environments.values()}:
         sweep(Path(base) if base else None)  # throwaway clusters a killed bot left behind
-    deps = build_deps(settings, config)
-    app = build_bolt_app(settings, deps)
+    # The composition root: the one place in bot/ that imports jobs/ (the job queue, the background jobs).
     from jobs.runner import start_background_jobs
+    from jobs.scheduler import queue_for
 
+    deps = build_deps(settings, config, jobs=queue_for)
+    app = build_bolt_app(settings, deps)
     background = start_background_jobs(deps)
     try:
         if args.socket_mode:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from bot import access, messages
 from bot.access import Rule
@@ -19,6 +19,26 @@ from bot.runbook import AuditEvent, Policy, Run
 from bot.runs import RunStore
 
 log = logging.getLogger(__name__)
+
+
+class JobQueue(Protocol):
+    """Where scheduled jobs go: jobs.scheduler's shared APScheduler job store (any replica may add).
+
+    Functions are named by module path ("jobs.watch:watch_tick") because the jobs are pickled into Redis.
+    """
+
+    def add(self, job_id: str, run_at: datetime, grace_s: int, args: tuple[str, str, int]) -> None:
+        """A window's timeline message (jobs.scheduler:fire_reminder) at ``run_at``."""
+
+    def add_interval(self, job_id: str, func: str, *, seconds: float, start: datetime, end: datetime,
+                     args: tuple[str, ...]) -> None:
+        """``func`` every ``seconds`` from ``start`` to ``end`` (the 24-hour watch)."""
+
+    def add_at(self, job_id: str, func: str, *, run_at: datetime, args: tuple[str, ...], grace_s: int) -> None:
+        """``func`` once at ``run_at``."""
+
+    def remove(self, job_ids: list[str]) -> None:
+        """Remove these jobs; ids that are gone already are fine."""
 
 
 @dataclass
@@ -35,6 +55,9 @@ class Deps:
                                                                                      thread_name_prefix="step"))
     followups: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=32,
                                                                                       thread_name_prefix="followup"))
+    jobs: Callable[[Deps], JobQueue] | None = None
+    """The job queue for these deps (jobs.scheduler.queue_for, given where the process is composed: the
+    server, tests); None where nothing is scheduled (the CLI's status, cancel and timeline)."""
 
     def background(self, fn: Callable[[], object]) -> None:
         """Run Slack-facing work after the HTTP acknowledgement, off the request thread; never raises."""
@@ -48,6 +71,12 @@ class Deps:
                 log.error("follow-up crashed: %s: %s", type(exc).__name__, str(exc)[:300])
 
         self.followups.submit(guarded)
+
+    def job_queue(self) -> JobQueue:
+        """Where reminders and the watch are scheduled; a BotError in a process composed without one."""
+        if self.jobs is None:
+            raise BotError("This process has no job queue, so nothing can be scheduled from it.")
+        return self.jobs(self)
 
     def policy(self, env: EnvironmentConfig) -> Policy:
         return Policy(frozenset(env.requesters), frozenset(env.approvers), env.approvals_required)

@@ -103,15 +103,13 @@ def _key(deps: Deps, kind: str, run_id: str) -> str:
 
 
 def schedule_watch(deps: Deps, run: Run, env: EnvironmentConfig) -> None:
-    from jobs.scheduler import queue_for
-
     config = env.monitoring
     now = deps.clock()
     end = now + timedelta(hours=config.watch_hours)
     deps.store.redis.set(_key(deps, "watch", run.id), json.dumps({
         "started_at": now.isoformat(), "ends_at": end.isoformat(), "interval_s": config.watch_interval_s}),
         ex=int(config.watch_hours * 3600) + 86400)
-    queue = queue_for(deps)
+    queue = deps.job_queue()
     queue.add_interval(f"watch:{run.id}", "jobs.watch:watch_tick", seconds=config.watch_interval_s,
                        start=now + timedelta(seconds=config.watch_interval_s), end=end, args=(run.id,))
     queue.add_at(f"watch-end:{run.id}", "jobs.watch:watch_end",

@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from redis.exceptions import WatchError
 
@@ -51,20 +51,6 @@ USAGE = ("*Maintenance windows:* `/migrate schedule <env>` opens the form · "
          "`/migrate windows cancel <id> [reason]` · "
          "`/migrate windows reschedule <id> <YYYY-MM-DD> <HH:MM> [duration] [--override \"reason\"]`")
 _CLAIM_MIN_TTL_S = 86400
-
-
-class JobQueue(Protocol):
-    """Where reminders go: jobs.scheduler's shared APScheduler job store (any replica may add)."""
-
-    def add(self, job_id: str, run_at: datetime, grace_s: int, args: tuple[str, str, int]) -> None: ...
-
-    def remove(self, job_ids: list[str]) -> None: ...
-
-
-def _queue(deps: Deps) -> JobQueue:
-    from jobs.scheduler import queue_for
-
-    return queue_for(deps)
 
 
 # ---- the store -----------------------------------------------------------------------------------
@@ -203,7 +189,7 @@ def _claim_ttl(window: Window, now: datetime) -> int:
 
 
 def _add_jobs(deps: Deps, window: Window, reminders: list[Reminder]) -> None:
-    queue = _queue(deps)
+    queue = deps.job_queue()
     for item in reminders:
         queue.add(job_id(window.id, window.revision, item.kind), item.due, item.grace_s,
                   (window.id, item.kind, window.revision))
@@ -282,7 +268,7 @@ def reschedule_window(deps: Deps, *, window_id: str, request: WindowRequest, use
         return moved.model_copy(update={"job_ids": [job_id(moved.id, moved.revision, r.kind) for r in pending]})
 
     old, new = windows.update(window_id, change)
-    _queue(deps).remove(old.job_ids)
+    deps.job_queue().remove(old.job_ids)
     _add_jobs(deps, new, timeline(new, cfg, now, announce=old.announced_at is None))
     windows.audit(new.id, user, "window.reschedule", "ok", now,
                   f"{old.start.isoformat()} -> {new.start.isoformat()}",
@@ -316,7 +302,7 @@ def cancel_window(deps: Deps, *, window_id: str, user: str, reason: str = "") ->
                                          "cancel_reason": reason or None, "job_ids": []})
 
     old, new = windows.update(window_id, change)
-    _queue(deps).remove(old.job_ids)
+    deps.job_queue().remove(old.job_ids)
     windows.audit(new.id, user, "window.cancel", "ok", now, reason, {"removed_jobs": old.job_ids})
     return new, lambda: _post_safely(deps, new, views.cancelled(new, user, reason))
 
@@ -568,7 +554,7 @@ def _complete(deps: Deps, window: Window, run: Run | None, *, run_done: bool, no
 
     try:
         old, _ = windows.update(window.id, _completed_at(now))
-        _queue(deps).remove(old.job_ids)
+        deps.job_queue().remove(old.job_ids)
     except BotError as exc:
         log.warning("window %s: could not mark completed: %s", window.id, exc)
     windows.audit(window.id, "bot", "reminder.complete", outcome, now, f"{detail}{'; ' + note if note else ''}",
