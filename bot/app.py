@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from slack_bolt import App
 
+import handlers
 from bot.config import BotConfig, Settings
 from bot.context import Deps, JobQueue
 from bot.integrations.slack import Slack, make_client
@@ -47,8 +48,6 @@ def build_deps(settings: Settings, config: BotConfig, *, jobs: Callable[[Deps], 
 
 def build_bolt_app(settings: Settings, deps: Deps) -> App:
     """The Bolt app with every listener registered. Listeners run in a pool sized for concurrent runs."""
-    import handlers
-
     assert deps.slack is not None
     # process_before_response: each listener runs on the request's own thread and the HTTP response goes out
     # when it returns. Listeners do only fast Redis work before returning and hand everything that talks to

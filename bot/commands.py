@@ -15,7 +15,9 @@ from bot.access import CLI, cli_actor, cli_identity
 from bot.config import BotConfig, Settings, load_config
 from bot.context import Deps, authorize, readable_environments
 from bot.errors import ConfigError, NotAllowed
+from bot.integrations.slack import Slack, make_client
 from bot.operations import cancel_run, status
+from bot.publisher import Publisher
 from bot.redact import redact
 from bot.runbook import Run
 from bot.runs import RunStore, connect
@@ -95,9 +97,6 @@ def _offline_deps(settings: Settings, config: BotConfig) -> Deps:
                      retention_s=config.retention_days * 86400)
     slack = publisher = None
     if settings.slack_bot_token:
-        from bot.integrations.slack import Slack, make_client
-        from bot.publisher import Publisher
-
         slack = Slack(make_client(settings.slack_bot_token, settings.slack_api_url, timeout_s=5))
         publisher = Publisher(store, slack)
     return Deps(config=config, store=store, slack=slack, publisher=publisher)
@@ -165,6 +164,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings, config = _settings_and_config(require_slack=True)
+    # slack_bolt: only `serve` builds the Bolt app, so the other verbs start fast
     from bot.app import build_bolt_app, build_deps
     from bot.integrations.pgcluster import sweep
 
@@ -188,6 +188,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 0
         import uvicorn
 
+        # starlette and uvicorn: only HTTP serving needs them (not Socket Mode)
         from bot.server import build_asgi
 
         port = args.port if args.port is not None else settings.port

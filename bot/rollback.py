@@ -28,6 +28,7 @@ from bot.runbook import (
     withdraw_rollback,
 )
 from bot.steps import Executor, RollbackVoided, StepContext, StepOutcome, fingerprint_of, may_operate
+from bot.views import button_value
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class DownScript:
 
 def down_scripts(env: EnvironmentConfig, run: Run) -> list[DownScript]:
     """The down.sql of every migration this run applied, newest first; MigrationError if one is missing."""
+    # psycopg is loaded only by the work that talks to PostgreSQL
     from bot.integrations.prisma import down_checksum, list_local_migrations
 
     applied = list(_forward_result(run, "migrate").get("applied", []))
@@ -207,8 +209,6 @@ def withdraw_restore(deps: Deps, *, run_id: str, user: str, version: int | None 
 
 def restore_modal(run: Run) -> dict:
     """Typed confirmation for Option 2: the environment name and a reason."""
-    from bot.views import button_value
-
     return {
         "type": "modal",
         "callback_id": "restore_request",
@@ -249,6 +249,7 @@ def _previous_stable(ctx: StepContext) -> str:
 
 def resolve_failed(ctx: StepContext) -> StepOutcome:
     """Option 1 for a failed migration: exactly `prisma migrate resolve --rolled-back` (failed rows only)."""
+    # psycopg is loaded only by the work that talks to PostgreSQL
     from bot.integrations.prisma import NativeRunner
 
     env = ctx.env
@@ -274,6 +275,7 @@ def apply_down(ctx: StepContext) -> StepOutcome:
     Only the down.sql a second approver confirmed: the fingerprint is checked again just before, and each
     script's checksum once more under the advisory lock.
     """
+    # psycopg is loaded only by the work that talks to PostgreSQL
     from bot.integrations.prisma import NativeRunner
 
     env = ctx.env
@@ -356,6 +358,7 @@ def restore_db(ctx: StepContext) -> StepOutcome:
                    "then click *Run: Redeploy previous-stable*.")
         return StepOutcome(f"restored to new instance {restored}; switch the app to it (see thread)",
                            {"restored_instance": restored, "manual_switch": True})
+    # boto3 and psycopg are loaded only by the work that takes or restores a backup
     from bot.backup import fetched_backup
     from bot.integrations.postgres import Postgres, pg_restore
 

@@ -9,6 +9,8 @@ from bot import messages
 from bot.context import Deps, Reply
 from bot.errors import BotError, DeployError, IntegrationError, MigrationError
 from bot.inspection import rehearsal_enabled
+from bot.integrations.http import set_maintenance_webhook
+from bot.integrations.smoke import SmokeCheck, run_smoke_checks
 from bot.redact import redact
 from bot.runbook import STEP_SPECS, AuditEvent, Run
 from bot.steps import (
@@ -92,8 +94,6 @@ def maintenance_on(ctx: StepContext) -> StepOutcome:
         aws.wait_stable(deploy.cluster, deploy.service, on_progress=lambda text: ctx.progress(str(text)))
         return StepOutcome(f"ECS {deploy.service} on {cfg.task_definition}",
                            {"previous_task_definition": before.task_definition, "method": cfg.method})
-    from bot.integrations.http import set_maintenance_webhook
-
     assert cfg.webhook_url
     set_maintenance_webhook(cfg.webhook_url, enabled=True, token=cfg.webhook_token)
     return StepOutcome("maintenance page on (webhook)", {"method": cfg.method})
@@ -116,8 +116,6 @@ def maintenance_off(ctx: StepContext) -> StepOutcome:
         aws.update_service(deploy.cluster, deploy.service, task_definition=target)
         aws.wait_stable(deploy.cluster, deploy.service, on_progress=lambda text: ctx.progress(str(text)))
         return StepOutcome(f"ECS {deploy.service} back on {target.rsplit('/', 1)[-1]}", {"task_definition": target})
-    from bot.integrations.http import set_maintenance_webhook
-
     assert cfg.webhook_url
     set_maintenance_webhook(cfg.webhook_url, enabled=False, token=cfg.webhook_token)
     return StepOutcome("maintenance page off (webhook)", {})
@@ -128,6 +126,7 @@ def migrate(ctx: StepContext) -> StepOutcome:
     env = ctx.env
     if not env.database_url:
         raise MigrationError(f"{env.name} has no database_url configured.")
+    # psycopg is loaded only by the work that talks to PostgreSQL
     from bot.integrations.prisma import CliRunner, NativeRunner, PrismaError
 
     directory = Path(env.migrate.migrations_dir)
@@ -238,6 +237,7 @@ def _lock_preflight(ctx: StepContext, directory: Path, pending: list[str]) -> No
     override = ctx.run.facts.get("hold_override") or {}
     if not safety.preflight or not pending or override.get("step") == "migrate" or not ctx.env.database_url:
         return
+    # psycopg and pglast are loaded only when a migration runs
     from bot.integrations.prisma import list_local_migrations
     from bot.preflight import lock_preflight, target_tables
 
@@ -294,8 +294,6 @@ def deploy(ctx: StepContext) -> StepOutcome:
 
 def smoke(ctx: StepContext) -> StepOutcome:
     """Seed step 6: the configured chain of HTTP checks; any failure fails the run."""
-    from bot.integrations.smoke import SmokeCheck, run_smoke_checks
-
     checks: list[SmokeCheck] = list(ctx.env.smoke)
     lines: list[str] = []
 

@@ -370,6 +370,7 @@ def pending_migrations(env: EnvironmentConfig) -> list[tuple[str, str]]:
     """(name, checksum) of the migrations not yet applied in this environment's database."""
     if not env.database_url:
         return []
+    # psycopg is loaded only by the work that talks to PostgreSQL
     from bot.integrations.prisma import NativeRunner
 
     return pending_of(NativeRunner(env.database_url).status(migrations_dir(env)))

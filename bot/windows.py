@@ -35,12 +35,13 @@ from bot.calendar import (
     validate_request,
     why_skip,
 )
+from bot.checks import last_check
 from bot.config import CalendarConfig, EnvironmentConfig
 from bot.context import Deps, Invocation, Reply, environment_or_refuse, readable_environments
 from bot.errors import BotError, NotAllowed, StateStoreUnavailable
 from bot.integrations.slack import SlackUnavailable
 from bot.messages import escape, slack_date
-from bot.runbook import CHECKLIST_LABELS, Run, RunStatus
+from bot.runbook import CHECKLIST_LABELS, Run, RunStatus, blocking_findings
 from bot.runs import AuditEntry, _store_errors
 
 log = logging.getLogger(__name__)
@@ -346,8 +347,6 @@ def missing_for(deps: Deps, window: Window) -> list[str]:
     elif run.missing_items():
         labels = ", ".join(CHECKLIST_LABELS[k] for k in run.missing_items()[:6])
         missing.append(f"Checklist of run `{run.id}`: {len(run.missing_items())} open — {labels}.")
-    from bot.checks import last_check
-
     check = last_check(deps, window.env)
     backup_ok = bool(check) and any(item.get("name") == "Backup target" and item.get("ok")
                                     for item in (check or {}).get("items", []))
@@ -363,8 +362,6 @@ def _open_findings(run: Run | None) -> int:
     """High safety findings that still gate the run's approval (unwaived, no maintenance mode)."""
     if run is None:
         return 0
-    from bot.runbook import blocking_findings
-
     return len(blocking_findings(run))
 
 

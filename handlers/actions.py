@@ -22,7 +22,8 @@ from bot.operations import (
     skip_step,
     waive_findings,
 )
-from bot.views import parse_button_value
+from bot.views import parse_button_value, waiver_modal
+from bot.watch import refresh_readings
 from handlers.commands import follow_up
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,6 @@ class Click:
 
 
 def _refresh(deps: Deps, click: Click) -> Reply:
-    from bot.watch import refresh_readings
-
     return refresh_readings(deps, run_id=click.run_id, user=click.user)
 
 
@@ -98,8 +97,6 @@ def _run_click(deps: Deps, click: Click) -> Reply:
 
 
 def _open_waiver(deps: Deps, click: Click) -> Reply:
-    from bot.views import waiver_modal
-
     run = deps.store.get(click.run_id)
     if deps.slack is not None and click.trigger_id:
         deps.slack.open_view(click.trigger_id, waiver_modal(run))
