@@ -37,6 +37,7 @@ bench: $(STAMP) services
 lint: $(STAMP)
 	$(BIN)/ruff check bot handlers jobs tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 
 clean:

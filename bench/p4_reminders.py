@@ -73,11 +73,12 @@ def main() -> int:
 
     from bot.calendar import Window, timeline
     from bot.config import BotConfig, CalendarConfig
+    from bot.context import Deps
     from bot.devslack.client import SlackSender
     from bot.devslack.server import FakeSlack
-    from bot.operations import Deps
     from bot.runs import RunStore, connect
     from bot.windows import WindowRequest, WindowStore, schedule_window
+    from jobs.scheduler import queue_for
     from tests.harness import (
         ALICE,
         BOB,
@@ -102,7 +103,7 @@ def main() -> int:
     cfg = CalendarConfig.model_validate(FAST)
     redis_client = connect(REDIS_URL)
     deps = Deps(config=BotConfig.model_validate(config), store=RunStore(redis_client, prefix=prefix), slack=None,
-                publisher=None, instance_id="bench-driver")
+                publisher=None, instance_id="bench-driver", jobs=queue_for)
     store = WindowStore(deps)
     fake = FakeSlack(token=BOT_TOKEN).start()
     fake.add_user(ALICE, "alice")

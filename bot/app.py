@@ -6,13 +6,15 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from slack_bolt import App
 
+import handlers
 from bot.config import BotConfig, Settings
+from bot.context import Deps, JobQueue
 from bot.integrations.slack import Slack, make_client
-from bot.operations import Deps
 from bot.publisher import Publisher
 from bot.runs import RunStore, connect
 
@@ -24,7 +26,8 @@ def instance_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-def build_deps(settings: Settings, config: BotConfig) -> Deps:
+def build_deps(settings: Settings, config: BotConfig, *, jobs: Callable[[Deps], JobQueue] | None = None) -> Deps:
+    """The server's deps; ``jobs`` is the job queue (jobs.scheduler.queue_for), given by whoever starts the jobs."""
     store = RunStore(connect(settings.redis_url), prefix=settings.key_prefix,
                      retention_s=config.retention_days * 86400)
     slack = Slack(make_client(settings.slack_bot_token, settings.slack_api_url))
@@ -39,13 +42,12 @@ def build_deps(settings: Settings, config: BotConfig) -> Deps:
         # storm every extra thread makes acks wait (P1 click p50: 103 ms with 4 threads, 135 with 8, 192 with 32),
         # while Slack's rate limits allow only a few calls a second anyway.
         followups=ThreadPoolExecutor(max_workers=config.followup_threads, thread_name_prefix="followup"),
+        jobs=jobs,
     )
 
 
 def build_bolt_app(settings: Settings, deps: Deps) -> App:
     """The Bolt app with every listener registered. Listeners run in a pool sized for concurrent runs."""
-    import handlers
-
     assert deps.slack is not None
     # process_before_response: each listener runs on the request's own thread and the HTTP response goes out
     # when it returns. Listeners do only fast Redis work before returning and hand everything that talks to

@@ -8,11 +8,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.access import VERBS
 from bot.config import EnvironmentConfig
+from bot.context import Deps, Invocation, Reply, environment_or_refuse, require
 from bot.errors import BotError
 from bot.messages import slack_date
-from bot.operations import Deps, Invocation, Reply, environment_or_refuse, require
 from bot.redact import redact
+from bot.slowwork import shared
 
 
 @dataclass
@@ -34,6 +36,7 @@ class CheckItem:
 def _database(env: EnvironmentConfig) -> list[CheckItem]:
     if not env.database_url:
         return [CheckItem("Database connection", False, "no database_url configured")]
+    # psycopg is loaded only by the work that talks to PostgreSQL
     from bot.integrations.postgres import Postgres
 
     try:
@@ -41,6 +44,7 @@ def _database(env: EnvironmentConfig) -> list[CheckItem]:
     except BotError as exc:
         return [CheckItem("Database connection", False, str(exc))]
     items = [CheckItem("Database connection", True, "SELECT 1 succeeded")]
+    # psycopg is loaded only by the work that talks to PostgreSQL
     from bot.integrations.prisma import NativeRunner
 
     try:
@@ -65,12 +69,14 @@ def _backup_target(env: EnvironmentConfig) -> CheckItem:
         return CheckItem("Backup target", False, "no backup configured")
     try:
         if cfg.method == "rds_snapshot":
+            # boto3 is slow to import: loaded only by the work that calls AWS
             from bot.integrations.aws import Aws
 
             status = Aws(region=env.aws.region, endpoint_url=env.aws.endpoint_url).instance_status(
                 str(cfg.rds_instance))
             return CheckItem("Backup target", status == "available", f"RDS instance {cfg.rds_instance} is {status}")
         if cfg.s3_bucket:
+            # boto3 is slow to import: loaded only by the work that calls AWS
             from bot.integrations.aws import Aws
 
             Aws(region=env.aws.region, endpoint_url=env.aws.endpoint_url).require_versioning(cfg.s3_bucket)
@@ -105,8 +111,6 @@ def _extra(env: EnvironmentConfig) -> list[CheckItem]:
 
 
 def check_environment(deps: Deps, env_name: str) -> list[CheckItem]:
-    from bot.slowwork import shared
-
     env = environment_or_refuse(deps, env_name)
     return shared(("check", env.name), lambda: _check(deps, env))
 
@@ -131,8 +135,6 @@ def last_check(deps: Deps, env_name: str) -> dict[str, Any] | None:
 def check_reply(deps: Deps, inv: Invocation, args: list[str]) -> Reply:
     if len(args) != 1:
         return Reply("Which environment? `/migrate check <env>`")
-    from bot.access import VERBS
-
     require(deps, VERBS["check"], inv.user, env_name=environment_or_refuse(deps, args[0]).name)
     items = check_environment(deps, args[0])
     ok = all(item.ok for item in items)

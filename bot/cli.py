@@ -9,13 +9,12 @@ import sys
 from collections.abc import Sequence
 
 from bot.errors import BotError, ConfigError
-from bot.redact import redact
+from bot.redact import RedactingFilter, redact
 
 # Each module listed here exposes ``register(subparsers)``; its parsers set ``func(args) -> int``.
 _COMMAND_MODULES = [
     "bot.commands",
     "bot.demo",
-    "bot.timeline",
     "bot.migrate_cli",
     "bot.safety.cli",
 ]
@@ -50,8 +49,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    from bot.redact import RedactingFilter
-
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactingFilter())
     for noisy in ("httpx", "httpcore", "botocore", "urllib3"):

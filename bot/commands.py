@@ -1,4 +1,4 @@
-"""CLI verbs `serve`, `status` and `cancel`: the same operations as Slack, for when Slack itself is down."""
+"""CLI verbs `serve`, `status`, `cancel` and `timeline`: the same operations as Slack, for when Slack itself is down."""
 
 from __future__ import annotations
 
@@ -13,11 +13,15 @@ from typing import Any
 
 from bot.access import CLI, cli_actor, cli_identity
 from bot.config import BotConfig, Settings, load_config
+from bot.context import Deps, authorize, readable_environments
 from bot.errors import ConfigError, NotAllowed
-from bot.operations import Deps, authorize, cancel_run, readable_environments, status
+from bot.integrations.slack import Slack, make_client
+from bot.operations import cancel_run, status
+from bot.publisher import Publisher
 from bot.redact import redact
 from bot.runbook import Run
 from bot.runs import RunStore, connect
+from bot.timeline import timeline_for
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,12 @@ def register(subparsers: Any) -> None:
 
     check = subparsers.add_parser("check-config", help="validate the environments file and exit")
     check.set_defaults(func=cmd_check_config)
+
+    timeline = subparsers.add_parser("timeline", help="print a run's post-mortem timeline (Markdown) from Redis")
+    timeline.add_argument("run_id")
+    timeline.add_argument("--output", help="write to this file instead of stdout")
+    add_identity(timeline)
+    timeline.set_defaults(func=cmd_timeline)
 
 
 def _settings_and_config(require_slack: bool) -> tuple[Settings, BotConfig]:
@@ -87,9 +97,6 @@ def _offline_deps(settings: Settings, config: BotConfig) -> Deps:
                      retention_s=config.retention_days * 86400)
     slack = publisher = None
     if settings.slack_bot_token:
-        from bot.integrations.slack import Slack, make_client
-        from bot.publisher import Publisher
-
         slack = Slack(make_client(settings.slack_bot_token, settings.slack_api_url, timeout_s=5))
         publisher = Publisher(store, slack)
     return Deps(config=config, store=store, slack=slack, publisher=publisher)
@@ -129,6 +136,21 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 1 if text.startswith("🚫") else 0
 
 
+def cmd_timeline(args: argparse.Namespace) -> int:
+    settings, config = _settings_and_config(require_slack=False)
+    actor = cli_operator(config, args.as_user)
+    deps = _offline_deps(settings, config)
+    if refused(deps, "timeline", actor, env_name=deps.store.get(args.run_id).env):
+        return 1
+    text = timeline_for(deps, args.run_id)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    else:
+        print(text, end="")
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = Settings.from_environ(require_slack=False)
     config = load_config(settings.config_path)
@@ -142,15 +164,18 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings, config = _settings_and_config(require_slack=True)
+    # slack_bolt: only `serve` builds the Bolt app, so the other verbs start fast
     from bot.app import build_bolt_app, build_deps
     from bot.integrations.pgcluster import sweep
 
     for base in {env.rehearsal.local_dir for env in config.environments.values()}:
         sweep(Path(base) if base else None)  # throwaway clusters a killed bot left behind
-    deps = build_deps(settings, config)
-    app = build_bolt_app(settings, deps)
+    # The composition root: the one place in bot/ that imports jobs/ (the job queue, the background jobs).
     from jobs.runner import start_background_jobs
+    from jobs.scheduler import queue_for
 
+    deps = build_deps(settings, config, jobs=queue_for)
+    app = build_bolt_app(settings, deps)
     background = start_background_jobs(deps)
     try:
         if args.socket_mode:
@@ -163,6 +188,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 0
         import uvicorn
 
+        # starlette and uvicorn: only HTTP serving needs them (not Socket Mode)
         from bot.server import build_asgi
 
         port = args.port if args.port is not None else settings.port

@@ -22,13 +22,13 @@ always one readable line with secrets removed.
 
 from __future__ import annotations
 
+from bot.redact import redact
+
 
 class BotError(Exception):
     """Something went wrong that a human should read about in one line."""
 
     def __init__(self, message: str) -> None:
-        from bot.redact import redact
-
         super().__init__(redact(message))
 
     @property

@@ -6,10 +6,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from bot.access import VERBS
 from bot.config import EnvironmentConfig
+from bot.context import Deps, Reply, environment_or_refuse, require
 from bot.errors import BotError, WrongState
-from bot.operations import Deps, Reply
 from bot.runbook import not_tested_in_staging, record_inspection, record_rehearsal, record_staging_evidence
+from bot.slowwork import shared
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +24,7 @@ def finding_key(migration: str, finding: Any) -> str:
 
 def review_pending(database_url: str, pending: list[Any]) -> dict[str, Any]:
     """Run the safety review on the pending migrations, weighed against the live database."""
+    # psycopg and pglast (the SQL parser) are loaded only when a review runs
     from bot.integrations.postgres import Postgres
     from bot.safety import review_migrations
 
@@ -51,6 +54,7 @@ def inspect_run(deps: Deps, run_id: str) -> None:
     env = deps.config.environment(run.env)
     if env is None:
         return
+    # psycopg is loaded only by the work that talks to PostgreSQL
     from bot.integrations.prisma import NativeRunner
 
     if not env.database_url:
@@ -122,6 +126,7 @@ def rehearsal_enabled(env: EnvironmentConfig) -> bool:
 
 def rehearse_run(deps: Deps, run_id: str) -> None:
     """After the backup: apply the pending migrations to its restored copy (isolated server), report and record."""
+    # boto3 and psycopg are loaded only by the work that restores a backup
     from bot.sandbox import release
 
     try:
@@ -131,6 +136,7 @@ def rehearse_run(deps: Deps, run_id: str) -> None:
 
 
 def _rehearse(deps: Deps, run_id: str) -> None:
+    # boto3 and psycopg are loaded only by the work that restores a backup
     from bot.rehearsal import rehearse_from_evidence
 
     run = deps.store.get(run_id)
@@ -142,6 +148,7 @@ def _rehearse(deps: Deps, run_id: str) -> None:
     else:
         aws = None
         if env.backup and (env.backup.s3_bucket or env.backup.method == "rds_snapshot"):
+            # boto3 is slow to import: loaded only by the work that calls AWS
             from bot.integrations.aws import Aws
 
             aws = Aws(region=env.aws.region, endpoint_url=env.aws.endpoint_url)
@@ -184,6 +191,7 @@ def _post_rehearsal(deps: Deps, run_id: str, report: dict[str, Any]) -> None:
 
 def staging_evidence(deps: Deps, run_id: str) -> None:
     """If the configured staging environment has finished every pending migration, that is the evidence."""
+    # psycopg is loaded only by the work that talks to PostgreSQL
     from bot.integrations.prisma import NativeRunner
 
     run = deps.store.get(run_id)
@@ -213,15 +221,9 @@ def staging_evidence(deps: Deps, run_id: str) -> None:
 
 def lint_reply(deps: Deps, inv: Any, args: list[str]) -> Reply:
     """`/migrate lint <env>`: the safety review of that environment's pending migrations, weighed live."""
-    from bot.operations import environment_or_refuse
-    from bot.slowwork import shared
-
     if len(args) != 1:
         return Reply("Which environment? `/migrate lint <env>`")
     env = environment_or_refuse(deps, args[0])
-    from bot.access import VERBS
-    from bot.operations import require
-
     require(deps, VERBS["lint"], inv.user, env_name=env.name)
     # Requests that joined one flight (bot.slowwork) share one live review instead of each opening connections.
     pending, review, note = shared(("lint", env.name), lambda: _lint(env))
@@ -237,6 +239,7 @@ def lint_reply(deps: Deps, inv: Any, args: list[str]) -> Reply:
 
 def _lint(env: Any) -> tuple[list[Any], dict[str, Any] | None, str]:
     """The live review of ``env``'s pending migrations, or a static one when its database is not reachable."""
+    # psycopg is loaded only by the work that talks to PostgreSQL
     from bot.integrations.prisma import NativeRunner, list_local_migrations
 
     directory = Path(env.migrate.migrations_dir)
@@ -248,6 +251,7 @@ def _lint(env: Any) -> tuple[list[Any], dict[str, Any] | None, str]:
         pending = [m for m in status.local if m.name in set(status.pending)]
         review = review_pending(env.database_url, pending) if pending else None
     except BotError as exc:
+        # pglast (the SQL parser) is loaded only when a review runs
         from bot.safety import review_migrations
 
         migrations = list_local_migrations(directory)

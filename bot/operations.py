@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import shlex
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from bot import access, messages
-from bot.access import Rule
-from bot.config import BotConfig, EnvironmentConfig
-from bot.errors import AlreadyDone, BotError, NotAllowed, Refusal, RunNotFound, StaleMessage
-from bot.integrations.slack import Slack
-from bot.publisher import Publisher
+from bot import (
+    access,
+    checks,
+    inspection,
+    messages,
+    rollback,
+    step_executors,
+    steps,
+    timeline,
+    watch,
+    windows,
+)
+from bot.config import EnvironmentConfig
+from bot.context import Deps, Invocation, Reply, authorize, environment_or_refuse, readable_environments
+from bot.errors import AlreadyDone, BotError, Refusal, RunNotFound, StaleMessage
 from bot.redact import redact
 from bot.runbook import (
     CHECKLIST_LABELS,
     AuditEvent,
-    Policy,
     Run,
     RunStatus,
     approve,
@@ -29,111 +34,14 @@ from bot.runbook import (
     confirm_item,
     may_cancel_run,
     new_run,
+    waive,
 )
-from bot.runs import RunStore, new_run_id
+from bot.runs import new_run_id
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Deps:
-    """Everything an operation needs, built once at startup and passed in."""
-
-    config: BotConfig
-    store: RunStore
-    slack: Slack | None
-    publisher: Publisher | None
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    instance_id: str = "local"
-    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=16,
-                                                                                     thread_name_prefix="step"))
-    followups: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=32,
-                                                                                      thread_name_prefix="followup"))
-
-    def background(self, fn: Callable[[], object]) -> None:
-        """Run Slack-facing work after the HTTP acknowledgement, off the request thread; never raises."""
-
-        def guarded() -> None:
-            try:
-                fn()
-            except BotError as exc:
-                log.warning("follow-up failed: %s", exc)
-            except Exception as exc:  # a bug in a follow-up must not vanish silently, nor leak a traceback
-                log.error("follow-up crashed: %s: %s", type(exc).__name__, str(exc)[:300])
-
-        self.followups.submit(guarded)
-
-    def policy(self, env: EnvironmentConfig) -> Policy:
-        return Policy(frozenset(env.requesters), frozenset(env.approvers), env.approvals_required)
-
-    def groups_of(self, user: str, env: EnvironmentConfig) -> frozenset[str]:
-        from bot.access import candidates, principal
-
-        who = principal(user)
-        if self.slack is None or not who:
-            return frozenset()
-        return self.slack.groups_of(who, candidates(env))
-
-    def publish(self, run_id: str) -> None:
-        if self.publisher is not None:
-            self.publisher.sync(run_id)
-
-
-@dataclass
-class Reply:
-    """What the user who acted sees (ephemeral), plus what to do after the acknowledgement."""
-
-    text: str
-    blocks: list[dict[str, Any]] | None = None
-    publish_run: str | None = None
-    after: Callable[[], None] | None = None
-
-
-# ---- permissions (the table is bot.access) -------------------------------------------------------
-
-def authorize(deps: Deps, rule: Rule, user: str, *, env_name: str | None, run: Run | None = None,
-              subject: str = "") -> str | None:
-    """None when ``user`` holds ``rule``'s permission in the environment; else the refusal, audited on the run.
-
-    ``subject`` (the button clicked) goes into the audit detail, so that refusals of different buttons are told
-    apart by the once-a-minute refusal audit while repeats of the same one are folded.
-    """
-    if rule.permission in (access.ANYONE, access.LOCAL):
-        return None
-    env = deps.config.environment(env_name) if env_name else None
-    who, requested_by = access.principal(user), run.requested_by if run is not None else None
-    if access.allows(rule.permission, user=who, groups=(), env=env, requested_by=requested_by):
-        return None  # listed by name: no need to ask Slack about user groups
-    groups = deps.groups_of(user, env) if env is not None else frozenset()
-    if groups and access.allows(rule.permission, user=who, groups=groups, env=env, requested_by=requested_by):
-        return None
-    if run is not None:
-        detail = f"not allowed to {rule.what}" + (f" ({subject[:80]})" if subject else "")
-        deps.store.audit(run.id, AuditEvent(user, rule.audit, "denied", deps.clock(), detail))
-    return access.refusal(rule, env_name or "")
-
-
-def require(deps: Deps, rule: Rule, user: str, *, env_name: str | None, run: Run | None = None) -> None:
-    """Raise NotAllowed with the refusal unless ``user`` holds ``rule``'s permission."""
-    refused = authorize(deps, rule, user, env_name=env_name, run=run)
-    if refused:
-        raise NotAllowed(refused)
-
-
-def readable_environments(deps: Deps, user: str) -> list[str]:
-    """The environments whose runs, windows and findings ``user`` may see."""
-    rule = access.VERBS["status"]
-    return [name for name in deps.config.environments if authorize(deps, rule, user, env_name=name) is None]
-
-
 # ---- /migrate <env> ------------------------------------------------------------------------------
-
-def environment_or_refuse(deps: Deps, name: str) -> EnvironmentConfig:
-    env = deps.config.environment(name)
-    if env is None:
-        raise NotAllowed(messages.unknown_environment(name, sorted(deps.config.environments)))
-    return env
-
 
 def start_run(deps: Deps, *, env_name: str, user: str, image_tag: str | None = None) -> Reply:
     env = environment_or_refuse(deps, env_name)
@@ -152,22 +60,16 @@ def start_run(deps: Deps, *, env_name: str, user: str, image_tag: str | None = N
         facts={"rehearsal_expected": rehearsal_enabled(env)},
     )
     run = deps.store.create(transition, lock_hours=env.lock_hours, reason=f"/migrate {env.name}")
-    from bot.windows import link_started_run  # a run started inside a maintenance window belongs to it
-
-    link_started_run(deps, run)
+    windows.link_started_run(deps, run)  # a run started inside a maintenance window belongs to it
 
     def inspect() -> None:
-        from bot.inspection import inspect_run
-
-        inspect_run(deps, run.id)
+        inspection.inspect_run(deps, run.id)
 
     return Reply(messages.run_started(run.id, env.name, env.channel), publish_run=run.id, after=inspect)
 
 
 def rehearsal_enabled(env: EnvironmentConfig) -> bool:
-    from bot.inspection import rehearsal_enabled as enabled
-
-    return enabled(env)
+    return inspection.rehearsal_enabled(env)
 
 
 def steps_enabled(env: EnvironmentConfig) -> dict[str, bool]:
@@ -192,10 +94,8 @@ def _denial(deps: Deps, run_id: str, user: str, action: str, exc: Refusal) -> No
 
 
 def confirm(deps: Deps, *, run_id: str, item: str, user: str) -> Reply:
-    from bot.steps import may_operate
-
     run = deps.store.get(run_id)
-    if not may_operate(deps, run, user):  # the checklist gates a prod change: only the people who may run it
+    if not steps.may_operate(deps, run, user):  # the checklist gates a prod change: only the people who may run it
         deps.store.audit(run_id, AuditEvent(user, "checklist.confirm", "denied", deps.clock(), "not allowed"))
         return Reply(messages.denied(f"Only the requester or an approver of {run.env} may tick the checklist."))
     try:
@@ -222,9 +122,7 @@ def approve_run(deps: Deps, *, run_id: str, user: str, version: int | None,
     if current and approved_fingerprint and "pending" in run.facts \
             and approved_fingerprint != _reviewed_fingerprint(run):
         # The files changed since they were reviewed: review again (voiding waivers) before anyone approves.
-        from bot.inspection import inspect_run
-
-        inspect_run(deps, run_id)
+        inspection.inspect_run(deps, run_id)
         deps.store.audit(run_id, AuditEvent(user, "run.approve", "denied", deps.clock(),
                                             "the migrations changed since they were reviewed"))
         return Reply(messages.denied("The pending migrations changed since they were reviewed, so the review "
@@ -248,8 +146,6 @@ def approve_run(deps: Deps, *, run_id: str, user: str, version: int | None,
 
 def waive_findings(deps: Deps, *, run_id: str, user: str, reason: str) -> Reply:
     """An approver accepts the blocking high findings with a reason (audited; voided if a file changes)."""
-    from bot.runbook import waive
-
     run = deps.store.get(run_id)
     env = environment_or_refuse(deps, run.env)
     policy, groups = deps.policy(env), deps.groups_of(user, env)
@@ -263,9 +159,7 @@ def waive_findings(deps: Deps, *, run_id: str, user: str, reason: str) -> Reply:
 
 
 def _reviewed_fingerprint(run: Run) -> str:
-    from bot.steps import fingerprint_of
-
-    return fingerprint_of([(p["name"], p["checksum"]) for p in run.facts.get("pending", [])])
+    return steps.fingerprint_of([(p["name"], p["checksum"]) for p in run.facts.get("pending", [])])
 
 
 def may_cancel(deps: Deps, run: Run, user: str) -> bool:
@@ -326,14 +220,6 @@ def status(deps: Deps, query: str | None = None, envs: list[str] | None = None) 
 
 # ---- the /migrate dispatcher ---------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Invocation:
-    user: str
-    channel: str
-    text: str
-    trigger_id: str | None = None
-
-
 def handle_command(deps: Deps, inv: Invocation) -> Reply:
     """Parse `/migrate ...` text and run the operation. Raises nothing a user shouldn't see."""
     try:
@@ -363,8 +249,7 @@ def handle_command(deps: Deps, inv: Invocation) -> Reply:
             return start_run(deps, env_name=verb, user=inv.user, image_tag=image_tag)
         target = VERBS.get(verb)
         if target is not None:
-            module_name, _, function = target.partition(":")
-            return getattr(importlib.import_module(module_name), function)(deps, inv, rest)
+            return target(deps, inv, rest)
         if len(words) == 1:
             return Reply(messages.unknown_environment(verb[:40], sorted(deps.config.environments)))
         return Reply(f"Unknown command `{messages.escape(verb[:40])}`.\n{messages.USAGE}")
@@ -382,8 +267,6 @@ def _verb_key(verb: str, rest: list[str]) -> str:
 def _guard_command(deps: Deps, user: str, verb: str, rest: list[str]) -> tuple[str | None, list[str] | None]:
     """Check the verb's permission (bot.access.VERBS) before any of its work: the refusal, and for a listing
     without an environment the environments the user may read. Usage mistakes are left to the verb."""
-    from bot.windows import WindowStore
-
     run: Run | None = None
     target = rest[0] if rest else None
     env_name: str | None
@@ -391,12 +274,12 @@ def _guard_command(deps: Deps, user: str, verb: str, rest: list[str]) -> tuple[s
         rule, env_name = access.VERBS[access.ENV_VERB], verb
     elif _verb_key(verb, rest) != verb:
         rule = access.VERBS[_verb_key(verb, rest)]
-        window = WindowStore(deps).get(rest[1]) if len(rest) > 1 else None
+        window = windows.WindowStore(deps).get(rest[1]) if len(rest) > 1 else None
         if window is None:
             return None, None
         refused = authorize(deps, rule, user, env_name=window.env)
         if refused:
-            WindowStore(deps).audit(window.id, user, rule.audit, "denied", deps.clock(), "not allowed")
+            windows.WindowStore(deps).audit(window.id, user, rule.audit, "denied", deps.clock(), "not allowed")
         return refused, None
     elif verb in access.VERBS:
         rule, env_name = access.VERBS[verb], target
@@ -422,9 +305,7 @@ def _read_command(deps: Deps, inv: Invocation, verb: str, rest: list[str], envs:
         if len(rest) > 1:
             return Reply(messages.USAGE)
         return Reply(status(deps, rest[0] if rest else None, envs=envs))
-    module_name, _, function = VERBS[verb].partition(":")
-    reply: Reply = getattr(importlib.import_module(module_name), function)(deps, inv, rest)
-    return reply
+    return VERBS[verb](deps, inv, rest)
 
 
 def _redacted(reply: Reply) -> Reply:
@@ -443,13 +324,13 @@ def _redacted(reply: Reply) -> Reply:
     return reply
 
 
-# The other `/migrate` verbs: verb -> "module:function(deps, invocation, args) -> Reply", imported on use.
-VERBS: dict[str, str] = {
-    "check": "bot.checks:check_reply",
-    "timeline": "bot.timeline:timeline_reply",
-    "lint": "bot.inspection:lint_reply",
-    "schedule": "bot.windows:schedule_command",
-    "windows": "bot.windows:windows_command",
+# The other `/migrate` verbs: verb -> function(deps, invocation, args) -> Reply.
+VERBS: dict[str, Callable[[Deps, Invocation, list[str]], Reply]] = {
+    "check": checks.check_reply,
+    "timeline": timeline.timeline_reply,
+    "lint": inspection.lint_reply,
+    "schedule": windows.schedule_command,
+    "windows": windows.windows_command,
 }
 
 
@@ -459,3 +340,77 @@ def safely(fn: Callable[[], Reply]) -> Reply:
         return fn()
     except BotError as exc:
         return Reply(str(exc) if not isinstance(exc, Refusal) else messages.denied(str(exc)))
+
+
+# ---- the steps: the engine (bot.steps) is handed what to run and what follows each step ---------------
+
+def entered_monitoring(deps: Deps, run_id: str) -> None:
+    """If the run has just reached `monitoring`, take the readings and start the 24-hour watch."""
+    run = deps.store.find(run_id)
+    if run is not None and run.status is RunStatus.MONITORING:
+        try:
+            watch.start_monitoring(deps, run_id)
+        except BotError as exc:
+            log.warning("monitoring of %s did not start: %s", run_id, exc)
+
+
+def _rehearse(deps: Deps, run_id: str) -> None:
+    """After the backup: rehearse the pending migrations on its restored copy."""
+    try:
+        inspection.rehearse_run(deps, run_id)
+    except BotError as exc:
+        log.warning("rehearsal of %s did not complete: %s", run_id, exc)
+
+
+def _inspect_again(deps: Deps, run_id: str) -> None:
+    """Review what is pending now, so the next approval binds to it on its first click (and reviewers see it)."""
+    try:
+        inspection.inspect_run(deps, run_id)
+    except BotError as exc:
+        log.warning("could not inspect %s again after voiding its approvals: %s", run_id, exc)
+
+
+def _advise_rollback(why: str) -> Callable[[Deps, str, str], None]:
+    def advise(deps: Deps, run_id: str, error: str) -> None:
+        rollback.recommend_rollback(deps, run_id, f"{why}: {error[:300]}")
+        deps.publish(run_id)
+
+    return advise
+
+
+ROLLBACK_TRIGGERS = {
+    "migrate": "the migration failed",
+    "deploy": "the new version did not stabilise (the app fails to start)",
+    "smoke": "a smoke test failed (critical functionality broken)",
+}
+
+STEPS = steps.StepTable(
+    executors={**step_executors.EXECUTORS, **rollback.EXECUTORS},
+    settled=entered_monitoring,
+    after_success={"backup": _rehearse},
+    after_failure={name: _advise_rollback(why) for name, why in ROLLBACK_TRIGGERS.items()},
+    approval_voided=_inspect_again,
+    rollback_voided=rollback.record_rollback_voided,
+    resolving={"migrate": step_executors.migrate_resolved_by_hand},
+)
+
+
+def run_step(deps: Deps, *, run_id: str, name: str, user: str, wait: bool = False,
+             version: int | None = None) -> Reply:
+    """A step's Run/Retry button: claim the step once and execute it in the worker pool (bot.steps)."""
+    return steps.run_step(deps, STEPS, run_id=run_id, name=name, user=user, wait=wait, version=version)
+
+
+def skip_step(deps: Deps, *, run_id: str, name: str, user: str, version: int | None = None) -> Reply:
+    """A step's Skip button."""
+    return steps.skip(deps, STEPS, run_id=run_id, name=name, user=user, version=version)
+
+
+def mark_done(deps: Deps, *, run_id: str, name: str, user: str, version: int | None = None) -> Reply:
+    """An interrupted step's "Mark done" button, after a human checked what it did."""
+    return steps.mark_done(deps, STEPS, run_id=run_id, name=name, user=user, version=version)
+
+
+def proceed_anyway(deps: Deps, *, run_id: str, user: str, version: int | None = None) -> Reply:
+    """The "Proceed anyway" button of a step held by the pre-flight."""
+    return steps.proceed_anyway(deps, STEPS, run_id=run_id, user=user, version=version)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from bot.backup import fetched_backup
+from bot.backup import _restorable, fetched_backup
 from bot.config import RehearsalConfig
 from bot.errors import BackupError, BotError, IntegrationError, MigrationError
 from bot.integrations.aws import Aws
@@ -209,8 +209,6 @@ def _readable_dump(dump_path: Path) -> Iterator[Path]:
     if dump_path.is_dir() or not dump_path.name.endswith(".tar"):
         yield dump_path
         return
-    from bot.backup import _restorable  # the backup step's own unpacking of a directory-format .tar
-
     with _restorable(dump_path, "directory") as readable:
         yield readable
 

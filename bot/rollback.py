@@ -10,8 +10,9 @@ from typing import Any
 
 from bot import messages
 from bot.config import EnvironmentConfig
+from bot.context import Deps, Reply, environment_or_refuse
 from bot.errors import AlreadyDone, BotError, DeployError, MigrationError, Refusal, StaleMessage, WrongState
-from bot.operations import Deps, Reply, environment_or_refuse
+from bot.inspection import post_scripts, review_pending
 from bot.redact import redact
 from bot.runbook import (
     ROLLBACK_LABELS,
@@ -26,7 +27,8 @@ from bot.runbook import (
     void_rollback,
     withdraw_rollback,
 )
-from bot.steps import RollbackVoided, StepContext, StepOutcome, executor
+from bot.steps import Executor, RollbackVoided, StepContext, StepOutcome, fingerprint_of, may_operate
+from bot.views import button_value
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ class DownScript:
 
 def down_scripts(env: EnvironmentConfig, run: Run) -> list[DownScript]:
     """The down.sql of every migration this run applied, newest first; MigrationError if one is missing."""
+    # psycopg is loaded only by the work that talks to PostgreSQL
     from bot.integrations.prisma import down_checksum, list_local_migrations
 
     applied = list(_forward_result(run, "migrate").get("applied", []))
@@ -88,15 +91,11 @@ def down_scripts(env: EnvironmentConfig, run: Run) -> list[DownScript]:
 
 
 def down_fingerprint(scripts: list[DownScript]) -> str:
-    from bot.steps import fingerprint_of
-
     return fingerprint_of([(script.name, script.checksum) for script in scripts])
 
 
 def _review_down(env: EnvironmentConfig, scripts: list[DownScript]) -> dict[str, Any]:
     """The safety review of the down.sql scripts, weighed against the live database."""
-    from bot.inspection import review_pending
-
     shown = [DownScript(f"{s.name}/down.sql", s.sql, s.checksum) for s in scripts]
     try:
         if not env.database_url:
@@ -148,8 +147,6 @@ def start_rollback(deps: Deps, *, run_id: str, option: str, user: str, reason: s
             deps.store.audit(run_id, AuditEvent(user, "rollback.request", "denied", deps.clock(), str(exc)))
         return Reply(messages.denied(str(exc)), publish_run=run_id)
     if scripts and review is not None:
-        from bot.inspection import post_scripts
-
         post_scripts(deps, run_id, [DownScript(f"{s.name}/down.sql", s.sql, s.checksum) for s in scripts], review,
                      heading="*Option 1 would run these down.sql scripts on production, newest first.* "
                              "A second approver must confirm them.")
@@ -196,8 +193,6 @@ def confirm_restore(deps: Deps, *, run_id: str, user: str, version: int | None =
 
 
 def withdraw_restore(deps: Deps, *, run_id: str, user: str, version: int | None = None) -> Reply:
-    from bot.steps import may_operate
-
     run = deps.store.get(run_id)
     if not may_operate(deps, run, user):
         deps.store.audit(run_id, AuditEvent(user, "rollback.withdraw", "denied", deps.clock(), "not allowed"))
@@ -214,8 +209,6 @@ def withdraw_restore(deps: Deps, *, run_id: str, user: str, version: int | None 
 
 def restore_modal(run: Run) -> dict:
     """Typed confirmation for Option 2: the environment name and a reason."""
-    from bot.views import button_value
-
     return {
         "type": "modal",
         "callback_id": "restore_request",
@@ -254,9 +247,9 @@ def _previous_stable(ctx: StepContext) -> str:
     raise DeployError("This run recorded no previous-stable task definition; deploy it by hand.")
 
 
-@executor("rb_resolve_failed")
 def resolve_failed(ctx: StepContext) -> StepOutcome:
     """Option 1 for a failed migration: exactly `prisma migrate resolve --rolled-back` (failed rows only)."""
+    # psycopg is loaded only by the work that talks to PostgreSQL
     from bot.integrations.prisma import NativeRunner
 
     env = ctx.env
@@ -276,13 +269,13 @@ def resolve_failed(ctx: StepContext) -> StepOutcome:
     return StepOutcome(f"marked rolled back: {', '.join(failed)}", {"rolled_back": failed})
 
 
-@executor("rb_apply_down")
 def apply_down(ctx: StepContext) -> StepOutcome:
     """Option 1 for applied migrations that ship a down.sql: run them newest first, then mark them rolled back.
 
     Only the down.sql a second approver confirmed: the fingerprint is checked again just before, and each
     script's checksum once more under the advisory lock.
     """
+    # psycopg is loaded only by the work that talks to PostgreSQL
     from bot.integrations.prisma import NativeRunner
 
     env = ctx.env
@@ -324,16 +317,9 @@ def record_rollback_voided(deps: Deps, run_id: str, reason: str) -> None:
             log.warning("thread post failed: %s", exc)
 
 
-def _aws(ctx: StepContext):  # type: ignore[no-untyped-def]
-    from bot.step_executors import _aws as build
-
-    return build(ctx)
-
-
-@executor("rb_scale_down")
 def scale_down(ctx: StepContext) -> StepOutcome:
     """Option 2, first: stop new writes. The desired count is recorded once, so a retry cannot lose it."""
-    aws, cfg = _aws(ctx), ctx.env.deploy
+    aws, cfg = ctx.aws(), ctx.env.deploy
     assert cfg.cluster and cfg.service
     state = aws.service(cfg.cluster, cfg.service)
     recorded = ctx.run.step("rb_scale_down").result
@@ -347,14 +333,13 @@ def scale_down(ctx: StepContext) -> StepOutcome:
                        {"desired_count_before": desired, "task_definition_before": state.task_definition})
 
 
-@executor("rb_restore_db")
 def restore_db(ctx: StepContext) -> StepOutcome:
     """Option 2: the database back to the pre-migration backup (pg_restore, or an RDS snapshot restore)."""
     env = ctx.env
     backup = _forward_result(ctx.run, "backup")
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     if backup.get("method") == "rds_snapshot":
-        aws = _aws(ctx)
+        aws = ctx.aws()
         instance = str(env.backup.rds_instance if env.backup else "")
         restored = f"{instance}-restored-{stamp}"
         aws.restore_instance_from_snapshot(str(backup["identifier"]), restored)
@@ -373,11 +358,12 @@ def restore_db(ctx: StepContext) -> StepOutcome:
                    "then click *Run: Redeploy previous-stable*.")
         return StepOutcome(f"restored to new instance {restored}; switch the app to it (see thread)",
                            {"restored_instance": restored, "manual_switch": True})
+    # boto3 and psycopg are loaded only by the work that takes or restores a backup
     from bot.backup import fetched_backup
     from bot.integrations.postgres import Postgres, pg_restore
 
     assert env.database_url
-    aws = _aws(ctx) if str(backup.get("location", "")).startswith("s3://") else None
+    aws = ctx.aws() if str(backup.get("location", "")).startswith("s3://") else None
     jobs = env.backup.jobs if env.backup else 1
     mode = env.rollback.pg_restore_mode
     with fetched_backup(backup, aws) as path:
@@ -405,10 +391,9 @@ def restore_db(ctx: StepContext) -> StepOutcome:
                        f"{count} rows in _prisma_migrations", {"prisma_migrations": count})
 
 
-@executor("rb_redeploy")
 def redeploy(ctx: StepContext) -> StepOutcome:
     """Option 2, last: previous-stable at the desired count recorded before scaling down (the seed's 2)."""
-    aws, cfg = _aws(ctx), ctx.env.deploy
+    aws, cfg = ctx.aws(), ctx.env.deploy
     assert cfg.cluster and cfg.service
     desired = int(ctx.run.step("rb_scale_down").result.get("desired_count_before") or 2)
     target = _previous_stable(ctx)
@@ -419,10 +404,9 @@ def redeploy(ctx: StepContext) -> StepOutcome:
                        {"task_definition": target, "desired_count": desired})
 
 
-@executor("rb_previous_version")
 def previous_version(ctx: StepContext) -> StepOutcome:
     """Option 3: the migration is fine but the code is not; go back to previous-stable."""
-    aws, cfg = _aws(ctx), ctx.env.deploy
+    aws, cfg = ctx.aws(), ctx.env.deploy
     assert cfg.cluster and cfg.service
     target = _previous_stable(ctx)
     aws.update_service(cfg.cluster, cfg.service, task_definition=target, force_new_deployment=True)
@@ -432,6 +416,17 @@ def previous_version(ctx: StepContext) -> StepOutcome:
 
 def steps_in_rollback(run: Run) -> list[str]:
     return [s.name for s in run.steps if s.phase == "rollback" and s.status is not StepStatus.SUCCEEDED]
+
+
+# The rollback sub-steps (in bot.runbook.STEP_SPECS), handed to the engine with the forward ones by bot.operations.
+EXECUTORS: dict[str, Executor] = {
+    "rb_resolve_failed": resolve_failed,
+    "rb_apply_down": apply_down,
+    "rb_scale_down": scale_down,
+    "rb_restore_db": restore_db,
+    "rb_redeploy": redeploy,
+    "rb_previous_version": previous_version,
+}
 
 
 __all__ = ["BotError", "recommend_rollback", "start_rollback", "request_restore", "confirm_restore",

@@ -16,7 +16,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bot.errors import RunActive, RunNotFound, StateStoreUnavailable
+from bot.errors import AlreadyDone, RunActive, RunNotFound, StaleMessage, StateStoreUnavailable
+from bot.messages import escape
 from bot.runbook import AuditEvent, Run, Transition
 
 UNAVAILABLE = "state store unavailable — nothing was changed"
@@ -158,8 +159,6 @@ class RunStore:
         with _store_errors():
             raw = self.redis.get(self._run_key(run_id))
         if raw is None:
-            from bot.messages import escape
-
             raise RunNotFound(f"No run with id `{escape(run_id)}`. Try `/migrate status` to list recent runs.")
         return Run.model_validate_json(raw)
 
@@ -300,8 +299,6 @@ class RunStore:
                     current = Run.model_validate_json(raw)
                     if expected_version is not None and current.version != expected_version:
                         pipe.unwatch()
-                        from bot.errors import StaleMessage
-
                         raise StaleMessage("This message is out of date — here is the current one.")
                     transition = change(current)
                     pipe.multi()
@@ -343,13 +340,9 @@ class RunStore:
         """Remember the status message; only the first writer wins, so a run never gets two messages."""
         def change(run: Run) -> Transition:
             if run.message_ts:
-                from bot.errors import AlreadyDone
-
                 raise AlreadyDone("message already posted")
             new = run.model_copy(update={"message_ts": ts, "channel": channel}, deep=True)
             return Transition(new, [])
-
-        from bot.errors import AlreadyDone
 
         try:
             self.apply(run_id, change)

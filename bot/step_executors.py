@@ -1,36 +1,35 @@
-"""What each runbook step does, one function per step, each calling one integration."""
+"""What each runbook step does, one function per step, each calling one integration; EXECUTORS lists them."""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
 
-from bot.errors import DeployError, IntegrationError, MigrationError
+from bot import messages
+from bot.context import Deps, Reply
+from bot.errors import BotError, DeployError, IntegrationError, MigrationError
+from bot.inspection import rehearsal_enabled
+from bot.integrations.http import set_maintenance_webhook
+from bot.integrations.smoke import SmokeCheck, run_smoke_checks
+from bot.redact import redact
+from bot.runbook import STEP_SPECS, AuditEvent, Run
 from bot.steps import (
     ApprovalVoided,
+    Executor,
     StepContext,
     StepHeld,
     StepOutcome,
-    executor,
+    migrations_dir,
     pending_of,
     unapproved_migrations,
 )
 
 
-def _aws(ctx: StepContext, *, max_wait_s: float | None = None):  # type: ignore[no-untyped-def]
-    from bot.integrations.aws import Aws
-
-    return Aws(region=ctx.env.aws.region, endpoint_url=ctx.env.aws.endpoint_url,
-               poll_interval_s=ctx.env.deploy.poll_interval_s,
-               max_wait_s=max_wait_s if max_wait_s is not None else ctx.env.deploy.wait_timeout_s)
-
-
-@executor("backup")
 def backup(ctx: StepContext) -> StepOutcome:
     """Seed step 1: an RDS snapshot or a pg_dump, verified; a retry reuses this run's backup."""
+    # boto3 and psycopg are slow to import: loaded by the steps that use them, not by every bot process
     from bot import backup as backups
     from bot import sandbox
-    from bot.inspection import rehearsal_enabled
 
     cfg = ctx.env.backup
     if cfg is None:
@@ -45,13 +44,13 @@ def backup(ctx: StepContext) -> StepOutcome:
     try:
         if cfg.method == "rds_snapshot":
             assert cfg.rds_instance
-            aws = _aws(ctx, max_wait_s=cfg.timeout_s)
+            aws = ctx.aws(max_wait_s=cfg.timeout_s)
             evidence = backups.take_rds_snapshot_backup(
                 run_id=run_id, aws=aws, instance_id=cfg.rds_instance, database_url=ctx.env.database_url,
                 on_progress=lambda pct: ctx.progress(_bar(pct)))
             if evidence.verified and ctx.env.rehearsal.target == "rds_restore":
                 evidence = backups.verify_snapshot_by_restore(
-                    evidence, aws=_aws(ctx, max_wait_s=ctx.env.rehearsal.timeout_s), isolation=ctx.env.rehearsal,
+                    evidence, aws=ctx.aws(max_wait_s=ctx.env.rehearsal.timeout_s), isolation=ctx.env.rehearsal,
                     run_id=run_id, database_url=ctx.env.database_url, keep=keep,
                     on_progress=lambda text: ctx.progress(text))
         else:
@@ -65,7 +64,7 @@ def backup(ctx: StepContext) -> StepOutcome:
                 target = backups.LocalTarget(directory=Path(cfg.local_dir))
             evidence = backups.take_pg_dump_backup(
                 run_id=run_id, database_url=ctx.env.database_url, target=target,
-                aws=_aws(ctx, max_wait_s=cfg.timeout_s) if cfg.s3_bucket else None, fmt=cfg.format, jobs=cfg.jobs,
+                aws=ctx.aws(max_wait_s=cfg.timeout_s) if cfg.s3_bucket else None, fmt=cfg.format, jobs=cfg.jobs,
                 verify_restore=cfg.verify_restore, timeout_s=cfg.timeout_s, on_progress=lambda text: ctx.progress(text),
                 isolation=ctx.env.rehearsal, keep_restored=keep)
     except BaseException:
@@ -84,26 +83,22 @@ def _bar(percent: int) -> str:
     return f"{'▓' * filled}{'░' * (10 - filled)} {percent}%"
 
 
-@executor("maintenance_on")
 def maintenance_on(ctx: StepContext) -> StepOutcome:
     """Seed step 2: switch the app to its 503 page (ECS task definition or the app's webhook)."""
     cfg = ctx.env.maintenance
     if cfg.method == "ecs_task_definition":
-        aws, deploy = _aws(ctx), ctx.env.deploy
+        aws, deploy = ctx.aws(), ctx.env.deploy
         assert deploy.cluster and deploy.service and cfg.task_definition
         before = aws.service(deploy.cluster, deploy.service)
         aws.update_service(deploy.cluster, deploy.service, task_definition=cfg.task_definition)
         aws.wait_stable(deploy.cluster, deploy.service, on_progress=lambda text: ctx.progress(str(text)))
         return StepOutcome(f"ECS {deploy.service} on {cfg.task_definition}",
                            {"previous_task_definition": before.task_definition, "method": cfg.method})
-    from bot.integrations.http import set_maintenance_webhook
-
     assert cfg.webhook_url
     set_maintenance_webhook(cfg.webhook_url, enabled=True, token=cfg.webhook_token)
     return StepOutcome("maintenance page on (webhook)", {"method": cfg.method})
 
 
-@executor("maintenance_off")
 def maintenance_off(ctx: StepContext) -> StepOutcome:
     """Seed step 8: undo exactly what maintenance_on changed."""
     cfg = ctx.env.maintenance
@@ -111,7 +106,7 @@ def maintenance_off(ctx: StepContext) -> StepOutcome:
     if on.status.value == "skipped":
         return StepOutcome("maintenance mode was not on", {})
     if cfg.method == "ecs_task_definition":
-        aws, deploy = _aws(ctx), ctx.env.deploy
+        aws, deploy = ctx.aws(), ctx.env.deploy
         assert deploy.cluster and deploy.service
         deployed = ctx.run.step("deploy").result.get("task_definition") if any(
             s.name == "deploy" for s in ctx.run.steps) else None
@@ -121,19 +116,17 @@ def maintenance_off(ctx: StepContext) -> StepOutcome:
         aws.update_service(deploy.cluster, deploy.service, task_definition=target)
         aws.wait_stable(deploy.cluster, deploy.service, on_progress=lambda text: ctx.progress(str(text)))
         return StepOutcome(f"ECS {deploy.service} back on {target.rsplit('/', 1)[-1]}", {"task_definition": target})
-    from bot.integrations.http import set_maintenance_webhook
-
     assert cfg.webhook_url
     set_maintenance_webhook(cfg.webhook_url, enabled=False, token=cfg.webhook_token)
     return StepOutcome("maintenance page off (webhook)", {})
 
 
-@executor("migrate")
 def migrate(ctx: StepContext) -> StepOutcome:
     """Seed step 3: re-check what was approved, apply the migrations, verify the schema is up to date."""
     env = ctx.env
     if not env.database_url:
         raise MigrationError(f"{env.name} has no database_url configured.")
+    # psycopg is loaded only by the work that talks to PostgreSQL
     from bot.integrations.prisma import CliRunner, NativeRunner, PrismaError
 
     directory = Path(env.migrate.migrations_dir)
@@ -177,12 +170,74 @@ def migrate(ctx: StepContext) -> StepOutcome:
                         "durations_s": {m.name: round(m.duration_s, 3) for m in result.applied}})
 
 
+def migrate_resolved_by_hand(deps: Deps, run: Run, user: str) -> Reply | None:
+    """Before an interrupted migrate is marked done: record what completed, refuse while anything is still open."""
+    try:
+        _record_interrupted_migrations_applied(deps, run)
+        still_open = _migrations_still_open(deps, run)
+    except (BotError, OSError) as exc:
+        return Reply(messages.denied(f"Could not record the migrations as applied: {redact(str(exc))[:300]}"),
+                     publish_run=run.id)
+    if still_open:
+        deps.store.audit(run.id, AuditEvent(user, "step.mark_done", "denied", deps.clock(), still_open,
+                                            {"step": "migrate"}))
+        return Reply(messages.denied(f"“{STEP_SPECS['migrate'].label}” is not complete: {still_open}. The step "
+                                     "stays open: click Retry to apply what is pending."), publish_run=run.id)
+    return None
+
+
+def _record_interrupted_migrations_applied(deps: Deps, run: Run) -> None:
+    """The human checked that an interrupted migrate completed: make `_prisma_migrations` say so.
+
+    A process killed mid-script leaves the migration's row started but unfinished, which Prisma (and the
+    native runner) treat as failed (P3009) and which would block every later deploy. Exactly as
+    `prisma migrate resolve --applied`, for this run's migrations only.
+    """
+    env = deps.config.environment(run.env)
+    if env is None or not env.database_url or env.migrate.runner != "native":
+        return
+    from bot.integrations.prisma import NativeRunner, PrismaError  # psycopg: loaded when a migration runs
+
+    runner = NativeRunner(env.database_url)
+    directory = migrations_dir(env)
+    names = set(run.pending_migrations)
+    for row in runner.status(directory).failed:
+        if row.migration_name not in names:
+            continue
+        try:
+            runner.resolve_applied(directory, row.migration_name)
+        except PrismaError as exc:
+            if getattr(exc, "code", None) != "P3008":  # already recorded applied (a doubled click): fine
+                raise
+        deps.store.audit(run.id, AuditEvent("bot", "migration.resolved_applied", "ok", deps.clock(),
+                                            f"{row.migration_name} recorded as applied (checked by hand)",
+                                            {"migration": row.migration_name}))
+
+
+def _migrations_still_open(deps: Deps, run: Run) -> str:
+    """What `migrate status` would still complain about (pending or failed migrations), or ''."""
+    env = deps.config.environment(run.env)
+    if env is None or not env.database_url:
+        return ""
+    from bot.integrations.prisma import NativeRunner  # psycopg: loaded when a migration runs
+
+    status = NativeRunner(env.database_url).status(migrations_dir(env))
+    problems = []
+    if status.pending:
+        problems.append("still pending: " + ", ".join(status.pending))
+    failed = sorted({row.migration_name for row in status.failed})
+    if failed:
+        problems.append("failed (started, never finished): " + ", ".join(failed))
+    return "; ".join(problems)
+
+
 def _lock_preflight(ctx: StepContext, directory: Path, pending: list[str]) -> None:
     """Just before deploy: hold if other sessions sit on the tables the migrations lock (unless overridden)."""
     safety = ctx.env.safety
     override = ctx.run.facts.get("hold_override") or {}
     if not safety.preflight or not pending or override.get("step") == "migrate" or not ctx.env.database_url:
         return
+    # psycopg and pglast are loaded only when a migration runs
     from bot.integrations.prisma import list_local_migrations
     from bot.preflight import lock_preflight, target_tables
 
@@ -194,7 +249,6 @@ def _lock_preflight(ctx: StepContext, directory: Path, pending: list[str]) -> No
         raise StepHeld(report.summary(), {"blockers": [b.describe() for b in report.blockers[:10]]})
 
 
-@executor("seed")
 def seed(ctx: StepContext) -> StepOutcome:
     """Seed step 4 (optional): the configured seed command, output to the thread."""
     cfg = ctx.env.seed
@@ -214,10 +268,9 @@ def seed(ctx: StepContext) -> StepOutcome:
     return StepOutcome(f"`{' '.join(cfg.command)}` exited 0", {})
 
 
-@executor("deploy")
 def deploy(ctx: StepContext) -> StepOutcome:
     """Seed step 5: force a new deployment (or a new revision for --image), remember previous-stable."""
-    aws, cfg = _aws(ctx), ctx.env.deploy
+    aws, cfg = ctx.aws(), ctx.env.deploy
     assert cfg.cluster and cfg.service
     before = aws.service(cfg.cluster, cfg.service)
     maint = ctx.run.step("maintenance_on") if any(s.name == "maintenance_on" for s in ctx.run.steps) else None
@@ -239,11 +292,8 @@ def deploy(ctx: StepContext) -> StepOutcome:
                         "desired_count": after.desired_count})
 
 
-@executor("smoke")
 def smoke(ctx: StepContext) -> StepOutcome:
     """Seed step 6: the configured chain of HTTP checks; any failure fails the run."""
-    from bot.integrations.smoke import SmokeCheck, run_smoke_checks
-
     checks: list[SmokeCheck] = list(ctx.env.smoke)
     lines: list[str] = []
 
@@ -269,3 +319,15 @@ def smoke(ctx: StepContext) -> StepOutcome:
     if not report.ok:
         raise IntegrationError(f"Smoke tests failed: {report.summary()}")
     return StepOutcome(report.summary(), {"checks": results})
+
+
+# The forward steps of the runbook (bot.runbook.STEP_SPECS), handed to the engine by bot.operations.
+EXECUTORS: dict[str, Executor] = {
+    "backup": backup,
+    "maintenance_on": maintenance_on,
+    "migrate": migrate,
+    "seed": seed,
+    "deploy": deploy,
+    "smoke": smoke,
+    "maintenance_off": maintenance_off,
+}

@@ -1,4 +1,7 @@
-"""Runs the runbook's steps: claim the step in Redis, do the work through one integration, record the outcome."""
+"""The step engine: claim a step in Redis, run its executor, record the outcome; it knows no step by name.
+
+The runbook's operations (bot.operations) hand it a StepTable: the executor of each step and what follows.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +9,29 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot import messages
+from bot import access, messages
 from bot.config import EnvironmentConfig
+from bot.context import Deps, Reply, environment_or_refuse
 from bot.errors import AlreadyDone, BotError, Refusal, StaleMessage, WrongState
-from bot.operations import Deps, Reply, environment_or_refuse
 from bot.redact import redact
 from bot.runbook import (
     STEP_SPECS,
     AuditEvent,
     Run,
     RunStatus,
+    StepStatus,
+    Transition,
     begin_step,
     fail_step,
     finish_run,
     finish_step,
+    hold_step,
+    override_hold,
     report_progress,
     resolve_interrupted,
     skip_step,
@@ -85,9 +92,7 @@ class StepContext:
 
     def remember(self, **values: Any) -> None:
         """Record facts on the running step at once (before acting), so a retry after a crash still has them."""
-        def change(run: Run):  # type: ignore[no-untyped-def]
-            from bot.runbook import Transition
-
+        def change(run: Run) -> Transition:
             new = run.model_copy(deep=True)
             step = new.step(self.step_name)
             step.result = {**step.result, **values}
@@ -95,6 +100,14 @@ class StepContext:
 
         self.deps.store.apply(self.run.id, change)
         self.run = self.deps.store.get(self.run.id)
+
+    def aws(self, *, max_wait_s: float | None = None):  # type: ignore[no-untyped-def]
+        """An AWS client for this environment; waits up to the deploy timeout unless told otherwise."""
+        from bot.integrations.aws import Aws  # boto3 is slow to import: loaded by the steps that use AWS
+
+        return Aws(region=self.env.aws.region, endpoint_url=self.env.aws.endpoint_url,
+                   poll_interval_s=self.env.deploy.poll_interval_s,
+                   max_wait_s=max_wait_s if max_wait_s is not None else self.env.deploy.wait_timeout_s)
 
     def log(self, line: str) -> None:
         """Collect output for the thread (posted as one block when the step ends)."""
@@ -121,24 +134,34 @@ class StepContext:
 
 
 Executor = Callable[[StepContext], StepOutcome]
-EXECUTORS: dict[str, Executor] = {}
+FollowUp = Callable[[Deps, str], None]
+"""(deps, run_id): runs after the engine recorded a step; handles its own errors."""
 
 
-def executor(name: str) -> Callable[[Executor], Executor]:
-    def register(fn: Executor) -> Executor:
-        EXECUTORS[name] = fn
-        return fn
+@dataclass(frozen=True)
+class StepTable:
+    """What the runbook hands the engine: how to do each step, and what follows each step (bot.operations)."""
 
-    return register
+    executors: Mapping[str, Executor]
+    settled: FollowUp
+    """After a step succeeded, was skipped or was resolved by hand (the run may have reached monitoring)."""
+    after_success: Mapping[str, FollowUp] = field(default_factory=dict)
+    """Step -> what follows its success (after ``settled``)."""
+    after_failure: Mapping[str, Callable[[Deps, str, str], None]] = field(default_factory=dict)
+    """Step -> what follows its failure, given the error (after the failure is recorded and shown)."""
+    approval_voided: FollowUp | None = None
+    """After an executor found the approved migrations changed and the approvals were voided."""
+    rollback_voided: Callable[[Deps, str, str], None] | None = None
+    """(deps, run_id, reason): an executor found the approved rollback is not what would run."""
+    resolving: Mapping[str, Callable[[Deps, Run, str], Reply | None]] = field(default_factory=dict)
+    """Step -> a check before an interrupted step is marked done by ``user``: a refusal, or None to go on."""
 
 
 # ---- permissions ---------------------------------------------------------------------------------
 
 def may_operate(deps: Deps, run: Run, user: str) -> bool:
     """The requester and the approvers run the steps; nobody else touches a run."""
-    from bot.access import principal
-
-    who = principal(user)  # a command-line operator counts as the Slack user it is mapped to, or as nobody
+    who = access.principal(user)  # a command-line operator counts as the Slack user it is mapped to, or as nobody
     if who and who == run.requested_by:
         return True
     env = deps.config.environment(run.env)
@@ -147,9 +170,9 @@ def may_operate(deps: Deps, run: Run, user: str) -> bool:
     return deps.policy(env).may_approve(who, deps.groups_of(user, env))
 
 
-# ---- operations (called by handlers, the CLI and tests) ------------------------------------------
+# ---- the engine: bot.operations calls these with its StepTable -----------------------------------
 
-def run_step(deps: Deps, *, run_id: str, name: str, user: str, wait: bool = False,
+def run_step(deps: Deps, steps: StepTable, *, run_id: str, name: str, user: str, wait: bool = False,
              version: int | None = None) -> Reply:
     """Claim the step (exactly once across clicks and replicas) and execute it in the worker pool.
 
@@ -171,36 +194,33 @@ def run_step(deps: Deps, *, run_id: str, name: str, user: str, wait: bool = Fals
         return Reply(str(exc))
     except Refusal as exc:
         return Reply(messages.denied(str(exc)), publish_run=run_id)
-    future = deps.executor.submit(execute_claimed, deps, claimed.run, name)
+    future = deps.executor.submit(execute_claimed, deps, steps, claimed.run, name)
     if wait:
         future.result()
     return Reply("", publish_run=run_id)
 
 
-def execute_claimed(deps: Deps, run: Run, name: str) -> None:
+def execute_claimed(deps: Deps, steps: StepTable, run: Run, name: str) -> None:
     """Run one claimed step and record how it ended. Never raises."""
     env = deps.config.environment(run.env)
     deps.publish(run.id)
     if env is None:
-        _record_failure(deps, run.id, name, f"environment {run.env} is no longer configured")
+        _record_failure(deps, steps, run.id, name, f"environment {run.env} is no longer configured")
         return
     ctx = StepContext(deps=deps, run=run, env=env, step_name=name)
     RUNNING_HERE.add((run.id, name))
     try:
-        outcome = EXECUTORS[name](ctx)
+        outcome = steps.executors[name](ctx)
     except ApprovalVoided as exc:
         ctx.flush_log(STEP_SPECS[name].label)
-        _record_voided(deps, run.id, name, str(exc))
+        _record_voided(deps, steps, run.id, name, str(exc))
         return
     except RollbackVoided as exc:
-        from bot.rollback import record_rollback_voided
-
         ctx.flush_log(STEP_SPECS[name].label)
-        record_rollback_voided(deps, run.id, str(exc))
+        if steps.rollback_voided is not None:
+            steps.rollback_voided(deps, run.id, str(exc))
         return
     except StepHeld as held:
-        from bot.runbook import hold_step
-
         reason, details = str(held), held.details
         try:
             deps.store.apply(run.id, lambda current: hold_step(current, name=name, now=deps.clock(),
@@ -211,12 +231,12 @@ def execute_claimed(deps: Deps, run: Run, name: str) -> None:
         return
     except BotError as exc:
         ctx.flush_log(STEP_SPECS[name].label)
-        _record_failure(deps, run.id, name, str(exc))
+        _record_failure(deps, steps, run.id, name, str(exc))
         return
     except Exception as exc:  # a bug must still end the step visibly, without a traceback in Slack
         log.error("step %s of %s crashed: %s: %s", name, run.id, type(exc).__name__, redact(str(exc))[:300])
         ctx.flush_log(STEP_SPECS[name].label)
-        _record_failure(deps, run.id, name, f"unexpected error ({type(exc).__name__}); see the bot's logs")
+        _record_failure(deps, steps, run.id, name, f"unexpected error ({type(exc).__name__}); see the bot's logs")
         return
     finally:
         RUNNING_HERE.discard((run.id, name))
@@ -227,56 +247,29 @@ def execute_claimed(deps: Deps, run: Run, name: str) -> None:
     except BotError as exc:
         log.error("could not record success of %s/%s: %s", run.id, name, exc)
     deps.publish(run.id)
-    entered_monitoring(deps, run.id)
-    if name == "backup":
-        from bot.inspection import rehearse_run
-
-        try:
-            rehearse_run(deps, run.id)
-        except BotError as exc:
-            log.warning("rehearsal of %s did not complete: %s", run.id, exc)
-
-
-def entered_monitoring(deps: Deps, run_id: str) -> None:
-    """If the run has just reached `monitoring`, take the readings and start the 24-hour watch."""
-    run = deps.store.find(run_id)
-    if run is not None and run.status is RunStatus.MONITORING:
-        from bot.watch import start_monitoring
-
-        try:
-            start_monitoring(deps, run_id)
-        except BotError as exc:
-            log.warning("monitoring of %s did not start: %s", run_id, exc)
+    steps.settled(deps, run.id)
+    follow_up = steps.after_success.get(name)
+    if follow_up is not None:
+        follow_up(deps, run.id)
 
 
 RUNNING_HERE: set[tuple[str, str]] = set()
 """Steps executing in this process; the heartbeat keeps their ownership alive."""
 
 
-ROLLBACK_TRIGGERS = {
-    "migrate": "the migration failed",
-    "deploy": "the new version did not stabilise (the app fails to start)",
-    "smoke": "a smoke test failed (critical functionality broken)",
-}
-
-
-def _record_failure(deps: Deps, run_id: str, name: str, error: str) -> None:
+def _record_failure(deps: Deps, steps: StepTable, run_id: str, name: str, error: str) -> None:
     try:
         deps.store.apply(run_id, lambda current: fail_step(current, name=name, error=error[:500], now=deps.clock()))
     except BotError as exc:
         log.error("could not record failure of %s/%s: %s", run_id, name, exc)
     deps.publish(run_id)
-    if name in ROLLBACK_TRIGGERS:
-        from bot.rollback import recommend_rollback
-
-        recommend_rollback(deps, run_id, f"{ROLLBACK_TRIGGERS[name]}: {error[:300]}")
-        deps.publish(run_id)
+    follow_up = steps.after_failure.get(name)
+    if follow_up is not None:
+        follow_up(deps, run_id, error)
 
 
-def _record_voided(deps: Deps, run_id: str, name: str, reason: str) -> None:
-    def change(current: Run):  # type: ignore[no-untyped-def]
-        from bot.runbook import StepStatus
-
+def _record_voided(deps: Deps, steps: StepTable, run_id: str, name: str, reason: str) -> None:
+    def change(current: Run) -> Transition:
         transition = void_approvals(current, reason=reason, now=deps.clock())
         step = transition.run.step(name)
         step.status = StepStatus.PENDING
@@ -289,16 +282,11 @@ def _record_voided(deps: Deps, run_id: str, name: str, reason: str) -> None:
     except BotError as exc:
         log.error("could not void approvals of %s: %s", run_id, exc)
     deps.publish(run_id)
-    # Review what is pending now, so the next approval binds to it on its first click (and reviewers see it).
-    from bot.inspection import inspect_run
-
-    try:
-        inspect_run(deps, run_id)
-    except BotError as exc:
-        log.warning("could not inspect %s again after voiding its approvals: %s", run_id, exc)
+    if steps.approval_voided is not None:
+        steps.approval_voided(deps, run_id)
 
 
-def skip(deps: Deps, *, run_id: str, name: str, user: str, version: int | None = None) -> Reply:
+def skip(deps: Deps, steps: StepTable, *, run_id: str, name: str, user: str, version: int | None = None) -> Reply:
     run = deps.store.get(run_id)
     if not may_operate(deps, run, user):
         deps.store.audit(run_id, AuditEvent(user, "step.skip", "denied", deps.clock(), "not allowed"))
@@ -310,28 +298,22 @@ def skip(deps: Deps, *, run_id: str, name: str, user: str, version: int | None =
         return Reply(messages.stale_message(), publish_run=run_id)
     except Refusal as exc:
         return Reply(messages.denied(str(exc)), publish_run=run_id)
-    return Reply("", publish_run=run_id, after=lambda: entered_monitoring(deps, run_id))
+    return Reply("", publish_run=run_id, after=lambda: steps.settled(deps, run_id))
 
 
-def mark_done(deps: Deps, *, run_id: str, name: str, user: str, version: int | None = None) -> Reply:
+def mark_done(deps: Deps, steps: StepTable, *, run_id: str, name: str, user: str,
+              version: int | None = None) -> Reply:
     run = deps.store.get(run_id)
     if not may_operate(deps, run, user):
         deps.store.audit(run_id, AuditEvent(user, "step.mark_done", "denied", deps.clock(), "not allowed"))
         return Reply(messages.denied(f"Only the requester or an approver of {run.env} may resolve steps."))
     if version is not None and version != run.version:
         return Reply(messages.stale_message(), publish_run=run_id)
-    if name == "migrate" and run.step(name).status.value == "interrupted":
-        try:
-            _record_interrupted_migrations_applied(deps, run)
-            still_open = _migrations_still_open(deps, run)
-        except (BotError, OSError) as exc:
-            return Reply(messages.denied(f"Could not record the migrations as applied: {redact(str(exc))[:300]}"),
-                         publish_run=run_id)
-        if still_open:
-            deps.store.audit(run_id, AuditEvent(user, "step.mark_done", "denied", deps.clock(), still_open,
-                                                {"step": name}))
-            return Reply(messages.denied(f"“{STEP_SPECS[name].label}” is not complete: {still_open}. The step "
-                                         "stays open: click Retry to apply what is pending."), publish_run=run_id)
+    check = steps.resolving.get(name)
+    if check is not None and run.step(name).status is StepStatus.INTERRUPTED:
+        refused = check(deps, run, user)
+        if refused is not None:
+            return refused
     try:
         deps.store.apply(run_id, lambda current: resolve_interrupted(
             current, name=name, user=user, now=deps.clock(), done=True), expected_version=version)
@@ -339,70 +321,22 @@ def mark_done(deps: Deps, *, run_id: str, name: str, user: str, version: int | N
         return Reply(messages.stale_message(), publish_run=run_id)
     except Refusal as exc:
         return Reply(messages.denied(str(exc)), publish_run=run_id)
-    return Reply("", publish_run=run_id, after=lambda: entered_monitoring(deps, run_id))
+    return Reply("", publish_run=run_id, after=lambda: steps.settled(deps, run_id))
 
 
-def _record_interrupted_migrations_applied(deps: Deps, run: Run) -> None:
-    """The human checked that an interrupted migrate completed: make `_prisma_migrations` say so.
-
-    A process killed mid-script leaves the migration's row started but unfinished, which Prisma (and the
-    native runner) treat as failed (P3009) and which would block every later deploy. Exactly as
-    `prisma migrate resolve --applied`, for this run's migrations only.
-    """
-    env = deps.config.environment(run.env)
-    if env is None or not env.database_url or env.migrate.runner != "native":
-        return
-    from bot.integrations.prisma import NativeRunner, PrismaError
-
-    runner = NativeRunner(env.database_url)
-    directory = migrations_dir(env)
-    names = set(run.pending_migrations)
-    for row in runner.status(directory).failed:
-        if row.migration_name not in names:
-            continue
-        try:
-            runner.resolve_applied(directory, row.migration_name)
-        except PrismaError as exc:
-            if getattr(exc, "code", None) != "P3008":  # already recorded applied (a doubled click): fine
-                raise
-        deps.store.audit(run.id, AuditEvent("bot", "migration.resolved_applied", "ok", deps.clock(),
-                                            f"{row.migration_name} recorded as applied (checked by hand)",
-                                            {"migration": row.migration_name}))
-
-
-def _migrations_still_open(deps: Deps, run: Run) -> str:
-    """What `migrate status` would still complain about (pending or failed migrations), or ''."""
-    env = deps.config.environment(run.env)
-    if env is None or not env.database_url:
-        return ""
-    from bot.integrations.prisma import NativeRunner
-
-    status = NativeRunner(env.database_url).status(migrations_dir(env))
-    problems = []
-    if status.pending:
-        problems.append("still pending: " + ", ".join(status.pending))
-    failed = sorted({row.migration_name for row in status.failed})
-    if failed:
-        problems.append("failed (started, never finished): " + ", ".join(failed))
-    return "; ".join(problems)
-
-
-def proceed_anyway(deps: Deps, *, run_id: str, user: str, version: int | None = None) -> Reply:
-    """The human saw the pre-flight's blockers and chose to go on: audited, then the step runs."""
-    from bot.runbook import override_hold
-
+def proceed_anyway(deps: Deps, steps: StepTable, *, run_id: str, user: str, version: int | None = None) -> Reply:
+    """The human saw the pre-flight's blockers and chose to go on: audited, then the held step runs."""
     run = deps.store.get(run_id)
     env = environment_or_refuse(deps, run.env)
-    hold = run.facts.get("hold") or {}
     try:
-        deps.store.apply(run_id, lambda current: override_hold(
+        overridden = deps.store.apply(run_id, lambda current: override_hold(
             current, user=user, policy=deps.policy(env), groups=deps.groups_of(user, env), now=deps.clock()),
             expected_version=version)
     except StaleMessage:
         return Reply(messages.stale_message(), publish_run=run_id)
     except Refusal as exc:
         return Reply(messages.denied(str(exc)), publish_run=run_id)
-    return run_step(deps, run_id=run_id, name=str(hold.get("step", "migrate")), user=user)
+    return run_step(deps, steps, run_id=run_id, name=str(overridden.run.facts["hold_override"]["step"]), user=user)
 
 
 def close_run(deps: Deps, *, run_id: str, user: str, version: int | None) -> Reply:
@@ -436,6 +370,7 @@ def pending_migrations(env: EnvironmentConfig) -> list[tuple[str, str]]:
     """(name, checksum) of the migrations not yet applied in this environment's database."""
     if not env.database_url:
         return []
+    # psycopg is loaded only by the work that talks to PostgreSQL
     from bot.integrations.prisma import NativeRunner
 
     return pending_of(NativeRunner(env.database_url).status(migrations_dir(env)))
@@ -507,7 +442,3 @@ def unapproved_migrations(run: Run, status: Any) -> str | None:
 
 def environment(deps: Deps, run: Run) -> EnvironmentConfig:
     return environment_or_refuse(deps, run.env)
-
-
-# Import the executors so they register themselves.
-from bot import rollback, step_executors  # noqa: E402,F401

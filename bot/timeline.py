@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 from datetime import datetime
-from typing import Any
 
 from bot.access import VERBS
-from bot.operations import Deps, Invocation, Reply, require
+from bot.context import Deps, Invocation, Reply, require
 from bot.redact import redact
 from bot.runbook import Run
 from bot.runs import AuditEntry
@@ -89,30 +87,3 @@ def timeline_reply(deps: Deps, inv: Invocation, args: list[str]) -> Reply:
 
     return Reply(f"The timeline of `{run.id}` ({text.count(chr(10))} lines) is being posted in its thread.",
                  after=upload)
-
-
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("timeline", help="print a run's post-mortem timeline (Markdown) from Redis")
-    parser.add_argument("run_id")
-    parser.add_argument("--output", help="write to this file instead of stdout")
-    from bot.commands import add_identity
-
-    add_identity(parser)
-    parser.set_defaults(func=cmd_timeline)
-
-
-def cmd_timeline(args: argparse.Namespace) -> int:
-    from bot.commands import _offline_deps, _settings_and_config, cli_operator, refused
-
-    settings, config = _settings_and_config(require_slack=False)
-    actor = cli_operator(config, args.as_user)
-    deps = _offline_deps(settings, config)
-    if refused(deps, "timeline", actor, env_name=deps.store.get(args.run_id).env):
-        return 1
-    text = timeline_for(deps, args.run_id)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as handle:
-            handle.write(text)
-    else:
-        print(text, end="")
-    return 0

@@ -9,8 +9,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.config import EnvironmentConfig
+from bot.context import Deps, Reply
 from bot.errors import BotError
-from bot.operations import Deps, Reply
+from bot.integrations.pagerduty import PagerDuty
+from bot.rollback import oncall_mention, recommend_rollback
 from bot.runbook import AuditEvent, Run, RunStatus, Transition
 
 log = logging.getLogger(__name__)
@@ -19,6 +21,7 @@ ICONS = {"ok": "✅", "warn": "⚠️", "alert": "🚨", "unknown": "❔"}
 
 
 def _clients(env: EnvironmentConfig) -> tuple[Any, Any, Any]:
+    # boto3 and psycopg are loaded only when readings are taken
     from bot.integrations.aws import Aws
     from bot.integrations.postgres import Postgres
     from bot.monitoring import sentry_client
@@ -31,6 +34,7 @@ def _clients(env: EnvironmentConfig) -> tuple[Any, Any, Any]:
 
 
 def take_readings(env: EnvironmentConfig, now: datetime) -> Any:
+    # boto3 and psycopg are loaded only when readings are taken
     from bot.monitoring import collect_readings
 
     aws, postgres, sentry = _clients(env)
@@ -48,6 +52,7 @@ def _record(run: Run, *, summary: dict[str, Any], now: datetime) -> Transition:
 
 def monitor_run(deps: Deps, run_id: str) -> None:
     """The seed's step 7: take every reading, show the ✅/⚠️ table, recommend rollback on a trigger."""
+    # boto3 and psycopg are loaded only when readings are taken
     from bot.monitoring import evaluate, rollback_triggers
 
     run = deps.store.get(run_id)
@@ -68,8 +73,6 @@ def monitor_run(deps: Deps, run_id: str) -> None:
     deps.publish(run_id)
     triggers = rollback_triggers(readings, config)
     if triggers:
-        from bot.rollback import recommend_rollback
-
         recommend_rollback(deps, run_id, "; ".join(triggers))
         deps.publish(run_id)
 
@@ -103,15 +106,13 @@ def _key(deps: Deps, kind: str, run_id: str) -> str:
 
 
 def schedule_watch(deps: Deps, run: Run, env: EnvironmentConfig) -> None:
-    from jobs.scheduler import queue_for
-
     config = env.monitoring
     now = deps.clock()
     end = now + timedelta(hours=config.watch_hours)
     deps.store.redis.set(_key(deps, "watch", run.id), json.dumps({
         "started_at": now.isoformat(), "ends_at": end.isoformat(), "interval_s": config.watch_interval_s}),
         ex=int(config.watch_hours * 3600) + 86400)
-    queue = queue_for(deps)
+    queue = deps.job_queue()
     queue.add_interval(f"watch:{run.id}", "jobs.watch:watch_tick", seconds=config.watch_interval_s,
                        start=now + timedelta(seconds=config.watch_interval_s), end=end, args=(run.id,))
     queue.add_at(f"watch-end:{run.id}", "jobs.watch:watch_end",
@@ -133,8 +134,8 @@ def _post(deps: Deps, run: Run, text: str, *, broadcast: bool = False) -> None:
 
 def watch_tick(deps: Deps, run_id: str) -> str:
     """One reading of the watch: alert once per condition until it clears (deduplicated across replicas)."""
+    # boto3 and psycopg are loaded only when readings are taken
     from bot.monitoring import alerts
-    from bot.rollback import oncall_mention, recommend_rollback
 
     raw = deps.store.redis.get(_key(deps, "watch", run_id))
     run = deps.store.find(run_id)
@@ -178,8 +179,6 @@ def _page(deps: Deps, env: EnvironmentConfig, run: Run, key: str, text: str, *, 
     config = env.monitoring
     if not config.pagerduty_routing_key:
         return
-    from bot.integrations.pagerduty import PagerDuty
-
     client = PagerDuty(config.pagerduty_routing_key, base_url=config.pagerduty_url)
     try:
         if trigger:
@@ -192,6 +191,7 @@ def _page(deps: Deps, env: EnvironmentConfig, run: Run, key: str, text: str, *, 
 
 def watch_end(deps: Deps, run_id: str) -> str:
     """The end of the watch: a summary and a chart of error rate, p95 and connections."""
+    # matplotlib is slow to import: loaded only to draw the end-of-watch chart
     from bot.charts import watch_chart
     from bot.monitoring import Readings
 

@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from redis.exceptions import WatchError
 
@@ -35,12 +35,13 @@ from bot.calendar import (
     validate_request,
     why_skip,
 )
+from bot.checks import last_check
 from bot.config import CalendarConfig, EnvironmentConfig
+from bot.context import Deps, Invocation, Reply, environment_or_refuse, readable_environments
 from bot.errors import BotError, NotAllowed, StateStoreUnavailable
 from bot.integrations.slack import SlackUnavailable
 from bot.messages import escape, slack_date
-from bot.operations import Deps, Invocation, Reply, environment_or_refuse, readable_environments
-from bot.runbook import CHECKLIST_LABELS, Run, RunStatus
+from bot.runbook import CHECKLIST_LABELS, Run, RunStatus, blocking_findings
 from bot.runs import AuditEntry, _store_errors
 
 log = logging.getLogger(__name__)
@@ -51,20 +52,6 @@ USAGE = ("*Maintenance windows:* `/migrate schedule <env>` opens the form · "
          "`/migrate windows cancel <id> [reason]` · "
          "`/migrate windows reschedule <id> <YYYY-MM-DD> <HH:MM> [duration] [--override \"reason\"]`")
 _CLAIM_MIN_TTL_S = 86400
-
-
-class JobQueue(Protocol):
-    """Where reminders go: jobs.scheduler's shared APScheduler job store (any replica may add)."""
-
-    def add(self, job_id: str, run_at: datetime, grace_s: int, args: tuple[str, str, int]) -> None: ...
-
-    def remove(self, job_ids: list[str]) -> None: ...
-
-
-def _queue(deps: Deps) -> JobQueue:
-    from jobs.scheduler import queue_for
-
-    return queue_for(deps)
 
 
 # ---- the store -----------------------------------------------------------------------------------
@@ -203,7 +190,7 @@ def _claim_ttl(window: Window, now: datetime) -> int:
 
 
 def _add_jobs(deps: Deps, window: Window, reminders: list[Reminder]) -> None:
-    queue = _queue(deps)
+    queue = deps.job_queue()
     for item in reminders:
         queue.add(job_id(window.id, window.revision, item.kind), item.due, item.grace_s,
                   (window.id, item.kind, window.revision))
@@ -282,7 +269,7 @@ def reschedule_window(deps: Deps, *, window_id: str, request: WindowRequest, use
         return moved.model_copy(update={"job_ids": [job_id(moved.id, moved.revision, r.kind) for r in pending]})
 
     old, new = windows.update(window_id, change)
-    _queue(deps).remove(old.job_ids)
+    deps.job_queue().remove(old.job_ids)
     _add_jobs(deps, new, timeline(new, cfg, now, announce=old.announced_at is None))
     windows.audit(new.id, user, "window.reschedule", "ok", now,
                   f"{old.start.isoformat()} -> {new.start.isoformat()}",
@@ -316,7 +303,7 @@ def cancel_window(deps: Deps, *, window_id: str, user: str, reason: str = "") ->
                                          "cancel_reason": reason or None, "job_ids": []})
 
     old, new = windows.update(window_id, change)
-    _queue(deps).remove(old.job_ids)
+    deps.job_queue().remove(old.job_ids)
     windows.audit(new.id, user, "window.cancel", "ok", now, reason, {"removed_jobs": old.job_ids})
     return new, lambda: _post_safely(deps, new, views.cancelled(new, user, reason))
 
@@ -360,8 +347,6 @@ def missing_for(deps: Deps, window: Window) -> list[str]:
     elif run.missing_items():
         labels = ", ".join(CHECKLIST_LABELS[k] for k in run.missing_items()[:6])
         missing.append(f"Checklist of run `{run.id}`: {len(run.missing_items())} open — {labels}.")
-    from bot.checks import last_check
-
     check = last_check(deps, window.env)
     backup_ok = bool(check) and any(item.get("name") == "Backup target" and item.get("ok")
                                     for item in (check or {}).get("items", []))
@@ -377,8 +362,6 @@ def _open_findings(run: Run | None) -> int:
     """High safety findings that still gate the run's approval (unwaived, no maintenance mode)."""
     if run is None:
         return 0
-    from bot.runbook import blocking_findings
-
     return len(blocking_findings(run))
 
 
@@ -568,7 +551,7 @@ def _complete(deps: Deps, window: Window, run: Run | None, *, run_done: bool, no
 
     try:
         old, _ = windows.update(window.id, _completed_at(now))
-        _queue(deps).remove(old.job_ids)
+        deps.job_queue().remove(old.job_ids)
     except BotError as exc:
         log.warning("window %s: could not mark completed: %s", window.id, exc)
     windows.audit(window.id, "bot", "reminder.complete", outcome, now, f"{detail}{'; ' + note if note else ''}",

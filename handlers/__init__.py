@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from slack_bolt import App
 
-from bot.operations import Deps
+from bot.context import Deps
 from handlers import actions, calendar, commands, errors, limits
 
 

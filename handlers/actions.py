@@ -10,9 +10,20 @@ from typing import Any
 from slack_bolt import Ack, App
 
 from bot import access, messages, rollback, steps
+from bot.context import Deps, Reply, authorize
 from bot.errors import BotError, StateStoreUnavailable
-from bot.operations import Deps, Reply, approve_run, authorize, cancel_run, confirm, waive_findings
-from bot.views import parse_button_value
+from bot.operations import (
+    approve_run,
+    cancel_run,
+    confirm,
+    mark_done,
+    proceed_anyway,
+    run_step,
+    skip_step,
+    waive_findings,
+)
+from bot.views import parse_button_value, waiver_modal
+from bot.watch import refresh_readings
 from handlers.commands import follow_up
 
 log = logging.getLogger(__name__)
@@ -36,8 +47,6 @@ class Click:
 
 
 def _refresh(deps: Deps, click: Click) -> Reply:
-    from bot.watch import refresh_readings
-
     return refresh_readings(deps, run_id=click.run_id, user=click.user)
 
 
@@ -47,12 +56,12 @@ ROUTES: list[tuple[str, Callable[[Deps, Click], Reply]]] = [
     (r"approve", lambda deps, c: approve_run(deps, run_id=c.run_id, user=c.user, version=c.version,
                                              fingerprint=lambda run: steps.approval_fingerprint(deps, run))),
     (r"cancel", lambda deps, c: cancel_run(deps, run_id=c.run_id, user=c.user)),
-    (r"step_run:.+", lambda deps, c: steps.run_step(deps, run_id=c.run_id, name=c.subject, user=c.user,
-                                                    version=c.version)),
-    (r"step_skip:.+", lambda deps, c: steps.skip(deps, run_id=c.run_id, name=c.subject, user=c.user,
-                                                 version=c.version)),
-    (r"step_done:.+", lambda deps, c: steps.mark_done(deps, run_id=c.run_id, name=c.subject, user=c.user,
-                                                      version=c.version)),
+    (r"step_run:.+", lambda deps, c: run_step(deps, run_id=c.run_id, name=c.subject, user=c.user,
+                                              version=c.version)),
+    (r"step_skip:.+", lambda deps, c: skip_step(deps, run_id=c.run_id, name=c.subject, user=c.user,
+                                                version=c.version)),
+    (r"step_done:.+", lambda deps, c: mark_done(deps, run_id=c.run_id, name=c.subject, user=c.user,
+                                                version=c.version)),
     (r"waive", lambda deps, c: _open_waiver(deps, c)),
     (r"rollback:restore", lambda deps, c: _open_restore(deps, c)),
     (r"rollback:.+", lambda deps, c: rollback.start_rollback(deps, run_id=c.run_id, option=c.subject,
@@ -62,8 +71,8 @@ ROUTES: list[tuple[str, Callable[[Deps, Click], Reply]]] = [
     (r"rollback_withdraw", lambda deps, c: rollback.withdraw_restore(deps, run_id=c.run_id, user=c.user,
                                                                      version=c.version)),
     (r"monitor_refresh", _refresh),
-    (r"proceed_anyway", lambda deps, c: steps.proceed_anyway(deps, run_id=c.run_id, user=c.user,
-                                                             version=c.version)),
+    (r"proceed_anyway", lambda deps, c: proceed_anyway(deps, run_id=c.run_id, user=c.user,
+                                                       version=c.version)),
     (r"finish", lambda deps, c: steps.close_run(deps, run_id=c.run_id, user=c.user, version=c.version)),
 ]
 
@@ -88,8 +97,6 @@ def _run_click(deps: Deps, click: Click) -> Reply:
 
 
 def _open_waiver(deps: Deps, click: Click) -> Reply:
-    from bot.views import waiver_modal
-
     run = deps.store.get(click.run_id)
     if deps.slack is not None and click.trigger_id:
         deps.slack.open_view(click.trigger_id, waiver_modal(run))

@@ -11,8 +11,8 @@ from slack_bolt import Ack, App
 
 from bot import access, messages
 from bot.calendar_views import RESCHEDULE_CALLBACK, SCHEDULE_CALLBACK
+from bot.context import Deps, authorize
 from bot.errors import BotError, StateStoreUnavailable
-from bot.operations import Deps, authorize
 from bot.windows import WindowStore, cancel_window, confirm_approver, home_for, reschedule_form, submit_modal
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from typing import Any
 from slack_bolt import App, BoltResponse
 
 from bot import messages
+from bot.context import Deps
 from bot.errors import BotError
-from bot.operations import Deps
 from bot.ratelimit import TokenBuckets
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ import logging
 import threading
 from collections.abc import Callable
 
+from bot.context import Deps
 from bot.errors import AlreadyDone, BotError
-from bot.operations import Deps
 from bot.runbook import Run, StepStatus, Transition, interrupt_step
 from bot.windows import recover_interrupted
 

@@ -6,7 +6,9 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from bot.operations import Deps
+from bot.context import Deps
+from jobs.heartbeat import start as start_heartbeat
+from jobs.scheduler import start_scheduler, stop_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +31,8 @@ class Background:
 def start_background_jobs(deps: Deps) -> Background:
     """Heartbeat + reaper for step ownership (see jobs.heartbeat), and the reminder scheduler (jobs.scheduler)."""
     background = Background()
-    try:
-        from jobs.heartbeat import start as start_heartbeat
-    except ModuleNotFoundError:
-        return background
     background.threads.append(start_heartbeat(deps, background.stop_event))
     if deps.config.scheduler.enabled:
-        from jobs.scheduler import start_scheduler, stop_scheduler
-
         start_scheduler(deps)
         background.extra_stops.append(stop_scheduler)
     return background

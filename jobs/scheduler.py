@@ -29,7 +29,8 @@ from apscheduler.schedulers.background import BackgroundScheduler  # type: ignor
 from redis.exceptions import LockError, RedisError
 
 from bot.calendar import parse_job_id
-from bot.operations import Deps
+from bot.context import Deps
+from bot.windows import deliver, record_missed
 
 log = logging.getLogger(__name__)
 
@@ -232,8 +233,6 @@ class WindowScheduler:
             return
         window_id, revision, kind = parsed
         try:
-            from bot.windows import record_missed
-
             record_missed(self.deps, window_id, kind, revision, event.scheduled_run_time)
         except Exception as exc:  # a listener must not break the scheduler
             log.warning("could not audit missed job %s: %s: %s", event.job_id, type(exc).__name__, exc)
@@ -244,8 +243,6 @@ def fire_reminder(window_id: str, kind: str, revision: int) -> str:
     scheduler = _current
     if scheduler is None:
         raise RuntimeError("no scheduler is running in this process")
-    from bot.windows import deliver
-
     outcome = deliver(scheduler.deps, window_id, kind, int(revision))
     log.info("window %s %s r%s: %s", window_id, kind, revision, outcome)
     return outcome
@@ -272,7 +269,7 @@ _writers: dict[int, WindowScheduler] = {}
 
 
 def queue_for(deps: Deps) -> WindowScheduler:
-    """The job queue for operations: the running scheduler, or a paused writer-only one (CLI, tests)."""
+    """The job queue for operations (Deps.jobs): the running scheduler, or a paused writer-only one (tests)."""
     with _lock:
         if _current is not None:
             return _current

@@ -4,26 +4,25 @@ from __future__ import annotations
 
 import logging
 
+from bot import watch
+from bot.context import Deps
+from jobs import scheduler
+
 log = logging.getLogger(__name__)
 
 
-def _deps():  # type: ignore[no-untyped-def]
-    from jobs.scheduler import _current
-
-    if _current is None:
+def _deps() -> Deps:
+    current = scheduler._current  # read at call time: the scheduler this process started, if any
+    if current is None:
         raise RuntimeError("no scheduler is running in this process")
-    return _current.deps
+    return current.deps
 
 
 def watch_tick(run_id: str) -> str:
-    from bot.watch import watch_tick as tick
-
-    outcome = tick(_deps(), run_id)
+    outcome = watch.watch_tick(_deps(), run_id)
     log.info("watch %s: %s", run_id, outcome)
     return outcome
 
 
 def watch_end(run_id: str) -> str:
-    from bot.watch import watch_end as end
-
-    return end(_deps(), run_id)
+    return watch.watch_end(_deps(), run_id)

@@ -23,8 +23,8 @@ from bot.calendar import (
 )
 from bot.calendar_views import ModalDefaults, home_view, read_modal, schedule_modal, windows_list
 from bot.config import BotConfig, CalendarConfig
+from bot.context import Deps
 from bot.devslack.blockkit import validate_blocks, validate_view
-from bot.operations import Deps
 from bot.runbook import Approval, Confirmation, Run, RunStatus, Transition
 from bot.runs import RunStore, connect
 from bot.windows import missing_for, slack_id

@@ -18,10 +18,10 @@ import pytest
 from bot.calendar import WindowStatus, next_allowed_day
 from bot.calendar_views import TITLES
 from bot.config import BotConfig, CalendarConfig
+from bot.context import Deps
 from bot.devslack.blockkit import validate_blocks, validate_view
 from bot.devslack.client import SlackSender
 from bot.devslack.server import FakeSlack
-from bot.operations import Deps
 from bot.runs import RunStore, connect
 from bot.windows import InFlight, WindowStore
 from tests.harness import (

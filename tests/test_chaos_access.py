@@ -79,8 +79,9 @@ class TestPermissionTable:
         from bot.app import build_bolt_app
         from bot.cli import build_parser
         from bot.config import BotConfig, Settings
+        from bot.context import Deps
         from bot.integrations.slack import Slack, make_client
-        from bot.operations import VERBS, Deps
+        from bot.operations import VERBS
         from bot.runs import RunStore, connect
         from handlers.actions import ROUTES
 
@@ -158,7 +159,7 @@ class TestOutsiderEverywhere:
         run_id, ts = start(world)
         window_id = schedule_window(world)
         from bot.config import load_config
-        from bot.operations import Deps
+        from bot.context import Deps
         from bot.windows import WindowStore
 
         windows = WindowStore(Deps(config=load_config(world["bot"].env["MIGRATE_BOT_CONFIG"]), store=store,

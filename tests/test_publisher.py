@@ -7,9 +7,10 @@ from collections.abc import Iterator
 import pytest
 
 from bot.config import BotConfig
+from bot.context import Deps
 from bot.devslack.server import FakeSlack
 from bot.integrations.slack import Slack, make_client
-from bot.operations import Deps, confirm, start_run
+from bot.operations import confirm, start_run
 from bot.publisher import Publisher
 from bot.runs import RunStore, connect
 from jobs.heartbeat import resync_stale_messages

@@ -9,9 +9,9 @@ import pytest
 
 from bot.calendar import Window
 from bot.config import BotConfig
+from bot.context import Deps
 from bot.devslack.server import FakeSlack
 from bot.integrations.slack import Slack, make_client
-from bot.operations import Deps
 from bot.runs import RunStore, connect
 from bot.windows import InFlight, WindowStore, recover_interrupted
 from tests.harness import ALICE, BOT_TOKEN, COMPRESSED_CALENDAR, PROD_CHANNEL, base_config

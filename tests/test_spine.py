@@ -93,7 +93,8 @@ def cancel_active(store, env="prod"):
     active = store.active_run(env)
     if active:
         from bot.config import BotConfig
-        from bot.operations import Deps, cancel_run
+        from bot.context import Deps
+        from bot.operations import cancel_run
 
         deps = Deps(config=BotConfig.model_validate(base_config()), store=store, slack=None, publisher=None)
         cancel_run(deps, run_id=active.id, user=f"cli:test as <@{BOB}>")

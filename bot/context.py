@@ -1,0 +1,156 @@
+"""The kernel every operation shares: Deps, Reply, Invocation and the permission checks; imports no operation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from bot import access, messages
+from bot.access import Rule
+from bot.config import BotConfig, EnvironmentConfig
+from bot.errors import BotError, NotAllowed
+from bot.integrations.slack import Slack
+from bot.publisher import Publisher
+from bot.runbook import AuditEvent, Policy, Run
+from bot.runs import RunStore
+
+log = logging.getLogger(__name__)
+
+
+class JobQueue(Protocol):
+    """Where scheduled jobs go: jobs.scheduler's shared APScheduler job store (any replica may add).
+
+    Functions are named by module path ("jobs.watch:watch_tick") because the jobs are pickled into Redis.
+    """
+
+    def add(self, job_id: str, run_at: datetime, grace_s: int, args: tuple[str, str, int]) -> None:
+        """A window's timeline message (jobs.scheduler:fire_reminder) at ``run_at``."""
+
+    def add_interval(self, job_id: str, func: str, *, seconds: float, start: datetime, end: datetime,
+                     args: tuple[str, ...]) -> None:
+        """``func`` every ``seconds`` from ``start`` to ``end`` (the 24-hour watch)."""
+
+    def add_at(self, job_id: str, func: str, *, run_at: datetime, args: tuple[str, ...], grace_s: int) -> None:
+        """``func`` once at ``run_at``."""
+
+    def remove(self, job_ids: list[str]) -> None:
+        """Remove these jobs; ids that are gone already are fine."""
+
+
+@dataclass
+class Deps:
+    """Everything an operation needs, built once at startup and passed in."""
+
+    config: BotConfig
+    store: RunStore
+    slack: Slack | None
+    publisher: Publisher | None
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    instance_id: str = "local"
+    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=16,
+                                                                                     thread_name_prefix="step"))
+    followups: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=32,
+                                                                                      thread_name_prefix="followup"))
+    jobs: Callable[[Deps], JobQueue] | None = None
+    """The job queue for these deps (jobs.scheduler.queue_for, given where the process is composed: the
+    server, tests); None where nothing is scheduled (the CLI's status, cancel and timeline)."""
+
+    def background(self, fn: Callable[[], object]) -> None:
+        """Run Slack-facing work after the HTTP acknowledgement, off the request thread; never raises."""
+
+        def guarded() -> None:
+            try:
+                fn()
+            except BotError as exc:
+                log.warning("follow-up failed: %s", exc)
+            except Exception as exc:  # a bug in a follow-up must not vanish silently, nor leak a traceback
+                log.error("follow-up crashed: %s: %s", type(exc).__name__, str(exc)[:300])
+
+        self.followups.submit(guarded)
+
+    def job_queue(self) -> JobQueue:
+        """Where reminders and the watch are scheduled; a BotError in a process composed without one."""
+        if self.jobs is None:
+            raise BotError("This process has no job queue, so nothing can be scheduled from it.")
+        return self.jobs(self)
+
+    def policy(self, env: EnvironmentConfig) -> Policy:
+        return Policy(frozenset(env.requesters), frozenset(env.approvers), env.approvals_required)
+
+    def groups_of(self, user: str, env: EnvironmentConfig) -> frozenset[str]:
+        who = access.principal(user)
+        if self.slack is None or not who:
+            return frozenset()
+        return self.slack.groups_of(who, access.candidates(env))
+
+    def publish(self, run_id: str) -> None:
+        if self.publisher is not None:
+            self.publisher.sync(run_id)
+
+
+@dataclass
+class Reply:
+    """What the user who acted sees (ephemeral), plus what to do after the acknowledgement."""
+
+    text: str
+    blocks: list[dict[str, Any]] | None = None
+    publish_run: str | None = None
+    after: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """A `/migrate` command as typed: who, in which channel, the text after the slash command."""
+
+    user: str
+    channel: str
+    text: str
+    trigger_id: str | None = None
+
+
+# ---- permissions (the table is bot.access) -------------------------------------------------------
+
+def authorize(deps: Deps, rule: Rule, user: str, *, env_name: str | None, run: Run | None = None,
+              subject: str = "") -> str | None:
+    """None when ``user`` holds ``rule``'s permission in the environment; else the refusal, audited on the run.
+
+    ``subject`` (the button clicked) goes into the audit detail, so that refusals of different buttons are told
+    apart by the once-a-minute refusal audit while repeats of the same one are folded.
+    """
+    if rule.permission in (access.ANYONE, access.LOCAL):
+        return None
+    env = deps.config.environment(env_name) if env_name else None
+    who, requested_by = access.principal(user), run.requested_by if run is not None else None
+    if access.allows(rule.permission, user=who, groups=(), env=env, requested_by=requested_by):
+        return None  # listed by name: no need to ask Slack about user groups
+    groups = deps.groups_of(user, env) if env is not None else frozenset()
+    if groups and access.allows(rule.permission, user=who, groups=groups, env=env, requested_by=requested_by):
+        return None
+    if run is not None:
+        detail = f"not allowed to {rule.what}" + (f" ({subject[:80]})" if subject else "")
+        deps.store.audit(run.id, AuditEvent(user, rule.audit, "denied", deps.clock(), detail))
+    return access.refusal(rule, env_name or "")
+
+
+def require(deps: Deps, rule: Rule, user: str, *, env_name: str | None, run: Run | None = None) -> None:
+    """Raise NotAllowed with the refusal unless ``user`` holds ``rule``'s permission."""
+    refused = authorize(deps, rule, user, env_name=env_name, run=run)
+    if refused:
+        raise NotAllowed(refused)
+
+
+def readable_environments(deps: Deps, user: str) -> list[str]:
+    """The environments whose runs, windows and findings ``user`` may see."""
+    rule = access.VERBS["status"]
+    return [name for name in deps.config.environments if authorize(deps, rule, user, env_name=name) is None]
+
+
+def environment_or_refuse(deps: Deps, name: str) -> EnvironmentConfig:
+    env = deps.config.environment(name)
+    if env is None:
+        raise NotAllowed(messages.unknown_environment(name, sorted(deps.config.environments)))
+    return env
