@@ -334,14 +334,6 @@ VERBS: dict[str, Callable[[Deps, Invocation, list[str]], Reply]] = {
 }
 
 
-def safely(fn: Callable[[], Reply]) -> Reply:
-    """Run an operation; any BotError becomes its one-line text, anything else a generic apology."""
-    try:
-        return fn()
-    except BotError as exc:
-        return Reply(str(exc) if not isinstance(exc, Refusal) else messages.denied(str(exc)))
-
-
 # ---- the steps: the engine (bot.steps) is handed what to run and what follows each step ---------------
 
 def entered_monitoring(deps: Deps, run_id: str) -> None:

@@ -208,7 +208,6 @@ def execute_claimed(deps: Deps, steps: StepTable, run: Run, name: str) -> None:
         _record_failure(deps, steps, run.id, name, f"environment {run.env} is no longer configured")
         return
     ctx = StepContext(deps=deps, run=run, env=env, step_name=name)
-    RUNNING_HERE.add((run.id, name))
     try:
         outcome = steps.executors[name](ctx)
     except ApprovalVoided as exc:
@@ -238,8 +237,6 @@ def execute_claimed(deps: Deps, steps: StepTable, run: Run, name: str) -> None:
         ctx.flush_log(STEP_SPECS[name].label)
         _record_failure(deps, steps, run.id, name, f"unexpected error ({type(exc).__name__}); see the bot's logs")
         return
-    finally:
-        RUNNING_HERE.discard((run.id, name))
     ctx.flush_log(STEP_SPECS[name].label)
     try:
         deps.store.apply(run.id, lambda current: finish_step(
@@ -251,10 +248,6 @@ def execute_claimed(deps: Deps, steps: StepTable, run: Run, name: str) -> None:
     follow_up = steps.after_success.get(name)
     if follow_up is not None:
         follow_up(deps, run.id)
-
-
-RUNNING_HERE: set[tuple[str, str]] = set()
-"""Steps executing in this process; the heartbeat keeps their ownership alive."""
 
 
 def _record_failure(deps: Deps, steps: StepTable, run_id: str, name: str, error: str) -> None:
@@ -438,7 +431,3 @@ def unapproved_migrations(run: Run, status: Any) -> str | None:
     if any(name not in pending_names and (name, checksum) not in recorded for name, checksum in reviewed):
         return changed
     return None
-
-
-def environment(deps: Deps, run: Run) -> EnvironmentConfig:
-    return environment_or_refuse(deps, run.env)

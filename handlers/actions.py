@@ -28,9 +28,6 @@ from handlers.commands import follow_up
 
 log = logging.getLogger(__name__)
 
-# Later capabilities register more: action_id pattern (with its entry in bot.access.ACTIONS) -> fn(deps, click)
-CLICK_HANDLERS: list[tuple[str, Callable[[Deps, Click], Reply]]] = []
-
 
 class Click:
     """The fields of a block_actions payload that operations need."""
@@ -83,7 +80,7 @@ VERSIONED_ACTIONS = ("approve", "finish", "proceed_anyway", "step_run:", "step_s
 def _run_click(deps: Deps, click: Click) -> Reply:
     """Check the button's permission (bot.access) on the run before any work, then do what it says."""
     rule = access.action_rule(click.action_id)
-    handler = next((fn for pattern, fn in [*ROUTES, *CLICK_HANDLERS]
+    handler = next((fn for pattern, fn in ROUTES
                     if re.fullmatch(pattern, click.action_id)), None)
     if rule is None or handler is None:
         return Reply("That button is not known to this version of the bot. Nothing was changed.")
