@@ -24,6 +24,7 @@ from tests.harness import (
     BOT_TOKEN,
     CAROL,
     PROD_CHANNEL,
+    SCRIPTED_LIMITS,
     SIGNING_SECRET,
     BotProcess,
     base_config,
@@ -90,6 +91,7 @@ def world(tmp_path_factory, pg_admin_url, moto_endpoint, redis_url):
         "backup": {"method": "pg_dump", "local_dir": str(tmp / "local-backups")},
         "migrate": {"migrations_dir": str(migrations)},
     }
+    config["limits"] = SCRIPTED_LIMITS
     prefix = f"test:e2e:{time.time_ns()}:"
     bot = BotProcess(config_path=write_config(tmp / "env.yml", config), slack_api_url=fake.base_url,
                      redis_url=redis_url, key_prefix=prefix, log_path=tmp / "bot.log",

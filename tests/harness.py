@@ -64,6 +64,11 @@ def base_config(**prod_overrides: Any) -> dict[str, Any]:
     }
 
 
+# A scripted client clicks far faster than a person, for minutes on one bot: module-scoped worlds lift the
+# per-user rate limit (tests/test_chaos_limits.py tests the limit itself, at its defaults).
+SCRIPTED_LIMITS: dict[str, Any] = {"burst": 10_000, "per_minute": 100_000}
+
+
 def write_config(path: Path, config: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

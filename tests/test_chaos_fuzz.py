@@ -26,6 +26,7 @@ from tests.harness import (
     BOT_TOKEN,
     MALLORY,
     PROD_CHANNEL,
+    SCRIPTED_LIMITS,
     SIGNING_SECRET,
     BotProcess,
     base_config,
@@ -54,7 +55,8 @@ def target(tmp_path_factory, redis_url):
     fake.add_user(ALICE, "alice")
     (tmp / "none").mkdir()
     prefix = f"test:fuzz:{time.time_ns()}:"
-    bot = BotProcess(config_path=write_config(tmp / "env.yml", base_config(migrate={"migrations_dir": str(tmp / "none")})),
+    config = {**base_config(migrate={"migrations_dir": str(tmp / "none")}), "limits": SCRIPTED_LIMITS}
+    bot = BotProcess(config_path=write_config(tmp / "env.yml", config),
                      slack_api_url=fake.base_url, redis_url=redis_url, key_prefix=prefix,
                      log_path=tmp / "bot.log").start()
     sender = SlackSender(bot.url + "/slack/events", SIGNING_SECRET, fake=fake)

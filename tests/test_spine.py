@@ -21,6 +21,7 @@ from tests.harness import (
     DAVE,
     MALLORY,
     PROD_CHANNEL,
+    SCRIPTED_LIMITS,
     SIGNING_SECRET,
     BotProcess,
     base_config,
@@ -65,6 +66,7 @@ def bot(tmp_path_factory, fake, redis_url, app_db):
     config = base_config(database_url=app_db, backup={"method": "pg_dump", "local_dir": str(tmp / "backups"),
                                                       "verify_restore": False},
                          migrate={"migrations_dir": str(tmp / "no-migrations")})
+    config["limits"] = SCRIPTED_LIMITS
     (tmp / "no-migrations").mkdir()
     prefix = f"test:spine:{time.time_ns()}:"
     process = BotProcess(config_path=write_config(tmp / "env.yml", config), slack_api_url=fake.base_url,
