@@ -36,7 +36,7 @@ CONCURRENCY = 50
 # (in the driver's process its threads would take the GIL from the load generator, and only A calls it)
 
 def _fake_slack_process(conn: Any, token: str) -> None:
-    from bot.devslack.server import FakeSlack
+    from bot.devtools.slack.server import FakeSlack
     from tests.harness import ALICE, BOB, CAROL, DAVE, MALLORY, PROD_CHANNEL
 
     fake = FakeSlack(token=token).start()
@@ -99,7 +99,7 @@ class FakeSlackProcess:
 
 def capture_bodies(kind: str, n: int, message: dict[str, Any] | None) -> list[tuple[bytes, str]]:
     """n Slack-shaped request bodies (unsigned; signed at send time), built by the project's SlackSender."""
-    from bot.devslack.client import SlackSender
+    from bot.devtools.slack.client import SlackSender
     from tests.harness import ALICE, PROD_CHANNEL, SIGNING_SECRET
 
     captured: list[tuple[bytes, str]] = []
@@ -197,7 +197,7 @@ def main() -> int:
     import psycopg
     import redis
 
-    from bot.runs import RunStore, connect
+    from bot.store.runs import RunStore, connect
     from tests.harness import (
         ALICE,
         BOT_TOKEN,
@@ -238,7 +238,7 @@ def main() -> int:
 
         # A real run in prod, so clicks hit a real run's checklist (first click per item confirms, later ones
         # are refused as already done: still the realistic ack path, plus the ephemeral reply and re-render).
-        from bot.devslack.client import SlackSender
+        from bot.devtools.slack.client import SlackSender
 
         with SlackSender(bot.url + "/slack/events", SIGNING_SECRET) as sender:
             assert sender.slash(ALICE, "prod", channel_id=PROD_CHANNEL).status_code == 200

@@ -51,7 +51,7 @@ def main() -> int:
     def click(ack: Ack) -> None:
         ack()
 
-    # Same uvicorn.run arguments as `migrate-bot serve` (bot/commands.py).
+    # Same uvicorn.run arguments as `migrate-bot serve` (bot/cli/serve.py).
     uvicorn.run(build_asgi(app, _NoStore()), host="127.0.0.1", port=args.port, log_config=None,  # type: ignore[arg-type]
                 access_log=False, log_level="warning", timeout_graceful_shutdown=5)
     return 0

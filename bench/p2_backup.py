@@ -102,10 +102,10 @@ def main() -> int:
 
     import psycopg
 
-    from bot.backup import LocalTarget, take_pg_dump_backup
+    from bot.backup.pg_dump import LocalTarget, take_pg_dump_backup
+    from bot.backup.rehearsal import rehearse_from_evidence
+    from bot.backup.sandbox import hold
     from bot.integrations.pgcluster import server_binaries
-    from bot.rehearsal import rehearse_from_evidence
-    from bot.sandbox import hold
 
     dbname = f"bench_p2_{target_mb}mb"
     url = with_db(PG_ADMIN_URL, dbname)

@@ -36,7 +36,7 @@ def vm(pid: int) -> dict[str, float]:
 
 def kind_of(text: str) -> str | None:
     """announce / reminder / final / start / status:<n> / complete, from the fixed title the text starts with."""
-    from bot.calendar_views import TITLES
+    from bot.calendar.views import TITLES
 
     for kind, title in TITLES.items():
         if text.startswith(title):
@@ -71,13 +71,13 @@ def main() -> int:
         n_rss = 0
     spread = args.spread or (8 if args.quick else 30)
 
-    from bot.calendar import Window, timeline
+    from bot.calendar.operations import WindowRequest, WindowStore, schedule_window
+    from bot.calendar.rules import Window, timeline
     from bot.config import BotConfig, CalendarConfig
     from bot.context import Deps
-    from bot.devslack.client import SlackSender
-    from bot.devslack.server import FakeSlack
-    from bot.runs import RunStore, connect
-    from bot.windows import WindowRequest, WindowStore, schedule_window
+    from bot.devtools.slack.client import SlackSender
+    from bot.devtools.slack.server import FakeSlack
+    from bot.store.runs import RunStore, connect
     from jobs.scheduler import queue_for
     from tests.harness import (
         ALICE,
@@ -230,7 +230,7 @@ def main() -> int:
         })
         say(f"  latest: {result['latest']}")
 
-        # ---- phase 2: n_rss more windows (in-process bot.windows.schedule_window, same Redis) for RSS --------
+        # ---- phase 2: n_rss more windows (in-process bot.calendar.operations.schedule_window, same Redis) for RSS --------
         if n_rss:
             base = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2)
             per_day = 24

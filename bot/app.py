@@ -15,8 +15,8 @@ import handlers
 from bot.config import BotConfig, Settings
 from bot.context import Deps, JobQueue
 from bot.integrations.slack import Slack, make_client
-from bot.publisher import Publisher
-from bot.runs import RunStore, connect
+from bot.runbook.publisher import Publisher
+from bot.store.runs import RunStore, connect
 
 log = logging.getLogger(__name__)
 

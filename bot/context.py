@@ -9,14 +9,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from bot import access, messages
-from bot.access import Rule
+from bot import messages
 from bot.config import BotConfig, EnvironmentConfig
 from bot.errors import BotError, NotAllowed
 from bot.integrations.slack import Slack
-from bot.publisher import Publisher
-from bot.runbook import AuditEvent, Policy, Run
-from bot.runs import RunStore
+from bot.runbook import access
+from bot.runbook.access import Rule
+from bot.runbook.publisher import Publisher
+from bot.runbook.rules import AuditEvent, Policy, Run
+from bot.store.runs import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class Invocation:
     trigger_id: str | None = None
 
 
-# ---- permissions (the table is bot.access) -------------------------------------------------------
+# ---- permissions (the table is bot.runbook.access) -------------------------------------------------------
 
 def authorize(deps: Deps, rule: Rule, user: str, *, env_name: str | None, run: Run | None = None,
               subject: str = "") -> str | None:

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bot.runs import RunStore
+from bot.store.runs import RunStore
 
 log = logging.getLogger(__name__)
 

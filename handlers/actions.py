@@ -9,10 +9,11 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
-from bot import access, messages, rollback, steps
+from bot import messages
 from bot.context import Deps, Reply, authorize
 from bot.errors import BotError, StateStoreUnavailable
-from bot.operations import (
+from bot.runbook import access, engine, rollback
+from bot.runbook.operations import (
     approve_run,
     cancel_run,
     confirm,
@@ -22,8 +23,8 @@ from bot.operations import (
     skip_step,
     waive_findings,
 )
-from bot.views import parse_button_value, waiver_modal
-from bot.watch import refresh_readings
+from bot.runbook.views import parse_button_value, waiver_modal
+from bot.runbook.watch import refresh_readings
 from handlers.commands import follow_up
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,11 @@ def _refresh(deps: Deps, click: Click) -> Reply:
     return refresh_readings(deps, run_id=click.run_id, user=click.user)
 
 
-# action_id pattern (as spelled in bot.access.ACTIONS, which names its permission) -> operation; first match wins.
+# action_id pattern (as spelled in bot.runbook.access.ACTIONS, which names its permission) -> operation; first match wins.
 ROUTES: list[tuple[str, Callable[[Deps, Click], Reply]]] = [
     (r"checklist:.+", lambda deps, c: confirm(deps, run_id=c.run_id, item=c.subject, user=c.user)),
     (r"approve", lambda deps, c: approve_run(deps, run_id=c.run_id, user=c.user, version=c.version,
-                                             fingerprint=lambda run: steps.approval_fingerprint(deps, run))),
+                                             fingerprint=lambda run: engine.approval_fingerprint(deps, run))),
     (r"cancel", lambda deps, c: cancel_run(deps, run_id=c.run_id, user=c.user)),
     (r"step_run:.+", lambda deps, c: run_step(deps, run_id=c.run_id, name=c.subject, user=c.user,
                                               version=c.version)),
@@ -70,7 +71,7 @@ ROUTES: list[tuple[str, Callable[[Deps, Click], Reply]]] = [
     (r"monitor_refresh", _refresh),
     (r"proceed_anyway", lambda deps, c: proceed_anyway(deps, run_id=c.run_id, user=c.user,
                                                        version=c.version)),
-    (r"finish", lambda deps, c: steps.close_run(deps, run_id=c.run_id, user=c.user, version=c.version)),
+    (r"finish", lambda deps, c: engine.close_run(deps, run_id=c.run_id, user=c.user, version=c.version)),
 ]
 
 # Buttons that act on the run as rendered: their value must carry the run version (compared when applied).
@@ -78,7 +79,7 @@ VERSIONED_ACTIONS = ("approve", "finish", "proceed_anyway", "step_run:", "step_s
 
 
 def _run_click(deps: Deps, click: Click) -> Reply:
-    """Check the button's permission (bot.access) on the run before any work, then do what it says."""
+    """Check the button's permission (bot.runbook.access) on the run before any work, then do what it says."""
     rule = access.action_rule(click.action_id)
     handler = next((fn for pattern, fn in ROUTES
                     if re.fullmatch(pattern, click.action_id)), None)
@@ -102,7 +103,7 @@ def _open_waiver(deps: Deps, click: Click) -> Reply:
 
 def _open_restore(deps: Deps, click: Click) -> Reply:
     run = deps.store.get(click.run_id)
-    if not steps.may_operate(deps, run, click.user):
+    if not engine.may_operate(deps, run, click.user):
         return Reply(messages.denied(f"Only the requester or an approver of {run.env} may request a restore."))
     if click.version != run.version:
         return Reply(messages.stale_message(), publish_run=run.id)
@@ -120,7 +121,7 @@ def _field(view: dict[str, Any], block_id: str) -> str:
 
 def _submission(deps: Deps, ack: Ack, field: str, operation: Callable[[], Reply], *, callback_id: str = "",
                 user: str = "", run_id: str = "") -> None:
-    """Check the form's permission (bot.access.VIEWS) on its run, then run its operation; any refusal becomes a
+    """Check the form's permission (bot.runbook.access.VIEWS) on its run, then run its operation; any refusal becomes a
     field error on the modal, success closes it."""
     try:
         rule = access.VIEWS.get(callback_id)

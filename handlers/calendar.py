@@ -9,11 +9,19 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
-from bot import access, messages
-from bot.calendar_views import RESCHEDULE_CALLBACK, SCHEDULE_CALLBACK
+from bot import messages
+from bot.calendar.operations import (
+    WindowStore,
+    cancel_window,
+    confirm_approver,
+    home_for,
+    reschedule_form,
+    submit_modal,
+)
+from bot.calendar.views import RESCHEDULE_CALLBACK, SCHEDULE_CALLBACK
 from bot.context import Deps, authorize
 from bot.errors import BotError, StateStoreUnavailable
-from bot.windows import WindowStore, cancel_window, confirm_approver, home_for, reschedule_form, submit_modal
+from bot.runbook import access
 
 log = logging.getLogger(__name__)
 

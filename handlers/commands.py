@@ -7,10 +7,11 @@ from typing import Any
 
 from slack_bolt import Ack, App, Respond
 
-from bot import access, messages
+from bot import messages
 from bot.context import Deps, Invocation, Reply, authorize
 from bot.errors import BotError, StateStoreUnavailable
-from bot.operations import handle_command
+from bot.runbook import access
+from bot.runbook.operations import handle_command
 from bot.slowwork import Flights
 
 log = logging.getLogger(__name__)

@@ -6,10 +6,10 @@ import logging
 import threading
 from collections.abc import Callable
 
+from bot.calendar.operations import recover_interrupted
 from bot.context import Deps
 from bot.errors import AlreadyDone, BotError
-from bot.runbook import Run, StepStatus, Transition, interrupt_step
-from bot.windows import recover_interrupted
+from bot.runbook.rules import Run, StepStatus, Transition, interrupt_step
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ from apscheduler.jobstores.redis import RedisJobStore  # type: ignore[import-unt
 from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
 from redis.exceptions import LockError, RedisError
 
-from bot.calendar import parse_job_id
+from bot.calendar.operations import deliver, record_missed
+from bot.calendar.rules import parse_job_id
 from bot.context import Deps
-from bot.windows import deliver, record_missed
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class WindowScheduler:
                 self._stop.wait(self.settings.renew_every_s)
         # Only stop() reaches here.
 
-    # ---- the job queue used by bot.windows ---------------------------------------------------
+    # ---- the job queue used by bot.calendar.operations ---------------------------------------------------
 
     def add(self, job_id: str, run_at: datetime, grace_s: int, args: tuple[str, str, int]) -> None:
         self.scheduler.add_job(JOB_FUNCTION, trigger="date", run_date=run_at, id=job_id, name=job_id,
@@ -239,7 +239,7 @@ class WindowScheduler:
 
 
 def fire_reminder(window_id: str, kind: str, revision: int) -> str:
-    """The job function: post one timeline message of a window (see bot.windows.deliver)."""
+    """The job function: post one timeline message of a window (see bot.calendar.operations.deliver)."""
     scheduler = _current
     if scheduler is None:
         raise RuntimeError("no scheduler is running in this process")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from bot import watch
 from bot.context import Deps
+from bot.runbook import watch
 from jobs import scheduler
 
 log = logging.getLogger(__name__)

@@ -12,10 +12,10 @@ import psycopg
 import pytest
 import redis
 
-from bot.demoapp import DemoApp
-from bot.devslack.client import SlackSender
-from bot.devslack.server import FakeSlack
-from bot.devstubs import PagerDutyStub, SentryStub
+from bot.devtools.demoapp import DemoApp
+from bot.devtools.slack.client import SlackSender
+from bot.devtools.slack.server import FakeSlack
+from bot.devtools.stubs import PagerDutyStub, SentryStub
 from bot.integrations.prisma import NativeRunner
 from tests.aws_world import make_ecs_service, make_rds_instance
 from tests.harness import (
@@ -97,7 +97,7 @@ def world(tmp_path_factory, pg_admin_url, moto_endpoint, redis_url):
                      redis_url=redis_url, key_prefix=prefix, log_path=tmp / "bot.log",
                      extra_env={"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                                 "AWS_DEFAULT_REGION": "us-east-1"}).start()
-    from bot.runs import RunStore, connect
+    from bot.store.runs import RunStore, connect
 
     state = {"sentry": sentry, "pagerduty": pagerduty, "tmp": tmp, "migrations": migrations, "db_url": db_url, "app": app, "fake": fake, "bot": bot,
              "store": RunStore(connect(redis_url), prefix=prefix), "moto": moto_endpoint, "admin": pg_admin_url,

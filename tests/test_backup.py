@@ -11,7 +11,7 @@ import boto3
 import psycopg
 import pytest
 
-from bot.backup import (
+from bot.backup.pg_dump import (
     BackupEvidence,
     LocalTarget,
     S3Target,

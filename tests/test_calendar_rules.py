@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
-from bot.calendar import (
+from bot.calendar.operations import missing_for, slack_id
+from bot.calendar.rules import (
     Window,
     check_policy,
     job_id,
@@ -21,13 +22,12 @@ from bot.calendar import (
     validate_request,
     why_skip,
 )
-from bot.calendar_views import ModalDefaults, home_view, read_modal, schedule_modal, windows_list
+from bot.calendar.views import ModalDefaults, home_view, read_modal, schedule_modal, windows_list
 from bot.config import BotConfig, CalendarConfig
 from bot.context import Deps
-from bot.devslack.blockkit import validate_blocks, validate_view
-from bot.runbook import Approval, Confirmation, Run, RunStatus, Transition
-from bot.runs import RunStore, connect
-from bot.windows import missing_for, slack_id
+from bot.devtools.slack.blockkit import validate_blocks, validate_view
+from bot.runbook.rules import Approval, Confirmation, Run, RunStatus, Transition
+from bot.store.runs import RunStore, connect
 from tests.harness import base_config
 
 NY = ZoneInfo("America/New_York")

@@ -15,15 +15,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.calendar import WindowStatus, next_allowed_day
-from bot.calendar_views import TITLES
+from bot.calendar.operations import InFlight, WindowStore
+from bot.calendar.rules import WindowStatus, next_allowed_day
+from bot.calendar.views import TITLES
 from bot.config import BotConfig, CalendarConfig
 from bot.context import Deps
-from bot.devslack.blockkit import validate_blocks, validate_view
-from bot.devslack.client import SlackSender
-from bot.devslack.server import FakeSlack
-from bot.runs import RunStore, connect
-from bot.windows import InFlight, WindowStore
+from bot.devtools.slack.blockkit import validate_blocks, validate_view
+from bot.devtools.slack.client import SlackSender
+from bot.devtools.slack.server import FakeSlack
+from bot.store.runs import RunStore, connect
 from tests.harness import (
     ALICE,
     BOB,

@@ -1,6 +1,6 @@
 """Issue 11 holes 5, 6, 10: every listener, verb and CLI command has a permission, and outsiders are refused.
 
-The table is bot.access. These tests enumerate what the real Bolt app registered and what the real CLI parser
+The table is bot.runbook.access. These tests enumerate what the real Bolt app registered and what the real CLI parser
 offers, so a new button, form, verb or command without a permission entry fails here; then Mallory (a member of
 the workspace, on no list) tries each of them against the running bot over signed HTTP and changes nothing.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot import access
+from bot.runbook import access
 from tests.e2e import blocks_text, start
 from tests.harness import (
     ALICE,
@@ -38,7 +38,7 @@ from tests.harness import (
 )
 from tests.test_chaos_authz import forged, refused
 
-# One concrete action_id for each pattern of bot.access.ACTIONS ({window} is a scheduled window's id).
+# One concrete action_id for each pattern of bot.runbook.access.ACTIONS ({window} is a scheduled window's id).
 SAMPLES = {
     r"checklist:.+": "checklist:staging_tested", r"step_run:.+": "step_run:backup",
     r"step_skip:.+": "step_skip:maintenance_on", r"step_done:.+": "step_done:migrate",
@@ -59,7 +59,7 @@ def schedule_window(world) -> str:
     """A compliant prod maintenance window scheduled by Alice over `/migrate schedule`."""
     from datetime import UTC, datetime
 
-    from bot.calendar import next_allowed_day
+    from bot.calendar.rules import next_allowed_day
     from bot.config import CalendarConfig
 
     calendar = CalendarConfig()
@@ -77,12 +77,12 @@ class TestPermissionTable:
     def test_every_registered_listener_and_cli_command_has_a_permission(self, redis_url, key_prefix):
         """Introspect the real Bolt app and CLI parser: each listener, click route, verb and command is in the table."""
         from bot.app import build_bolt_app
-        from bot.cli import build_parser
+        from bot.cli.main import build_parser
         from bot.config import BotConfig, Settings
         from bot.context import Deps
         from bot.integrations.slack import Slack, make_client
-        from bot.operations import VERBS
-        from bot.runs import RunStore, connect
+        from bot.runbook.operations import VERBS
+        from bot.store.runs import RunStore, connect
         from handlers.actions import ROUTES
 
         settings = Settings.from_environ({"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET})
@@ -158,9 +158,9 @@ class TestOutsiderEverywhere:
         store, fake, sender = world["store"], world["fake"], world["sender"]
         run_id, ts = start(world)
         window_id = schedule_window(world)
+        from bot.calendar.operations import WindowStore
         from bot.config import load_config
         from bot.context import Deps
-        from bot.windows import WindowStore
 
         windows = WindowStore(Deps(config=load_config(world["bot"].env["MIGRATE_BOT_CONFIG"]), store=store,
                                    slack=None, publisher=None))
@@ -320,9 +320,9 @@ class TestCheckIsForMembers:
     def test_outsider_gets_a_refusal_and_members_a_redacted_check(self, tmp_path, redis_url, key_prefix, sentinel):
         """`/migrate check` by Mallory: one line, no Redis write, no database connection, no command run.
         By the requester and by on-call: the check's output, with the password in its arguments and output redacted."""
-        from bot.devslack.client import SlackSender
-        from bot.devslack.server import FakeSlack
-        from bot.runs import RunStore, connect
+        from bot.devtools.slack.client import SlackSender
+        from bot.devtools.slack.server import FakeSlack
+        from bot.store.runs import RunStore, connect
 
         port, seen = sentinel
         password = "pw-" + os.urandom(8).hex()

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.config import load_config
-from bot.devslack.client import SlackSender
-from bot.devslack.server import FakeSlack
+from bot.devtools.slack.client import SlackSender
+from bot.devtools.slack.server import FakeSlack
 from bot.errors import ConfigError
 from tests.chaos import size
 from tests.harness import (

@@ -14,11 +14,11 @@ from urllib.parse import urlencode
 
 import pytest
 
-from bot.devslack.client import SlackSender
-from bot.devslack.server import FakeSlack
+from bot.devtools.slack.client import SlackSender
+from bot.devtools.slack.server import FakeSlack
 from bot.integrations.smoke import SmokeCheck, run_smoke_checks
 from bot.redact import redact
-from bot.runs import RunStore, connect
+from bot.store.runs import RunStore, connect
 from tests.harness import (
     ALICE,
     BOT_TOKEN,

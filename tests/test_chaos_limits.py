@@ -16,8 +16,8 @@ import httpx
 import psycopg
 import pytest
 
-from bot.devslack.client import SlackSender
-from bot.devslack.server import FakeSlack
+from bot.devtools.slack.client import SlackSender
+from bot.devtools.slack.server import FakeSlack
 from bot.integrations.prisma import NativeRunner
 from tests.harness import (
     ALICE,
@@ -58,7 +58,7 @@ def limits_world(tmp_path_factory, redis_url, pg_admin_url):
         "migrate": {"migrations_dir": str(tmp / "none")}}
     bot = BotProcess(config_path=write_config(tmp / "env.yml", config), slack_api_url=fake.base_url,
                      redis_url=redis_url, key_prefix=prefix, log_path=tmp / "bot.log").start()
-    from bot.runs import RunStore, connect
+    from bot.store.runs import RunStore, connect
 
     sender = SlackSender(bot.url + "/slack/events", SIGNING_SECRET, fake=fake)
     yield {"bot": bot, "fake": fake, "sender": sender, "tmp": tmp, "db_name": db_name, "admin": pg_admin_url,

@@ -13,10 +13,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bot.demoapp import DemoApp
-from bot.devslack.client import SlackSender
-from bot.devslack.server import FakeSlack
-from bot.devstubs import SentryStub
+from bot.devtools.demoapp import DemoApp
+from bot.devtools.slack.client import SlackSender
+from bot.devtools.slack.server import FakeSlack
+from bot.devtools.stubs import SentryStub
 from bot.integrations.prisma import NativeRunner
 from tests.harness import ALICE, BOB, PROD_CHANNEL, BotProcess, wait_until, write_config
 
@@ -129,7 +129,7 @@ class TestSecretsStayOut:
                      ["migrate", "deploy", "--dir", "/nonexistent", "--database-url", planted["db_url"]],
                      ["lint", str(planted["migrations"]), "--database-url",
                       planted["db_url"].replace("127.0.0.1:5432", "127.0.0.1:1")]):
-            result = bot.cli(*args)
+            result = bot.cli.main(*args)
             outputs += [result.stdout, result.stderr]
         fake.wait_idle(quiet_s=1.0, timeout=15)
         recorded = [json.dumps({"method": c.method, "args": c.args, "response": c.response}, default=str)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 
-from bot.views import render_run
+from bot.runbook.views import render_run
 from tests.chaos import FULL, step_starts
 from tests.e2e import (
     MANUAL_ITEMS,

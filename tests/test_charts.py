@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import matplotlib.image
 
-from bot.charts import watch_chart
 from bot.config import MonitoringConfig
-from bot.monitoring import Readings
+from bot.runbook.charts import watch_chart
+from bot.runbook.monitoring import Readings
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 START = datetime(2026, 1, 6, 3, 0, tzinfo=UTC)

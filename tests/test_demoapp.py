@@ -9,7 +9,7 @@ import httpx
 import psycopg
 import pytest
 
-from bot.demoapp import USER_TABLE_SQL, DemoApp
+from bot.devtools.demoapp import USER_TABLE_SQL, DemoApp
 from bot.errors import DeployError
 from bot.integrations.http import probe, set_maintenance_webhook
 

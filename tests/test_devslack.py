@@ -1,4 +1,4 @@
-"""Tests for bot.devslack: the Slack Web API fake, the signed request sender and the terminal console."""
+"""Tests for bot.devtools.slack: the Slack Web API fake, the signed request sender and the terminal console."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
 
-from bot.devslack import (
+from bot.devtools.slack import (
     Console,
     ElementNotFound,
     FakeSlack,

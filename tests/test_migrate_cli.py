@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bot.cli import main
+from bot.cli.main import main
 
 DATA = Path(__file__).parent / "data" / "prisma"
 BAD = "20240103000000_bad"

@@ -12,13 +12,13 @@ import psycopg
 import pytest
 
 from bot.config import DeployConfig, MonitoringConfig, SentryConfig
-from bot.devslack.blockkit import validate_blocks
-from bot.devstubs import SentryStub
+from bot.devtools.slack.blockkit import validate_blocks
+from bot.devtools.stubs import SentryStub
 from bot.integrations.aws import Aws
 from bot.integrations.postgres import Postgres
 from bot.integrations.prisma import CREATE_MIGRATIONS_TABLE_SQL
 from bot.integrations.sentry import Sentry
-from bot.monitoring import (
+from bot.runbook.monitoring import (
     Check,
     Readings,
     alerts,

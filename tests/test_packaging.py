@@ -48,7 +48,7 @@ class TestPackage:
     def test_console_script(self):
         """pyproject declares the `migrate-bot` console script and Python >= 3.11."""
         project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-        assert project["scripts"]["migrate-bot"] == "bot.cli:main"
+        assert project["scripts"]["migrate-bot"] == "bot.cli.main:main"
         assert project["requires-python"] == ">=3.11"
 
     def test_every_module_says_what_it_is_for(self):

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bot.devstubs import PagerDutyStub
+from bot.devtools.stubs import PagerDutyStub
 from bot.errors import IntegrationError
 from bot.integrations.pagerduty import PagerDuty
 

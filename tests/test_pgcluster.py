@@ -166,7 +166,7 @@ class TestVersionPicking:
 class TestSweepOnBotStart:
     def test_bot_start_removes_a_killed_bots_cluster(self, base: Path, tmp_path: Path, redis_url: str) -> None:
         """`migrate-bot serve` sweeps the configured cluster directory before it serves anything."""
-        from bot.devslack.server import FakeSlack
+        from bot.devtools.slack.server import FakeSlack
         from tests.harness import ALICE, BOB, BOT_TOKEN, PROD_CHANNEL, BotProcess, write_config
 
         leftover = cluster_of_a_killed_bot(base)

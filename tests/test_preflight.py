@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from bot.preflight import lock_preflight, target_tables
+from bot.safety.preflight import lock_preflight, target_tables
 
 
 @pytest.fixture

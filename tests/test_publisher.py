@@ -8,11 +8,11 @@ import pytest
 
 from bot.config import BotConfig
 from bot.context import Deps
-from bot.devslack.server import FakeSlack
+from bot.devtools.slack.server import FakeSlack
 from bot.integrations.slack import Slack, make_client
-from bot.operations import confirm, start_run
-from bot.publisher import Publisher
-from bot.runs import RunStore, connect
+from bot.runbook.operations import confirm, start_run
+from bot.runbook.publisher import Publisher
+from bot.store.runs import RunStore, connect
 from jobs.heartbeat import resync_stale_messages
 from tests.harness import ALICE, BOB, BOT_TOKEN, PROD_CHANNEL, base_config
 

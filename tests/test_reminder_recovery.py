@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.calendar import Window
+from bot.calendar.operations import InFlight, WindowStore, recover_interrupted
+from bot.calendar.rules import Window
 from bot.config import BotConfig
 from bot.context import Deps
-from bot.devslack.server import FakeSlack
+from bot.devtools.slack.server import FakeSlack
 from bot.integrations.slack import Slack, make_client
-from bot.runs import RunStore, connect
-from bot.windows import InFlight, WindowStore, recover_interrupted
+from bot.store.runs import RunStore, connect
 from tests.harness import ALICE, BOT_TOKEN, COMPRESSED_CALENDAR, PROD_CHANNEL, base_config
 
 DEAD = "host:1:dead00"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from bot.errors import AlreadyDone, NotAllowed, SelfApproval, WrongState
-from bot.runbook import (
+from bot.runbook.rules import (
     CHECKLIST_KEYS,
     Policy,
     RunStatus,
@@ -226,7 +226,7 @@ class TestRevertNeedsASecondPerson:
 
     def test_down_sql_waits_for_a_second_approver_of_exactly_what_was_shown(self):
         """Option 1 with down.sql: no step until another approver confirms the same down.sql fingerprint."""
-        from bot.runbook import RollbackOption, approve_rollback, request_rollback
+        from bot.runbook.rules import RollbackOption, approve_rollback, request_rollback
 
         run = self.monitoring_with_down()
         down = [{"name": "m1", "checksum": "d1"}]
@@ -252,7 +252,7 @@ class TestRevertNeedsASecondPerson:
 class TestStagingEvidence:
     def test_only_the_same_checksums_are_evidence(self):
         """A staging database that ran another version of a same-named migration is not evidence."""
-        from bot.runbook import not_tested_in_staging, record_staging_evidence
+        from bot.runbook.rules import not_tested_in_staging, record_staging_evidence
 
         run = fresh()
         run.facts["pending"] = [{"name": "m1", "checksum": "aa"}, {"name": "m2", "checksum": "bb"}]
@@ -266,7 +266,7 @@ class TestStagingEvidence:
 class TestClosingAFailedRun:
     def test_other_requesters_close_only_their_own_failed_run(self):
         """Another listed requester may cancel a fresh run, but a failed one only its requester or an approver."""
-        from bot.runbook import may_cancel_run
+        from bot.runbook.rules import may_cancel_run
 
         policy = Policy(frozenset({"UREQ", "UREQ2"}), frozenset({"UAPP"}), 1)
         run = fresh()

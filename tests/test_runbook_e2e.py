@@ -217,7 +217,7 @@ class TestApprovalFailsClosed:
 
     def test_migrate_refuses_a_run_approved_without_a_fingerprint(self, fresh):
         """A run whose approval recorded no checksums (an older bot's) goes back to approval; edited SQL never runs."""
-        from bot.runbook import Transition
+        from bot.runbook.rules import Transition
 
         world = fresh
         store = world["store"]

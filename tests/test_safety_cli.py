@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli import build_parser, main
+from bot.cli.main import build_parser, main
 
 DATA = Path(__file__).resolve().parent / "data" / "safety"
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from bot.devstubs import PagerDutyStub, SentryStub
+from bot.devtools.stubs import PagerDutyStub, SentryStub
 from bot.errors import IntegrationError
 from bot.integrations.sentry import Sentry, parse_error_counts, parse_event_count
 

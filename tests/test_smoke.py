@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from bot.demoapp import DemoApp
+from bot.devtools.demoapp import DemoApp
 from bot.integrations.smoke import (
     SmokeCheck,
     SmokeReport,

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 import redis
 
-from bot.devslack.client import SlackSender
-from bot.devslack.server import FakeSlack
+from bot.devtools.slack.client import SlackSender
+from bot.devtools.slack.server import FakeSlack
 from tests.harness import (
     ALICE,
     BOB,
@@ -86,7 +86,7 @@ def sender(bot, fake) -> SlackSender:
 
 @pytest.fixture
 def store(bot, redis_url):
-    from bot.runs import RunStore, connect
+    from bot.store.runs import RunStore, connect
 
     return RunStore(connect(redis_url), prefix=bot.prefix)
 
@@ -96,7 +96,7 @@ def cancel_active(store, env="prod"):
     if active:
         from bot.config import BotConfig
         from bot.context import Deps
-        from bot.operations import cancel_run
+        from bot.runbook.operations import cancel_run
 
         deps = Deps(config=BotConfig.model_validate(base_config()), store=store, slack=None, publisher=None)
         cancel_run(deps, run_id=active.id, user=f"cli:test as <@{BOB}>")
@@ -305,9 +305,9 @@ class TestRestartAndCli:
     def test_cli_status_and_cancel(self, bot, fake, sender, store):
         """`migrate-bot status` and `cancel` work on the same Redis state and audit the operator as cli:<user>."""
         run, message = start_run(sender, fake, store)
-        shown = bot.cli("status", "prod", "--as", ALICE)
+        shown = bot.cli.main("status", "prod", "--as", ALICE)
         assert shown.returncode == 0 and run.id in shown.stdout
-        cancelled = bot.cli("cancel", run.id, "--reason", "slack is down", "--as", ALICE)
+        cancelled = bot.cli.main("cancel", run.id, "--reason", "slack is down", "--as", ALICE)
         assert cancelled.returncode == 0, cancelled.stderr
         final = store.get(run.id)
         assert final.status.value == "cancelled" and final.cancelled_by.startswith("cli:")

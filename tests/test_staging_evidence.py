@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.devslack.client import SlackSender
-from bot.devslack.server import FakeSlack
+from bot.devtools.slack.client import SlackSender
+from bot.devtools.slack.server import FakeSlack
 from bot.integrations.prisma import NativeRunner
 from tests import harness
 from tests.harness import ALICE, BOB, PROD_CHANNEL, wait_until
@@ -62,7 +62,7 @@ def world(tmp_path_factory, pg_admin_url, redis_url):
     prefix = f"test:staging:{uuid.uuid4().hex[:8]}:"
     bot = harness.BotProcess(config_path=harness.write_config(tmp / "env.yml", config), slack_api_url=fake.base_url,
                      redis_url=redis_url, key_prefix=prefix, log_path=tmp / "bot.log").start()
-    from bot.runs import RunStore, connect
+    from bot.store.runs import RunStore, connect
 
     yield {"fake": fake, "bot": bot, "store": RunStore(connect(redis_url), prefix=prefix),
            "sender": SlackSender(bot.url + "/slack/events", harness.SIGNING_SECRET, fake=fake)}

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from bot.safety.locks import TypeKey, canonical_type
+from bot.safety.analysis import TypeKey, canonical_type
 
 
 def _regclass_arg(name: str) -> str:

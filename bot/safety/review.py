@@ -11,8 +11,7 @@ import psycopg
 
 from bot.integrations.squawk import SquawkBatch, SquawkViolation
 from bot.safety.advice import SAFE, advise
-from bot.safety.catalog import LiveCatalog, TableSize, server_version_num
-from bot.safety.locks import (
+from bot.safety.analysis import (
     Check,
     FileAnalysis,
     Lock,
@@ -21,6 +20,7 @@ from bot.safety.locks import (
     TableLock,
     analyze_file,
 )
+from bot.safety.catalog import LiveCatalog, TableSize, server_version_num
 
 Level = Literal["high", "medium", "low", "info"]
 LEVELS: tuple[Level, ...] = ("high", "medium", "low", "info")

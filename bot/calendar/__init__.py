@@ -1,0 +1,1 @@
+"""Maintenance windows: the rules, the views, the operations and the reminder delivery."""

@@ -1,0 +1,1 @@
+"""The `migrate-bot` command line, one module per group of commands."""

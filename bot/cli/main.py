@@ -1,0 +1,77 @@
+"""The `migrate-bot` command line: serve the bot, and the CLI twins of its Slack commands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from bot.errors import BotError, ConfigError
+from bot.redact import RedactingFilter, redact
+
+# Each module listed here exposes ``register(subparsers)``; its parsers set ``func(args) -> int``.
+_COMMAND_MODULES = [
+    "bot.cli.serve",
+    "bot.devtools.demo",
+    "bot.cli.migrate",
+    "bot.cli.lint",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="migrate-bot",
+        description="Slack chat-ops bot for production database migrations.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug output")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
+    for noisy in ("httpx", "httpcore", "botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Bolt warns that `token` is unused when a client is given: we give it one on purpose (retry handlers).
+    logging.getLogger("slack_bolt.App").setLevel(logging.ERROR)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"migrate-bot: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BotError as exc:
+        print(f"migrate-bot: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the last net: one line, never a traceback with secrets
+        print(f"migrate-bot: unexpected error: {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

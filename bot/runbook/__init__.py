@@ -1,0 +1,1 @@
+"""A run from `/migrate prod` to "looks good": rules, permissions, the step engine and every operation."""

@@ -1,0 +1,434 @@
+"""The step engine: claim a step in Redis, run its executor, record the outcome; it knows no step by name.
+
+The runbook's operations (bot.runbook.operations) hand it a StepTable: the executor of each step and what follows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot import messages
+from bot.config import EnvironmentConfig
+from bot.context import Deps, Reply, environment_or_refuse
+from bot.errors import AlreadyDone, BotError, Refusal, StaleMessage, WrongState
+from bot.redact import redact
+from bot.runbook import access
+from bot.runbook.rules import (
+    STEP_SPECS,
+    AuditEvent,
+    Run,
+    RunStatus,
+    StepStatus,
+    Transition,
+    begin_step,
+    fail_step,
+    finish_run,
+    finish_step,
+    hold_step,
+    override_hold,
+    report_progress,
+    resolve_interrupted,
+    skip_step,
+    void_approvals,
+)
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 10.0
+
+
+class ApprovalVoided(BotError):
+    """The migrations changed after approval; the run went back to awaiting approval."""
+
+
+class RollbackVoided(BotError):
+    """The down.sql to run is not the one a second person approved; nothing ran, the rollback is withdrawn."""
+
+
+class StepHeld(BotError):
+    """A go-time check found something a human must look at; the step went back to pending, unchanged."""
+
+    def __init__(self, message: str, details: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+@dataclass
+class StepOutcome:
+    summary: str
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepContext:
+    """What a step executor gets: the run as claimed, its environment, and ways to report progress."""
+
+    deps: Deps
+    run: Run
+    env: EnvironmentConfig
+    _last_progress: float = 0.0
+    _log_lines: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    step_name: str = ""
+
+    def progress(self, text: str, *, force: bool = False) -> None:
+        """Show progress in the message, at most every ~10 s (Slack's chat.update is rate limited)."""
+        now = time.monotonic()
+        if not force and now - self._last_progress < PROGRESS_EVERY_S:
+            return
+        self._last_progress = now
+        try:
+            self.deps.store.apply(self.run.id, lambda run: report_progress(
+                run, name=self.step_name, progress=text[:120], now=self.deps.clock()))
+            self.deps.publish(self.run.id)
+        except BotError as exc:
+            log.warning("progress update failed: %s", exc)
+
+    def remember(self, **values: Any) -> None:
+        """Record facts on the running step at once (before acting), so a retry after a crash still has them."""
+        def change(run: Run) -> Transition:
+            new = run.model_copy(deep=True)
+            step = new.step(self.step_name)
+            step.result = {**step.result, **values}
+            return Transition(new, [])
+
+        self.deps.store.apply(self.run.id, change)
+        self.run = self.deps.store.get(self.run.id)
+
+    def aws(self, *, max_wait_s: float | None = None):  # type: ignore[no-untyped-def]
+        """An AWS client for this environment; waits up to the deploy timeout unless told otherwise."""
+        from bot.integrations.aws import Aws  # boto3 is slow to import: loaded by the steps that use AWS
+
+        return Aws(region=self.env.aws.region, endpoint_url=self.env.aws.endpoint_url,
+                   poll_interval_s=self.env.deploy.poll_interval_s,
+                   max_wait_s=max_wait_s if max_wait_s is not None else self.env.deploy.wait_timeout_s)
+
+    def log(self, line: str) -> None:
+        """Collect output for the thread (posted as one block when the step ends)."""
+        with self._lock:
+            self._log_lines.append(redact(line.rstrip()))
+
+    def thread(self, text: str) -> None:
+        run = self.deps.store.find(self.run.id)
+        if run and run.message_ts and self.deps.slack is not None:
+            try:
+                self.deps.slack.post_message(run.channel, text[:3900], thread_ts=run.message_ts)
+            except BotError as exc:
+                log.warning("thread post failed: %s", exc)
+
+    def flush_log(self, title: str) -> None:
+        with self._lock:
+            lines, self._log_lines = self._log_lines, []
+        if not lines:
+            return
+        body = "\n".join(lines)
+        if len(body) > 3500:
+            body = "…\n" + body[-3500:]
+        self.thread(f"*{title}* output:\n```{body}```")
+
+
+Executor = Callable[[StepContext], StepOutcome]
+FollowUp = Callable[[Deps, str], None]
+"""(deps, run_id): runs after the engine recorded a step; handles its own errors."""
+
+
+@dataclass(frozen=True)
+class StepTable:
+    """What the runbook hands the engine: how to do each step, and what follows each step (bot.runbook.operations)."""
+
+    executors: Mapping[str, Executor]
+    settled: FollowUp
+    """After a step succeeded, was skipped or was resolved by hand (the run may have reached monitoring)."""
+    after_success: Mapping[str, FollowUp] = field(default_factory=dict)
+    """Step -> what follows its success (after ``settled``)."""
+    after_failure: Mapping[str, Callable[[Deps, str, str], None]] = field(default_factory=dict)
+    """Step -> what follows its failure, given the error (after the failure is recorded and shown)."""
+    approval_voided: FollowUp | None = None
+    """After an executor found the approved migrations changed and the approvals were voided."""
+    rollback_voided: Callable[[Deps, str, str], None] | None = None
+    """(deps, run_id, reason): an executor found the approved rollback is not what would run."""
+    resolving: Mapping[str, Callable[[Deps, Run, str], Reply | None]] = field(default_factory=dict)
+    """Step -> a check before an interrupted step is marked done by ``user``: a refusal, or None to go on."""
+
+
+# ---- permissions ---------------------------------------------------------------------------------
+
+def may_operate(deps: Deps, run: Run, user: str) -> bool:
+    """The requester and the approvers run the steps; nobody else touches a run."""
+    who = access.principal(user)  # a command-line operator counts as the Slack user it is mapped to, or as nobody
+    if who and who == run.requested_by:
+        return True
+    env = deps.config.environment(run.env)
+    if env is None:
+        return False
+    return deps.policy(env).may_approve(who, deps.groups_of(user, env))
+
+
+# ---- the engine: bot.runbook.operations calls these with its StepTable -----------------------------------
+
+def run_step(deps: Deps, steps: StepTable, *, run_id: str, name: str, user: str, wait: bool = False,
+             version: int | None = None) -> Reply:
+    """Claim the step (exactly once across clicks and replicas) and execute it in the worker pool.
+
+    ``version`` is the run version the clicked button was rendered at: a stale or replayed click changes nothing.
+    """
+    if name not in STEP_SPECS:
+        return Reply(f"Unknown step `{name[:40]}`. Nothing was changed.")
+    run = deps.store.get(run_id)
+    if not may_operate(deps, run, user):
+        deps.store.audit(run_id, AuditEvent(user, "step.start", "denied", deps.clock(), f"{name}: not allowed"))
+        return Reply(messages.denied(f"Only the requester or an approver of {run.env} may run steps."),
+                     publish_run=run_id)
+    try:
+        claimed = deps.store.apply(run_id, lambda current: begin_step(
+            current, name=name, user=user, owner=deps.instance_id, now=deps.clock()), expected_version=version)
+    except StaleMessage:
+        return Reply(messages.stale_message(), publish_run=run_id)
+    except AlreadyDone as exc:
+        return Reply(str(exc))
+    except Refusal as exc:
+        return Reply(messages.denied(str(exc)), publish_run=run_id)
+    future = deps.executor.submit(execute_claimed, deps, steps, claimed.run, name)
+    if wait:
+        future.result()
+    return Reply("", publish_run=run_id)
+
+
+def execute_claimed(deps: Deps, steps: StepTable, run: Run, name: str) -> None:
+    """Run one claimed step and record how it ended. Never raises."""
+    env = deps.config.environment(run.env)
+    deps.publish(run.id)
+    if env is None:
+        _record_failure(deps, steps, run.id, name, f"environment {run.env} is no longer configured")
+        return
+    ctx = StepContext(deps=deps, run=run, env=env, step_name=name)
+    try:
+        outcome = steps.executors[name](ctx)
+    except ApprovalVoided as exc:
+        ctx.flush_log(STEP_SPECS[name].label)
+        _record_voided(deps, steps, run.id, name, str(exc))
+        return
+    except RollbackVoided as exc:
+        ctx.flush_log(STEP_SPECS[name].label)
+        if steps.rollback_voided is not None:
+            steps.rollback_voided(deps, run.id, str(exc))
+        return
+    except StepHeld as held:
+        reason, details = str(held), held.details
+        try:
+            deps.store.apply(run.id, lambda current: hold_step(current, name=name, now=deps.clock(),
+                                                               reason=reason, details=details))
+        except BotError as error:
+            log.error("could not record the hold of %s/%s: %s", run.id, name, error)
+        deps.publish(run.id)
+        return
+    except BotError as exc:
+        ctx.flush_log(STEP_SPECS[name].label)
+        _record_failure(deps, steps, run.id, name, str(exc))
+        return
+    except Exception as exc:  # a bug must still end the step visibly, without a traceback in Slack
+        log.error("step %s of %s crashed: %s: %s", name, run.id, type(exc).__name__, redact(str(exc))[:300])
+        ctx.flush_log(STEP_SPECS[name].label)
+        _record_failure(deps, steps, run.id, name, f"unexpected error ({type(exc).__name__}); see the bot's logs")
+        return
+    ctx.flush_log(STEP_SPECS[name].label)
+    try:
+        deps.store.apply(run.id, lambda current: finish_step(
+            current, name=name, result=outcome.result, now=deps.clock(), summary=outcome.summary))
+    except BotError as exc:
+        log.error("could not record success of %s/%s: %s", run.id, name, exc)
+    deps.publish(run.id)
+    steps.settled(deps, run.id)
+    follow_up = steps.after_success.get(name)
+    if follow_up is not None:
+        follow_up(deps, run.id)
+
+
+def _record_failure(deps: Deps, steps: StepTable, run_id: str, name: str, error: str) -> None:
+    try:
+        deps.store.apply(run_id, lambda current: fail_step(current, name=name, error=error[:500], now=deps.clock()))
+    except BotError as exc:
+        log.error("could not record failure of %s/%s: %s", run_id, name, exc)
+    deps.publish(run_id)
+    follow_up = steps.after_failure.get(name)
+    if follow_up is not None:
+        follow_up(deps, run_id, error)
+
+
+def _record_voided(deps: Deps, steps: StepTable, run_id: str, name: str, reason: str) -> None:
+    def change(current: Run) -> Transition:
+        transition = void_approvals(current, reason=reason, now=deps.clock())
+        step = transition.run.step(name)
+        step.status = StepStatus.PENDING
+        step.owner = None
+        step.progress = None
+        return transition
+
+    try:
+        deps.store.apply(run_id, change)
+    except BotError as exc:
+        log.error("could not void approvals of %s: %s", run_id, exc)
+    deps.publish(run_id)
+    if steps.approval_voided is not None:
+        steps.approval_voided(deps, run_id)
+
+
+def skip(deps: Deps, steps: StepTable, *, run_id: str, name: str, user: str, version: int | None = None) -> Reply:
+    run = deps.store.get(run_id)
+    if not may_operate(deps, run, user):
+        deps.store.audit(run_id, AuditEvent(user, "step.skip", "denied", deps.clock(), "not allowed"))
+        return Reply(messages.denied(f"Only the requester or an approver of {run.env} may skip steps."))
+    try:
+        deps.store.apply(run_id, lambda current: skip_step(current, name=name, user=user, now=deps.clock()),
+                         expected_version=version)
+    except StaleMessage:
+        return Reply(messages.stale_message(), publish_run=run_id)
+    except Refusal as exc:
+        return Reply(messages.denied(str(exc)), publish_run=run_id)
+    return Reply("", publish_run=run_id, after=lambda: steps.settled(deps, run_id))
+
+
+def mark_done(deps: Deps, steps: StepTable, *, run_id: str, name: str, user: str,
+              version: int | None = None) -> Reply:
+    run = deps.store.get(run_id)
+    if not may_operate(deps, run, user):
+        deps.store.audit(run_id, AuditEvent(user, "step.mark_done", "denied", deps.clock(), "not allowed"))
+        return Reply(messages.denied(f"Only the requester or an approver of {run.env} may resolve steps."))
+    if version is not None and version != run.version:
+        return Reply(messages.stale_message(), publish_run=run_id)
+    check = steps.resolving.get(name)
+    if check is not None and run.step(name).status is StepStatus.INTERRUPTED:
+        refused = check(deps, run, user)
+        if refused is not None:
+            return refused
+    try:
+        deps.store.apply(run_id, lambda current: resolve_interrupted(
+            current, name=name, user=user, now=deps.clock(), done=True), expected_version=version)
+    except StaleMessage:
+        return Reply(messages.stale_message(), publish_run=run_id)
+    except Refusal as exc:
+        return Reply(messages.denied(str(exc)), publish_run=run_id)
+    return Reply("", publish_run=run_id, after=lambda: steps.settled(deps, run_id))
+
+
+def proceed_anyway(deps: Deps, steps: StepTable, *, run_id: str, user: str, version: int | None = None) -> Reply:
+    """The human saw the pre-flight's blockers and chose to go on: audited, then the held step runs."""
+    run = deps.store.get(run_id)
+    env = environment_or_refuse(deps, run.env)
+    try:
+        overridden = deps.store.apply(run_id, lambda current: override_hold(
+            current, user=user, policy=deps.policy(env), groups=deps.groups_of(user, env), now=deps.clock()),
+            expected_version=version)
+    except StaleMessage:
+        return Reply(messages.stale_message(), publish_run=run_id)
+    except Refusal as exc:
+        return Reply(messages.denied(str(exc)), publish_run=run_id)
+    return run_step(deps, steps, run_id=run_id, name=str(overridden.run.facts["hold_override"]["step"]), user=user)
+
+
+def close_run(deps: Deps, *, run_id: str, user: str, version: int | None) -> Reply:
+    run = deps.store.get(run_id)
+    if not may_operate(deps, run, user):
+        deps.store.audit(run_id, AuditEvent(user, "run.finish", "denied", deps.clock(), "not allowed"))
+        return Reply(messages.denied(f"Only the requester or an approver of {run.env} may close the run."))
+
+    def change(current: Run):  # type: ignore[no-untyped-def]
+        if current.status is not RunStatus.MONITORING:
+            raise AlreadyDone(f"Run {current.id} is {current.status.value}, not monitoring.")
+        return finish_run(current, user=user, now=deps.clock(), status=RunStatus.SUCCEEDED,
+                          detail="looks good; run closed")
+
+    try:
+        deps.store.apply(run_id, change, expected_version=version)
+    except StaleMessage:
+        return Reply(messages.stale_message(), publish_run=run_id)
+    except Refusal as exc:
+        return Reply(messages.denied(str(exc)), publish_run=run_id)
+    return Reply("", publish_run=run_id)
+
+
+# ---- migrations fingerprint ----------------------------------------------------------------------
+
+def migrations_dir(env: EnvironmentConfig) -> Path:
+    return Path(env.migrate.migrations_dir)
+
+
+def pending_migrations(env: EnvironmentConfig) -> list[tuple[str, str]]:
+    """(name, checksum) of the migrations not yet applied in this environment's database."""
+    if not env.database_url:
+        return []
+    # psycopg is loaded only by the work that talks to PostgreSQL
+    from bot.integrations.prisma import NativeRunner
+
+    return pending_of(NativeRunner(env.database_url).status(migrations_dir(env)))
+
+
+def pending_of(status: Any) -> list[tuple[str, str]]:
+    """(name, checksum) of the pending migrations of one `NativeRunner.status` reading."""
+    by_name = {m.name: m.checksum for m in status.local}
+    return [(name, by_name[name]) for name in status.pending if name in by_name]
+
+
+def fingerprint_of(pending: list[tuple[str, str]]) -> str:
+    return hashlib.sha256("\n".join(f"{n}:{c}" for n, c in pending).encode()).hexdigest()
+
+
+def approval_fingerprint(deps: Deps, run: Run) -> str:
+    """What an approval approves: the checksums of exactly the pending migrations at that moment.
+
+    Fails closed: when they cannot be read (a database blip, a missing or unreadable folder), or the folder
+    shows none of the migrations that were reviewed, this raises a refusal and nothing is approved.
+    """
+    env = deps.config.environment(run.env)
+    if env is None:
+        raise WrongState(f"Environment {run.env} is no longer configured, so there is nothing to approve.")
+    if not env.database_url:
+        return fingerprint_of([])  # nothing can be migrated here: the migrate step refuses without a database
+    try:
+        pending = pending_migrations(env)
+    except (BotError, OSError, UnicodeError) as exc:
+        log.warning("could not read pending migrations for the approval fingerprint: %s", redact(str(exc))[:300])
+        raise WrongState("The pending migrations could not be read just now "
+                         f"({redact(str(exc))[:200]}), so there is nothing exact to approve. Try again once the "
+                         "database and the migrations folder are readable.") from None
+    reviewed = run.facts.get("pending") or []
+    if not pending and reviewed:
+        raise WrongState(f"None of the {len(reviewed)} reviewed migration(s) can be found pending now: the "
+                         "migrations folder looks empty or unreadable, or they were applied elsewhere. "
+                         "Nothing can be approved until the pending migrations can be read.")
+    return fingerprint_of(pending)
+
+
+def unapproved_migrations(run: Run, status: Any) -> str | None:
+    """Why the migrations about to run are not the ones approved, or None when they are.
+
+    The approval binds the checksums of the migrations pending at approval (the reviewed list). A retry after
+    part of them was applied (an interrupted deploy, `migrate resolve --applied`) still runs only approved
+    SQL: every migration pending now must be approved with its checksum, and every approved one no longer
+    pending must be recorded in `_prisma_migrations` with the approved checksum.
+    """
+    if not run.fingerprint:
+        return "this run's approval recorded no fingerprint of the migrations it approved; approve again"
+    pending = pending_of(status)
+    if fingerprint_of(pending) == run.fingerprint:
+        return None
+    changed = ("the pending migrations changed after approval "
+               f"(now: {', '.join(n for n, _ in pending) or 'none'}); approve again")
+    reviewed = [(str(p["name"]), str(p["checksum"])) for p in run.facts.get("pending", [])]
+    if not reviewed or fingerprint_of(reviewed) != run.fingerprint:
+        return changed
+    approved = dict(reviewed)
+    if any(approved.get(name) != checksum for name, checksum in pending):
+        return changed
+    pending_names = {name for name, _ in pending}
+    recorded = {(row.migration_name, row.checksum) for row in status.rows if row.rolled_back_at is None}
+    if any(name not in pending_names and (name, checksum) not in recorded for name, checksum in reviewed):
+        return changed
+    return None

@@ -1,0 +1,270 @@
+"""Before approval: read what is pending, review it for safety, show names in the message and SQL in the thread."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from bot.config import EnvironmentConfig
+from bot.context import Deps, Reply, environment_or_refuse, require
+from bot.errors import BotError, WrongState
+from bot.runbook.access import VERBS
+from bot.runbook.rules import (
+    not_tested_in_staging,
+    record_inspection,
+    record_rehearsal,
+    record_staging_evidence,
+)
+from bot.slowwork import shared
+
+log = logging.getLogger(__name__)
+
+MAX_INLINE_SQL = 2500
+
+
+def finding_key(migration: str, finding: Any) -> str:
+    return f"{migration}#{finding.statement_index}:{finding.rule}"
+
+
+def review_pending(database_url: str, pending: list[Any]) -> dict[str, Any]:
+    """Run the safety review on the pending migrations, weighed against the live database."""
+    # psycopg and pglast (the SQL parser) are loaded only when a review runs
+    from bot.integrations.postgres import Postgres
+    from bot.safety import review_migrations
+
+    with Postgres(database_url).read_only_connection() as conn:
+        review = review_migrations([(m.name, m.sql) for m in pending], conn=conn)
+    checksums = {m.name: m.checksum for m in pending}
+    high = [
+        {"key": finding_key(f.migration, f), "migration": f.migration, "checksum": checksums[f.migration],
+         "message": f.message, "why": f.why, "alternative": f.alternative, "category": f.category}
+        for f in review.findings if f.level == "high"
+    ]
+    return {
+        "summary": review.summary(),
+        "lines": {m.name: m.summary_line.removeprefix(f"{m.name}: ") for m in review.migrations},
+        "high": high,
+        "details": [
+            {"migration": f.migration, "level": f.level, "message": f.message, "why": f.why,
+             "alternative": f.alternative, "category": f.category}
+            for f in review.findings if f.level in ("high", "medium")
+        ],
+    }
+
+
+def inspect_run(deps: Deps, run_id: str) -> None:
+    """Record pending migrations and their review on the run; post the SQL and findings in its thread."""
+    run = deps.store.get(run_id)
+    env = deps.config.environment(run.env)
+    if env is None:
+        return
+    # psycopg is loaded only by the work that talks to PostgreSQL
+    from bot.integrations.prisma import NativeRunner
+
+    if not env.database_url:
+        deps.store.apply(run_id, lambda current: record_inspection(
+            current, pending=[], review={"summary": "no database_url configured", "lines": {}, "high": []},
+            now=deps.clock()))
+        deps.publish(run_id)
+        return
+
+    try:
+        status = NativeRunner(env.database_url).status(Path(env.migrate.migrations_dir))
+        pending = [m for m in status.local if m.name in set(status.pending)]
+        review = review_pending(env.database_url, pending) if pending else {"summary": "nothing pending",
+                                                                             "lines": {}, "high": [], "details": []}
+    except BotError as exc:
+        log.warning("inspection of %s failed: %s", run_id, exc)
+        review = {"summary": f"could not inspect: {exc}", "lines": {}, "high": [], "details": [], "error": str(exc)}
+        pending = []
+    deps.store.apply(run_id, lambda current: record_inspection(
+        current, pending=[{"name": m.name, "checksum": m.checksum} for m in pending], review=review,
+        now=deps.clock()))
+    deps.publish(run_id)
+    _post_details(deps, run_id, pending, review)
+    staging_evidence(deps, run_id)
+
+
+def post_scripts(deps: Deps, run_id: str, scripts: list[Any], review: dict[str, Any], *, heading: str) -> None:
+    """Show SQL that is about to need an approval (name, sha256, text) and its review in the run's thread."""
+    run = deps.store.get(run_id)
+    if deps.slack is not None and run.message_ts:
+        try:
+            deps.slack.post_message(run.channel, heading, thread_ts=run.message_ts)
+        except BotError as exc:
+            log.warning("could not post to the thread of %s: %s", run_id, exc)
+    _post_details(deps, run_id, scripts, review)
+
+
+def _post_details(deps: Deps, run_id: str, pending: list[Any], review: dict[str, Any]) -> None:
+    run = deps.store.get(run_id)
+    if deps.slack is None or not run.message_ts:
+        return
+    try:
+        for migration in pending:
+            if len(migration.sql) <= MAX_INLINE_SQL:
+                deps.slack.post_message(run.channel, f"*{migration.name}* (sha256 `{migration.checksum[:12]}…`)\n"
+                                        f"```{migration.sql.strip()}```", thread_ts=run.message_ts)
+            else:
+                deps.slack.upload_file(channel=run.channel, thread_ts=run.message_ts,
+                                       filename=f"{migration.name}.sql", content=migration.sql.encode(),
+                                       title=f"{migration.name} (sha256 {migration.checksum[:12]}…)")
+        details = review.get("details", [])
+        if details:
+            lines = [f"*Safety review* — {review['summary']}"]
+            for finding in details[:20]:
+                icon = "🔴" if finding["level"] == "high" else "🟠"
+                lines.append(f"{icon} *{finding['migration']}*: {finding['message']} ({finding['category']})\n"
+                             f"    _why:_ {finding['why']}\n    _instead:_ {finding['alternative']}")
+            deps.slack.post_message(run.channel, "\n".join(lines)[:3900], thread_ts=run.message_ts)
+    except BotError as exc:
+        log.warning("could not post inspection details for %s: %s", run_id, exc)
+
+
+def rehearsal_enabled(env: EnvironmentConfig) -> bool:
+    restorable = bool(env.backup and (env.backup.method == "pg_dump" or env.rehearsal.target == "rds_restore"))
+    if env.safety.rehearsal is not None:
+        return env.safety.rehearsal and restorable
+    return restorable and bool(env.database_url)
+
+
+def rehearse_run(deps: Deps, run_id: str) -> None:
+    """After the backup: apply the pending migrations to its restored copy (isolated server), report and record."""
+    # boto3 and psycopg are loaded only by the work that restores a backup
+    from bot.backup.sandbox import release
+
+    try:
+        _rehearse(deps, run_id)
+    finally:
+        release(run_id)  # the backup's restored copy, if nothing took it
+
+
+def _rehearse(deps: Deps, run_id: str) -> None:
+    # boto3 and psycopg are loaded only by the work that restores a backup
+    from bot.backup.rehearsal import rehearse_from_evidence
+
+    run = deps.store.get(run_id)
+    env = deps.config.environment(run.env)
+    if env is None or not rehearsal_enabled(env) or not env.database_url:
+        return
+    if not run.pending_migrations:
+        report: dict[str, Any] = {"ok": True, "summary": "nothing pending to rehearse", "migrations": []}
+    else:
+        aws = None
+        if env.backup and (env.backup.s3_bucket or env.backup.method == "rds_snapshot"):
+            # boto3 is slow to import: loaded only by the work that calls AWS
+            from bot.integrations.aws import Aws
+
+            aws = Aws(region=env.aws.region, endpoint_url=env.aws.endpoint_url)
+        try:
+            result = rehearse_from_evidence(run.step("backup").result, database_url=env.database_url,
+                                            migrations_dir=Path(env.migrate.migrations_dir),
+                                            aws=aws, pending=run.pending_migrations, run_id=run_id,
+                                            isolation=env.rehearsal, timeout_s=env.rehearsal.timeout_s,
+                                            lock_timeout_ms=env.migrate.lock_timeout_ms)
+            report = {**result.to_dict(), "summary": result.summary()}
+        except BotError as exc:
+            report = {"ok": False, "summary": f"rehearsal could not run: {exc}", "migrations": []}
+    deps.store.apply(run_id, lambda current: record_rehearsal(current, report=report, now=deps.clock()))
+    deps.publish(run_id)
+    _post_rehearsal(deps, run_id, report)
+
+
+def _post_rehearsal(deps: Deps, run_id: str, report: dict[str, Any]) -> None:
+    run = deps.store.get(run_id)
+    if deps.slack is None or not run.message_ts:
+        return
+    lines = [("✅" if report.get("ok") else "❌") + f" *Rehearsal on a restored copy of this run's backup* — "
+             f"{report.get('summary', '')}"]
+    for migration in report.get("migrations", [])[:20]:
+        locks = ", ".join(f"{table}: {mode}" for table, mode in (migration.get("locks") or {}).items())
+        waits = ", ".join(migration.get("waits") or [])
+        line = f"{'✅' if migration.get('ok') else '❌'} `{migration['name']}` {migration.get('duration_s', 0):.2f} s"
+        if locks:
+            line += f" · locks {locks}"
+        if waits:
+            line += f" · waits {waits}"
+        if migration.get("error"):
+            line += f" · {migration['error']}"
+        lines.append(line)
+    try:
+        deps.slack.post_message(run.channel, "\n".join(lines)[:3900], thread_ts=run.message_ts)
+    except BotError as exc:
+        log.warning("rehearsal report not posted for %s: %s", run_id, exc)
+
+
+def staging_evidence(deps: Deps, run_id: str) -> None:
+    """If the configured staging environment has finished every pending migration, that is the evidence."""
+    # psycopg is loaded only by the work that talks to PostgreSQL
+    from bot.integrations.prisma import NativeRunner
+
+    run = deps.store.get(run_id)
+    env = deps.config.environment(run.env)
+    staging = deps.config.environment(env.safety.staging_env) if env and env.safety.staging_env else None
+    if staging is None or not staging.database_url or not run.pending_migrations:
+        return
+    try:
+        finished = [(row.migration_name, row.checksum) for row in NativeRunner(staging.database_url).rows()
+                    if row.finished_at is not None and row.rolled_back_at is None]
+    except BotError as exc:
+        log.warning("staging evidence for %s unavailable: %s", run_id, exc)
+        return
+    untested = not_tested_in_staging(run.facts.get("pending", []), finished)
+    if untested:  # a same-named migration of another version is not evidence
+        log.info("staging evidence for %s: %s not finished in %s with the same checksum", run_id,
+                 ", ".join(untested[:5]), staging.name)
+        return
+    try:
+        deps.store.apply(run_id, lambda current: record_staging_evidence(
+            current, staging_env=staging.name, finished=finished, now=deps.clock()))
+    except WrongState as exc:  # the pending set changed in between
+        log.info("staging evidence for %s not recorded: %s", run_id, exc)
+        return
+    deps.publish(run_id)
+
+
+def lint_reply(deps: Deps, inv: Any, args: list[str]) -> Reply:
+    """`/migrate lint <env>`: the safety review of that environment's pending migrations, weighed live."""
+    if len(args) != 1:
+        return Reply("Which environment? `/migrate lint <env>`")
+    env = environment_or_refuse(deps, args[0])
+    require(deps, VERBS["lint"], inv.user, env_name=env.name)
+    # Requests that joined one flight (bot.slowwork) share one live review instead of each opening connections.
+    pending, review, note = shared(("lint", env.name), lambda: _lint(env))
+    if review is None:
+        return Reply(f"*Safety review for {env.name}*: nothing pending.")
+    lines = [f"*Safety review for {env.name}* — {len(pending)} migration(s): {review['summary']}{note}"]
+    lines += [f"• `{name}` — {line}" for name, line in review.get("lines", {}).items()]
+    for finding in review.get("details", [])[:10]:
+        icon = "🔴" if finding["level"] == "high" else "🟠"
+        lines.append(f"{icon} *{finding['migration']}*: {finding['message']}\n    _instead:_ {finding['alternative']}")
+    return Reply("\n".join(lines)[:3900])
+
+
+def _lint(env: Any) -> tuple[list[Any], dict[str, Any] | None, str]:
+    """The live review of ``env``'s pending migrations, or a static one when its database is not reachable."""
+    # psycopg is loaded only by the work that talks to PostgreSQL
+    from bot.integrations.prisma import NativeRunner, list_local_migrations
+
+    directory = Path(env.migrate.migrations_dir)
+    note = ""
+    try:
+        if not env.database_url:
+            raise BotError("no database_url configured")
+        status = NativeRunner(env.database_url).status(directory)
+        pending = [m for m in status.local if m.name in set(status.pending)]
+        review = review_pending(env.database_url, pending) if pending else None
+    except BotError as exc:
+        # pglast (the SQL parser) is loaded only when a review runs
+        from bot.safety import review_migrations
+
+        migrations = list_local_migrations(directory)
+        pending = migrations
+        static = review_migrations([(m.name, m.sql) for m in migrations])
+        review = {"summary": static.summary(), "lines": {m.name: m.summary_line for m in static.migrations},
+                  "details": [{"migration": f.migration, "level": f.level, "message": f.message, "why": f.why,
+                               "alternative": f.alternative, "category": f.category}
+                              for f in static.findings if f.level in ("high", "medium")]}
+        note = f"\n_Live database not reachable ({exc}); every migration reviewed statically._"
+    return pending, review, note

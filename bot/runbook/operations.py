@@ -1,0 +1,399 @@
+"""The bot's operations as plain functions: Slack handlers, the CLI and tests all call these the same way."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from bot import messages
+from bot.calendar import operations as calendar_ops
+from bot.config import EnvironmentConfig
+from bot.context import Deps, Invocation, Reply, authorize, environment_or_refuse, readable_environments
+from bot.errors import AlreadyDone, BotError, Refusal, RunNotFound, StaleMessage
+from bot.redact import redact
+from bot.runbook import access, engine, inspection, precheck, rollback, steps, timeline, watch
+from bot.runbook.rules import (
+    CHECKLIST_LABELS,
+    AuditEvent,
+    Run,
+    RunStatus,
+    approve,
+    cancel,
+    confirm_item,
+    may_cancel_run,
+    new_run,
+    waive,
+)
+from bot.store.runs import new_run_id
+
+log = logging.getLogger(__name__)
+
+
+# ---- /migrate <env> ------------------------------------------------------------------------------
+
+def start_run(deps: Deps, *, env_name: str, user: str, image_tag: str | None = None) -> Reply:
+    env = environment_or_refuse(deps, env_name)
+    if not deps.policy(env).may_start(user, deps.groups_of(user, env)):
+        return Reply(messages.not_allowed_to_start(user, env.name))
+    now = deps.clock()
+    transition = new_run(
+        run_id=new_run_id(env.name, now),
+        env=env.name,
+        requested_by=user,
+        channel=env.channel,
+        now=now,
+        approvals_required=env.approvals_required,
+        steps_enabled=steps_enabled(env),
+        image_tag=image_tag,
+        facts={"rehearsal_expected": rehearsal_enabled(env)},
+    )
+    run = deps.store.create(transition, lock_hours=env.lock_hours, reason=f"/migrate {env.name}")
+    calendar_ops.link_started_run(deps, run)  # a run started inside a maintenance window belongs to it
+
+    def inspect() -> None:
+        inspection.inspect_run(deps, run.id)
+
+    return Reply(messages.run_started(run.id, env.name, env.channel), publish_run=run.id, after=inspect)
+
+
+def rehearsal_enabled(env: EnvironmentConfig) -> bool:
+    return inspection.rehearsal_enabled(env)
+
+
+def steps_enabled(env: EnvironmentConfig) -> dict[str, bool]:
+    return {
+        "backup": True,
+        "maintenance_on": env.maintenance.enabled,
+        "migrate": True,
+        "seed": env.seed.enabled,
+        "deploy": env.deploy.enabled,
+        "smoke": bool(env.smoke),
+        "maintenance_off": env.maintenance.enabled,
+    }
+
+
+# ---- buttons -------------------------------------------------------------------------------------
+
+def _denial(deps: Deps, run_id: str, user: str, action: str, exc: Refusal) -> None:
+    """Authorization refusals are audited; doubled clicks and stale messages are not news."""
+    if isinstance(exc, (AlreadyDone, StaleMessage)):
+        return
+    deps.store.audit(run_id, AuditEvent(user, action, "denied", deps.clock(), str(exc)))
+
+
+def confirm(deps: Deps, *, run_id: str, item: str, user: str) -> Reply:
+    run = deps.store.get(run_id)
+    if not engine.may_operate(deps, run, user):  # the checklist gates a prod change: only the people who may run it
+        deps.store.audit(run_id, AuditEvent(user, "checklist.confirm", "denied", deps.clock(), "not allowed"))
+        return Reply(messages.denied(f"Only the requester or an approver of {run.env} may tick the checklist."))
+    try:
+        deps.store.apply(run_id, lambda run: confirm_item(run, item=item, user=user, now=deps.clock()))
+    except Refusal as exc:
+        _denial(deps, run_id, user, "checklist.confirm", exc)
+        return Reply(messages.denied(str(exc)), publish_run=run_id)
+    return Reply("", publish_run=run_id)
+
+
+def approve_run(deps: Deps, *, run_id: str, user: str, version: int | None,
+                fingerprint: Callable[[Run], str | None] | None = None) -> Reply:
+    run = deps.store.get(run_id)
+    env = environment_or_refuse(deps, run.env)
+    policy, groups = deps.policy(env), deps.groups_of(user, env)
+    current = run.status.value == "awaiting_approval" and (version is None or run.version == version)
+    approved_fingerprint: str | None = None
+    if fingerprint and current and policy.may_approve(user, groups) and user != run.requested_by:
+        try:  # fails closed: no readable, exact set of migrations, no approval
+            approved_fingerprint = fingerprint(run)
+        except Refusal as exc:
+            _denial(deps, run_id, user, "run.approve", exc)
+            return Reply(messages.denied(str(exc)), publish_run=run_id)
+    if current and approved_fingerprint and "pending" in run.facts \
+            and approved_fingerprint != _reviewed_fingerprint(run):
+        # The files changed since they were reviewed: review again (voiding waivers) before anyone approves.
+        inspection.inspect_run(deps, run_id)
+        deps.store.audit(run_id, AuditEvent(user, "run.approve", "denied", deps.clock(),
+                                            "the migrations changed since they were reviewed"))
+        return Reply(messages.denied("The pending migrations changed since they were reviewed, so the review "
+                                     "was run again (any waivers are void). Check the thread, then approve."),
+                     publish_run=run_id)
+
+    def change(current: Run):  # type: ignore[no-untyped-def]
+        return approve(current, user=user, policy=policy, groups=groups, now=deps.clock(),
+                       fingerprint=approved_fingerprint)
+
+    try:
+        deps.store.apply(run_id, change, expected_version=version)
+    except StaleMessage:
+        return Reply(messages.stale_message(), blocks=deps.publisher.current_view(run_id)["blocks"]
+                     if deps.publisher else None, publish_run=run_id)
+    except Refusal as exc:
+        _denial(deps, run_id, user, "run.approve", exc)
+        return Reply(messages.denied(str(exc)), publish_run=run_id)
+    return Reply("", publish_run=run_id)
+
+
+def waive_findings(deps: Deps, *, run_id: str, user: str, reason: str) -> Reply:
+    """An approver accepts the blocking high findings with a reason (audited; voided if a file changes)."""
+    run = deps.store.get(run_id)
+    env = environment_or_refuse(deps, run.env)
+    policy, groups = deps.policy(env), deps.groups_of(user, env)
+    try:
+        deps.store.apply(run_id, lambda current: waive(current, user=user, policy=policy, groups=groups,
+                                                       reason=reason, now=deps.clock()))
+    except Refusal as exc:
+        _denial(deps, run_id, user, "finding.waive", exc)
+        return Reply(messages.denied(str(exc)), publish_run=run_id)
+    return Reply("", publish_run=run_id)
+
+
+def _reviewed_fingerprint(run: Run) -> str:
+    return engine.fingerprint_of([(p["name"], p["checksum"]) for p in run.facts.get("pending", [])])
+
+
+def may_cancel(deps: Deps, run: Run, user: str) -> bool:
+    """The run's requester and the environment's requesters and approvers; a CLI operator as its Slack user."""
+    env = deps.config.environment(run.env)
+    if env is None:
+        return False
+    who = access.principal(user)
+    return bool(who) and may_cancel_run(run, user=who, policy=deps.policy(env), groups=deps.groups_of(user, env))
+
+
+def cancel_run(deps: Deps, *, run_id: str, user: str, reason: str = "") -> Reply:
+    run = deps.store.get(run_id)
+    if not may_cancel(deps, run, user):
+        deps.store.audit(run_id, AuditEvent(user, "run.cancel", "denied", deps.clock(), "not allowed"))
+        if run.status is RunStatus.FAILED:
+            return Reply(messages.denied(f"Only the requester of this run or an approver of `{run.env}` may close "
+                                         "a failed run."), publish_run=run_id)
+        return Reply(messages.denied(messages.not_allowed_to_cancel(run.env)), publish_run=run_id)
+    try:
+        deps.store.apply(run_id, lambda current: cancel(current, user=user, now=deps.clock(), reason=reason))
+    except Refusal as exc:
+        _denial(deps, run_id, user, "run.cancel", exc)
+        return Reply(messages.denied(str(exc)), publish_run=run_id)
+    return Reply(messages.run_cancelled(run_id), publish_run=run_id)
+
+
+# ---- status --------------------------------------------------------------------------------------
+
+def describe_run(run: Run, now: datetime) -> str:
+    age = int((now - run.created_at).total_seconds() // 60)
+    state = run.status.value.replace("_", " ")
+    checklist = f"{len(run.checklist)}/{len(CHECKLIST_LABELS)} checklist"
+    approvals = f"{len(run.approvals)}/{run.approvals_required} approvals"
+    steps = ", ".join(f"{s.name} {s.status.value}" for s in run.steps if s.status.value != "pending")
+    line = f"{run.id} [{run.env}] {state} · by {messages.escape(run.requested_by)} · {age} min ago · {checklist} · {approvals}"
+    return line + (f" · {steps}" if steps else "")
+
+
+def status(deps: Deps, query: str | None = None, envs: list[str] | None = None) -> str:
+    """Plain-text status for Slack or the terminal: one run by id, the runs of an env, or all recent ones
+    (of the environments ``envs`` only, when given)."""
+    now = deps.clock()
+    if query and deps.config.environment(query) is None:
+        run = deps.store.get(query)
+        return describe_run(run, now)
+    if envs is not None and not query:
+        runs = [run for run in deps.store.recent_runs(limit=200) if run.env in envs][:10]
+    else:
+        runs = deps.store.recent_runs(limit=10, env=query)
+    if not runs:
+        return f"No runs{f' in {query}' if query else ''} yet."
+    active = [r for r in runs if r.is_active]
+    lines = [describe_run(r, now) for r in runs]
+    head = f"{len(active)} active run(s)" + (f" in {query}" if query else "")
+    return head + ":\n" + "\n".join(lines)
+
+
+# ---- the /migrate dispatcher ---------------------------------------------------------------------
+
+def handle_command(deps: Deps, inv: Invocation) -> Reply:
+    """Parse `/migrate ...` text and run the operation. Raises nothing a user shouldn't see."""
+    try:
+        words = shlex.split(inv.text.strip())
+    except ValueError:
+        return Reply(f"Could not parse `{messages.escape(inv.text[:100])}` (unbalanced quotes).\n{messages.USAGE}")
+    if not words or words[0] in ("help", "-h", "--help"):
+        return Reply(messages.USAGE)
+    verb, rest = words[0].lower(), words[1:]
+    try:
+        refused, envs = _guard_command(deps, inv.user, verb, rest)
+        if refused:
+            return Reply(refused)
+        if _verb_key(verb, rest) in ("status", "check", "lint", "timeline", "windows"):  # the viewers' verbs
+            return _redacted(_read_command(deps, inv, verb, rest, envs))
+        if verb == "cancel":
+            if not rest:
+                return Reply("Which run? `/migrate cancel <run-id> [reason]`")
+            return cancel_run(deps, run_id=rest[0], user=inv.user, reason=" ".join(rest[1:]))
+        if verb in deps.config.environments:
+            image_tag = None
+            if rest:
+                if len(rest) == 2 and rest[0] == "--image" and rest[1]:
+                    image_tag = rest[1]
+                else:
+                    return Reply(f"Unexpected `{messages.escape(' '.join(rest))}`.\n{messages.USAGE}")
+            return start_run(deps, env_name=verb, user=inv.user, image_tag=image_tag)
+        target = VERBS.get(verb)
+        if target is not None:
+            return target(deps, inv, rest)
+        if len(words) == 1:
+            return Reply(messages.unknown_environment(verb[:40], sorted(deps.config.environments)))
+        return Reply(f"Unknown command `{messages.escape(verb[:40])}`.\n{messages.USAGE}")
+    except RunNotFound as exc:
+        return Reply(str(exc))
+    except Refusal as exc:
+        return Reply(str(exc))
+
+
+def _verb_key(verb: str, rest: list[str]) -> str:
+    """The verb's entry in bot.runbook.access.VERBS: `windows cancel` and `windows reschedule` change calendar_ops."""
+    return f"windows {rest[0]}" if verb == "windows" and rest and rest[0] in ("cancel", "reschedule") else verb
+
+
+def _guard_command(deps: Deps, user: str, verb: str, rest: list[str]) -> tuple[str | None, list[str] | None]:
+    """Check the verb's permission (bot.runbook.access.VERBS) before any of its work: the refusal, and for a listing
+    without an environment the environments the user may read. Usage mistakes are left to the verb."""
+    run: Run | None = None
+    target = rest[0] if rest else None
+    env_name: str | None
+    if verb in deps.config.environments:
+        rule, env_name = access.VERBS[access.ENV_VERB], verb
+    elif _verb_key(verb, rest) != verb:
+        rule = access.VERBS[_verb_key(verb, rest)]
+        window = calendar_ops.WindowStore(deps).get(rest[1]) if len(rest) > 1 else None
+        if window is None:
+            return None, None
+        refused = authorize(deps, rule, user, env_name=window.env)
+        if refused:
+            calendar_ops.WindowStore(deps).audit(window.id, user, rule.audit, "denied", deps.clock(), "not allowed")
+        return refused, None
+    elif verb in access.VERBS:
+        rule, env_name = access.VERBS[verb], target
+        if verb in ("status", "timeline", "cancel") and target and deps.config.environment(target) is None:
+            run = deps.store.get(target)
+            env_name = run.env
+    else:
+        return None, None
+    if rule.permission in (access.ANYONE, access.LOCAL):
+        return None, None
+    if env_name is None and verb in ("status", "windows"):
+        envs = readable_environments(deps, user)
+        return (None, envs) if envs else (access.refusal(rule, ""), None)
+    if env_name is None or deps.config.environment(env_name) is None:
+        return None, None  # the verb answers with its usage or the list of environments
+    audited = run if rule.permission != access.VIEWER else None
+    return authorize(deps, rule, user, env_name=env_name, run=audited), None
+
+
+def _read_command(deps: Deps, inv: Invocation, verb: str, rest: list[str], envs: list[str] | None) -> Reply:
+    """The read-only verbs (status, check, lint, timeline, windows), shown only to the environment's viewers."""
+    if verb == "status":
+        if len(rest) > 1:
+            return Reply(messages.USAGE)
+        return Reply(status(deps, rest[0] if rest else None, envs=envs))
+    return VERBS[verb](deps, inv, rest)
+
+
+def _redacted(reply: Reply) -> Reply:
+    """Whatever a read-only verb prints goes through redaction: text and every string in its blocks."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return redact(value)
+        if isinstance(value, list):
+            return [clean(item) for item in value]
+        if isinstance(value, dict):
+            return {key: clean(item) for key, item in value.items()}
+        return value
+
+    reply.text = redact(reply.text)
+    reply.blocks = clean(reply.blocks)
+    return reply
+
+
+# The other `/migrate` verbs: verb -> function(deps, invocation, args) -> Reply.
+VERBS: dict[str, Callable[[Deps, Invocation, list[str]], Reply]] = {
+    "check": precheck.check_reply,
+    "timeline": timeline.timeline_reply,
+    "lint": inspection.lint_reply,
+    "schedule": calendar_ops.schedule_command,
+    "windows": calendar_ops.windows_command,
+}
+
+
+# ---- the steps: the engine (bot.runbook.engine) is handed what to run and what follows each step ---------------
+
+def entered_monitoring(deps: Deps, run_id: str) -> None:
+    """If the run has just reached `monitoring`, take the readings and start the 24-hour watch."""
+    run = deps.store.find(run_id)
+    if run is not None and run.status is RunStatus.MONITORING:
+        try:
+            watch.start_monitoring(deps, run_id)
+        except BotError as exc:
+            log.warning("monitoring of %s did not start: %s", run_id, exc)
+
+
+def _rehearse(deps: Deps, run_id: str) -> None:
+    """After the backup: rehearse the pending migrations on its restored copy."""
+    try:
+        inspection.rehearse_run(deps, run_id)
+    except BotError as exc:
+        log.warning("rehearsal of %s did not complete: %s", run_id, exc)
+
+
+def _inspect_again(deps: Deps, run_id: str) -> None:
+    """Review what is pending now, so the next approval binds to it on its first click (and reviewers see it)."""
+    try:
+        inspection.inspect_run(deps, run_id)
+    except BotError as exc:
+        log.warning("could not inspect %s again after voiding its approvals: %s", run_id, exc)
+
+
+def _advise_rollback(why: str) -> Callable[[Deps, str, str], None]:
+    def advise(deps: Deps, run_id: str, error: str) -> None:
+        rollback.recommend_rollback(deps, run_id, f"{why}: {error[:300]}")
+        deps.publish(run_id)
+
+    return advise
+
+
+ROLLBACK_TRIGGERS = {
+    "migrate": "the migration failed",
+    "deploy": "the new version did not stabilise (the app fails to start)",
+    "smoke": "a smoke test failed (critical functionality broken)",
+}
+
+STEPS = engine.StepTable(
+    executors={**steps.EXECUTORS, **rollback.EXECUTORS},
+    settled=entered_monitoring,
+    after_success={"backup": _rehearse},
+    after_failure={name: _advise_rollback(why) for name, why in ROLLBACK_TRIGGERS.items()},
+    approval_voided=_inspect_again,
+    rollback_voided=rollback.record_rollback_voided,
+    resolving={"migrate": steps.migrate_resolved_by_hand},
+)
+
+
+def run_step(deps: Deps, *, run_id: str, name: str, user: str, wait: bool = False,
+             version: int | None = None) -> Reply:
+    """A step's Run/Retry button: claim the step once and execute it in the worker pool (bot.runbook.engine)."""
+    return engine.run_step(deps, STEPS, run_id=run_id, name=name, user=user, wait=wait, version=version)
+
+
+def skip_step(deps: Deps, *, run_id: str, name: str, user: str, version: int | None = None) -> Reply:
+    """A step's Skip button."""
+    return engine.skip(deps, STEPS, run_id=run_id, name=name, user=user, version=version)
+
+
+def mark_done(deps: Deps, *, run_id: str, name: str, user: str, version: int | None = None) -> Reply:
+    """An interrupted step's "Mark done" button, after a human checked what it did."""
+    return engine.mark_done(deps, STEPS, run_id=run_id, name=name, user=user, version=version)
+
+
+def proceed_anyway(deps: Deps, *, run_id: str, user: str, version: int | None = None) -> Reply:
+    """The "Proceed anyway" button of a step held by the pre-flight."""
+    return engine.proceed_anyway(deps, STEPS, run_id=run_id, user=user, version=version)

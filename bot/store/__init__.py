@@ -1,0 +1,1 @@
+"""Everything the bot keeps in Redis: the only package that speaks to Redis."""

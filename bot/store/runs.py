@@ -1,0 +1,370 @@
+"""The run store in Redis: run documents, per-environment locks, compare-and-set transitions and the audit stream."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bot.errors import AlreadyDone, RunActive, RunNotFound, StaleMessage, StateStoreUnavailable
+from bot.messages import escape
+from bot.runbook.rules import AuditEvent, Run, Transition
+
+UNAVAILABLE = "state store unavailable — nothing was changed"
+
+# ZREVRANGE + MGET in one round trip (the run keys are derived from the index's members).
+_RECENT_RUNS = """
+local ids = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+if #ids == 0 then return {} end
+local keys = {}
+for i, id in ipairs(ids) do keys[i] = ARGV[2] .. id end
+return redis.call('MGET', unpack(keys))
+"""
+# Is the run's Slack message or thread behind Redis? (no message yet, version not rendered, or audit entries not
+# yet posted in the thread) in one round trip, so a sync with nothing to do costs one call, not a lock and five.
+_MESSAGE_BEHIND = """
+local doc = redis.call('GET', KEYS[1])
+if not doc then return 0 end
+local run = cjson.decode(doc)
+if type(run['message_ts']) ~= 'string' then return 1 end
+if tonumber(run['version']) > tonumber(redis.call('GET', KEYS[2]) or '0') then return 1 end
+local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+if #last > 0 and redis.call('GET', KEYS[4]) ~= last[1][1] then return 1 end
+return 0
+"""
+# A refusal is audited once per actor, refusal (action and detail) and run version a minute: a storm of forged
+# clicks leaves one entry (and so one line in the run's thread), while a different refusal, or one after the run
+# moved on, is news again.
+_AUDIT_DENIAL = """
+local doc = redis.call('GET', KEYS[1])
+local version = '0'
+if doc then version = tostring(cjson.decode(doc)['version']) end
+if not redis.call('SET', KEYS[3] .. ':' .. version, '1', 'NX', 'EX', tonumber(ARGV[1])) then return 0 end
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+return 1
+"""
+DENIAL_AUDIT_EVERY_S = 60
+# Retention: once a run is closed (succeeded, rolled back, cancelled) its document expires after the retention
+# period, and everything kept beside it (audit stream, message cursors, watch samples) a day later, so an audit
+# trail always outlives its run. The index of runs forgets the oldest members whose document has expired.
+DEFAULT_RETENTION_S = 90 * 86400
+_BESIDE_RUN = ("audit", "rendered", "threadcursor", "watch", "watch-samples", "watch-active")
+_AUDIT_MARGIN_S = 86400
+_PRUNE_INDEX = """
+local ids = redis.call('ZRANGE', KEYS[1], 0, 99)
+local gone = 0
+for _, id in ipairs(ids) do
+  if redis.call('EXISTS', ARGV[1] .. id) == 0 then redis.call('ZREM', KEYS[1], id); gone = gone + 1 end
+end
+return gone
+"""
+_MAX_CAS_ATTEMPTS = 50
+
+
+@dataclass(frozen=True)
+class EnvLock:
+    """Who holds an environment: one active run at a time."""
+
+    env: str
+    run_id: str
+    owner: str
+    reason: str
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: str
+    actor: str
+    action: str
+    outcome: str
+    at: datetime
+    detail: str
+    data: dict[str, Any]
+
+
+def connect(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
+    """A Redis client whose every call gives up quickly, so a dead Redis turns into a clear error."""
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=timeout_s,
+        socket_timeout=timeout_s,
+        health_check_interval=30,
+        decode_responses=True,
+    )
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise StateStoreUnavailable(UNAVAILABLE) from exc
+    except WatchError:
+        raise
+    except RedisError as exc:
+        raise StateStoreUnavailable(f"{UNAVAILABLE} ({type(exc).__name__})") from exc
+
+
+def new_run_id(env: str, now: datetime) -> str:
+    """Short, readable, unique, and valid inside RDS snapshot identifiers: prod-261124-a1b2c3."""
+    return f"{env}-{now:%y%m%d}-{secrets.token_hex(3)}"
+
+
+class RunStore:
+    """All run state lives here, so any replica or the CLI can pick a run up."""
+
+    def __init__(self, client: redis.Redis, *, prefix: str = "migbot:",
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 retention_s: float = DEFAULT_RETENTION_S) -> None:
+        self.redis = client
+        self.prefix = prefix
+        self.clock = clock
+        self.retention_s = retention_s
+
+    # keys -------------------------------------------------------------------------------------
+    def _run_key(self, run_id: str) -> str:
+        return f"{self.prefix}run:{run_id}"
+
+    def _lock_key(self, env: str) -> str:
+        return f"{self.prefix}lock:{env}"
+
+    def _audit_key(self, run_id: str) -> str:
+        return f"{self.prefix}audit:{run_id}"
+
+    def key(self, *parts: str) -> str:
+        """A namespaced key for other modules (idempotency keys, cursors, heartbeats)."""
+        return self.prefix + ":".join(parts)
+
+    # health -----------------------------------------------------------------------------------
+    def ping(self) -> bool:
+        try:
+            return bool(self.redis.ping())
+        except RedisError:
+            return False
+
+    # reads ------------------------------------------------------------------------------------
+    def get(self, run_id: str) -> Run:
+        with _store_errors():
+            raw = self.redis.get(self._run_key(run_id))
+        if raw is None:
+            raise RunNotFound(f"No run with id `{escape(run_id)}`. Try `/migrate status` to list recent runs.")
+        return Run.model_validate_json(raw)
+
+    def find(self, run_id: str) -> Run | None:
+        try:
+            return self.get(run_id)
+        except RunNotFound:
+            return None
+
+    def lock(self, env: str) -> EnvLock | None:
+        with _store_errors():
+            raw = self.redis.get(self._lock_key(env))
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return EnvLock(
+            env=env,
+            run_id=data["run_id"],
+            owner=data["owner"],
+            reason=data["reason"],
+            created_at=datetime.fromisoformat(data["created_at"]),
+            expires_at=datetime.fromisoformat(data["expires_at"]),
+        )
+
+    def active_run(self, env: str) -> Run | None:
+        held = self.lock(env)
+        return self.find(held.run_id) if held else None
+
+    def recent_runs(self, limit: int = 10, env: str | None = None) -> list[Run]:
+        """The newest runs (of one environment), read in one round trip."""
+        scan = max(limit * 5, 50) if env else limit
+        with _store_errors():
+            raws = self.redis.eval(_RECENT_RUNS, 1, f"{self.prefix}runs", scan, f"{self.prefix}run:")
+        runs = [Run.model_validate_json(str(raw)) for raw in raws or [] if raw]
+        if env:
+            runs = [run for run in runs if run.env == env]
+        return runs[:limit]
+
+    def message_behind(self, run_id: str) -> bool:
+        """True when Slack should be synced: the run has no message yet, a newer version than the one rendered,
+        or audit entries its thread has not shown (the keys bot.runbook.publisher keeps)."""
+        with _store_errors():
+            return bool(self.redis.eval(_MESSAGE_BEHIND, 4, self._run_key(run_id), self.key("rendered", run_id),
+                                        self._audit_key(run_id), self.key("threadcursor", run_id)))
+
+    def active_runs(self) -> list[Run]:
+        return [run for run in self.recent_runs(limit=200) if run.is_active]
+
+    def audit_entries(self, run_id: str, after: str = "-") -> list[AuditEntry]:
+        start = "-" if after == "-" else f"({after}"
+        with _store_errors():
+            rows = self.redis.xrange(self._audit_key(run_id), min=start, max="+")
+        entries = []
+        for entry_id, fields in rows or []:
+            row: dict[str, str] = {str(k): str(v) for k, v in (fields or {}).items()}
+            entries.append(AuditEntry(
+                id=str(entry_id),
+                actor=row["actor"],
+                action=row["action"],
+                outcome=row["outcome"],
+                at=datetime.fromisoformat(row["at"]),
+                detail=row.get("detail", ""),
+                data=json.loads(row.get("data", "{}")),
+            ))
+        return entries
+
+    # writes -----------------------------------------------------------------------------------
+    @staticmethod
+    def _audit_fields(event: AuditEvent) -> dict[Any, Any]:
+        return {
+            "actor": event.actor,
+            "action": event.action,
+            "outcome": event.outcome,
+            "at": event.at.isoformat(),
+            "detail": event.detail,
+            "data": json.dumps(event.data, default=str),
+        }
+
+    def create(self, transition: Transition, *, lock_hours: float, reason: str = "migration run") -> Run:
+        """Store a new run and take its environment's lock, atomically. Refuses while another run holds it."""
+        run = transition.run
+        lock_key = self._lock_key(run.env)
+        now = self.clock()
+        expires = now + timedelta(hours=lock_hours)
+        lock_doc = json.dumps({
+            "run_id": run.id, "owner": run.requested_by, "reason": reason,
+            "created_at": now.isoformat(), "expires_at": expires.isoformat(),
+        })
+        with _store_errors(), self.redis.pipeline() as pipe:
+            for _ in range(_MAX_CAS_ATTEMPTS):
+                try:
+                    pipe.watch(lock_key)
+                    if pipe.exists(lock_key):
+                        pipe.unwatch()
+                        held = self.lock(run.env)
+                        if held is not None:
+                            raise RunActive(self._describe_lock(held))
+                        continue
+                    pipe.multi()
+                    pipe.set(self._run_key(run.id), run.model_dump_json())
+                    pipe.set(lock_key, lock_doc, px=int(lock_hours * 3600 * 1000))
+                    pipe.zadd(f"{self.prefix}runs", {run.id: run.created_at.timestamp()})
+                    for event in transition.events:
+                        pipe.xadd(self._audit_key(run.id), self._audit_fields(event))
+                    pipe.execute()
+                    return run
+                except WatchError:
+                    continue
+        raise RunActive(f"Another run is being started in {run.env} right now; try again in a moment.")
+
+    def _describe_lock(self, held: EnvLock) -> str:
+        age = self.clock() - held.created_at
+        minutes = int(age.total_seconds() // 60)
+        age_text = f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+        run = self.find(held.run_id)
+        link = f"<https://slack.com/archives/{run.channel}/p{run.message_ts.replace('.', '')}|{held.run_id}>" \
+            if run and run.message_ts else f"`{held.run_id}`"
+        state = f", {run.status.value.replace('_', ' ')}" if run else ""
+        return (f"A run is already active in {held.env}: {link} started by <@{held.owner}> {age_text} ago{state}. "
+                f"Finish or cancel it first (`/migrate cancel {held.run_id}`).")
+
+    def apply(self, run_id: str, change: Callable[[Run], Transition],
+              expected_version: int | None = None) -> Transition:
+        """Compare-and-set: read the run, compute the transition, write it only if nobody wrote in between.
+
+        ``change`` is pure and may raise a Refusal; then nothing is written. Two clicks, two replicas:
+        one wins, the other re-reads and is refused by the rules (already approved, already running).
+        """
+        key = self._run_key(run_id)
+        with _store_errors(), self.redis.pipeline() as pipe:
+            for _ in range(_MAX_CAS_ATTEMPTS):
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        pipe.unwatch()
+                        raise RunNotFound(f"No run with id `{run_id}`.")
+                    current = Run.model_validate_json(raw)
+                    if expected_version is not None and current.version != expected_version:
+                        pipe.unwatch()
+                        raise StaleMessage("This message is out of date — here is the current one.")
+                    transition = change(current)
+                    pipe.multi()
+                    pipe.set(key, transition.run.model_dump_json())
+                    for event in transition.events:
+                        pipe.xadd(self._audit_key(run_id), self._audit_fields(event))
+                    if transition.run.is_terminal and not current.is_terminal:
+                        self._queue_release(pipe, transition.run)
+                    if transition.run.is_terminal:
+                        self._queue_retention(pipe, run_id)
+                    pipe.execute()
+                    return transition
+                except WatchError:
+                    continue
+        raise StateStoreUnavailable("too much contention on this run; nothing was changed — try again")
+
+    def _queue_retention(self, pipe: Any, run_id: str) -> None:
+        ttl = max(1, int(self.retention_s))
+        pipe.expire(self._run_key(run_id), ttl)
+        for kind in _BESIDE_RUN:
+            pipe.expire(self.key(kind, run_id), ttl + _AUDIT_MARGIN_S)
+        pipe.eval(_PRUNE_INDEX, 1, f"{self.prefix}runs", f"{self.prefix}run:")
+
+    def retain(self, run_id: str) -> None:
+        """(Re)apply the retention of a closed run to its keys, e.g. after writing a cursor beside it."""
+        with _store_errors(), self.redis.pipeline() as pipe:
+            self._queue_retention(pipe, run_id)
+            pipe.execute()
+
+    def _queue_release(self, pipe: Any, run: Run) -> None:
+        # The lock is released only if this run still holds it; checked again by the Lua script.
+        pipe.eval(
+            "local v = redis.call('GET', KEYS[1]); "
+            "if v and cjson.decode(v)['run_id'] == ARGV[1] then return redis.call('DEL', KEYS[1]) end; return 0",
+            1, self._lock_key(run.env), run.id,
+        )
+
+    def set_message(self, run_id: str, channel: str, ts: str) -> bool:
+        """Remember the status message; only the first writer wins, so a run never gets two messages."""
+        def change(run: Run) -> Transition:
+            if run.message_ts:
+                raise AlreadyDone("message already posted")
+            new = run.model_copy(update={"message_ts": ts, "channel": channel}, deep=True)
+            return Transition(new, [])
+
+        try:
+            self.apply(run_id, change)
+            return True
+        except AlreadyDone:
+            return False
+
+    def audit(self, run_id: str, event: AuditEvent) -> bool:
+        """Append one entry (a denial, a note) without touching the run document. A denial repeated by the same
+        actor with the same action and detail on the same run version within a minute is not written again
+        (returns False)."""
+        with _store_errors():
+            if event.outcome != "denied":
+                self.redis.xadd(self._audit_key(run_id), self._audit_fields(event))
+                return True
+            digest = hashlib.sha1(f"{event.action}\n{event.detail}".encode()).hexdigest()[:16]
+            once = self.key("denied", run_id, event.actor, digest)
+            fields = [item for pair in self._audit_fields(event).items() for item in pair]
+            return bool(self.redis.eval(_AUDIT_DENIAL, 3, self._run_key(run_id), self._audit_key(run_id), once,
+                                        DENIAL_AUDIT_EVERY_S, *fields))
+
+    def claim_once(self, key: str, ttl_s: int = 86400, value: str = "1") -> bool:
+        """True exactly once per key across all replicas (SET NX)."""
+        with _store_errors():
+            return bool(self.redis.set(self.key("once", key), value, nx=True, ex=ttl_s))
