@@ -102,7 +102,8 @@ def main() -> int:
 
     import psycopg
 
-    from bot.backup.pg_dump import LocalTarget, take_pg_dump_backup
+    from bot.backup.evidence import LocalTarget
+    from bot.backup.pg_dump import take_pg_dump_backup
     from bot.backup.rehearsal import rehearse_from_evidence
     from bot.backup.sandbox import hold
     from bot.integrations.pgcluster import server_binaries

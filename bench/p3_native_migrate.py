@@ -29,11 +29,17 @@ from migrations_gen import write as write_migrations  # noqa: E402
 
 
 def head_runner_module(rev: str = "HEAD") -> ModuleType | None:
-    """bot/integrations/prisma.py as committed at ``rev`` (an earlier runner), for comparison."""
-    try:
-        text = subprocess.run(["git", "show", f"{rev}:bot/integrations/prisma.py"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
+    """The native runner as committed at ``rev`` (an earlier runner), for comparison: the one-file
+    bot/integrations/prisma.py of older commits, or bot/integrations/prisma/native.py since the split."""
+    text = None
+    for path_at_rev in ("bot/integrations/prisma/native.py", "bot/integrations/prisma.py"):
+        try:
+            text = subprocess.run(["git", "show", f"{rev}:{path_at_rev}"], cwd=ROOT, capture_output=True,
+                                  text=True, check=True).stdout
+            break
+        except (OSError, subprocess.CalledProcessError):
+            continue
+    if text is None:
         return None
     path = Path(tempfile.mkdtemp(prefix="bench-p3-")) / "prisma_head.py"
     path.write_text(text)
@@ -56,7 +62,7 @@ def main() -> int:
     n = args.migrations or (40 if args.quick else 400)
     rounds = args.rounds or (2 if args.quick else 7)
 
-    from bot.integrations.prisma import NativeRunner
+    from bot.integrations.prisma.native import NativeRunner
 
     head = head_runner_module(args.with_head) if args.with_head else None
     work = Path(tempfile.mkdtemp(prefix="bench-p3-"))

@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from slack_bolt import App
 
-import handlers
 from bot.config import BotConfig, Settings
 from bot.context import Deps, JobQueue
 from bot.integrations.slack import Slack, make_client
@@ -46,8 +45,8 @@ def build_deps(settings: Settings, config: BotConfig, *, jobs: Callable[[Deps], 
     )
 
 
-def build_bolt_app(settings: Settings, deps: Deps) -> App:
-    """The Bolt app with every listener registered. Listeners run in a pool sized for concurrent runs."""
+def build_bolt_app(settings: Settings, deps: Deps, listeners: Callable[[App, Deps], None]) -> App:
+    """The Bolt app with every listener registered by ``listeners`` (handlers.register, given by `serve`)."""
     assert deps.slack is not None
     # process_before_response: each listener runs on the request's own thread and the HTTP response goes out
     # when it returns. Listeners do only fast Redis work before returning and hand everything that talks to
@@ -62,5 +61,5 @@ def build_bolt_app(settings: Settings, deps: Deps) -> App:
     # Bolt logs the whole body of a request whose signature fails (at INFO, as it builds the App); bot.server refuses
     # those before Bolt sees them, and this keeps any that get through out of the log too.
     logging.getLogger("slack_bolt.RequestVerification").setLevel(logging.WARNING)
-    handlers.register(app, deps)
+    listeners(app, deps)
     return app

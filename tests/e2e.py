@@ -16,7 +16,7 @@ from bot.devtools.demoapp import DemoApp
 from bot.devtools.slack.client import SlackSender
 from bot.devtools.slack.server import FakeSlack
 from bot.devtools.stubs import PagerDutyStub, SentryStub
-from bot.integrations.prisma import NativeRunner
+from bot.integrations.prisma.native import NativeRunner
 from tests.aws_world import make_ecs_service, make_rds_instance
 from tests.harness import (
     ALICE,

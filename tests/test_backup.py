@@ -11,14 +11,9 @@ import boto3
 import psycopg
 import pytest
 
-from bot.backup.pg_dump import (
-    BackupEvidence,
-    LocalTarget,
-    S3Target,
-    backup_name,
-    take_pg_dump_backup,
-    take_rds_snapshot_backup,
-)
+from bot.backup.evidence import BackupEvidence, LocalTarget, S3Target, backup_name
+from bot.backup.pg_dump import take_pg_dump_backup
+from bot.backup.rds import take_rds_snapshot_backup
 from bot.errors import BackupError
 from bot.integrations.aws import Aws
 from tests.prisma_db import seed

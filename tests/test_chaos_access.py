@@ -76,6 +76,7 @@ def schedule_window(world) -> str:
 class TestPermissionTable:
     def test_every_registered_listener_and_cli_command_has_a_permission(self, redis_url, key_prefix):
         """Introspect the real Bolt app and CLI parser: each listener, click route, verb and command is in the table."""
+        import handlers
         from bot.app import build_bolt_app
         from bot.cli.main import build_parser
         from bot.config import BotConfig, Settings
@@ -88,7 +89,7 @@ class TestPermissionTable:
         settings = Settings.from_environ({"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET})
         deps = Deps(config=BotConfig.model_validate(base_config()), store=RunStore(connect(redis_url), prefix=key_prefix),
                     slack=Slack(make_client(BOT_TOKEN, "http://127.0.0.1:9/", timeout_s=1)), publisher=None)
-        app = build_bolt_app(settings, deps)
+        app = build_bolt_app(settings, deps, handlers.register)
         listeners = app._listeners
         assert len(listeners) >= 6
         served: set[tuple[str, str]] = set()

@@ -18,7 +18,7 @@ import pytest
 
 from bot.devtools.slack.client import SlackSender
 from bot.devtools.slack.server import FakeSlack
-from bot.integrations.prisma import NativeRunner
+from bot.integrations.prisma.native import NativeRunner
 from tests.harness import (
     ALICE,
     BOB,

@@ -17,7 +17,7 @@ from bot.devtools.demoapp import DemoApp
 from bot.devtools.slack.client import SlackSender
 from bot.devtools.slack.server import FakeSlack
 from bot.devtools.stubs import SentryStub
-from bot.integrations.prisma import NativeRunner
+from bot.integrations.prisma.native import NativeRunner
 from tests.harness import ALICE, BOB, PROD_CHANNEL, BotProcess, wait_until, write_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ import redis
 from bot.devtools.slack.client import SlackSender
 from bot.devtools.slack.server import FakeSlack
 from bot.integrations.pgcluster import DIR_PREFIX
-from bot.integrations.prisma import NativeRunner
+from bot.integrations.prisma.native import NativeRunner
 from bot.store.runs import RunStore, connect
 from tests.chaos import ThrowawayPostgres
 from tests.e2e import EXAMPLES, ready_for_approval, start
@@ -237,7 +237,7 @@ class TestRdsRestoreTarget:
 
     @pytest.fixture
     def rds(self, moto_reset: str, scratch_db: str, tmp_path: Path):  # type: ignore[no-untyped-def]
-        from bot.backup.pg_dump import take_rds_snapshot_backup
+        from bot.backup.rds import take_rds_snapshot_backup
         from bot.integrations.aws import Aws
         from bot.integrations.pgcluster import LocalCluster, server_binaries
         from bot.integrations.postgres import pg_dump, pg_restore
@@ -279,7 +279,7 @@ class TestRdsRestoreTarget:
         return [i["DBInstanceIdentifier"] for i in aws.rds.describe_db_instances()["DBInstances"]]
 
     def test_snapshot_verified_and_rehearsed_on_one_temporary_instance_then_deleted(self, rds) -> None:  # type: ignore[no-untyped-def]
-        from bot.backup.pg_dump import verify_snapshot_by_restore
+        from bot.backup.rds import verify_snapshot_by_restore
         from bot.backup.rehearsal import rehearse_from_evidence
         from bot.backup.sandbox import hold
         from bot.config import RehearsalConfig
@@ -306,7 +306,7 @@ class TestRdsRestoreTarget:
         assert fetch(rds["live"], "SELECT count(*) FROM _prisma_migrations") == [(1,)]  # live untouched
 
     def test_unreachable_or_mismatching_instance_is_not_verified_and_is_deleted(self, rds) -> None:  # type: ignore[no-untyped-def]
-        from bot.backup.pg_dump import verify_snapshot_by_restore
+        from bot.backup.rds import verify_snapshot_by_restore
         from bot.config import RehearsalConfig
         from bot.errors import IntegrationError
 
@@ -328,7 +328,7 @@ class TestRdsRestoreTarget:
             rds["evidence"].verified, rds["evidence"].notes = True, []
 
     def test_without_rehearsal_credentials_the_instance_is_refused_and_deleted(self, rds) -> None:  # type: ignore[no-untyped-def]
-        from bot.backup.pg_dump import verify_snapshot_by_restore
+        from bot.backup.rds import verify_snapshot_by_restore
         from bot.config import RehearsalConfig
 
         evidence = verify_snapshot_by_restore(rds["evidence"], aws=rds["aws"],

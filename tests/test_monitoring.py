@@ -16,7 +16,7 @@ from bot.devtools.slack.blockkit import validate_blocks
 from bot.devtools.stubs import SentryStub
 from bot.integrations.aws import Aws
 from bot.integrations.postgres import Postgres
-from bot.integrations.prisma import CREATE_MIGRATIONS_TABLE_SQL
+from bot.integrations.prisma.native import CREATE_MIGRATIONS_TABLE_SQL
 from bot.integrations.sentry import Sentry
 from bot.runbook.monitoring import (
     Check,

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.integrations.prisma import CliRunner, NativeRunner, PrismaError
+from bot.integrations.prisma.cli import CliRunner
+from bot.integrations.prisma.migrations import PrismaError
+from bot.integrations.prisma.native import NativeRunner
 
 FAKE = Path(__file__).parent / "fakes" / "fake_prisma.py"
 DATA = Path(__file__).parent / "data" / "prisma"

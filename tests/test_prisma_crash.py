@@ -18,7 +18,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bot.integrations.prisma import NativeRunner, PrismaError, list_local_migrations
+from bot.integrations.prisma.migrations import PrismaError, list_local_migrations
+from bot.integrations.prisma.native import NativeRunner
 from tests.chaos import ThrowawayPostgres, size
 
 COUNT = 40

@@ -12,14 +12,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from bot.integrations.prisma import (
-    ADVISORY_LOCK_KEY,
-    NativeRunner,
+from bot.integrations.prisma.migrations import (
     PrismaError,
     checksum_matches,
     list_local_migrations,
     migration_checksum,
 )
+from bot.integrations.prisma.native import ADVISORY_LOCK_KEY, NativeRunner
 
 DATA = Path(__file__).parent / "data" / "prisma"
 BAD = "20240103000000_bad"

@@ -9,11 +9,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from bot.backup.pg_dump import LocalTarget, S3Target, take_pg_dump_backup
+from bot.backup.evidence import LocalTarget, S3Target
+from bot.backup.pg_dump import take_pg_dump_backup
 from bot.backup.rehearsal import RehearsalError, rehearse, rehearse_from_evidence
 from bot.integrations.aws import Aws
 from bot.integrations.postgres import Postgres, pg_dump
-from bot.integrations.prisma import NativeRunner
+from bot.integrations.prisma.native import NativeRunner
 
 DATA = Path(__file__).parent / "data" / "prisma" / "blog"
 INIT = "20240101000000_init"

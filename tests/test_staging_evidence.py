@@ -13,7 +13,7 @@ import pytest
 
 from bot.devtools.slack.client import SlackSender
 from bot.devtools.slack.server import FakeSlack
-from bot.integrations.prisma import NativeRunner
+from bot.integrations.prisma.native import NativeRunner
 from tests import harness
 from tests.harness import ALICE, BOB, PROD_CHANNEL, wait_until
 

@@ -1,8 +1,7 @@
-"""The backup step: take a pg_dump or RDS snapshot for a run, verify it, and return evidence (no Slack here)."""
+"""Backups by pg_dump: take one to local disk or versioned S3, verify it by a test restore, and fetch it back for a restore."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -14,131 +13,39 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from bot.backup.sandbox import RestoredCopy, restore_isolated, restore_rds
+from bot.backup.evidence import (
+    BACKUP_PREFIX,
+    BackupEvidence,
+    LocalTarget,
+    S3Target,
+    Verification,
+    backup_name,
+    compare_with_live,
+    human_size,
+    no_progress,
+    sha256_of,
+)
+from bot.backup.sandbox import RestoredCopy, restore_isolated
 from bot.config import RehearsalConfig
 from bot.errors import BackupError, IntegrationError
-from bot.integrations.aws import SNAPSHOT_FAILED_STATUSES, Aws, S3Object
+from bot.integrations.aws import Aws, S3Object
 from bot.integrations.postgres import Postgres, pg_dump, pg_restore_list, redacted_url
 
 log = logging.getLogger(__name__)
 
-BACKUP_PREFIX = "pre-migration-"
 _EXTENSIONS = {"custom": ".dump", "directory": ".tar"}
 _SIDECAR = ".json"
 _NO_RESTORE_NOTE = "test restore skipped (verify_restore is off): checked by sha256 and pg_restore --list only"
-
-
-@dataclass(frozen=True)
-class LocalTarget:
-    """Keep the dump in a local (or mounted) directory."""
-
-    directory: Path
-
-
-@dataclass(frozen=True)
-class S3Target:
-    """Upload the dump to a versioned S3 bucket under ``prefix``."""
-
-    bucket: str
-    prefix: str = ""
-
-    def key_for(self, filename: str) -> str:
-        """The object key of ``filename`` under this target's prefix."""
-        prefix = self.prefix.lstrip("/")
-        if prefix and not prefix.endswith("/"):
-            prefix += "/"
-        return prefix + filename
-
-
-@dataclass
-class BackupEvidence:
-    """What the backup step proves: what was taken, where it is, and how it was checked."""
-
-    method: Literal["rds_snapshot", "pg_dump"]
-    identifier: str
-    location: str
-    size_bytes: int | None = None
-    sha256: str | None = None
-    s3_version_id: str | None = None
-    live_prisma_migrations: int | None = None
-    live_table_count: int | None = None
-    restored_prisma_migrations: int | None = None
-    restored_table_count: int | None = None
-    toc_entries: int | None = None
-    verified: bool = False
-    reused: bool = False
-    took_s: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        """One line for the checklist, e.g. ``pg_dump 12.3 MB, sha256 ab12…, 7 migrations, 12 tables, restore-verified``."""
-        parts: list[str] = []
-        if self.method == "pg_dump":
-            parts.append(f"pg_dump {_human_size(self.size_bytes)}" if self.size_bytes is not None else "pg_dump")
-            if self.sha256:
-                parts.append(f"sha256 {self.sha256[:8]}…")
-        else:
-            parts.append(f"RDS snapshot {self.identifier}")
-        migrations = self.restored_prisma_migrations if self.restored_prisma_migrations is not None else self.live_prisma_migrations
-        tables = self.restored_table_count if self.restored_table_count is not None else self.live_table_count
-        if migrations is not None:
-            parts.append(f"{migrations} migrations")
-        if tables is not None:
-            parts.append(f"{tables} tables")
-        if self.method == "pg_dump":
-            if not self.verified:
-                parts.append("NOT verified")
-            else:
-                parts.append("restore-verified" if self.restored_table_count is not None else "TOC-verified (no test restore)")
-        elif self.restored_table_count is not None:  # restored into a temporary instance (rehearsal rds_restore)
-            parts.append("restore-verified" if self.verified else "NOT verified")
-        else:
-            parts.append("available" if self.verified else "NOT available")
-        if self.reused:
-            parts.append("reused")
-        return ", ".join(parts)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy (for the run store and the audit log)."""
-        return asdict(self)
-
-
-def _human_size(size: int | None) -> str:
-    if size is None:
-        return "?"
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"  # pragma: no cover
-
-
-def backup_name(run_id: str, now: datetime) -> str:
-    """``pre-migration-<run_id>-<YYYYmmdd-HHMMSS>`` with the time in UTC."""
-    if now.tzinfo is not None:
-        now = now.astimezone(UTC)
-    return f"{BACKUP_PREFIX}{run_id}-{now:%Y%m%d-%H%M%S}"
 
 
 def _name_pattern(run_id: str, extensions: tuple[str, ...] = ("",)) -> re.Pattern[str]:
     """Names of this run's backups only (``run-1`` must not match ``run-1-b``'s backups)."""
     ext = "|".join(re.escape(e) for e in extensions)
     return re.compile(rf"^{re.escape(BACKUP_PREFIX + run_id)}-\d{{8}}-\d{{6}}(?:{ext})$")
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def _noop(_: str) -> None:
-    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -163,7 +70,7 @@ def _unpack(archive: Path, into: Path) -> Path:
 
 
 @contextmanager
-def _restorable(path: Path, fmt: str) -> Iterator[Path]:
+def restorable(path: Path, fmt: str) -> Iterator[Path]:
     """The path pg_restore can read for a stored backup file (unpacking a directory-format tar)."""
     if fmt != "directory":
         yield path
@@ -172,21 +79,13 @@ def _restorable(path: Path, fmt: str) -> Iterator[Path]:
         yield _unpack(path, Path(tmp))
 
 
-def _format_of(filename: str) -> Literal["custom", "directory"]:
+def format_of(filename: str) -> Literal["custom", "directory"]:
     return "directory" if filename.endswith(_EXTENSIONS["directory"]) else "custom"
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Restore verification
 # ---------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Verification:
-    ok: bool
-    restored_prisma_migrations: int | None = None
-    restored_table_count: int | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def _verify_restore(
@@ -201,7 +100,7 @@ def _verify_restore(
     timeout_s: float,
     progress: Callable[[str], None],
     keep: Callable[[RestoredCopy], bool] | None,
-) -> _Verification:
+) -> Verification:
     """Restore ``dump`` on an isolated server (never the live one) and compare it with the live database.
 
     The copy is disposed of unless it verified and ``keep`` takes it (for the rehearsal that follows). A failed
@@ -210,47 +109,9 @@ def _verify_restore(
     try:
         copy = restore_isolated(dump, isolation, live_url=live_url, jobs=jobs, timeout_s=timeout_s, progress=progress)
     except IntegrationError as exc:
-        return _Verification(ok=False, notes=[f"restore verification failed: {exc}"])
+        return Verification(ok=False, notes=[f"restore verification failed: {exc}"])
     copy.sha256 = sha256
-    return _compare(copy, live_tables, live_migrations, keep)
-
-
-def _compare(
-    copy: RestoredCopy,
-    live_tables: list[str],
-    live_migrations: int | None,
-    keep: Callable[[RestoredCopy], bool] | None,
-) -> _Verification:
-    """The restored copy's tables and ``_prisma_migrations`` count against the live ones; the copy is closed
-    unless it matched and ``keep`` took it."""
-    result = _Verification(ok=False)
-    kept = False
-    try:
-        restored = Postgres(copy.url)
-        restored_tables = restored.table_names()
-        result.restored_prisma_migrations = restored.prisma_migrations_count()
-        result.restored_table_count = len(restored_tables)
-        missing = sorted(set(live_tables) - set(restored_tables))
-        extra = sorted(set(restored_tables) - set(live_tables))
-        if missing:
-            result.notes.append(f"tables missing after restore: {', '.join(missing[:10])}")
-        if extra:
-            result.notes.append(f"tables only in the restore: {', '.join(extra[:10])}")
-        if result.restored_prisma_migrations != live_migrations:
-            result.notes.append(
-                f"_prisma_migrations rows differ: live {live_migrations}, restored {result.restored_prisma_migrations}"
-            )
-        result.ok = not missing and not extra and result.restored_prisma_migrations == live_migrations
-        kept = result.ok and keep is not None and keep(copy)
-    except IntegrationError as exc:
-        result.ok = False
-        result.notes.append(f"restore verification failed: {exc}")
-    finally:
-        if not kept:
-            problems = copy.close()
-            result.notes += problems
-            result.ok = result.ok and not problems
-    return result
+    return compare_with_live(copy, live_tables, live_migrations, keep)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -335,7 +196,7 @@ def _check_stored(
     progress: Callable[[str], None],
 ) -> None:
     """Re-check a backup made by an earlier attempt: checksum, table of contents, and the restore if needed."""
-    evidence.sha256 = _sha256(stored)
+    evidence.sha256 = sha256_of(stored)
     evidence.size_bytes = stored.stat().st_size
     expected = recorded.get("sha256")
     if expected and expected != evidence.sha256:
@@ -345,7 +206,7 @@ def _check_stored(
         )
     if not expected:
         evidence.notes.append("no recorded checksum for the existing backup; sha256 computed now")
-    with _restorable(stored, fmt) as readable:
+    with restorable(stored, fmt) as readable:
         evidence.toc_entries = len(pg_restore_list(readable, timeout_s=timeout_s))
         already_verified = recorded.get("restore-verified") == "true" and bool(expected)
         if already_verified:
@@ -396,7 +257,7 @@ def take_pg_dump_backup(
     True) so the rehearsal uses the same restore; otherwise it is disposed of here.
     """
     started = time.monotonic()
-    progress = on_progress or _noop
+    progress = on_progress or no_progress
     if fmt not in _EXTENSIONS:
         raise BackupError(f"Backup format must be custom or directory, not {fmt!r}.")
     if isinstance(target, S3Target) and aws is None:
@@ -436,7 +297,7 @@ def take_pg_dump_backup(
             evidence.identifier = str(existing)
             evidence.location = str(existing)
             evidence.reused = True
-            existing_fmt = _format_of(existing.name)
+            existing_fmt = format_of(existing.name)
             _check_stored(evidence, existing, existing_fmt, _read_sidecar(sidecar), **check_args)
             _write_sidecar(sidecar, _metadata(evidence, run_id, existing_fmt))
             evidence.took_s = round(time.monotonic() - started, 3)
@@ -454,7 +315,7 @@ def take_pg_dump_backup(
             with tempfile.TemporaryDirectory(prefix="migrate-bot-backup-") as tmp:
                 local = Path(tmp) / existing_obj.key.rsplit("/", 1)[-1]
                 aws.download_file(target.bucket, existing_obj.key, local, version_id=existing_obj.version_id)
-                _check_stored(evidence, local, _format_of(local.name), recorded, **check_args)
+                _check_stored(evidence, local, format_of(local.name), recorded, **check_args)
             if evidence.size_bytes != existing_obj.size:
                 raise BackupError(f"Downloaded {existing_obj.url} has {evidence.size_bytes} bytes, S3 says {existing_obj.size}.")
             evidence.took_s = round(time.monotonic() - started, 3)
@@ -486,7 +347,7 @@ def take_pg_dump_backup(
             readable = partial_dir
         os.replace(partial_file, final)
 
-        evidence.sha256 = _sha256(final)
+        evidence.sha256 = sha256_of(final)
         evidence.size_bytes = final.stat().st_size
         progress("Reading the dump's table of contents")
         toc = pg_restore_list(readable, timeout_s=timeout_s)
@@ -516,7 +377,7 @@ def take_pg_dump_backup(
         else:
             assert aws is not None
             key = target.key_for(filename)
-            progress(f"Uploading {_human_size(evidence.size_bytes)} to s3://{target.bucket}/{key}")
+            progress(f"Uploading {human_size(evidence.size_bytes)} to s3://{target.bucket}/{key}")
             obj = aws.upload_file(final, target.bucket, key, metadata=metadata)
             if obj.size != evidence.size_bytes:
                 raise BackupError(f"Uploaded {obj.url} has {obj.size} bytes, the dump has {evidence.size_bytes}.")
@@ -535,83 +396,6 @@ def take_pg_dump_backup(
 # ---------------------------------------------------------------------------------------------------------------
 # RDS snapshots
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _rds_identifier(name: str) -> str:
-    """``name`` made valid as an RDS identifier: letters, digits and single hyphens, starting with a letter."""
-    cleaned = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9-]", "-", name)).strip("-")
-    return cleaned[:255]
-
-
-def take_rds_snapshot_backup(
-    *,
-    run_id: str,
-    aws: Aws,
-    instance_id: str,
-    database_url: str | None,
-    now: datetime | None = None,
-    on_progress: Callable[[int], None] | None = None,
-) -> BackupEvidence:
-    """Snapshot ``instance_id`` (or reuse this run's snapshot) and wait until it is available."""
-    started = time.monotonic()
-    evidence = BackupEvidence(method="rds_snapshot", identifier="", location=f"rds:{instance_id}")
-    if database_url:
-        db = Postgres(database_url)
-        evidence.live_prisma_migrations = db.prisma_migrations_count()
-        evidence.live_table_count = len(db.table_names())
-
-    run_part = _rds_identifier(BACKUP_PREFIX + run_id)
-    pattern = re.compile(rf"^{re.escape(run_part)}-\d{{8}}-\d{{6}}$")
-    existing = [
-        s
-        for s in aws.list_snapshots(run_part + "-")
-        if pattern.match(s.id) and s.instance_id == instance_id and s.status not in SNAPSHOT_FAILED_STATUSES
-    ]
-    if existing:
-        snapshot = existing[0]
-        evidence.reused = True
-        evidence.notes.append(f"reused snapshot {snapshot.id} from an earlier attempt of this run")
-    else:
-        snapshot_id = _rds_identifier(backup_name(run_id, now or datetime.now(UTC)))
-        snapshot = aws.create_snapshot(
-            instance_id,
-            snapshot_id,
-            tags={"migrate-bot:run-id": run_id, "migrate-bot:purpose": "pre-migration"},
-        )
-    snapshot = aws.wait_snapshot(snapshot.id, on_progress)
-    evidence.identifier = snapshot.id
-    evidence.verified = snapshot.status == "available"
-    evidence.took_s = round(time.monotonic() - started, 3)
-    return evidence
-
-
-def verify_snapshot_by_restore(
-    evidence: BackupEvidence,
-    *,
-    aws: Aws,
-    isolation: RehearsalConfig,
-    run_id: str,
-    database_url: str | None,
-    keep: Callable[[RestoredCopy], bool] | None = None,
-    endpoint: Callable[[str], str] | None = None,
-    on_progress: Callable[[str], None] | None = None,
-) -> BackupEvidence:
-    """rehearsal target ``rds_restore``: restore the run's snapshot into a temporary instance and compare it with
-    the live database (read only); the instance is deleted unless ``keep`` takes it for the rehearsal."""
-    progress = on_progress or _noop
-    live_tables = Postgres(database_url).table_names() if database_url else []
-    try:
-        copy = restore_rds(aws, evidence.identifier, isolation, run_id=run_id, endpoint=endpoint, progress=progress)
-    except IntegrationError as exc:
-        evidence.verified = False
-        evidence.notes.append(f"restore verification failed: {exc}")
-        return evidence
-    result = _compare(copy, live_tables, evidence.live_prisma_migrations, keep)
-    evidence.restored_prisma_migrations = result.restored_prisma_migrations
-    evidence.restored_table_count = result.restored_table_count
-    evidence.notes += result.notes
-    evidence.verified = evidence.verified and result.ok
-    return evidence
 
 
 @contextmanager
@@ -634,7 +418,7 @@ def fetched_backup(evidence: dict[str, Any], aws: Aws | None) -> Iterator[Path]:
             if not path.exists():
                 raise BackupError(f"The backup file {path} is gone; it cannot be restored.")
         expected = evidence.get("sha256")
-        if expected and _sha256(path) != expected:
+        if expected and sha256_of(path) != expected:
             raise BackupError(f"Backup {path.name} does not match its recorded sha256; refusing to restore it.")
-        with _restorable(path, _format_of(path.name)) as restorable:
-            yield restorable
+        with restorable(path, format_of(path.name)) as local_path:
+            yield local_path

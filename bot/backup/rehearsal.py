@@ -15,19 +15,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from bot.backup.pg_dump import _restorable, fetched_backup
+from bot.backup.pg_dump import fetched_backup, restorable
 from bot.backup.sandbox import RestoredCopy, restore_isolated, restore_rds, scratch_name, take
 from bot.config import RehearsalConfig
 from bot.errors import BackupError, BotError, IntegrationError, MigrationError
 from bot.integrations.aws import Aws
 from bot.integrations.postgres import Postgres, SessionLock
-from bot.integrations.prisma import (
+from bot.integrations.prisma.migrations import (
     MIGRATIONS_TABLE,
     AppliedMigration,
-    NativeRunner,
     PrismaError,
     list_local_migrations,
 )
+from bot.integrations.prisma.native import NativeRunner
 from bot.redact import redact
 from bot.safety.analysis import Lock
 
@@ -209,7 +209,7 @@ def _readable_dump(dump_path: Path) -> Iterator[Path]:
     if dump_path.is_dir() or not dump_path.name.endswith(".tar"):
         yield dump_path
         return
-    with _restorable(dump_path, "directory") as readable:
+    with restorable(dump_path, "directory") as readable:
         yield readable
 
 

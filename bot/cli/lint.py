@@ -52,7 +52,7 @@ def _fail(message: str) -> int:
 
 def run_lint(args: argparse.Namespace) -> int:
     """Run the review; exit codes as in EPILOG."""
-    from bot.integrations.prisma import list_local_migrations
+    from bot.integrations.prisma.migrations import list_local_migrations
     from bot.safety.review import review_migrations
 
     directory = Path(args.directory)

@@ -14,7 +14,8 @@ from bot.redact import RedactingFilter, redact
 # Each module listed here exposes ``register(subparsers)``; its parsers set ``func(args) -> int``.
 _COMMAND_MODULES = [
     "bot.cli.serve",
-    "bot.devtools.demo",
+    "bot.cli.runs",
+    "bot.cli.demo",
     "bot.cli.migrate",
     "bot.cli.lint",
 ]

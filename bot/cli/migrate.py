@@ -8,7 +8,8 @@ import sys
 from typing import Any
 
 from bot.errors import ConfigError
-from bot.integrations.prisma import MigrationStatus, NativeRunner, PrismaError
+from bot.integrations.prisma.migrations import MigrationStatus, PrismaError
+from bot.integrations.prisma.native import NativeRunner
 
 EXIT_OK = 0
 EXIT_FAILED = 1

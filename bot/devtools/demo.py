@@ -13,7 +13,6 @@ import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -23,20 +22,8 @@ DEMO_USERS = [("U0ALICE", "alice"), ("U0BOB", "bob")]
 DEMO_CHANNEL = "C0LOCAL"
 DEMO_SECRET = "demo-signing-secret"
 DEMO_TOKEN = "xoxb-demo-token"
-DEMO_DB = "migrate_bot_demo"
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def register(subparsers: Any) -> None:
-    demo = subparsers.add_parser("demo", help="run the whole runbook locally in a terminal (no Slack account)")
-    demo.add_argument("--admin-url", default=os.environ.get("DEMO_ADMIN_URL",
-                                                            "postgresql://postgres@127.0.0.1:5432/postgres"),
-                      help="a PostgreSQL URL with CREATE DATABASE rights (the demo database is made next to it)")
-    demo.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    demo.add_argument("--workdir", default=".demo", help="where backups and logs go (default .demo)")
-    demo.add_argument("--database", default=os.environ.get("DEMO_DATABASE", DEMO_DB),
-                      help=f"name of the demo database, dropped and made afresh (default {DEMO_DB})")
-    demo.set_defaults(func=cmd_demo)
+DEMO_DB = "migrate_bot_demo"  # the default of `migrate-bot demo --database` (bot.cli.demo)
+ROOT = Path(__file__).resolve().parents[2]  # the repository (examples/ lives there)
 
 
 def _free_port() -> int:
@@ -76,7 +63,7 @@ def prepare_database(admin_url: str, name: str = DEMO_DB, workdir: Path = Path("
     """A fresh demo database with the first migration applied and a few users, so two are pending."""
     import psycopg
 
-    from bot.integrations.prisma import NativeRunner
+    from bot.integrations.prisma.native import NativeRunner
 
     with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -365,7 +365,7 @@ def pending_migrations(env: EnvironmentConfig) -> list[tuple[str, str]]:
     if not env.database_url:
         return []
     # psycopg is loaded only by the work that talks to PostgreSQL
-    from bot.integrations.prisma import NativeRunner
+    from bot.integrations.prisma.native import NativeRunner
 
     return pending_of(NativeRunner(env.database_url).status(migrations_dir(env)))
 

@@ -60,7 +60,7 @@ def inspect_run(deps: Deps, run_id: str) -> None:
     if env is None:
         return
     # psycopg is loaded only by the work that talks to PostgreSQL
-    from bot.integrations.prisma import NativeRunner
+    from bot.integrations.prisma.native import NativeRunner
 
     if not env.database_url:
         deps.store.apply(run_id, lambda current: record_inspection(
@@ -197,7 +197,7 @@ def _post_rehearsal(deps: Deps, run_id: str, report: dict[str, Any]) -> None:
 def staging_evidence(deps: Deps, run_id: str) -> None:
     """If the configured staging environment has finished every pending migration, that is the evidence."""
     # psycopg is loaded only by the work that talks to PostgreSQL
-    from bot.integrations.prisma import NativeRunner
+    from bot.integrations.prisma.native import NativeRunner
 
     run = deps.store.get(run_id)
     env = deps.config.environment(run.env)
@@ -245,7 +245,8 @@ def lint_reply(deps: Deps, inv: Any, args: list[str]) -> Reply:
 def _lint(env: Any) -> tuple[list[Any], dict[str, Any] | None, str]:
     """The live review of ``env``'s pending migrations, or a static one when its database is not reachable."""
     # psycopg is loaded only by the work that talks to PostgreSQL
-    from bot.integrations.prisma import NativeRunner, list_local_migrations
+    from bot.integrations.prisma.migrations import list_local_migrations
+    from bot.integrations.prisma.native import NativeRunner
 
     directory = Path(env.migrate.migrations_dir)
     note = ""

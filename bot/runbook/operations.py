@@ -27,6 +27,7 @@ from bot.runbook.rules import (
     new_run,
     waive,
 )
+from bot.runbook.steps import migrate as migrate_step
 from bot.store.runs import new_run_id
 
 log = logging.getLogger(__name__)
@@ -368,13 +369,13 @@ ROLLBACK_TRIGGERS = {
 }
 
 STEPS = engine.StepTable(
-    executors={**steps.EXECUTORS, **rollback.EXECUTORS},
+    executors=steps.EXECUTORS,
     settled=entered_monitoring,
     after_success={"backup": _rehearse},
     after_failure={name: _advise_rollback(why) for name, why in ROLLBACK_TRIGGERS.items()},
     approval_voided=_inspect_again,
     rollback_voided=rollback.record_rollback_voided,
-    resolving={"migrate": steps.migrate_resolved_by_hand},
+    resolving={"migrate": migrate_step.migrate_resolved_by_hand},
 )
 
 

@@ -45,7 +45,7 @@ def _database(env: EnvironmentConfig) -> list[CheckItem]:
         return [CheckItem("Database connection", False, str(exc))]
     items = [CheckItem("Database connection", True, "SELECT 1 succeeded")]
     # psycopg is loaded only by the work that talks to PostgreSQL
-    from bot.integrations.prisma import NativeRunner
+    from bot.integrations.prisma.native import NativeRunner
 
     try:
         status = NativeRunner(env.database_url).status(Path(env.migrate.migrations_dir))

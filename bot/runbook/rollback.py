@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bot import messages
 from bot.config import EnvironmentConfig
 from bot.context import Deps, Reply, environment_or_refuse
-from bot.errors import AlreadyDone, BotError, DeployError, MigrationError, Refusal, StaleMessage, WrongState
+from bot.errors import AlreadyDone, BotError, MigrationError, Refusal, StaleMessage, WrongState
 from bot.redact import redact
-from bot.runbook.engine import Executor, RollbackVoided, StepContext, StepOutcome, fingerprint_of, may_operate
+from bot.runbook.engine import fingerprint_of, may_operate
 from bot.runbook.inspection import post_scripts, review_pending
 from bot.runbook.rules import (
     ROLLBACK_LABELS,
@@ -75,9 +74,9 @@ class DownScript:
 def down_scripts(env: EnvironmentConfig, run: Run) -> list[DownScript]:
     """The down.sql of every migration this run applied, newest first; MigrationError if one is missing."""
     # psycopg is loaded only by the work that talks to PostgreSQL
-    from bot.integrations.prisma import down_checksum, list_local_migrations
+    from bot.integrations.prisma.migrations import down_checksum, list_local_migrations
 
-    applied = list(_forward_result(run, "migrate").get("applied", []))
+    applied = list(forward_result(run, "migrate").get("applied", []))
     if not applied:
         raise MigrationError("This run applied no migrations, so there is no down.sql to run.")
     local = {m.name: m for m in list_local_migrations(Path(env.migrate.migrations_dir))}
@@ -233,74 +232,6 @@ def restore_modal(run: Run) -> dict:
 
 # ---- sub-step executors --------------------------------------------------------------------------
 
-def _forward_result(run: Run, name: str) -> dict:
-    return next((s.result for s in run.steps if s.name == name and s.phase == "forward"), {})
-
-
-def _previous_stable(ctx: StepContext) -> str:
-    run = ctx.run
-    for source in (_forward_result(run, "deploy"), _forward_result(run, "maintenance_on"),
-                   next((s.result for s in run.steps if s.name == "rb_scale_down"), {})):
-        value = source.get("previous_task_definition") or source.get("task_definition_before")
-        if value:
-            return str(value)
-    raise DeployError("This run recorded no previous-stable task definition; deploy it by hand.")
-
-
-def resolve_failed(ctx: StepContext) -> StepOutcome:
-    """Option 1 for a failed migration: exactly `prisma migrate resolve --rolled-back` (failed rows only)."""
-    # psycopg is loaded only by the work that talks to PostgreSQL
-    from bot.integrations.prisma import NativeRunner
-
-    env = ctx.env
-    assert env.database_url
-    runner = NativeRunner(env.database_url)
-    directory = Path(env.migrate.migrations_dir)
-    failed = sorted({row.migration_name for row in runner.status(directory).failed})
-    if not failed:
-        raise MigrationError("No failed migration is recorded; nothing to mark rolled back.")
-    for name in failed:
-        runner.resolve_rolled_back(directory, name)
-    ctx.thread(
-        "*Next: the corrective migration.* " + ", ".join(f"`{n}`" for n in failed)
-        + " is marked rolled back (its transaction left no partial schema). Fix the SQL — or add a new "
-        "migration with `npx prisma migrate dev --name fix_previous_migration` — commit it, and start a new "
-        f"run with `/migrate {env.name}`: deploy will apply it then.")
-    return StepOutcome(f"marked rolled back: {', '.join(failed)}", {"rolled_back": failed})
-
-
-def apply_down(ctx: StepContext) -> StepOutcome:
-    """Option 1 for applied migrations that ship a down.sql: run them newest first, then mark them rolled back.
-
-    Only the down.sql a second approver confirmed: the fingerprint is checked again just before, and each
-    script's checksum once more under the advisory lock.
-    """
-    # psycopg is loaded only by the work that talks to PostgreSQL
-    from bot.integrations.prisma import NativeRunner
-
-    env = ctx.env
-    assert env.database_url
-    try:
-        scripts = down_scripts(env, ctx.run)
-    except (BotError, OSError) as exc:
-        raise RollbackVoided(f"the down.sql scripts could not be read ({redact(str(exc))[:200]}); nothing was "
-                             "run") from None
-    approved = (ctx.run.rollback or {}).get("fingerprint")
-    if not approved or down_fingerprint(scripts) != approved:
-        raise RollbackVoided("the down.sql scripts changed after they were approved; nothing was run. Request "
-                             "Option 1 again to review them as they are now")
-    runner = NativeRunner(env.database_url)
-    directory = Path(env.migrate.migrations_dir)
-    done: list[str] = next((s.result.get("reverted", []) for s in ctx.run.steps if s.name == "rb_apply_down"), [])
-    reverted = list(done)
-    for script in scripts:
-        if script.name in reverted:
-            continue
-        runner.revert_with_down(directory, script.name, expected_down_checksum=script.checksum)
-        reverted.append(script.name)
-        ctx.log(f"down.sql of {script.name} applied; row marked rolled back")
-    return StepOutcome(f"reverted with down.sql: {', '.join(reverted)}", {"reverted": reverted})
-
 
 def record_rollback_voided(deps: Deps, run_id: str, reason: str) -> None:
     """The approved down.sql is not what would run: back to choosing a rollback, and say why in the thread."""
@@ -317,116 +248,12 @@ def record_rollback_voided(deps: Deps, run_id: str, reason: str) -> None:
             log.warning("thread post failed: %s", exc)
 
 
-def scale_down(ctx: StepContext) -> StepOutcome:
-    """Option 2, first: stop new writes. The desired count is recorded once, so a retry cannot lose it."""
-    aws, cfg = ctx.aws(), ctx.env.deploy
-    assert cfg.cluster and cfg.service
-    state = aws.service(cfg.cluster, cfg.service)
-    recorded = ctx.run.step("rb_scale_down").result
-    desired = int(recorded.get("desired_count_before", state.desired_count))
-    if desired == 0:
-        desired = int(_forward_result(ctx.run, "deploy").get("desired_count") or 1)
-    ctx.remember(desired_count_before=desired, task_definition_before=state.task_definition)
-    aws.update_service(cfg.cluster, cfg.service, desired_count=0)
-    aws.wait_stable(cfg.cluster, cfg.service, on_progress=lambda s: ctx.progress(str(s)))
-    return StepOutcome(f"{cfg.service} scaled to 0 (was {desired})",
-                       {"desired_count_before": desired, "task_definition_before": state.task_definition})
-
-
-def restore_db(ctx: StepContext) -> StepOutcome:
-    """Option 2: the database back to the pre-migration backup (pg_restore, or an RDS snapshot restore)."""
-    env = ctx.env
-    backup = _forward_result(ctx.run, "backup")
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    if backup.get("method") == "rds_snapshot":
-        aws = ctx.aws()
-        instance = str(env.backup.rds_instance if env.backup else "")
-        restored = f"{instance}-restored-{stamp}"
-        aws.restore_instance_from_snapshot(str(backup["identifier"]), restored)
-        ctx.progress(f"restoring {restored} from {backup['identifier']}", force=True)
-        aws.wait_instance_available(restored)
-        if env.rollback.rds_swap:
-            aside = f"{instance}-pre-restore-{stamp}"
-            aws.rename_instance(instance, aside)
-            aws.wait_instance_available(aside)
-            aws.rename_instance(restored, instance)
-            aws.wait_instance_available(instance)
-            return StepOutcome(f"RDS {instance} is now the restored copy (old one kept as {aside})",
-                               {"restored_instance": instance, "previous_instance": aside})
-        ctx.thread(f"*Action needed:* the snapshot is restored as RDS instance `{restored}`. Point the app's "
-                   f"DATABASE_URL at its endpoint (or rename `{instance}` aside and `{restored}` to `{instance}`), "
-                   "then click *Run: Redeploy previous-stable*.")
-        return StepOutcome(f"restored to new instance {restored}; switch the app to it (see thread)",
-                           {"restored_instance": restored, "manual_switch": True})
-    # boto3 and psycopg are loaded only by the work that takes or restores a backup
-    from bot.backup.pg_dump import fetched_backup
-    from bot.integrations.postgres import Postgres, pg_restore
-
-    assert env.database_url
-    aws = ctx.aws() if str(backup.get("location", "")).startswith("s3://") else None
-    jobs = env.backup.jobs if env.backup else 1
-    mode = env.rollback.pg_restore_mode
-    with fetched_backup(backup, aws) as path:
-        if mode in ("swap", "new_database"):
-            live = Postgres(env.database_url)
-            suffix = stamp.replace("-", "_")
-            name = f"{live.database_name()}_restored_{suffix}"
-            live.drop_database(name)
-            live.create_database(name)
-            pg_restore(path, live.url_for_database(name), jobs=jobs)
-            if mode == "new_database":
-                ctx.thread(f"*Action needed:* the backup is restored into database `{name}` on the same server. "
-                           "Point the app at it (or rename the databases), then redeploy.")
-                return StepOutcome(f"restored into new database {name}", {"restored_database": name})
-            aside = f"{live.database_name()}_pre_restore_{suffix}"
-            live.swap_in_database(name, aside)
-            ctx.thread(f"The database as it was before the restore is kept as `{aside}` (nothing is dropped).")
-            count = Postgres(env.database_url).prisma_migrations_count()
-            return StepOutcome(f"restored from {Path(str(backup.get('identifier'))).name} and swapped in; "
-                               f"old database kept as {aside}; {count} rows in _prisma_migrations",
-                               {"kept_aside": aside, "prisma_migrations": count})
-        pg_restore(path, env.database_url, clean=True, jobs=jobs)
-    count = Postgres(env.database_url).prisma_migrations_count()
-    return StepOutcome(f"pg_restore --clean --if-exists from {Path(str(backup.get('identifier'))).name}; "
-                       f"{count} rows in _prisma_migrations", {"prisma_migrations": count})
-
-
-def redeploy(ctx: StepContext) -> StepOutcome:
-    """Option 2, last: previous-stable at the desired count recorded before scaling down (the seed's 2)."""
-    aws, cfg = ctx.aws(), ctx.env.deploy
-    assert cfg.cluster and cfg.service
-    desired = int(ctx.run.step("rb_scale_down").result.get("desired_count_before") or 2)
-    target = _previous_stable(ctx)
-    aws.update_service(cfg.cluster, cfg.service, task_definition=target, desired_count=desired,
-                       force_new_deployment=True)
-    aws.wait_stable(cfg.cluster, cfg.service, on_progress=lambda s: ctx.progress(str(s)))
-    return StepOutcome(f"{cfg.service} on {target.rsplit('/', 1)[-1]} at {desired} tasks",
-                       {"task_definition": target, "desired_count": desired})
-
-
-def previous_version(ctx: StepContext) -> StepOutcome:
-    """Option 3: the migration is fine but the code is not; go back to previous-stable."""
-    aws, cfg = ctx.aws(), ctx.env.deploy
-    assert cfg.cluster and cfg.service
-    target = _previous_stable(ctx)
-    aws.update_service(cfg.cluster, cfg.service, task_definition=target, force_new_deployment=True)
-    aws.wait_stable(cfg.cluster, cfg.service, on_progress=lambda s: ctx.progress(str(s)))
-    return StepOutcome(f"{cfg.service} back on {target.rsplit('/', 1)[-1]}", {"task_definition": target})
-
-
 def steps_in_rollback(run: Run) -> list[str]:
     return [s.name for s in run.steps if s.phase == "rollback" and s.status is not StepStatus.SUCCEEDED]
 
 
-# The rollback sub-steps (in bot.runbook.rules.STEP_SPECS), handed to the engine with the forward ones by bot.runbook.operations.
-EXECUTORS: dict[str, Executor] = {
-    "rb_resolve_failed": resolve_failed,
-    "rb_apply_down": apply_down,
-    "rb_scale_down": scale_down,
-    "rb_restore_db": restore_db,
-    "rb_redeploy": redeploy,
-    "rb_previous_version": previous_version,
-}
+def forward_result(run: Run, name: str) -> dict:
+    return next((s.result for s in run.steps if s.name == name and s.phase == "forward"), {})
 
 
 __all__ = ["BotError", "recommend_rollback", "start_rollback", "request_restore", "confirm_restore",

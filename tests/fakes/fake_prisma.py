@@ -14,13 +14,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from psycopg.conninfo import conninfo_to_dict  # noqa: E402
 
 from bot.errors import MigrationError  # noqa: E402
-from bot.integrations.prisma import (  # noqa: E402
+from bot.integrations.prisma.migrations import (  # noqa: E402
     MigrationStatus,
-    NativeRunner,
     PrismaError,
     list_local_migrations,
     split_database_url,
 )
+from bot.integrations.prisma.native import NativeRunner  # noqa: E402
 
 # Knobs for tests only (the real CLI has none of these).
 #   PRISMA_MIGRATIONS_DIR            where the migrations are (default ./prisma/migrations, or next to --schema)
