@@ -14,6 +14,7 @@ RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin migrate-bot
 WORKDIR /app
 
 COPY pyproject.toml README.md ./
+# .dockerignore leaves bot/devtools (the Slack stand-in, demo app and stubs) out of the context.
 COPY bot ./bot
 COPY handlers ./handlers
 COPY jobs ./jobs

@@ -14,7 +14,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.errors import ConfigError
-from bot.integrations.smoke import SmokeCheck
 from bot.redact import register_secret
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
@@ -105,6 +104,23 @@ class DeployConfig(_Strict):
         if self.enabled and not (self.cluster and self.service):
             raise ValueError("cluster and service are required when deploy is enabled")
         return self
+
+
+class SmokeCheck(BaseModel):
+    """One HTTP request and what its answer must look like."""
+
+    # The body is passed as ``json=`` (like httpx and the environments file) and read as ``.json_body``,
+    # because a field called ``json`` would shadow BaseModel.json().
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    name: str
+    method: str = "GET"
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    json_body: Any | None = Field(default=None, alias="json")
+    expect_status: int | list[int] = 200
+    capture: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=10, gt=0)
 
 
 class SmokeCheckConfig(SmokeCheck):

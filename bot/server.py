@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bot.integrations.slack import signature_valid
 from bot.store.runs import RunStore
 
 log = logging.getLogger(__name__)
@@ -74,11 +75,5 @@ async def _read_capped(request: Request, limit: int) -> bytes | None:
 
 
 def _signed(bolt_app: App, request: Request, body: bytes) -> bool:
-    from slack_sdk.signature import SignatureVerifier
-
     secret = bolt_app._signing_secret  # noqa: SLF001 - the one the app verifies with
-    try:
-        return bool(secret) and SignatureVerifier(secret).is_valid_request(body.decode("utf-8", "replace"),
-                                                                            dict(request.headers))
-    except Exception:
-        return False
+    return signature_valid(secret, body, dict(request.headers))

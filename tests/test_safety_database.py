@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import psycopg
 
+from bot.integrations.pgcatalog import LiveCatalog, server_version_num, table_size
 from bot.safety import review_migrations
-from bot.safety.catalog import LiveCatalog, server_version_num, table_size
 
 SCHEMA = """
 CREATE TABLE "Big" ("id" int PRIMARY KEY, "a" int, "note" text);

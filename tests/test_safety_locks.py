@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from bot.integrations.pgcatalog import LiveCatalog
 from bot.safety.analysis import Lock, SchemaModel, TypeKey, analyze_file, canonical_type, type_change_rewrites
-from bot.safety.catalog import LiveCatalog
 
 SETUP = """
 CREATE TABLE parent (id int PRIMARY KEY);

@@ -14,6 +14,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
     ServerErrorRetryHandler,
 )
+from slack_sdk.signature import SignatureVerifier
 
 from bot.errors import IntegrationError
 from bot.redact import redact
@@ -159,3 +160,12 @@ class Slack:
                 except SlackUnavailable as exc:
                     log.warning("could not resolve user group %s: %s", group, exc)
         return frozenset(found)
+
+
+def signature_valid(signing_secret: str, body: bytes, headers: dict[str, str]) -> bool:
+    """Whether a request carries Slack's signature for ``body`` under ``signing_secret`` (and a fresh timestamp)."""
+    try:
+        return bool(signing_secret) and SignatureVerifier(signing_secret).is_valid_request(
+            body.decode("utf-8", "replace"), headers)
+    except Exception:
+        return False

@@ -26,8 +26,9 @@ from string import Template
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
+from bot.config import SmokeCheck
 from bot.integrations.http import (
     NETWORK_ERRORS,
     body_excerpt,
@@ -41,23 +42,6 @@ from bot.redact import redact, register_secret
 _SECRET_NAME = re.compile(r"(?i)token|passw|secret|key|cookie|session|auth")
 # Header values are hidden wherever a result shows them (errors, response excerpts, the URL), except these.
 _PLAIN_HEADERS = frozenset({"accept", "accept-encoding", "accept-language", "content-type", "user-agent"})
-
-
-class SmokeCheck(BaseModel):
-    """One HTTP request and what its answer must look like."""
-
-    # The body is passed as ``json=`` (like httpx and the environments file) and read as ``.json_body``,
-    # because a field called ``json`` would shadow BaseModel.json().
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
-
-    name: str
-    method: str = "GET"
-    url: str
-    headers: dict[str, str] = Field(default_factory=dict)
-    json_body: Any | None = Field(default=None, alias="json")
-    expect_status: int | list[int] = 200
-    capture: dict[str, str] = Field(default_factory=dict)
-    timeout_s: float = Field(default=10, gt=0)
 
 
 class SmokeResult(BaseModel):

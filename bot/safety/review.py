@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-import psycopg
-
+from bot.integrations.pgcatalog import Connection, LiveCatalog, TableSize, server_version_num
 from bot.integrations.squawk import SquawkBatch, SquawkViolation
 from bot.safety.advice import SAFE, advise
 from bot.safety.analysis import (
@@ -20,7 +19,6 @@ from bot.safety.analysis import (
     TableLock,
     analyze_file,
 )
-from bot.safety.catalog import LiveCatalog, TableSize, server_version_num
 
 Level = Literal["high", "medium", "low", "info"]
 LEVELS: tuple[Level, ...] = ("high", "medium", "low", "info")
@@ -242,7 +240,7 @@ def risk_line(table: str, lock: Lock, rewrites: bool, scans: bool, size: TableSi
 # -- building findings ------------------------------------------------------------------------------------
 
 class _Context:
-    def __init__(self, conn: psycopg.Connection | None, model: SchemaModel, pg_version: int | None) -> None:
+    def __init__(self, conn: Connection | None, model: SchemaModel, pg_version: int | None) -> None:
         self.catalog = LiveCatalog(conn) if conn is not None else None
         self.model = model
         self.pg_major = (pg_version // 10000 if pg_version >= 10000 else pg_version) if pg_version else None
@@ -434,7 +432,7 @@ def _review_one(name: str, sql: str, analysis: FileAnalysis, findings: list[Find
 def review_migrations(
     migrations: Sequence[tuple[str, str]],
     *,
-    conn: psycopg.Connection | None = None,
+    conn: Connection | None = None,
     pg_version: int | None = None,
     bot_sets_timeouts: bool = True,
 ) -> Review:

@@ -1,4 +1,4 @@
-"""Catalog and size queries for the safety review; the only psycopg user in bot/safety (may move to integrations)."""
+"""PostgreSQL catalog and size queries for the safety review: live table sizes, column types, function volatility."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import psycopg
 
 from bot.safety.analysis import TypeKey, canonical_type
 
+Connection = psycopg.Connection
+"""The connection type the safety review is given (so bot.safety needs no import of psycopg)."""
+
 
 def _regclass_arg(name: str) -> str:
-    """A to_regclass() argument for a key from locks.table_name (bare or schema.name, case preserved)."""
+    """A to_regclass() argument for a key from analysis.table_name (bare or schema.name, case preserved)."""
     if "." in name:
         schema, _, rel = name.partition(".")
         return f'"{schema.replace(chr(34), chr(34) * 2)}"."{rel.replace(chr(34), chr(34) * 2)}"'
