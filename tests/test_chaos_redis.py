@@ -96,7 +96,7 @@ class TestRedisDown:
         health = httpx.get(bot.url + "/healthz")
         assert health.status_code == 503 and health.json()["redis"] == "unreachable"
         for args in (("status",), ("status", "prod"), ("cancel", run_id)):
-            cli = bot.cli.main(*args, "--as", ALICE, timeout=30)
+            cli = bot.cli(*args, "--as", ALICE, timeout=30)
             lines = [line for line in cli.stderr.splitlines() if line.strip()]
             assert cli.returncode != 0, (args, cli.stdout, cli.stderr)
             assert len(lines) == 1 and "unavailable" in lines[0] and "nothing was changed" in lines[0], cli.stderr

@@ -129,7 +129,7 @@ class TestSecretsStayOut:
                      ["migrate", "deploy", "--dir", "/nonexistent", "--database-url", planted["db_url"]],
                      ["lint", str(planted["migrations"]), "--database-url",
                       planted["db_url"].replace("127.0.0.1:5432", "127.0.0.1:1")]):
-            result = bot.cli.main(*args)
+            result = bot.cli(*args)
             outputs += [result.stdout, result.stderr]
         fake.wait_idle(quiet_s=1.0, timeout=15)
         recorded = [json.dumps({"method": c.method, "args": c.args, "response": c.response}, default=str)

@@ -305,9 +305,9 @@ class TestRestartAndCli:
     def test_cli_status_and_cancel(self, bot, fake, sender, store):
         """`migrate-bot status` and `cancel` work on the same Redis state and audit the operator as cli:<user>."""
         run, message = start_run(sender, fake, store)
-        shown = bot.cli.main("status", "prod", "--as", ALICE)
+        shown = bot.cli("status", "prod", "--as", ALICE)
         assert shown.returncode == 0 and run.id in shown.stdout
-        cancelled = bot.cli.main("cancel", run.id, "--reason", "slack is down", "--as", ALICE)
+        cancelled = bot.cli("cancel", run.id, "--reason", "slack is down", "--as", ALICE)
         assert cancelled.returncode == 0, cancelled.stderr
         final = store.get(run.id)
         assert final.status.value == "cancelled" and final.cancelled_by.startswith("cli:")
