@@ -88,11 +88,11 @@ class WindowScheduler:
         self.elect = elect
         self.settings = deps.config.scheduler
         store = deps.store
-        self.wakeup_channel = store.key("scheduler", "wakeup")
-        self.leader_key = store.key("scheduler", "leader")
-        self.leader_info_key = store.key("scheduler", "leader-instance")
-        jobstore = SharedRedisJobStore(jobs_key=store.key("scheduler", "jobs"),
-                                       run_times_key=store.key("scheduler", "run_times"))
+        self.wakeup_channel = store.keys.scheduler_wakeup
+        self.leader_key = store.keys.scheduler_leader
+        self.leader_info_key = store.keys.scheduler_leader_instance
+        jobstore = SharedRedisJobStore(jobs_key=store.keys.scheduler_jobs,
+                                       run_times_key=store.keys.scheduler_run_times)
         jobstore.redis = _binary_client(store.redis)
         self.scheduler = BackgroundScheduler(
             jobstores={"default": jobstore},
@@ -187,7 +187,7 @@ class WindowScheduler:
                 self._stop.wait(self.settings.renew_every_s)
         # Only stop() reaches here.
 
-    # ---- the job queue used by bot.calendar.operations ---------------------------------------------------
+    # ---- the job queue used by bot.calendar.operations and bot.runbook.watch ------------------------------
 
     def add(self, job_id: str, run_at: datetime, grace_s: int, args: tuple[str, str, int]) -> None:
         self.scheduler.add_job(JOB_FUNCTION, trigger="date", run_date=run_at, id=job_id, name=job_id,

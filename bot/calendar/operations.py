@@ -42,7 +42,7 @@ from bot.messages import escape, slack_date
 from bot.runbook.access import principal
 from bot.runbook.precheck import last_check
 from bot.runbook.rules import CHECKLIST_LABELS, Run, RunStatus, blocking_findings
-from bot.store.runs import AuditEntry, _store_errors
+from bot.store.runs import AuditEntry, store_errors
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +74,13 @@ class WindowStore:
         return self.store.key("window-audit", window_id)
 
     def get(self, window_id: str) -> Window | None:
-        with _store_errors():
+        with store_errors():
             raw = self.redis.get(self._key(window_id))
         return Window.model_validate_json(raw) if raw else None
 
     def create(self, window: Window) -> bool:
         """Store a new window; False (and nothing written) if its id is already taken."""
-        with _store_errors():
+        with store_errors():
             if not self.redis.set(self._key(window.id), window.model_dump_json(), nx=True):
                 return False
             self.redis.zadd(self._index, {window.id: window.start.timestamp()})
@@ -89,7 +89,7 @@ class WindowStore:
     def update(self, window_id: str, change: Callable[[Window], Window]) -> tuple[Window, Window]:
         """Compare-and-set; ``change`` may raise a BotError and then nothing is written. Returns (old, new)."""
         key = self._key(window_id)
-        with _store_errors(), self.redis.pipeline() as pipe:
+        with store_errors(), self.redis.pipeline() as pipe:
             for _ in range(50):
                 try:
                     pipe.watch(key)  # type: ignore[no-untyped-call]
@@ -120,7 +120,7 @@ class WindowStore:
         """Scheduled windows not yet over (and, with ``starting_by``, starting no later than that), soonest first."""
         low = (after - timedelta(seconds=MAX_WINDOW_S)).timestamp() if after else "-inf"
         high = starting_by.timestamp() if starting_by else "+inf"
-        with _store_errors():
+        with store_errors():
             ids = [str(i) for i in self.redis.zrangebyscore(self._index, low, high)]
             raws = self.redis.mget([self._key(i) for i in ids]) if ids else []
         windows = [Window.model_validate_json(raw) for raw in raws if raw]
@@ -129,13 +129,13 @@ class WindowStore:
 
     def audit(self, window_id: str, actor: str, action: str, outcome: str, at: datetime, detail: str = "",
               data: dict[str, Any] | None = None) -> None:
-        with _store_errors():
+        with store_errors():
             self.redis.xadd(self.audit_key(window_id), {
                 "actor": actor, "action": action, "outcome": outcome, "at": at.isoformat(),
                 "detail": detail, "data": json.dumps(data or {}, default=str)})
 
     def audit_entries(self, window_id: str) -> list[AuditEntry]:
-        with _store_errors():
+        with store_errors():
             rows: list[tuple[str, dict[str, str]]] = self.redis.xrange(self.audit_key(window_id))  # type: ignore[assignment]
         return [AuditEntry(id=i, actor=f["actor"], action=f["action"], outcome=f["outcome"],
                            at=datetime.fromisoformat(f["at"]), detail=f.get("detail", ""),
@@ -430,23 +430,23 @@ class InFlight:
         """claim_once and the in-flight entry in one step: True exactly once per claim across replicas."""
         entry = json.dumps({"instance": self.deps.instance_id, "window_id": window.id, "kind": kind,
                             "revision": revision, "at": now.timestamp(), "thread_ts": thread_ts})
-        with _store_errors():
+        with store_errors():
             return bool(self.deps.store.redis.eval(
                 _CLAIM_AND_TRACK, 2, self.deps.store.key("once", claim), self.key, self.deps.instance_id,
                 ttl_s, claim, entry))
 
     def adopt(self, claim: str, entry: dict[str, Any]) -> None:
         """Take over a dead process's entry: same post, this process now answers for it."""
-        with _store_errors():
+        with store_errors():
             self.deps.store.redis.hset(self.key, claim, json.dumps({**entry, "instance": self.deps.instance_id,
                                                                     "recovering": True}))
 
     def end(self, claim: str) -> None:
-        with _store_errors():
+        with store_errors():
             self.deps.store.redis.hdel(self.key, claim)
 
     def entries(self) -> dict[str, dict[str, Any]]:
-        with _store_errors():
+        with store_errors():
             raw = self.deps.store.redis.hgetall(self.key) or {}
         return {str(claim): json.loads(value) for claim, value in raw.items()}
 

@@ -19,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from bot.errors import AlreadyDone, RunActive, RunNotFound, StaleMessage, StateStoreUnavailable
 from bot.messages import escape
 from bot.runbook.rules import AuditEvent, Run, Transition
+from bot.store.keys import Keys
 
 UNAVAILABLE = "state store unavailable — nothing was changed"
 
@@ -58,7 +59,6 @@ DENIAL_AUDIT_EVERY_S = 60
 # period, and everything kept beside it (audit stream, message cursors, watch samples) a day later, so an audit
 # trail always outlives its run. The index of runs forgets the oldest members whose document has expired.
 DEFAULT_RETENTION_S = 90 * 86400
-_BESIDE_RUN = ("audit", "rendered", "threadcursor", "watch", "watch-samples", "watch-active")
 _AUDIT_MARGIN_S = 86400
 _PRUNE_INDEX = """
 local ids = redis.call('ZRANGE', KEYS[1], 0, 99)
@@ -106,7 +106,8 @@ def connect(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
 
 
 @contextmanager
-def _store_errors() -> Iterator[None]:
+def store_errors() -> Iterator[None]:
+    """Redis failures become StateStoreUnavailable (a WatchError stays: the compare-and-set loops retry on it)."""
     try:
         yield
     except (RedisConnectionError, RedisTimeoutError) as exc:
@@ -130,22 +131,13 @@ class RunStore:
                  retention_s: float = DEFAULT_RETENTION_S) -> None:
         self.redis = client
         self.prefix = prefix
+        self.keys = Keys(prefix)
         self.clock = clock
         self.retention_s = retention_s
 
-    # keys -------------------------------------------------------------------------------------
-    def _run_key(self, run_id: str) -> str:
-        return f"{self.prefix}run:{run_id}"
-
-    def _lock_key(self, env: str) -> str:
-        return f"{self.prefix}lock:{env}"
-
-    def _audit_key(self, run_id: str) -> str:
-        return f"{self.prefix}audit:{run_id}"
-
     def key(self, *parts: str) -> str:
-        """A namespaced key for other modules (idempotency keys, cursors, heartbeats)."""
-        return self.prefix + ":".join(parts)
+        """A namespaced key (for tests and tools: the bot's own keys are named in bot.store.keys)."""
+        return self.keys.join(*parts)
 
     # health -----------------------------------------------------------------------------------
     def ping(self) -> bool:
@@ -156,8 +148,8 @@ class RunStore:
 
     # reads ------------------------------------------------------------------------------------
     def get(self, run_id: str) -> Run:
-        with _store_errors():
-            raw = self.redis.get(self._run_key(run_id))
+        with store_errors():
+            raw = self.redis.get(self.keys.run(run_id))
         if raw is None:
             raise RunNotFound(f"No run with id `{escape(run_id)}`. Try `/migrate status` to list recent runs.")
         return Run.model_validate_json(raw)
@@ -169,8 +161,8 @@ class RunStore:
             return None
 
     def lock(self, env: str) -> EnvLock | None:
-        with _store_errors():
-            raw = self.redis.get(self._lock_key(env))
+        with store_errors():
+            raw = self.redis.get(self.keys.lock(env))
         if raw is None:
             return None
         data = json.loads(raw)
@@ -190,8 +182,8 @@ class RunStore:
     def recent_runs(self, limit: int = 10, env: str | None = None) -> list[Run]:
         """The newest runs (of one environment), read in one round trip."""
         scan = max(limit * 5, 50) if env else limit
-        with _store_errors():
-            raws = self.redis.eval(_RECENT_RUNS, 1, f"{self.prefix}runs", scan, f"{self.prefix}run:")
+        with store_errors():
+            raws = self.redis.eval(_RECENT_RUNS, 1, self.keys.runs, scan, self.keys.run_prefix)
         runs = [Run.model_validate_json(str(raw)) for raw in raws or [] if raw]
         if env:
             runs = [run for run in runs if run.env == env]
@@ -200,17 +192,17 @@ class RunStore:
     def message_behind(self, run_id: str) -> bool:
         """True when Slack should be synced: the run has no message yet, a newer version than the one rendered,
         or audit entries its thread has not shown (the keys bot.runbook.publisher keeps)."""
-        with _store_errors():
-            return bool(self.redis.eval(_MESSAGE_BEHIND, 4, self._run_key(run_id), self.key("rendered", run_id),
-                                        self._audit_key(run_id), self.key("threadcursor", run_id)))
+        with store_errors():
+            return bool(self.redis.eval(_MESSAGE_BEHIND, 4, self.keys.run(run_id), self.keys.rendered(run_id),
+                                        self.keys.audit(run_id), self.keys.thread_cursor(run_id)))
 
     def active_runs(self) -> list[Run]:
         return [run for run in self.recent_runs(limit=200) if run.is_active]
 
     def audit_entries(self, run_id: str, after: str = "-") -> list[AuditEntry]:
         start = "-" if after == "-" else f"({after}"
-        with _store_errors():
-            rows = self.redis.xrange(self._audit_key(run_id), min=start, max="+")
+        with store_errors():
+            rows = self.redis.xrange(self.keys.audit(run_id), min=start, max="+")
         entries = []
         for entry_id, fields in rows or []:
             row: dict[str, str] = {str(k): str(v) for k, v in (fields or {}).items()}
@@ -240,14 +232,14 @@ class RunStore:
     def create(self, transition: Transition, *, lock_hours: float, reason: str = "migration run") -> Run:
         """Store a new run and take its environment's lock, atomically. Refuses while another run holds it."""
         run = transition.run
-        lock_key = self._lock_key(run.env)
+        lock_key = self.keys.lock(run.env)
         now = self.clock()
         expires = now + timedelta(hours=lock_hours)
         lock_doc = json.dumps({
             "run_id": run.id, "owner": run.requested_by, "reason": reason,
             "created_at": now.isoformat(), "expires_at": expires.isoformat(),
         })
-        with _store_errors(), self.redis.pipeline() as pipe:
+        with store_errors(), self.redis.pipeline() as pipe:
             for _ in range(_MAX_CAS_ATTEMPTS):
                 try:
                     pipe.watch(lock_key)
@@ -258,11 +250,11 @@ class RunStore:
                             raise RunActive(self._describe_lock(held))
                         continue
                     pipe.multi()
-                    pipe.set(self._run_key(run.id), run.model_dump_json())
+                    pipe.set(self.keys.run(run.id), run.model_dump_json())
                     pipe.set(lock_key, lock_doc, px=int(lock_hours * 3600 * 1000))
-                    pipe.zadd(f"{self.prefix}runs", {run.id: run.created_at.timestamp()})
+                    pipe.zadd(self.keys.runs, {run.id: run.created_at.timestamp()})
                     for event in transition.events:
-                        pipe.xadd(self._audit_key(run.id), self._audit_fields(event))
+                        pipe.xadd(self.keys.audit(run.id), self._audit_fields(event))
                     pipe.execute()
                     return run
                 except WatchError:
@@ -287,8 +279,8 @@ class RunStore:
         ``change`` is pure and may raise a Refusal; then nothing is written. Two clicks, two replicas:
         one wins, the other re-reads and is refused by the rules (already approved, already running).
         """
-        key = self._run_key(run_id)
-        with _store_errors(), self.redis.pipeline() as pipe:
+        key = self.keys.run(run_id)
+        with store_errors(), self.redis.pipeline() as pipe:
             for _ in range(_MAX_CAS_ATTEMPTS):
                 try:
                     pipe.watch(key)
@@ -304,7 +296,7 @@ class RunStore:
                     pipe.multi()
                     pipe.set(key, transition.run.model_dump_json())
                     for event in transition.events:
-                        pipe.xadd(self._audit_key(run_id), self._audit_fields(event))
+                        pipe.xadd(self.keys.audit(run_id), self._audit_fields(event))
                     if transition.run.is_terminal and not current.is_terminal:
                         self._queue_release(pipe, transition.run)
                     if transition.run.is_terminal:
@@ -317,14 +309,14 @@ class RunStore:
 
     def _queue_retention(self, pipe: Any, run_id: str) -> None:
         ttl = max(1, int(self.retention_s))
-        pipe.expire(self._run_key(run_id), ttl)
-        for kind in _BESIDE_RUN:
-            pipe.expire(self.key(kind, run_id), ttl + _AUDIT_MARGIN_S)
-        pipe.eval(_PRUNE_INDEX, 1, f"{self.prefix}runs", f"{self.prefix}run:")
+        pipe.expire(self.keys.run(run_id), ttl)
+        for key in self.keys.beside_run(run_id):
+            pipe.expire(key, ttl + _AUDIT_MARGIN_S)
+        pipe.eval(_PRUNE_INDEX, 1, self.keys.runs, self.keys.run_prefix)
 
     def retain(self, run_id: str) -> None:
         """(Re)apply the retention of a closed run to its keys, e.g. after writing a cursor beside it."""
-        with _store_errors(), self.redis.pipeline() as pipe:
+        with store_errors(), self.redis.pipeline() as pipe:
             self._queue_retention(pipe, run_id)
             pipe.execute()
 
@@ -333,7 +325,7 @@ class RunStore:
         pipe.eval(
             "local v = redis.call('GET', KEYS[1]); "
             "if v and cjson.decode(v)['run_id'] == ARGV[1] then return redis.call('DEL', KEYS[1]) end; return 0",
-            1, self._lock_key(run.env), run.id,
+            1, self.keys.lock(run.env), run.id,
         )
 
     def set_message(self, run_id: str, channel: str, ts: str) -> bool:
@@ -354,17 +346,17 @@ class RunStore:
         """Append one entry (a denial, a note) without touching the run document. A denial repeated by the same
         actor with the same action and detail on the same run version within a minute is not written again
         (returns False)."""
-        with _store_errors():
+        with store_errors():
             if event.outcome != "denied":
-                self.redis.xadd(self._audit_key(run_id), self._audit_fields(event))
+                self.redis.xadd(self.keys.audit(run_id), self._audit_fields(event))
                 return True
             digest = hashlib.sha1(f"{event.action}\n{event.detail}".encode()).hexdigest()[:16]
-            once = self.key("denied", run_id, event.actor, digest)
+            once = self.keys.denied(run_id, event.actor, digest)
             fields = [item for pair in self._audit_fields(event).items() for item in pair]
-            return bool(self.redis.eval(_AUDIT_DENIAL, 3, self._run_key(run_id), self._audit_key(run_id), once,
+            return bool(self.redis.eval(_AUDIT_DENIAL, 3, self.keys.run(run_id), self.keys.audit(run_id), once,
                                         DENIAL_AUDIT_EVERY_S, *fields))
 
-    def claim_once(self, key: str, ttl_s: int = 86400, value: str = "1") -> bool:
-        """True exactly once per key across all replicas (SET NX)."""
-        with _store_errors():
-            return bool(self.redis.set(self.key("once", key), value, nx=True, ex=ttl_s))
+    def claim_once(self, name: str, ttl_s: int = 86400, value: str = "1") -> bool:
+        """True exactly once per name across all replicas (SET NX); the names are in bot.store.keys."""
+        with store_errors():
+            return bool(self.redis.set(self.keys.once(name), value, nx=True, ex=ttl_s))
