@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from redis.exceptions import LockError, RedisError
-
 from bot.errors import BotError, StateStoreUnavailable
 from bot.integrations.slack import Slack
 from bot.messages import audit_line
@@ -30,39 +28,31 @@ class Publisher:
             log.warning("message sync for %s skipped: %s", run_id, exc)
             return
         try:
-            lock = self.store.redis.lock(self.store.key("msglock", run_id), timeout=30, blocking_timeout=30)
-            if not lock.acquire():
-                log.warning("message sync for %s skipped: lock busy", run_id)
-                return
-        except RedisError as exc:
-            log.warning("message sync for %s skipped: %s", run_id, type(exc).__name__)
-            return
-        try:
-            self._sync_locked(run_id)
-        except StateStoreUnavailable as exc:
-            log.warning("message sync for %s stopped: %s", run_id, exc)
-        except BotError as exc:
-            log.warning("message sync for %s incomplete: %s", run_id, exc)
-        finally:
-            try:
-                lock.release()
-            except (LockError, RedisError):
-                pass
+            with self.store.message_lock(run_id) as held:
+                if not held:
+                    log.warning("message sync for %s skipped: lock busy", run_id)
+                    return
+                try:
+                    self._sync_locked(run_id)
+                except StateStoreUnavailable as exc:
+                    log.warning("message sync for %s stopped: %s", run_id, exc)
+                except BotError as exc:
+                    log.warning("message sync for %s incomplete: %s", run_id, exc)
+        except StateStoreUnavailable as exc:  # the lock could not be taken
+            log.warning("message sync for %s skipped: %s", run_id, exc)
 
     def _sync_locked(self, run_id: str) -> None:
         run = self.store.get(run_id)
-        rendered_key = self.store.key("rendered", run_id)
         if not run.message_ts:
             view = render_run(run)
             ts = self.slack.post_message(run.channel, view["text"], view["blocks"])
             self.store.set_message(run_id, run.channel, ts)
-            self.store.redis.set(rendered_key, run.version)
+            self.store.mark_rendered(run_id, run.version)
             run = self.store.get(run_id)
-        rendered = int(self.store.redis.get(rendered_key) or 0)
-        if run.version > rendered and run.message_ts:
+        if run.version > self.store.rendered_version(run_id) and run.message_ts:
             view = render_run(run)
             self.slack.update_message(run.channel, run.message_ts, view["text"], view["blocks"])
-            self.store.redis.set(rendered_key, run.version)
+            self.store.mark_rendered(run_id, run.version)
         self._post_thread(run_id, run.channel, run.message_ts)
         if run.is_terminal:
             self.store.retain(run_id)  # the cursors just written must expire with the closed run
@@ -70,12 +60,10 @@ class Publisher:
     def _post_thread(self, run_id: str, channel: str, thread_ts: str | None) -> None:
         if not thread_ts:
             return
-        cursor_key = self.store.key("threadcursor", run_id)
-        cursor = str(self.store.redis.get(cursor_key) or "-")
-        for entry in self.store.audit_entries(run_id, after=cursor):
+        for entry in self.store.audit_entries(run_id, after=self.store.thread_cursor(run_id)):
             text = audit_line(entry.actor, entry.action, entry.outcome, entry.detail, entry.at)
             self.slack.post_message(channel, text, thread_ts=thread_ts)
-            self.store.redis.set(cursor_key, entry.id)
+            self.store.advance_thread_cursor(run_id, entry.id)
 
     def current_view(self, run_id: str) -> dict:
         return render_run(self.store.get(run_id))

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import LockError, RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.errors import AlreadyDone, RunActive, RunNotFound, StaleMessage, StateStoreUnavailable
@@ -191,7 +191,7 @@ class RunStore:
 
     def message_behind(self, run_id: str) -> bool:
         """True when Slack should be synced: the run has no message yet, a newer version than the one rendered,
-        or audit entries its thread has not shown (the keys bot.runbook.publisher keeps)."""
+        or audit entries its thread has not shown (the cursors below, kept by bot.runbook.publisher)."""
         with store_errors():
             return bool(self.redis.eval(_MESSAGE_BEHIND, 4, self.keys.run(run_id), self.keys.rendered(run_id),
                                         self.keys.audit(run_id), self.keys.thread_cursor(run_id)))
@@ -360,3 +360,41 @@ class RunStore:
         """True exactly once per name across all replicas (SET NX); the names are in bot.store.keys."""
         with store_errors():
             return bool(self.redis.set(self.keys.once(name), value, nx=True, ex=ttl_s))
+
+    # the run's Slack message (bot.runbook.publisher) ------------------------------------------
+    @contextmanager
+    def message_lock(self, run_id: str, timeout_s: float = 30) -> Iterator[bool]:
+        """Hold the lock on a run's message (one sync at a time across replicas), waiting for it up to
+        ``timeout_s``: yields False if it stayed busy. A lock that cannot be released (it expired, Redis went
+        away) simply lapses."""
+        with store_errors():
+            lock = self.redis.lock(self.keys.message_lock(run_id), timeout=timeout_s, blocking_timeout=timeout_s)
+            acquired = lock.acquire()
+        if not acquired:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            try:
+                lock.release()
+            except (LockError, RedisError):
+                pass
+
+    def rendered_version(self, run_id: str) -> int:
+        """The run version its Slack message shows (0: none yet)."""
+        with store_errors():
+            return int(self.redis.get(self.keys.rendered(run_id)) or 0)
+
+    def mark_rendered(self, run_id: str, version: int) -> None:
+        with store_errors():
+            self.redis.set(self.keys.rendered(run_id), version)
+
+    def thread_cursor(self, run_id: str) -> str:
+        """The id of the last audit entry posted in the run's thread ("-": none yet)."""
+        with store_errors():
+            return str(self.redis.get(self.keys.thread_cursor(run_id)) or "-")
+
+    def advance_thread_cursor(self, run_id: str, entry_id: str) -> None:
+        with store_errors():
+            self.redis.set(self.keys.thread_cursor(run_id), entry_id)
