@@ -10,6 +10,7 @@ from bot.calendar.operations import recover_interrupted
 from bot.context import Deps
 from bot.errors import AlreadyDone, BotError
 from bot.runbook.rules import Run, StepStatus, Transition, interrupt_step
+from bot.store.liveness import Liveness
 
 log = logging.getLogger(__name__)
 
@@ -17,16 +18,12 @@ HEARTBEAT_EVERY_S = 3.0
 ALIVE_TTL_S = 10
 
 
-def alive_key(deps: Deps, instance: str) -> str:
-    return deps.store.key("alive", instance)
-
-
 def is_alive(deps: Deps, instance: str) -> bool:
-    return instance == deps.instance_id or bool(deps.store.redis.exists(alive_key(deps, instance)))
+    return instance == deps.instance_id or Liveness(deps.store).is_alive(instance)
 
 
 def beat(deps: Deps) -> None:
-    deps.store.redis.set(alive_key(deps, deps.instance_id), "1", ex=ALIVE_TTL_S)
+    Liveness(deps.store).beat(deps.instance_id, ttl_s=ALIVE_TTL_S)
 
 
 WHY_INTERRUPTED = "the bot process running it stopped; check what it did, then retry or mark it done"

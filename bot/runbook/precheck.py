@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from bot.messages import slack_date
 from bot.redact import redact
 from bot.runbook.access import VERBS
 from bot.slowwork import shared
+from bot.store.checks import CheckResults
 
 
 @dataclass
@@ -122,14 +122,13 @@ def _check(deps: Deps, env: EnvironmentConfig) -> list[CheckItem]:
     items.append(_backup_target(env))
     items += _extra(env)
     ok = all(item.ok for item in items)
-    deps.store.redis.set(deps.store.key("check", env.name), json.dumps({
-        "ok": ok, "at": deps.clock().isoformat(), "items": [asdict(i) for i in items]}))
+    CheckResults(deps.store).save(env.name, {
+        "ok": ok, "at": deps.clock().isoformat(), "items": [asdict(i) for i in items]})
     return items
 
 
 def last_check(deps: Deps, env_name: str) -> dict[str, Any] | None:
-    raw = deps.store.redis.get(deps.store.key("check", env_name))
-    return json.loads(raw) if raw else None
+    return CheckResults(deps.store).last(env_name)
 
 
 def check_reply(deps: Deps, inv: Invocation, args: list[str]) -> Reply:

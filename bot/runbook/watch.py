@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import datetime, timedelta
@@ -14,6 +13,7 @@ from bot.errors import BotError
 from bot.integrations.pagerduty import PagerDuty
 from bot.runbook.rollback import oncall_mention, recommend_rollback
 from bot.runbook.rules import AuditEvent, Run, RunStatus, Transition
+from bot.store.watch import WatchStore
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def start_monitoring(deps: Deps, run_id: str) -> None:
     run = deps.store.find(run_id)
     if run is None or run.status is not RunStatus.MONITORING:
         return
-    if not deps.store.claim_once(f"monitoring-started:{run_id}", ttl_s=8 * 86400):
+    if not WatchStore(deps.store).claim_start(run_id):
         return
     try:
         monitor_run(deps, run_id)
@@ -101,17 +101,13 @@ def start_monitoring(deps: Deps, run_id: str) -> None:
 
 # ---- the 24-hour watch ---------------------------------------------------------------------------
 
-def _key(deps: Deps, kind: str, run_id: str) -> str:
-    return deps.store.key(kind, run_id)
-
-
 def schedule_watch(deps: Deps, run: Run, env: EnvironmentConfig) -> None:
     config = env.monitoring
     now = deps.clock()
     end = now + timedelta(hours=config.watch_hours)
-    deps.store.redis.set(_key(deps, "watch", run.id), json.dumps({
-        "started_at": now.isoformat(), "ends_at": end.isoformat(), "interval_s": config.watch_interval_s}),
-        ex=int(config.watch_hours * 3600) + 86400)
+    WatchStore(deps.store).start(run.id, {
+        "started_at": now.isoformat(), "ends_at": end.isoformat(), "interval_s": config.watch_interval_s},
+        ttl_s=int(config.watch_hours * 3600) + 86400)
     queue = deps.job_queue()
     queue.add_interval(f"watch:{run.id}", "jobs.watch:watch_tick", seconds=config.watch_interval_s,
                        start=now + timedelta(seconds=config.watch_interval_s), end=end, args=(run.id,))
@@ -137,25 +133,24 @@ def watch_tick(deps: Deps, run_id: str) -> str:
     # boto3 and psycopg are loaded only when readings are taken
     from bot.runbook.monitoring import alerts
 
-    raw = deps.store.redis.get(_key(deps, "watch", run_id))
+    watches = WatchStore(deps.store)
+    watch = watches.get(run_id)
     run = deps.store.find(run_id)
-    if raw is None or run is None:
+    if watch is None or run is None:
         return "no watch"
-    watch = json.loads(raw)
     slot = int(time.time() // max(1.0, float(watch["interval_s"]) / 2))
-    if not deps.store.claim_once(f"watch-tick:{run_id}:{slot}", ttl_s=3600):
+    if not watches.claim_tick(run_id, slot):
         return "duplicate"
     env = deps.config.environment(run.env)
     if env is None:
         return "no environment"
     readings = take_readings(env, deps.clock())
-    deps.store.redis.rpush(_key(deps, "watch-samples", run_id), json.dumps(readings.to_dict(), default=str))
+    watches.add_sample(run_id, readings.to_dict())
     config = env.monitoring.resolved(env.deploy)
-    active_key = _key(deps, "watch-active", run_id)
-    active = {str(member) for member in deps.store.redis.smembers(active_key)}
+    active = watches.active_alerts(run_id)
     current = {alert.key: alert for alert in alerts(readings, config)}
     for key, alert in current.items():
-        if not deps.store.redis.sadd(active_key, key):  # atomic: only the tick that adds it alerts
+        if not watches.raise_alert(run_id, key):  # atomic: only the tick that adds it alerts
             continue
         deps.store.audit(run_id, AuditEvent("bot", "watch.alert", "alert", deps.clock(), alert.text, {"key": key}))
         _post(deps, run, f"{oncall_mention(env.oncall) if alert.page else ''}🚨 *Watch:* {alert.text}",
@@ -166,7 +161,7 @@ def watch_tick(deps: Deps, run_id: str) -> str:
             recommend_rollback(deps, run_id, alert.text)
     for gone in active - set(current):
         key = gone
-        if not deps.store.redis.srem(active_key, key):
+        if not watches.clear_alert(run_id, key):
             continue
         deps.store.audit(run_id, AuditEvent("bot", "watch.clear", "ok", deps.clock(), f"{key} back within threshold",
                                             {"key": key}))
@@ -195,14 +190,14 @@ def watch_end(deps: Deps, run_id: str) -> str:
     from bot.runbook.charts import watch_chart
     from bot.runbook.monitoring import Readings
 
-    if not deps.store.claim_once(f"watch-end:{run_id}", ttl_s=8 * 86400):
+    watches = WatchStore(deps.store)
+    if not watches.claim_end(run_id):
         return "duplicate"
     run = deps.store.find(run_id)
     if run is None:
         return "no run"
     env = deps.config.environment(run.env)
-    samples = [Readings.from_dict(json.loads(raw))
-               for raw in deps.store.redis.lrange(_key(deps, "watch-samples", run_id), 0, -1)]
+    samples = [Readings.from_dict(sample) for sample in watches.samples(run_id)]
     alerts_fired = [e for e in deps.store.audit_entries(run_id) if e.action == "watch.alert"]
     text = (f"*Watch finished* for `{run_id}`: {len(samples)} readings, {len(alerts_fired)} alert(s) fired"
             + (f" ({', '.join(sorted({e.data.get('key', '?') for e in alerts_fired}))})" if alerts_fired else "")
@@ -216,5 +211,5 @@ def watch_end(deps: Deps, run_id: str) -> str:
                                    content=png, title=f"Watch {run_id}: error rate, p95, connections")
         except BotError as exc:
             log.warning("watch chart upload failed for %s: %s", run_id, exc)
-    deps.store.redis.delete(_key(deps, "watch", run_id))
+    watches.end(run_id)
     return "ended"
