@@ -71,13 +71,14 @@ def main() -> int:
         n_rss = 0
     spread = args.spread or (8 if args.quick else 30)
 
-    from bot.calendar.operations import WindowRequest, WindowStore, schedule_window
+    from bot.calendar.operations import WindowRequest, schedule_window
     from bot.calendar.rules import Window, timeline
     from bot.config import BotConfig, CalendarConfig
     from bot.context import Deps
     from bot.devtools.slack.client import SlackSender
     from bot.devtools.slack.server import FakeSlack
     from bot.store.runs import RunStore, connect
+    from bot.store.windows import WindowStore
     from jobs.scheduler import queue_for
     from tests.harness import (
         ALICE,
@@ -104,7 +105,7 @@ def main() -> int:
     redis_client = connect(REDIS_URL)
     deps = Deps(config=BotConfig.model_validate(config), store=RunStore(redis_client, prefix=prefix), slack=None,
                 publisher=None, instance_id="bench-driver", jobs=queue_for)
-    store = WindowStore(deps)
+    store = WindowStore(deps.store)
     fake = FakeSlack(token=BOT_TOKEN).start()
     fake.add_user(ALICE, "alice")
     fake.add_user(BOB, "bob")

@@ -11,7 +11,6 @@ from slack_bolt import Ack, App
 
 from bot import messages
 from bot.calendar.operations import (
-    WindowStore,
     cancel_window,
     confirm_approver,
     home_for,
@@ -22,6 +21,7 @@ from bot.calendar.views import RESCHEDULE_CALLBACK, SCHEDULE_CALLBACK
 from bot.context import Deps, authorize
 from bot.errors import BotError, StateStoreUnavailable
 from bot.runbook import access
+from bot.store.windows import WindowStore
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def _form_refusal(deps: Deps, user: str, callback_id: str, metadata: str) -> str
     meta = meta if isinstance(meta, dict) else {}
     env_name = str(meta.get("env", ""))
     if meta.get("window_id"):
-        window = WindowStore(deps).get(str(meta["window_id"]))
+        window = WindowStore(deps.store).get(str(meta["window_id"]))
         env_name = window.env if window is not None else ""
     return authorize(deps, rule, user, env_name=env_name or None)
 
@@ -125,13 +125,13 @@ def _window_button(deps: Deps, slack: Any, verb: str, window_id: str, user: str,
     """After the ack of a window button: open the reschedule form, cancel, or note the approver."""
 
     def run() -> str | None:
-        window = WindowStore(deps).get(window_id)
+        window = WindowStore(deps.store).get(window_id)
         if window is None:
             return f"No maintenance window `{window_id[:60]}`. `/migrate windows` lists them."
         rule = access.action_rule(f"window_{verb}:{window_id}")
         refused = authorize(deps, rule, user, env_name=window.env) if rule else "🚫 Unknown button."
         if refused:
-            WindowStore(deps).audit(window.id, user, rule.audit if rule else verb, "denied", deps.clock(),
+            WindowStore(deps.store).audit(window.id, user, rule.audit if rule else verb, "denied", deps.clock(),
                                     "not allowed")
             return refused
         if verb == "reschedule":

@@ -15,7 +15,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.calendar.operations import InFlight, WindowStore
 from bot.calendar.rules import WindowStatus, next_allowed_day
 from bot.calendar.views import TITLES
 from bot.config import BotConfig, CalendarConfig
@@ -24,6 +23,7 @@ from bot.devtools.slack.blockkit import validate_blocks, validate_view
 from bot.devtools.slack.client import SlackSender
 from bot.devtools.slack.server import FakeSlack
 from bot.store.runs import RunStore, connect
+from bot.store.windows import InFlight, WindowStore
 from tests.harness import (
     ALICE,
     BOB,
@@ -178,7 +178,7 @@ class TestTimeline:
         assert "Backup target not verified" in json.dumps(messages["final"]["blocks"], ensure_ascii=False)
         last_status = [m for k, m in window_messages(fake, window_id) if k == "status"][-1]
         assert run.id in last_status["text"] and last_status.get("thread_ts") == messages["start"]["ts"]
-        window = WindowStore(deps).get(window_id)
+        window = WindowStore(deps.store).get(window_id)
         assert window.run_id == run.id and window.status is WindowStatus.COMPLETED
         assert jobs(deps, window_id) == {}
 
@@ -226,13 +226,13 @@ class TestRestart:
         kinds = complete_timeline(fake, window_id)
         assert "reminder" not in kinds
         assert_once_each(kinds, ["announce", "final", "start", "complete"])
-        skipped = [e for e in WindowStore(deps).audit_entries(window_id) if e.outcome == "skipped"]
+        skipped = [e for e in WindowStore(deps.store).audit_entries(window_id) if e.outcome == "skipped"]
         assert [e.action for e in skipped] == ["reminder.reminder"]
         assert "grace period passed" in skipped[0].detail and skipped[0].data["late_s"] > 1
 
 
     def inflight(self, deps: Deps, kind: str) -> dict[str, Any] | None:
-        return next((e for e in InFlight(deps).entries().values() if e["kind"] == kind), None)
+        return next((e for e in InFlight(deps.store, deps.instance_id).entries().values() if e["kind"] == kind), None)
 
     def test_killed_while_posting_a_reminder_that_reached_slack_it_is_confirmed_not_reposted(
             self, tmp_path, fake, start_bot, deps):
@@ -247,13 +247,13 @@ class TestRestart:
         first.kill()
         wait_until(lambda: any(k == "reminder" for k, _ in window_messages(fake, window_id)), timeout=5)
         start_bot(config, "second")
-        entries = wait_until(lambda: [e for e in WindowStore(deps).audit_entries(window_id)
+        entries = wait_until(lambda: [e for e in WindowStore(deps.store).audit_entries(window_id)
                                       if e.action == "reminder.reminder"], timeout=40)
         assert [(e.outcome, e.detail) for e in entries] == [
             ("ok", "posted before the bot stopped; confirmed in the channel")]
         kinds = complete_timeline(fake, window_id, timeout=30)
         assert_once_each(kinds, ["announce", "reminder", "final", "start", "complete"])
-        assert InFlight(deps).entries() == {}
+        assert InFlight(deps.store, deps.instance_id).entries() == {}
 
     @pytest.mark.parametrize("history", ["readable", "not_in_channel"])
     def test_killed_while_posting_a_reminder_that_never_arrived_it_is_posted_late(
@@ -278,13 +278,13 @@ class TestRestart:
         assert not any(k == "reminder" for k, _ in window_messages(fake, window_id))
         start_bot(config, "second")
         wait_until(lambda: any(k == "reminder" for k, _ in window_messages(fake, window_id)), timeout=40)
-        entries = [e for e in WindowStore(deps).audit_entries(window_id) if e.action == "reminder.reminder"]
+        entries = [e for e in WindowStore(deps.store).audit_entries(window_id) if e.action == "reminder.reminder"]
         assert [e.outcome for e in entries] == ["ok"]
         assert "late: the bot stopped while posting it" in entries[0].detail
         assert ("it may show twice" in entries[0].detail) is (history != "readable")
         kinds = complete_timeline(fake, window_id, timeout=60)
         assert_once_each(kinds, ["announce", "reminder", "final", "start", "complete"])
-        assert InFlight(deps).entries() == {}
+        assert InFlight(deps.store, deps.instance_id).entries() == {}
 
     def test_a_post_slack_refuses_is_audited_as_failed_and_the_timeline_goes_on(self, tmp_path, fake, start_bot,
                                                                                deps):
@@ -296,10 +296,10 @@ class TestRestart:
         kinds = complete_timeline(fake, window_id)
         assert "reminder" not in kinds
         assert_once_each(kinds, ["announce", "final", "start", "complete"])
-        failed = [e for e in WindowStore(deps).audit_entries(window_id) if e.outcome == "failed"]
+        failed = [e for e in WindowStore(deps.store).audit_entries(window_id) if e.outcome == "failed"]
         assert [(e.action, e.detail) for e in failed] == [
             ("reminder.reminder", "not posted: Slack chat.postMessage failed: not_in_channel")]
-        assert InFlight(deps).entries() == {}
+        assert InFlight(deps.store, deps.instance_id).entries() == {}
 
 
 class TestManage:
@@ -325,7 +325,7 @@ class TestManage:
                   "override": {"override": {"type": "plain_text_input", "value": None}}}
         response = sender.submit_view(ALICE, modal, values)
         assert response.status_code == 200 and not response.content.strip(b"{} ")
-        after = wait_until(lambda: jobs(deps, window_id) if WindowStore(deps).get(window_id).revision == 2 else None)
+        after = wait_until(lambda: jobs(deps, window_id) if WindowStore(deps.store).get(window_id).revision == 2 else None)
         shift = (moved - start).total_seconds()
         assert sorted(after) == sorted(j.replace(":1:", ":2:") for j in before)
         assert all(after[j.replace(":1:", ":2:")] - before[j] == pytest.approx(shift) for j in before)
@@ -335,8 +335,8 @@ class TestManage:
         notice = wait_until(lambda: [m for k, m in window_messages(fake, window_id) if k == "cancelled"], timeout=5)
         assert f"<@{ALICE}>" in json.dumps(notice[0]["blocks"])
         assert jobs(deps, window_id) == {}
-        assert WindowStore(deps).get(window_id).status is WindowStatus.CANCELLED
-        assert [e.action for e in WindowStore(deps).audit_entries(window_id)] == [
+        assert WindowStore(deps.store).get(window_id).status is WindowStatus.CANCELLED
+        assert [e.action for e in WindowStore(deps.store).audit_entries(window_id)] == [
             "window.schedule", "window.reschedule", "window.cancel"]
 
 
@@ -386,10 +386,10 @@ class TestPolicy:
         saturday, _ = policy_days()
         window_id, reply = schedule(sender, f'{saturday} 02:00 2h "Release 41"')
         assert not window_id and "Saturday" in reply and "Nothing was scheduled" in reply and "--override" in reply
-        assert WindowStore(deps).scheduled() == [] and jobs(deps) == {}
+        assert WindowStore(deps.store).scheduled() == [] and jobs(deps) == {}
         window_id, reply = schedule(sender, f'{saturday} 02:00 2h "Release 41" --override "vendor is only free then"')
         assert window_id and "Policy overridden" in reply
-        entry = [e for e in WindowStore(deps).audit_entries(window_id) if e.action == "window.policy_override"][0]
+        entry = [e for e in WindowStore(deps.store).audit_entries(window_id) if e.action == "window.policy_override"][0]
         assert (entry.actor, entry.outcome, entry.detail) == (ALICE, "override", "vendor is only free then")
         assert entry.data["rules"] == ["weekday"]
 
@@ -404,12 +404,12 @@ class TestPolicy:
         errors = sender.submit_view(ALICE, modal, modal_values(saturday, "03:00")).json()
         assert errors["response_action"] == "errors"
         assert set(errors["errors"]) == {"date", "time", "override"} and "Saturday" in errors["errors"]["date"]
-        assert WindowStore(deps).scheduled() == []
+        assert WindowStore(deps.store).scheduled() == []
         response = sender.submit_view(ALICE, modal, modal_values(saturday, "03:00", override="board meeting"))
         assert response.status_code == 200 and fake.top_modal(ALICE) is None
-        window = wait_until(lambda: WindowStore(deps).scheduled())[0]
+        window = wait_until(lambda: WindowStore(deps.store).scheduled())[0]
         assert window.oncall == "S0DBA" and window.override_reason == "board meeting"
-        assert any(e.outcome == "override" for e in WindowStore(deps).audit_entries(window.id))
+        assert any(e.outcome == "override" for e in WindowStore(deps.store).audit_entries(window.id))
 
 
 class TestModal:
@@ -426,13 +426,13 @@ class TestModal:
         assert second["errors"] == {"date": "That time has already passed; pick a time in the future."}
         third = sender.submit_view(ALICE, modal, modal_values(tomorrow, "02:00", notes="")).json()
         assert set(third["errors"]) == {"notes"}
-        assert WindowStore(deps).scheduled() == [] and jobs(deps) == {}
+        assert WindowStore(deps.store).scheduled() == [] and jobs(deps) == {}
         assert fake.top_modal(ALICE) is not None
         usage = sender.slash(ALICE, "schedule prod 2026-13-45 02:00", channel_id=PROD_CHANNEL).json()
         assert usage["response_type"] == "ephemeral" and "is not a date" in usage["text"]
         outsider = sender.slash(MALLORY, f'schedule prod {tomorrow} 02:00 1h "x"', channel_id=PROD_CHANNEL).json()
         assert "Only requesters and approvers" in outsider["text"]
-        assert WindowStore(deps).scheduled() == [] and jobs(deps) == {}
+        assert WindowStore(deps.store).scheduled() == [] and jobs(deps) == {}
 
 
 class TestHome:

@@ -159,12 +159,9 @@ class TestOutsiderEverywhere:
         store, fake, sender = world["store"], world["fake"], world["sender"]
         run_id, ts = start(world)
         window_id = schedule_window(world)
-        from bot.calendar.operations import WindowStore
-        from bot.config import load_config
-        from bot.context import Deps
+        from bot.store.windows import WindowStore
 
-        windows = WindowStore(Deps(config=load_config(world["bot"].env["MIGRATE_BOT_CONFIG"]), store=store,
-                                   slack=None, publisher=None))
+        windows = WindowStore(store)
         window_before = windows.get(window_id)
         world["pagerduty"].events.clear()
         # Buttons: run-bound ones with the shared `refused` helper; window buttons audit on the window.

@@ -7,13 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.calendar.operations import InFlight, WindowStore, recover_interrupted
+from bot.calendar.operations import recover_interrupted
 from bot.calendar.rules import Window
 from bot.config import BotConfig
 from bot.context import Deps
 from bot.devtools.slack.server import FakeSlack
 from bot.integrations.slack import Slack, make_client
 from bot.store.runs import RunStore, connect
+from bot.store.windows import InFlight, WindowStore
 from tests.harness import ALICE, BOT_TOKEN, COMPRESSED_CALENDAR, PROD_CHANNEL, base_config
 
 DEAD = "host:1:dead00"
@@ -44,9 +45,8 @@ def interrupted_reminder(deps: Deps) -> Window:
     window = Window(id="prod-w-recover", env="prod", channel=PROD_CHANNEL, start=now + timedelta(seconds=290),
                     duration_s=60, timezone="UTC", release_notes="notes", owner=ALICE, created_by=ALICE,
                     created_at=now - timedelta(seconds=20))
-    assert WindowStore(deps).create(window)
-    dead = Deps(config=deps.config, store=deps.store, slack=None, publisher=None, instance_id=DEAD)
-    assert InFlight(dead).claim(f"window:{window.id}:1:reminder", 3600, window, "reminder", 1, now)
+    assert WindowStore(deps.store).create(window)
+    assert InFlight(deps.store, DEAD).claim(f"window:{window.id}:1:reminder", 3600, window, "reminder", 1, now)
     return window
 
 
@@ -61,7 +61,7 @@ def test_two_replicas_recover_one_entry_once(fake: FakeSlack, replicas: tuple[De
     alive = lambda instance: instance in (first.instance_id, second.instance_id)  # noqa: E731
     assert recover_interrupted(first, alive) == [(window.id, "reminder", "posted")]
     assert recover_interrupted(second, alive) == []
-    assert len(reminders(fake)) == 1 and InFlight(first).entries() == {}
+    assert len(reminders(fake)) == 1 and InFlight(first.store, first.instance_id).entries() == {}
 
 
 def test_a_slack_outage_is_retried_by_the_replica_that_adopted_the_entry(fake: FakeSlack,
@@ -71,13 +71,13 @@ def test_a_slack_outage_is_retried_by_the_replica_that_adopted_the_entry(fake: F
     alive = lambda instance: instance in (first.instance_id, second.instance_id)  # noqa: E731
     fake.inject("conversations.history", status=500, times=10)  # beyond the client's retries
     assert recover_interrupted(first, alive) == []
-    (entry,) = InFlight(first).entries().values()
+    (entry,) = InFlight(first.store, first.instance_id).entries().values()
     assert entry["instance"] == first.instance_id and entry["recovering"]
     assert recover_interrupted(second, alive) == []  # adopted by a live replica: not second's to take
     fake.clear_faults()
     assert recover_interrupted(first, alive) == [(window.id, "reminder", "posted")]
     assert len(reminders(fake)) == 1
-    audit = [e for e in WindowStore(first).audit_entries(window.id) if e.action == "reminder.reminder"]
+    audit = [e for e in WindowStore(first.store).audit_entries(window.id) if e.action == "reminder.reminder"]
     assert [e.outcome for e in audit] == ["ok"] and "late: the bot stopped while posting it" in audit[0].detail
 
 

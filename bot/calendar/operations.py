@@ -1,4 +1,4 @@
-"""Maintenance windows: the Redis store, schedule/reschedule/cancel/list, and posting each timeline message once."""
+"""Maintenance windows: schedule/reschedule/cancel/list, and posting each timeline message once."""
 
 from __future__ import annotations
 
@@ -11,11 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from redis.exceptions import WatchError
-
 from bot.calendar import views
 from bot.calendar.rules import (
-    MAX_WINDOW_S,
     Reminder,
     Violation,
     Window,
@@ -42,7 +39,8 @@ from bot.messages import escape, slack_date
 from bot.runbook.access import principal
 from bot.runbook.precheck import last_check
 from bot.runbook.rules import CHECKLIST_LABELS, Run, RunStatus, blocking_findings
-from bot.store.runs import AuditEntry, store_errors
+from bot.store import keys as names
+from bot.store.windows import InFlight, WindowStore
 
 log = logging.getLogger(__name__)
 
@@ -51,95 +49,6 @@ USAGE = ("*Maintenance windows:* `/migrate schedule <env>` opens the form · "
          "[--oncall @user|group] [--override \"reason\"]` · `/migrate windows [env]` · "
          "`/migrate windows cancel <id> [reason]` · "
          "`/migrate windows reschedule <id> <YYYY-MM-DD> <HH:MM> [duration] [--override \"reason\"]`")
-_CLAIM_MIN_TTL_S = 86400
-
-
-# ---- the store -----------------------------------------------------------------------------------
-
-class WindowStore:
-    """Window documents, an index by start time, and one audit stream per window, under the run store's prefix."""
-
-    def __init__(self, deps: Deps) -> None:
-        self.store = deps.store
-        self.redis = deps.store.redis
-
-    def _key(self, window_id: str) -> str:
-        return self.store.key("window", window_id)
-
-    @property
-    def _index(self) -> str:
-        return self.store.key("windows")
-
-    def audit_key(self, window_id: str) -> str:
-        return self.store.key("window-audit", window_id)
-
-    def get(self, window_id: str) -> Window | None:
-        with store_errors():
-            raw = self.redis.get(self._key(window_id))
-        return Window.model_validate_json(raw) if raw else None
-
-    def create(self, window: Window) -> bool:
-        """Store a new window; False (and nothing written) if its id is already taken."""
-        with store_errors():
-            if not self.redis.set(self._key(window.id), window.model_dump_json(), nx=True):
-                return False
-            self.redis.zadd(self._index, {window.id: window.start.timestamp()})
-        return True
-
-    def update(self, window_id: str, change: Callable[[Window], Window]) -> tuple[Window, Window]:
-        """Compare-and-set; ``change`` may raise a BotError and then nothing is written. Returns (old, new)."""
-        key = self._key(window_id)
-        with store_errors(), self.redis.pipeline() as pipe:
-            for _ in range(50):
-                try:
-                    pipe.watch(key)  # type: ignore[no-untyped-call]
-                    raw = pipe.get(key)
-                    if raw is None:
-                        pipe.unwatch()
-                        raise NotAllowed(f"No maintenance window `{window_id}`. `/migrate windows` lists them.")
-                    old = Window.model_validate_json(raw)
-                    new = change(old)
-                    pipe.multi()
-                    if new.status is WindowStatus.SCHEDULED:
-                        pipe.set(key, new.model_dump_json())
-                        pipe.zadd(self._index, {new.id: new.start.timestamp()})
-                    else:
-                        # Closed (completed or cancelled): kept as long as closed runs, its audit a day longer.
-                        ttl = max(1, int(self.store.retention_s))
-                        pipe.set(key, new.model_dump_json(), ex=ttl)
-                        pipe.expire(self.audit_key(new.id), ttl + 86400)
-                        pipe.zrem(self._index, new.id)
-                    pipe.execute()
-                    return old, new
-                except WatchError:
-                    continue
-        raise StateStoreUnavailable("too much contention on this window; nothing was changed — try again")
-
-    def scheduled(self, env: str | None = None, *, after: datetime | None = None,
-                  starting_by: datetime | None = None) -> list[Window]:
-        """Scheduled windows not yet over (and, with ``starting_by``, starting no later than that), soonest first."""
-        low = (after - timedelta(seconds=MAX_WINDOW_S)).timestamp() if after else "-inf"
-        high = starting_by.timestamp() if starting_by else "+inf"
-        with store_errors():
-            ids = [str(i) for i in self.redis.zrangebyscore(self._index, low, high)]
-            raws = self.redis.mget([self._key(i) for i in ids]) if ids else []
-        windows = [Window.model_validate_json(raw) for raw in raws if raw]
-        return [w for w in windows if w.status is WindowStatus.SCHEDULED
-                and (after is None or w.end > after) and (env is None or w.env == env)]
-
-    def audit(self, window_id: str, actor: str, action: str, outcome: str, at: datetime, detail: str = "",
-              data: dict[str, Any] | None = None) -> None:
-        with store_errors():
-            self.redis.xadd(self.audit_key(window_id), {
-                "actor": actor, "action": action, "outcome": outcome, "at": at.isoformat(),
-                "detail": detail, "data": json.dumps(data or {}, default=str)})
-
-    def audit_entries(self, window_id: str) -> list[AuditEntry]:
-        with store_errors():
-            rows: list[tuple[str, dict[str, str]]] = self.redis.xrange(self.audit_key(window_id))  # type: ignore[assignment]
-        return [AuditEntry(id=i, actor=f["actor"], action=f["action"], outcome=f["outcome"],
-                           at=datetime.fromisoformat(f["at"]), detail=f.get("detail", ""),
-                           data=json.loads(f.get("data", "{}"))) for i, f in rows]
 
 
 # ---- requests and outcomes -----------------------------------------------------------------------
@@ -185,10 +94,6 @@ def _new_id(env: str, start: datetime) -> str:
     return f"{env}-w{start:%y%m%d}-{secrets.token_hex(3)}"
 
 
-def _claim_ttl(window: Window, now: datetime) -> int:
-    return max(int((window.end - now).total_seconds()) + 7 * 86400, _CLAIM_MIN_TTL_S)
-
-
 def _add_jobs(deps: Deps, window: Window, reminders: list[Reminder]) -> None:
     queue = deps.job_queue()
     for item in reminders:
@@ -218,7 +123,7 @@ def schedule_window(deps: Deps, *, env_name: str, request: WindowRequest, user: 
         release_notes=request.release_notes.strip()[:2500], owner=request.owner or user,
         oncall=request.oncall or env.oncall, created_by=user, created_at=now,
         override_reason=override if violations else None, warnings=[v.message for v in violations])
-    windows = WindowStore(deps)
+    windows = WindowStore(deps.store)
     local_start = request.start.astimezone(parse_zone(request.timezone))
     for _ in range(20):  # ids are short for humans, so a collision is possible: never overwrite, pick again
         window = window.model_copy(update={"id": _new_id(env.name, local_start)})
@@ -240,7 +145,7 @@ def schedule_window(deps: Deps, *, env_name: str, request: WindowRequest, user: 
 
 def reschedule_window(deps: Deps, *, window_id: str, request: WindowRequest, user: str) -> Outcome:
     """Move a window; every pending reminder moves with it (the old jobs are removed)."""
-    windows = WindowStore(deps)
+    windows = WindowStore(deps.store)
     current = windows.get(window_id)
     if current is None or current.status is not WindowStatus.SCHEDULED:
         raise NotAllowed(f"No scheduled window `{window_id}`. `/migrate windows` lists them.")
@@ -280,13 +185,13 @@ def reschedule_window(deps: Deps, *, window_id: str, request: WindowRequest, use
     notice = None
     if old.announced_at is not None:
         def notice() -> None:
-            _post_safely(deps, new, views.rescheduled(new, old.start, user))
+            post_notice(deps, new, views.rescheduled(new, old.start, user))
     return Outcome(window=new, after=notice)
 
 
 def cancel_window(deps: Deps, *, window_id: str, user: str, reason: str = "") -> tuple[Window, Callable[[], None]]:
     """Cancel a window and remove its reminders; returns it and the channel notice to post after the ack."""
-    windows = WindowStore(deps)
+    windows = WindowStore(deps.store)
     current = windows.get(window_id)
     if current is None:
         raise NotAllowed(f"No maintenance window `{window_id}`. `/migrate windows` lists them.")
@@ -305,12 +210,12 @@ def cancel_window(deps: Deps, *, window_id: str, user: str, reason: str = "") ->
     old, new = windows.update(window_id, change)
     deps.job_queue().remove(old.job_ids)
     windows.audit(new.id, user, "window.cancel", "ok", now, reason, {"removed_jobs": old.job_ids})
-    return new, lambda: _post_safely(deps, new, views.cancelled(new, user, reason))
+    return new, lambda: post_notice(deps, new, views.cancelled(new, user, reason))
 
 
 def confirm_approver(deps: Deps, *, window_id: str, user: str) -> Window:
     """An approver of the environment says they will approve this window's run."""
-    windows = WindowStore(deps)
+    windows = WindowStore(deps.store)
     current = windows.get(window_id)
     if current is None:
         raise NotAllowed(f"No maintenance window `{window_id}`.")
@@ -328,6 +233,13 @@ def confirm_approver(deps: Deps, *, window_id: str, user: str) -> Window:
 
 
 # ---- the timeline, delivered once ----------------------------------------------------------------
+
+_CLAIM_MIN_TTL_S = 86400
+
+
+def _claim_ttl(window: Window, now: datetime) -> int:
+    return max(int((window.end - now).total_seconds()) + 7 * 86400, _CLAIM_MIN_TTL_S)
+
 
 def linked_run(deps: Deps, window: Window) -> Run | None:
     if window.run_id:
@@ -392,68 +304,16 @@ def _due(window: Window, kind: str, cfg: CalendarConfig) -> datetime:
     return item.due if item is not None else window.start
 
 
-def _post_safely(deps: Deps, window: Window, message: dict[str, Any]) -> None:
+def post_notice(deps: Deps, window: Window, message: dict[str, Any]) -> None:
+    """A notice about the window (rescheduled, cancelled) in its channel; a failure is only logged."""
     try:
         _post(deps, window, message)
     except BotError as exc:
         log.warning("window %s: notice not posted: %s", window.id, exc)
 
 
-def _start_ts_key(deps: Deps, window: Window) -> str:
-    return deps.store.key("window-msg", window.id, str(window.revision), "start")
-
-
-_CLAIM_AND_TRACK = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', tonumber(ARGV[2])) then
-  redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
-  return 1
-end
-return 0
-"""
-
-
-class InFlight:
-    """Timeline messages claimed but not yet known to be posted: one Redis hash, claim key -> who and what.
-
-    A claim is taken before posting so no replica posts twice; the entry says the post may be under way. It is
-    removed once the message is posted and audited (or the post failed and that is audited). An entry whose
-    process no longer beats was interrupted mid-post: ``recover_interrupted`` looks for the message in Slack
-    before deciding to post it, so a crash neither loses nor doubles it.
-    """
-
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
-        self.key = deps.store.key("window-msg", "inflight")
-
-    def claim(self, claim: str, ttl_s: int, window: Window, kind: str, revision: int, now: datetime,
-              thread_ts: str | None = None) -> bool:
-        """claim_once and the in-flight entry in one step: True exactly once per claim across replicas."""
-        entry = json.dumps({"instance": self.deps.instance_id, "window_id": window.id, "kind": kind,
-                            "revision": revision, "at": now.timestamp(), "thread_ts": thread_ts})
-        with store_errors():
-            return bool(self.deps.store.redis.eval(
-                _CLAIM_AND_TRACK, 2, self.deps.store.key("once", claim), self.key, self.deps.instance_id,
-                ttl_s, claim, entry))
-
-    def adopt(self, claim: str, entry: dict[str, Any]) -> None:
-        """Take over a dead process's entry: same post, this process now answers for it."""
-        with store_errors():
-            self.deps.store.redis.hset(self.key, claim, json.dumps({**entry, "instance": self.deps.instance_id,
-                                                                    "recovering": True}))
-
-    def end(self, claim: str) -> None:
-        with store_errors():
-            self.deps.store.redis.hdel(self.key, claim)
-
-    def entries(self) -> dict[str, dict[str, Any]]:
-        with store_errors():
-            raw = self.deps.store.redis.hgetall(self.key) or {}
-        return {str(claim): json.loads(value) for claim, value in raw.items()}
-
-
 def _claim_key(window: Window, kind: str, revision: int) -> str:
-    base = base_kind(kind)
-    return f"window:{window.id}:{revision}:{'complete' if base == 'complete' else kind}"
+    return names.window_message(window.id, revision, "complete" if base_kind(kind) == "complete" else kind)
 
 
 def deliver(deps: Deps, window_id: str, kind: str, revision: int) -> str:
@@ -461,7 +321,7 @@ def deliver(deps: Deps, window_id: str, kind: str, revision: int) -> str:
 
     Returns what happened: posted, skipped (audited), failed (audited), duplicate, stale or gone.
     """
-    windows = WindowStore(deps)
+    windows = WindowStore(deps.store)
     window = windows.get(window_id)
     if window is None:
         return "gone"
@@ -473,30 +333,25 @@ def deliver(deps: Deps, window_id: str, kind: str, revision: int) -> str:
     now = deps.clock()
     base = base_kind(kind)
     claim = _claim_key(window, kind, revision)
-    thread = _start_ts(deps, window) if base == "status" else None
-    if not InFlight(deps).claim(claim, _claim_ttl(window, now), window, kind, revision, now, thread_ts=thread):
+    thread = windows.start_message(window) if base == "status" else None
+    inflight = InFlight(deps.store, deps.instance_id)
+    if not inflight.claim(claim, _claim_ttl(window, now), window, kind, revision, now, thread_ts=thread):
         return "duplicate"
     reason = why_skip(kind, window, env.calendar, now)
     if reason:
         windows.audit(window.id, "bot", f"reminder.{base}", "skipped", now, reason,
                       {"kind": kind, "revision": revision, "late_s": round((now - _due(window, kind, env.calendar))
                                                                            .total_seconds(), 1)})
-        InFlight(deps).end(claim)
+        inflight.end(claim)
         return "skipped"
     return _deliver_claimed(deps, window, kind, revision, now, claim, thread=thread)
-
-
-def _start_ts(deps: Deps, window: Window) -> str | None:
-    """The ts of the window's "maintenance started" message: its status updates go in that thread."""
-    ts = deps.store.redis.get(_start_ts_key(deps, window))
-    return str(ts) if ts else None
 
 
 def _deliver_claimed(deps: Deps, window: Window, kind: str, revision: int, now: datetime, claim: str, *,
                      thread: str | None = None, posted_ts: str | None = None, note: str = "") -> str:
     """Post (or, with ``posted_ts``, only record) one claimed timeline message and what follows from it."""
-    windows = WindowStore(deps)
-    inflight = InFlight(deps)
+    windows = WindowStore(deps.store)
+    inflight = InFlight(deps.store, deps.instance_id)
     env = deps.config.environment(window.env)
     base = base_kind(kind)
     run = linked_run(deps, window)
@@ -514,7 +369,7 @@ def _deliver_claimed(deps: Deps, window: Window, kind: str, revision: int, now: 
         elif base == "start":
             ts = post(views.started(window, run))
             if ts:
-                deps.store.redis.set(_start_ts_key(deps, window), ts, ex=_claim_ttl(window, now))
+                windows.remember_start_message(window, ts, ttl_s=_claim_ttl(window, now))
         elif base == "status":
             if run is not None and run.status is RunStatus.SUCCEEDED and posted_ts is None:
                 inflight.end(claim)  # the completion below is its own claim
@@ -538,10 +393,10 @@ def _deliver_claimed(deps: Deps, window: Window, kind: str, revision: int, now: 
 def _complete(deps: Deps, window: Window, run: Run | None, *, run_done: bool, now: datetime,
               claimed: bool = False, posted_ts: str | None = None, note: str = "") -> None:
     claim = _claim_key(window, "complete", window.revision)
-    inflight = InFlight(deps)
+    inflight = InFlight(deps.store, deps.instance_id)
     if not claimed and not inflight.claim(claim, _claim_ttl(window, now), window, "complete", window.revision, now):
         return
-    windows = WindowStore(deps)
+    windows = WindowStore(deps.store)
     outcome, detail = "ok", "run succeeded" if run_done else "window ended"
     if posted_ts is None:
         try:
@@ -574,15 +429,15 @@ def recover_interrupted(deps: Deps, alive: Callable[[str], bool]) -> list[tuple[
     entry handled: "confirmed" (it was in the channel), "posted" (late, within its grace time) or "missed".
     """
     handled: list[tuple[str, str, str]] = []
-    inflight = InFlight(deps)
-    windows = WindowStore(deps)
+    inflight = InFlight(deps.store, deps.instance_id)
+    windows = WindowStore(deps.store)
     for claim, entry in inflight.entries().items():
         mine = entry.get("instance") == deps.instance_id
         if (mine and not entry.get("recovering")) or (not mine and alive(str(entry.get("instance")))):
             continue  # a post under way in a live process (an entry this process adopted is retried here)
         # The short claim keeps two replicas from recovering one entry at the same moment; adopting the entry
         # keeps them apart after it expires, and lets a third recover it if this process dies midway.
-        if not deps.store.claim_once(f"recover:{claim}", ttl_s=60, value=deps.instance_id):
+        if not inflight.claim_recovery(claim):
             continue  # another replica is on it
         window = windows.get(str(entry.get("window_id")))
         env = deps.config.environment(window.env) if window is not None else None
@@ -607,7 +462,7 @@ def recover_interrupted(deps: Deps, alive: Callable[[str], bool]) -> list[tuple[
                 found, unchecked = None, exc.error or str(exc)
             elif in_time:  # rate limited, Slack down: ask again next round
                 log.warning("window %s %s: cannot check Slack for an interrupted post yet: %s", window.id, kind, exc)
-                deps.store.redis.delete(deps.store.key("once", f"recover:{claim}"))
+                inflight.release_recovery(claim)
                 continue
             else:
                 found, unchecked = None, exc.error or "Slack unreachable"
@@ -640,13 +495,13 @@ def recover_interrupted(deps: Deps, alive: Callable[[str], bool]) -> list[tuple[
 
 def record_missed(deps: Deps, window_id: str, kind: str, revision: int, due: datetime) -> None:
     """The scheduler fired a reminder past its grace time: audit it (once), do not post it."""
-    windows = WindowStore(deps)
+    windows = WindowStore(deps.store)
     window = windows.get(window_id)
     if window is None or window.revision != revision or window.status is not WindowStatus.SCHEDULED:
         return
     now = deps.clock()
-    if not deps.store.claim_once(f"window:{window_id}:{revision}:{kind}", _claim_ttl(window, now),
-                                 value=deps.instance_id):
+    if not InFlight(deps.store, deps.instance_id).claim_missed(names.window_message(window_id, revision, kind),
+                                                               _claim_ttl(window, now)):
         return
     late = (now - due).total_seconds()
     windows.audit(window_id, "bot", f"reminder.{base_kind(kind)}", "skipped", now,
@@ -664,7 +519,7 @@ def link_started_run(deps: Deps, run: Run) -> None:
             return
         now = deps.clock()
         lead = timedelta(seconds=env.calendar.final_before_s)
-        windows = WindowStore(deps)
+        windows = WindowStore(deps.store)
         for window in windows.scheduled(run.env, after=now, starting_by=now + lead):  # not all future windows
             if window.start - lead <= now < window.end and not window.run_id:
                 windows.update(window.id, lambda w: w.model_copy(update={"run_id": w.run_id or run.id}))
@@ -794,19 +649,19 @@ def schedule_command(deps: Deps, inv: Invocation, args: list[str]) -> Reply:
         return Reply(f"{exc}\n{USAGE}")
     # Slack retries a slow command with the same body (and trigger_id): a replay gets the first answer again
     # instead of booking a second window.
-    replay_key = deps.store.key("once", "schedule", inv.trigger_id) if inv.trigger_id else None
-    if replay_key and not deps.store.redis.set(replay_key, "", nx=True, ex=SCHEDULE_REPLAY_TTL_S):
-        earlier = deps.store.redis.get(replay_key)
-        return Reply(str(earlier) if earlier else "This request is already being handled; its answer follows.")
+    windows, trigger_id = WindowStore(deps.store), inv.trigger_id
+    if trigger_id and not windows.claim_schedule_request(trigger_id, ttl_s=SCHEDULE_REPLAY_TTL_S):
+        earlier = windows.schedule_answer(trigger_id)
+        return Reply(earlier or "This request is already being handled; its answer follows.")
     try:
         outcome = schedule_window(deps, env_name=env.name, request=request, user=inv.user)
     except BaseException:
-        if replay_key:
-            deps.store.redis.delete(replay_key)  # nothing was booked: a retry may try again
+        if trigger_id:
+            windows.release_schedule_request(trigger_id)  # nothing was booked: a retry may try again
         raise
     text = outcome_text(outcome) + ("" if outcome.window else f"\n{USAGE}" if outcome.errors else "")
-    if replay_key:
-        deps.store.redis.set(replay_key, text, ex=SCHEDULE_REPLAY_TTL_S)
+    if trigger_id:
+        windows.answer_schedule_request(trigger_id, text, ttl_s=SCHEDULE_REPLAY_TTL_S)
     return Reply(text)
 
 
@@ -820,7 +675,7 @@ def windows_command(deps: Deps, inv: Invocation, args: list[str]) -> Reply:
     if args and args[0] == "reschedule":
         if len(args) < 2:
             return Reply(f"Which window? {USAGE}")
-        current = WindowStore(deps).get(args[1])
+        current = WindowStore(deps.store).get(args[1])
         if current is None:
             return Reply(f"No maintenance window `{args[1][:40]}`. `/migrate windows` lists them.")
         env = environment_or_refuse(deps, current.env)
@@ -839,7 +694,7 @@ def windows_command(deps: Deps, inv: Invocation, args: list[str]) -> Reply:
     if len(args) > 1 or (args and deps.config.environment(args[0]) is None):
         return Reply(USAGE)
     visible = readable_environments(deps, inv.user)
-    windows = [w for w in WindowStore(deps).scheduled(args[0] if args else None, after=deps.clock())
+    windows = [w for w in WindowStore(deps.store).scheduled(args[0] if args else None, after=deps.clock())
                if w.env in visible]
     blocks = views.windows_list(windows, deps.clock())
     return Reply(f"{len(windows)} upcoming maintenance window(s).", blocks=blocks)
@@ -904,7 +759,7 @@ def submit_modal(deps: Deps, *, user: str, callback_id: str, metadata: str, valu
 
 def reschedule_form(deps: Deps, *, window_id: str, user: str) -> dict[str, Any]:
     """The prefilled Reschedule modal for a window (raises NotAllowed when it cannot be changed)."""
-    window = WindowStore(deps).get(window_id)
+    window = WindowStore(deps.store).get(window_id)
     if window is None or window.status is not WindowStatus.SCHEDULED:
         raise NotAllowed(f"Window `{window_id}` is not scheduled any more. `/migrate windows` lists the current ones.")
     env = environment_or_refuse(deps, window.env)
@@ -919,7 +774,7 @@ def home_for(deps: Deps, user: str) -> dict[str, Any]:
     """The App Home view for one user."""
     now = deps.clock()
     visible = readable_environments(deps, user)  # an outsider's App Home shows nothing of any environment
-    windows = [w for w in WindowStore(deps).scheduled(after=now) if w.env in visible]
+    windows = [w for w in WindowStore(deps.store).scheduled(after=now) if w.env in visible]
     runs = [run for run in deps.store.active_runs() if run.env in visible]
     waiting: list[Run] = []
     for run in runs:

@@ -29,6 +29,7 @@ from bot.runbook.rules import (
 )
 from bot.runbook.steps import migrate as migrate_step
 from bot.store.runs import new_run_id
+from bot.store.windows import WindowStore
 
 log = logging.getLogger(__name__)
 
@@ -266,12 +267,12 @@ def _guard_command(deps: Deps, user: str, verb: str, rest: list[str]) -> tuple[s
         rule, env_name = access.VERBS[access.ENV_VERB], verb
     elif _verb_key(verb, rest) != verb:
         rule = access.VERBS[_verb_key(verb, rest)]
-        window = calendar_ops.WindowStore(deps).get(rest[1]) if len(rest) > 1 else None
+        window = WindowStore(deps.store).get(rest[1]) if len(rest) > 1 else None
         if window is None:
             return None, None
         refused = authorize(deps, rule, user, env_name=window.env)
         if refused:
-            calendar_ops.WindowStore(deps).audit(window.id, user, rule.audit, "denied", deps.clock(), "not allowed")
+            WindowStore(deps.store).audit(window.id, user, rule.audit, "denied", deps.clock(), "not allowed")
         return refused, None
     elif verb in access.VERBS:
         rule, env_name = access.VERBS[verb], target

@@ -1,0 +1,189 @@
+"""Maintenance windows in Redis: window documents, their index and audit, and the claims on timeline messages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from redis.exceptions import WatchError
+
+from bot.calendar.rules import MAX_WINDOW_S, Window, WindowStatus
+from bot.errors import NotAllowed, StateStoreUnavailable
+from bot.store import keys as names
+from bot.store.runs import AuditEntry, RunStore, store_errors
+
+RECOVERY_CLAIM_TTL_S = 60
+
+
+class WindowStore:
+    """Window documents, an index by start time, and one audit stream per window, under the run store's prefix."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self.redis = store.redis
+        self.keys = store.keys
+
+    def get(self, window_id: str) -> Window | None:
+        with store_errors():
+            raw = self.redis.get(self.keys.window(window_id))
+        return Window.model_validate_json(raw) if raw else None
+
+    def create(self, window: Window) -> bool:
+        """Store a new window; False (and nothing written) if its id is already taken."""
+        with store_errors():
+            if not self.redis.set(self.keys.window(window.id), window.model_dump_json(), nx=True):
+                return False
+            self.redis.zadd(self.keys.windows, {window.id: window.start.timestamp()})
+        return True
+
+    def update(self, window_id: str, change: Callable[[Window], Window]) -> tuple[Window, Window]:
+        """Compare-and-set; ``change`` may raise a BotError and then nothing is written. Returns (old, new)."""
+        key = self.keys.window(window_id)
+        with store_errors(), self.redis.pipeline() as pipe:
+            for _ in range(50):
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    raw = pipe.get(key)
+                    if raw is None:
+                        pipe.unwatch()
+                        raise NotAllowed(f"No maintenance window `{window_id}`. `/migrate windows` lists them.")
+                    old = Window.model_validate_json(raw)
+                    new = change(old)
+                    pipe.multi()
+                    if new.status is WindowStatus.SCHEDULED:
+                        pipe.set(key, new.model_dump_json())
+                        pipe.zadd(self.keys.windows, {new.id: new.start.timestamp()})
+                    else:
+                        # Closed (completed or cancelled): kept as long as closed runs, its audit a day longer.
+                        ttl = max(1, int(self.store.retention_s))
+                        pipe.set(key, new.model_dump_json(), ex=ttl)
+                        pipe.expire(self.keys.window_audit(new.id), ttl + 86400)
+                        pipe.zrem(self.keys.windows, new.id)
+                    pipe.execute()
+                    return old, new
+                except WatchError:
+                    continue
+        raise StateStoreUnavailable("too much contention on this window; nothing was changed — try again")
+
+    def scheduled(self, env: str | None = None, *, after: datetime | None = None,
+                  starting_by: datetime | None = None) -> list[Window]:
+        """Scheduled windows not yet over (and, with ``starting_by``, starting no later than that), soonest first."""
+        low = (after - timedelta(seconds=MAX_WINDOW_S)).timestamp() if after else "-inf"
+        high = starting_by.timestamp() if starting_by else "+inf"
+        with store_errors():
+            ids = [str(i) for i in self.redis.zrangebyscore(self.keys.windows, low, high)]
+            raws = self.redis.mget([self.keys.window(i) for i in ids]) if ids else []
+        windows = [Window.model_validate_json(raw) for raw in raws if raw]
+        return [w for w in windows if w.status is WindowStatus.SCHEDULED
+                and (after is None or w.end > after) and (env is None or w.env == env)]
+
+    def audit(self, window_id: str, actor: str, action: str, outcome: str, at: datetime, detail: str = "",
+              data: dict[str, Any] | None = None) -> None:
+        with store_errors():
+            self.redis.xadd(self.keys.window_audit(window_id), {
+                "actor": actor, "action": action, "outcome": outcome, "at": at.isoformat(),
+                "detail": detail, "data": json.dumps(data or {}, default=str)})
+
+    def audit_entries(self, window_id: str) -> list[AuditEntry]:
+        with store_errors():
+            rows: list[tuple[str, dict[str, str]]] = self.redis.xrange(self.keys.window_audit(window_id))  # type: ignore[assignment]
+        return [AuditEntry(id=i, actor=f["actor"], action=f["action"], outcome=f["outcome"],
+                           at=datetime.fromisoformat(f["at"]), detail=f.get("detail", ""),
+                           data=json.loads(f.get("data", "{}"))) for i, f in rows]
+
+    # the "maintenance started" message, whose thread gets the status updates ------------------
+    def start_message(self, window: Window) -> str | None:
+        """The ts of this revision's "maintenance started" message, once posted."""
+        with store_errors():
+            ts = self.redis.get(self.keys.window_start_message(window.id, window.revision))
+        return str(ts) if ts else None
+
+    def remember_start_message(self, window: Window, ts: str, *, ttl_s: int) -> None:
+        with store_errors():
+            self.redis.set(self.keys.window_start_message(window.id, window.revision), ts, ex=ttl_s)
+
+    # `/migrate schedule` retried by Slack (same trigger id): the replay gets the first answer ----
+    def claim_schedule_request(self, trigger_id: str, *, ttl_s: int) -> bool:
+        """True for the first of the request's deliveries: that one books the window."""
+        with store_errors():
+            return bool(self.redis.set(self.keys.schedule_request(trigger_id), "", nx=True, ex=ttl_s))
+
+    def schedule_answer(self, trigger_id: str) -> str:
+        """What the first delivery answered ("" while it is still working)."""
+        with store_errors():
+            return str(self.redis.get(self.keys.schedule_request(trigger_id)) or "")
+
+    def answer_schedule_request(self, trigger_id: str, text: str, *, ttl_s: int) -> None:
+        with store_errors():
+            self.redis.set(self.keys.schedule_request(trigger_id), text, ex=ttl_s)
+
+    def release_schedule_request(self, trigger_id: str) -> None:
+        """Nothing was booked: a retry may try again."""
+        with store_errors():
+            self.redis.delete(self.keys.schedule_request(trigger_id))
+
+
+_CLAIM_AND_TRACK = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', tonumber(ARGV[2])) then
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+  return 1
+end
+return 0
+"""
+
+
+class InFlight:
+    """Timeline messages claimed but not yet known to be posted: one Redis hash, claim name -> who and what.
+
+    A claim (``bot.store.keys.window_message``) is taken before posting so no replica posts twice; the entry says
+    the post may be under way. It is removed once the message is posted and audited (or the post failed and that
+    is audited). An entry whose process no longer beats was interrupted mid-post: the recovery in
+    ``bot.calendar.delivery`` looks for the message in Slack before deciding to post it, so a crash neither loses
+    nor doubles it.
+    """
+
+    def __init__(self, store: RunStore, instance_id: str) -> None:
+        self.store = store
+        self.redis = store.redis
+        self.keys = store.keys
+        self.instance_id = instance_id
+
+    def claim(self, claim: str, ttl_s: int, window: Window, kind: str, revision: int, now: datetime,
+              thread_ts: str | None = None) -> bool:
+        """The claim and the in-flight entry in one step: True exactly once per claim across replicas."""
+        entry = json.dumps({"instance": self.instance_id, "window_id": window.id, "kind": kind,
+                            "revision": revision, "at": now.timestamp(), "thread_ts": thread_ts})
+        with store_errors():
+            return bool(self.redis.eval(_CLAIM_AND_TRACK, 2, self.keys.once(claim), self.keys.window_inflight,
+                                        self.instance_id, ttl_s, claim, entry))
+
+    def claim_missed(self, claim: str, ttl_s: int) -> bool:
+        """The claim alone, for a message that will not be posted (it was missed): no in-flight entry."""
+        return self.store.claim_once(claim, ttl_s, value=self.instance_id)
+
+    def adopt(self, claim: str, entry: dict[str, Any]) -> None:
+        """Take over a dead process's entry: same post, this process now answers for it."""
+        with store_errors():
+            self.redis.hset(self.keys.window_inflight, claim, json.dumps({**entry, "instance": self.instance_id,
+                                                                          "recovering": True}))
+
+    def end(self, claim: str) -> None:
+        with store_errors():
+            self.redis.hdel(self.keys.window_inflight, claim)
+
+    def entries(self) -> dict[str, dict[str, Any]]:
+        with store_errors():
+            raw = self.redis.hgetall(self.keys.window_inflight) or {}
+        return {str(claim): json.loads(value) for claim, value in raw.items()}
+
+    # recovering an entry left by a dead process: one replica at a time -------------------------
+    def claim_recovery(self, claim: str) -> bool:
+        """Short-lived, so that two replicas do not recover one entry at the same moment."""
+        return self.store.claim_once(names.recovery(claim), ttl_s=RECOVERY_CLAIM_TTL_S, value=self.instance_id)
+
+    def release_recovery(self, claim: str) -> None:
+        """Let the next round (of any replica) try again at once."""
+        with store_errors():
+            self.redis.delete(self.keys.once(names.recovery(claim)))
