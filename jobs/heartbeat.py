@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from bot.calendar.operations import recover_interrupted
+from bot.calendar.delivery import recover_interrupted
 from bot.context import Deps
 from bot.errors import AlreadyDone, BotError
 from bot.runbook.rules import Run, StepStatus, Transition, interrupt_step

@@ -28,7 +28,7 @@ from apscheduler.jobstores.redis import RedisJobStore  # type: ignore[import-unt
 from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
 from redis.exceptions import LockError, RedisError
 
-from bot.calendar.operations import deliver, record_missed
+from bot.calendar.delivery import deliver, record_missed
 from bot.calendar.rules import parse_job_id
 from bot.context import Deps
 
@@ -239,7 +239,7 @@ class WindowScheduler:
 
 
 def fire_reminder(window_id: str, kind: str, revision: int) -> str:
-    """The job function: post one timeline message of a window (see bot.calendar.operations.deliver)."""
+    """The job function: post one timeline message of a window (see bot.calendar.delivery.deliver)."""
     scheduler = _current
     if scheduler is None:
         raise RuntimeError("no scheduler is running in this process")

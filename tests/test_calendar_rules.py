@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
-from bot.calendar.operations import missing_for, slack_id
+from bot.calendar.delivery import missing_for
+from bot.calendar.operations import slack_id
 from bot.calendar.rules import (
     Window,
     check_policy,

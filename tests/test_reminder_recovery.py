@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.calendar.operations import recover_interrupted
+from bot.calendar.delivery import recover_interrupted
 from bot.calendar.rules import Window
 from bot.config import BotConfig
 from bot.context import Deps

@@ -127,10 +127,6 @@ def _check(deps: Deps, env: EnvironmentConfig) -> list[CheckItem]:
     return items
 
 
-def last_check(deps: Deps, env_name: str) -> dict[str, Any] | None:
-    return CheckResults(deps.store).last(env_name)
-
-
 def check_reply(deps: Deps, inv: Invocation, args: list[str]) -> Reply:
     if len(args) != 1:
         return Reply("Which environment? `/migrate check <env>`")
