@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from bot.config import DEFAULT_CONFIG_PATH
+from bot.store.runs import reachable
 
 DEMO_USERS = [("U0ALICE", "alice"), ("U0BOB", "bob")]
 DEMO_CHANNEL = "C0LOCAL"
@@ -32,15 +33,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _redis_ok(url: str) -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
-
-
 def _throwaway_redis(stack: ExitStack, workdir: Path) -> str:
     """Start a private redis-server when none is reachable (the demo must work on a bare machine)."""
     binary = shutil.which("redis-server")
@@ -53,7 +45,7 @@ def _throwaway_redis(stack: ExitStack, workdir: Path) -> str:
     stack.callback(proc.terminate)
     url = f"redis://127.0.0.1:{port}/0"
     for _ in range(50):
-        if _redis_ok(url):
+        if reachable(url):
             return url
         time.sleep(0.1)
     raise SystemExit("migrate-bot demo: the throwaway redis-server did not start")
@@ -93,7 +85,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     out = sys.stdout
     with ExitStack() as stack:
-        redis_url = args.redis_url if _redis_ok(args.redis_url) else _throwaway_redis(stack, workdir)
+        redis_url = args.redis_url if reachable(args.redis_url) else _throwaway_redis(stack, workdir)
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", args.database):
             raise SystemExit(f"migrate-bot demo: --database must be a plain lowercase name, not {args.database!r}")
         database_url = prepare_database(args.admin_url, args.database, workdir)

@@ -105,6 +105,14 @@ def connect(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
     )
 
 
+def reachable(url: str, *, timeout_s: float = 1.0) -> bool:
+    """Whether a Redis server answers at ``url`` (the demo starts a private one when none does)."""
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout_s).ping())
+    except RedisError:
+        return False
+
+
 @contextmanager
 def store_errors() -> Iterator[None]:
     """Redis failures become StateStoreUnavailable (a WatchError stays: the compare-and-set loops retry on it)."""
