@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -276,3 +278,22 @@ class TestClosingAFailedRun:
         assert not may_cancel_run(failed, user="UOUT", policy=policy, groups=())
         assert may_cancel_run(failed, user="UREQ", policy=policy, groups=())
         assert may_cancel_run(failed, user="UAPP", policy=policy, groups=())
+
+
+class TestStoredDocuments:
+    """Run documents already in Redis load, and are written back exactly as they were read."""
+
+    # Written by the model of 9c45e04 (facts, rollback and step results as plain dicts), through its transitions:
+    # every facts key (a rehearsal, waivers, readings, a hold and its override), a down.sql rollback, and a
+    # restore from backup with the results of its sub-steps.
+    DOCUMENTS = sorted((Path(__file__).parent / "data" / "runs").glob("*.json"))
+
+    @pytest.mark.parametrize("path", DOCUMENTS, ids=lambda path: path.stem)
+    def test_a_run_written_before_round_trips_to_the_same_json(self, path):
+        """Loading a stored run and writing it back changes no key and no value."""
+        from bot.runbook.rules import Run
+
+        stored = json.loads(path.read_text())
+        run = Run.model_validate_json(path.read_text())
+        assert json.loads(run.model_dump_json()) == stored
+        assert json.loads(Run.model_validate_json(run.model_dump_json()).model_dump_json()) == stored
