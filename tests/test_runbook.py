@@ -11,8 +11,20 @@ import pytest
 from bot.errors import AlreadyDone, NotAllowed, SelfApproval, WrongState
 from bot.runbook.rules import (
     CHECKLIST_KEYS,
+    BackupResult,
+    DeployResult,
+    DownSql,
+    Finding,
+    FindingDetail,
+    MaintenanceOnResult,
+    MigrateResult,
+    PendingMigration,
     Policy,
+    Review,
+    RollbackStatus,
+    RunFacts,
     RunStatus,
+    StepResult,
     StepStatus,
     approve,
     begin_step,
@@ -20,9 +32,11 @@ from bot.runbook.rules import (
     confirm_item,
     fail_step,
     finish_step,
+    hold_step,
     interrupt_step,
     new_run,
     resolve_interrupted,
+    result_of,
     skip_step,
     waive,
 )
@@ -45,7 +59,8 @@ def ready(**kw):
         if key != "backup_verified":
             run = confirm_item(run, item=key, user="UREQ", now=NOW).run
     run = begin_step(run, name="backup", user="UREQ", owner="p1", now=NOW).run
-    return finish_step(run, name="backup", result={}, now=NOW, summary="pg_dump 1 MB, restore-verified").run
+    return finish_step(run, name="backup", result=BackupResult(), now=NOW,
+                       summary="pg_dump 1 MB, restore-verified").run
 
 
 class TestChecklist:
@@ -147,7 +162,7 @@ class TestSteps:
                 run = skip_step(run, name=step.name, user="UAPP", now=NOW).run
                 continue
             run = begin_step(run, name=step.name, user="UAPP", owner="p1", now=NOW).run
-            run = finish_step(run, name=step.name, result={}, now=NOW).run
+            run = finish_step(run, name=step.name, result=StepResult(), now=NOW).run
         assert run.status is RunStatus.MONITORING
 
     def test_required_step_cannot_be_skipped(self):
@@ -182,17 +197,17 @@ class TestSteps:
 
 
 class TestMaintenanceGate:
-    HIGH = {"key": "m1#0:rename_column", "migration": "m1", "checksum": "c1", "message": "renames a column"}
+    HIGH = Finding(key="m1#0:rename_column", migration="m1", checksum="c1", message="renames a column")
 
     def approved_with_a_high_finding(self):
         run = ready()
-        run.facts["review"] = {"summary": "1 high", "high": [self.HIGH]}
+        run.facts.review = Review(summary="1 high", high=[self.HIGH])
         return approve(run, user="UAPP", policy=POLICY, groups=(), now=NOW, fingerprint=FP).run
 
     def test_skipping_maintenance_reopens_the_gate_until_an_approver_waives(self):
         """Approved without a waiver because maintenance was planned; skipping it blocks migrate until a waiver."""
         run = self.approved_with_a_high_finding()
-        assert run.status is RunStatus.RUNNING and run.facts.get("waivers") is None
+        assert run.status is RunStatus.RUNNING and not run.facts.waivers
         skipped = skip_step(run, name="maintenance_on", user="UREQ", now=NOW)
         run = skipped.run
         assert "findings.gate_reopened" in [e.action for e in skipped.events]
@@ -210,7 +225,7 @@ class TestMaintenanceGate:
         """With maintenance mode on, migrate runs without a waiver, as approved."""
         run = self.approved_with_a_high_finding()
         run = begin_step(run, name="maintenance_on", user="UREQ", owner="p1", now=NOW).run
-        run = finish_step(run, name="maintenance_on", result={}, now=NOW).run
+        run = finish_step(run, name="maintenance_on", result=MaintenanceOnResult(), now=NOW).run
         run = begin_step(run, name="migrate", user="UREQ", owner="p1", now=NOW).run
         assert run.step("migrate").status is StepStatus.RUNNING
 
@@ -221,7 +236,7 @@ class TestRevertNeedsASecondPerson:
                       user="UAPP", policy=POLICY, groups=(), now=NOW, fingerprint=FP).run
         for name in ("migrate", "deploy", "smoke"):
             run = begin_step(run, name=name, user="UREQ", owner="p1", now=NOW).run
-            result = {"applied": ["m1"], "with_down": True} if name == "migrate" else {}
+            result = MigrateResult(applied=["m1"], with_down=True) if name == "migrate" else StepResult()
             run = finish_step(run, name=name, result=result, now=NOW).run
         assert run.status is RunStatus.MONITORING
         return run
@@ -231,13 +246,14 @@ class TestRevertNeedsASecondPerson:
         from bot.runbook.rules import RollbackOption, approve_rollback, request_rollback
 
         run = self.monitoring_with_down()
-        down = [{"name": "m1", "checksum": "d1"}]
+        down = [DownSql(name="m1", checksum="d1")]
         with pytest.raises(WrongState):  # nothing shown, nothing to approve
             request_rollback(run, option=RollbackOption.REVERT, user="UREQ", reason="", now=NOW, ecs=False,
                              policy=POLICY, groups=())
         run = request_rollback(run, option=RollbackOption.REVERT, user="UREQ", reason="", now=NOW, ecs=False,
                                policy=POLICY, groups=(), down=down, down_fingerprint=FP).run
-        assert run.rollback["status"] == "awaiting_second_approval" and run.status is RunStatus.MONITORING
+        assert run.rollback is not None and run.rollback.status is RollbackStatus.AWAITING_SECOND_APPROVAL
+        assert run.status is RunStatus.MONITORING
         assert not [s for s in run.steps if s.phase == "rollback"]
         with pytest.raises(SelfApproval):
             approve_rollback(run, user="UREQ", policy=POLICY, groups=(), now=NOW, ecs=False, down_fingerprint=FP)
@@ -257,8 +273,8 @@ class TestStagingEvidence:
         from bot.runbook.rules import not_tested_in_staging, record_staging_evidence
 
         run = fresh()
-        run.facts["pending"] = [{"name": "m1", "checksum": "aa"}, {"name": "m2", "checksum": "bb"}]
-        assert not_tested_in_staging(run.facts["pending"], [("m1", "aa"), ("m2", "cc")]) == ["m2"]
+        run.facts.pending = [PendingMigration(name="m1", checksum="aa"), PendingMigration(name="m2", checksum="bb")]
+        assert not_tested_in_staging(run.facts.pending, [("m1", "aa"), ("m2", "cc")]) == ["m2"]
         with pytest.raises(WrongState):
             record_staging_evidence(run, staging_env="staging", finished=[("m1", "aa"), ("m2", "cc")], now=NOW)
         done = record_staging_evidence(run, staging_env="staging", finished=[("m1", "AA"), ("m2", "bb")], now=NOW)
@@ -297,3 +313,135 @@ class TestStoredDocuments:
         run = Run.model_validate_json(path.read_text())
         assert json.loads(run.model_dump_json()) == stored
         assert json.loads(Run.model_validate_json(run.model_dump_json()).model_dump_json()) == stored
+
+    def test_unknown_keys_are_kept(self):
+        """Keys this version does not know (written by an older or newer one) are written back as they were."""
+        from bot.runbook.rules import Run
+
+        stored = json.loads((Path(__file__).parent / "data" / "runs" / "rolling_back_held.json").read_text())
+        stored["facts"]["future_fact"] = {"any": ["shape"]}
+        stored["facts"]["review"]["high"][0]["severity_v2"] = 3
+        stored["rollback"]["ticket"] = "INC-42"
+        stored["steps"][3]["result"]["region"] = "eu-west-1"
+        run = Run.model_validate(stored)
+        assert result_of(run, DeployResult).previous_task_definition == "arn:aws:ecs:eu-west-1:1:task-definition/api:1"
+        assert json.loads(run.model_dump_json()) == stored
+
+    def test_removed_facts_leave_no_key_behind(self):
+        """A fact that is cleared (the hold once its step starts again) is absent from the document, not null."""
+        run = begin_step(TestSteps().approved(), name="maintenance_on", user="UAPP", owner="p1", now=NOW).run
+        run = hold_step(run, name="maintenance_on", now=NOW, reason="a blocker", blockers=["pid 1"]).run
+        assert json.loads(run.model_dump_json())["facts"]["hold"] == {"step": "maintenance_on", "reason": "a blocker",
+                                                                     "blockers": ["pid 1"]}
+        run = begin_step(run, name="maintenance_on", user="UAPP", owner="p1", now=NOW).run
+        assert run.facts.hold is None and "hold" not in json.loads(run.model_dump_json())["facts"]
+
+    def test_the_same_history_writes_the_same_document(self):
+        """Replaying the stored run's history through today's transitions writes exactly the stored document."""
+        stored = json.loads((Path(__file__).parent / "data" / "runs" / "rolling_back_held.json").read_text())
+        assert json.loads(_replay_rolling_back_held().model_dump_json()) == stored
+
+
+def _replay_rolling_back_held():
+    """The history of tests/data/runs/rolling_back_held.json, one transition per second from 07:00:00."""
+    from datetime import timedelta
+
+    from bot.runbook import watch
+    from bot.runbook.rules import (
+        Monitoring,
+        Reading,
+        Rehearsal,
+        RehearsedMigration,
+        RollbackOption,
+        SmokeCheckResult,
+        SmokeResult,
+        approve_rollback,
+        override_hold,
+        record_inspection,
+        record_rehearsal,
+        request_rollback,
+    )
+
+    seconds = iter(range(1000))
+
+    def now():
+        return NOW + timedelta(seconds=next(seconds))
+
+    policy = Policy(frozenset({"UREQ"}), frozenset({"UAPP", "UAPP2"}), 1)
+    add_col, rename = "20261201000000_add_col", "20261201000001_rename"
+    task = "arn:aws:ecs:eu-west-1:1:task-definition/api:"
+    run = new_run(run_id="prod-20261202-070000-ab12", env="prod", requested_by="UREQ", channel="C1", now=now(),
+                  approvals_required=1, steps_enabled={"seed": False}, image_tag="v42",
+                  facts=RunFacts(rehearsal_expected=True)).run
+    for key in CHECKLIST_KEYS:
+        if key not in ("backup_verified", "staging_tested"):
+            run = confirm_item(run, item=key, user="UREQ", now=now(), evidence=None).run
+    pending = [PendingMigration(name=add_col, checksum="a" * 64), PendingMigration(name=rename, checksum="b" * 64)]
+    finding = dict(message="renames a column", why="old code reads the old name", alternative="add, backfill, switch",
+                   category="breaking")
+    review = Review(summary="2 migrations: 1 high", lines={add_col: "1 statement, low", rename: "1 statement, high"},
+                    high=[Finding(key=f"{rename}#0:rename_column", migration=rename, checksum="b" * 64, **finding)],
+                    details=[FindingDetail(migration=rename, level="high", **finding)])
+    run = record_inspection(run, pending=pending, review=review, now=now()).run
+    run = begin_step(run, name="backup", user="UREQ", owner="host-1", now=now()).run
+    summary = "pg_dump 1.2 MB, sha256 cccccccc…, 7 migrations, 12 tables, restore-verified"
+    evidence = BackupResult(
+        method="pg_dump", identifier="pre-migration-prod-20261202.dump",
+        location="s3://backups/prod/pre-migration-prod-20261202.dump?versionId=v1", size_bytes=1234567,
+        sha256="c" * 64, s3_version_id="v1", live_prisma_migrations=7, live_table_count=12,
+        restored_prisma_migrations=7, restored_table_count=12, toc_entries=40, verified=True, reused=False,
+        took_s=3.25, notes=["restore verified"])
+    run = finish_step(run, name="backup", result=evidence, now=now(), summary=summary).run
+    report = Rehearsal(
+        ok=True, migrations=[
+            RehearsedMigration(name=add_col, duration_s=0.12, ok=True, error=None,
+                               locks={"User": "AccessExclusiveLock"}, waits=["Lock:relation"]),
+            RehearsedMigration(name=rename, duration_s=0.05, ok=True, error=None, locks={}, waits=[])],
+        took_s=4.5, scratch_database="rehearsal_prod_x", pending=[add_col, rename], error=None,
+        notes=["dropped scratch"], summary="2/2 applied on a restored copy in 4.5 s (slowest: add_col 0.1 s)")
+    run = record_rehearsal(run, report=report, now=now()).run
+    run = approve(run, user="UAPP", policy=policy, groups=(), now=now(), fingerprint="f" * 64).run
+    run = skip_step(run, name="maintenance_on", user="UREQ", now=now()).run
+    run = waive(run, user="UAPP2", policy=policy, groups=(), reason="the app reads both names since v41", now=now()).run
+    run = begin_step(run, name="migrate", user="UREQ", owner="host-1", now=now()).run
+    run = hold_step(run, name="migrate", now=now(), reason="1 session holds a lock on User",
+                    blockers=["pid 4242 (idle in transaction 300 s) on User"]).run
+    run = override_hold(run, user="UAPP", policy=policy, groups=(), now=now()).run
+    run = begin_step(run, name="migrate", user="UAPP", owner="host-2", now=now()).run
+    run = interrupt_step(run, name="migrate", now=now(), why="the bot process running it stopped").run
+    run = resolve_interrupted(run, name="migrate", user="UAPP", now=now(), done=False).run
+    run = begin_step(run, name="migrate", user="UAPP", owner="host-2", now=now()).run
+    run = finish_step(run, name="migrate", now=now(), summary="applied 2 · Database schema is up to date!",
+                      result=MigrateResult(applied=[add_col, rename], with_down=True,
+                                           durations_s={add_col: 0.101, rename: 0.044})).run
+    run = begin_step(run, name="deploy", user="UREQ", owner="host-1", now=now()).run
+    run = finish_step(run, name="deploy", now=now(), summary="api stable on api:2 (2/2 running)",
+                      result=DeployResult(previous_task_definition=task + "1", task_definition=task + "2",
+                                          desired_count=2)).run
+    run = begin_step(run, name="smoke", user="UREQ", owner="host-1", now=now()).run
+    run = finish_step(run, name="smoke", now=now(), summary="2/2 passed", result=SmokeResult(checks=[
+        SmokeCheckResult(name="health", ok=True, status=200, latency_ms=12.3, error=None),
+        SmokeCheckResult(name="login", ok=True, status=None, latency_ms=40.0, error=None)])).run
+    run = begin_step(run, name="maintenance_off", user="UREQ", owner="host-1", now=now()).run
+    run = interrupt_step(run, name="maintenance_off", now=now(), why="the bot process running it stopped").run
+    run = resolve_interrupted(run, name="maintenance_off", user="UAPP", now=now(), done=True).run
+    readings = Monitoring(
+        taken_at=now().isoformat(),
+        checks=[Reading(name="Error rate", value="0.10%", threshold="< 1%", status="ok", icon="✅", message=""),
+                Reading(name="p95 latency", value="900 ms", threshold="< 800 ms", status="warn", icon="⚠️",
+                        message="p95 above threshold")],
+        log_lines=["ERROR something happened"], unavailable={"cpu": "no ECS cluster/service configured"})
+    run = watch._record(run, summary=readings, now=now()).run
+    down_review = Review(summary="1 migration: 1 medium", lines={f"{rename}/down.sql": "1 statement"}, high=[],
+                         details=[FindingDetail(migration=f"{rename}/down.sql", level="medium", message="renames back",
+                                                why="w", alternative="a", category="locking")])
+    run = request_rollback(run, option=RollbackOption.REVERT, user="UREQ", reason="error rate above 5%", now=now(),
+                           ecs=True, policy=policy, groups=(),
+                           down=[DownSql(name=rename, checksum="d" * 64), DownSql(name=add_col, checksum="e" * 64)],
+                           down_fingerprint="9" * 64, down_review=down_review).run
+    run = approve_rollback(run, user="UAPP", policy=policy, groups=(), now=now(), ecs=True,
+                           down_fingerprint="9" * 64).run
+    run = begin_step(run, name="rb_apply_down", user="UAPP", owner="host-1", now=now()).run
+    run = hold_step(run, name="rb_apply_down", now=now(), reason="1 session holds a lock on User",
+                    blockers=["pid 4343 (active 90 s) on User"]).run
+    return override_hold(run, user="UREQ", policy=policy, groups=(), now=now()).run

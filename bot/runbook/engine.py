@@ -25,6 +25,7 @@ from bot.runbook.rules import (
     AuditEvent,
     Run,
     RunStatus,
+    StepResult,
     StepStatus,
     Transition,
     begin_step,
@@ -55,15 +56,16 @@ class RollbackVoided(BotError):
 class StepHeld(BotError):
     """A go-time check found something a human must look at; the step went back to pending, unchanged."""
 
-    def __init__(self, message: str, details: dict[str, Any]) -> None:
+    def __init__(self, message: str, blockers: list[str]) -> None:
         super().__init__(message)
-        self.details = details
+        self.blockers = blockers
 
 
 @dataclass
 class StepOutcome:
     summary: str
-    result: dict[str, Any] = field(default_factory=dict)
+    result: StepResult = field(default_factory=StepResult)
+    """What the step records, of its own kind (bot.runbook.rules.STEP_SPECS)."""
 
 
 @dataclass
@@ -91,12 +93,12 @@ class StepContext:
         except BotError as exc:
             log.warning("progress update failed: %s", exc)
 
-    def remember(self, **values: Any) -> None:
+    def remember(self, values: StepResult) -> None:
         """Record facts on the running step at once (before acting), so a retry after a crash still has them."""
         def change(run: Run) -> Transition:
             new = run.model_copy(deep=True)
             step = new.step(self.step_name)
-            step.result = {**step.result, **values}
+            step.result = type(step.result).model_validate({**step.result.model_dump(), **values.model_dump()})
             return Transition(new, [])
 
         self.deps.store.apply(self.run.id, change)
@@ -221,10 +223,10 @@ def execute_claimed(deps: Deps, steps: StepTable, run: Run, name: str) -> None:
             steps.rollback_voided(deps, run.id, str(exc))
         return
     except StepHeld as held:
-        reason, details = str(held), held.details
+        reason, blockers = str(held), held.blockers
         try:
             deps.store.apply(run.id, lambda current: hold_step(current, name=name, now=deps.clock(),
-                                                               reason=reason, details=details))
+                                                               reason=reason, blockers=blockers))
         except BotError as error:
             log.error("could not record the hold of %s/%s: %s", run.id, name, error)
         deps.publish(run.id)
@@ -330,7 +332,9 @@ def proceed_anyway(deps: Deps, steps: StepTable, *, run_id: str, user: str, vers
         return Reply(messages.stale_message(), publish_run=run_id)
     except Refusal as exc:
         return Reply(messages.denied(str(exc)), publish_run=run_id)
-    return run_step(deps, steps, run_id=run_id, name=str(overridden.run.facts["hold_override"]["step"]), user=user)
+    override = overridden.run.facts.hold_override
+    assert override is not None  # override_hold recorded it
+    return run_step(deps, steps, run_id=run_id, name=override.step, user=user)
 
 
 def close_run(deps: Deps, *, run_id: str, user: str, version: int | None) -> Reply:
@@ -398,7 +402,7 @@ def approval_fingerprint(deps: Deps, run: Run) -> str:
         raise WrongState("The pending migrations could not be read just now "
                          f"({redact(str(exc))[:200]}), so there is nothing exact to approve. Try again once the "
                          "database and the migrations folder are readable.") from None
-    reviewed = run.facts.get("pending") or []
+    reviewed = run.facts.pending or []
     if not pending and reviewed:
         raise WrongState(f"None of the {len(reviewed)} reviewed migration(s) can be found pending now: the "
                          "migrations folder looks empty or unreadable, or they were applied elsewhere. "
@@ -421,7 +425,7 @@ def unapproved_migrations(run: Run, status: Any) -> str | None:
         return None
     changed = ("the pending migrations changed after approval "
                f"(now: {', '.join(n for n, _ in pending) or 'none'}); approve again")
-    reviewed = [(str(p["name"]), str(p["checksum"])) for p in run.facts.get("pending", [])]
+    reviewed = [(p.name, p.checksum) for p in run.facts.pending or []]
     if not reviewed or fingerprint_of(reviewed) != run.fingerprint:
         return changed
     approved = dict(reviewed)

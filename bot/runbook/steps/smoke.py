@@ -8,6 +8,7 @@ from bot.runbook.engine import (
     StepContext,
     StepOutcome,
 )
+from bot.runbook.rules import SmokeCheckResult, SmokeResult
 
 
 def smoke(ctx: StepContext) -> StepOutcome:
@@ -32,8 +33,8 @@ def smoke(ctx: StepContext) -> StepOutcome:
     report = run_smoke_checks(checks, variables={"run_id": ctx.run.id}, on_result=on_result,
                               extra_headers=extra_headers)
     ctx.thread("*Smoke tests*\n" + "\n".join(lines))
-    results = [{"name": r.name, "ok": r.ok, "status": r.status, "latency_ms": round(r.latency_ms, 1),
-                "error": r.error} for r in report.results]
+    results = [SmokeCheckResult(name=r.name, ok=r.ok, status=r.status, latency_ms=round(r.latency_ms, 1),
+                                error=r.error) for r in report.results]
     if not report.ok:
         raise IntegrationError(f"Smoke tests failed: {report.summary()}")
-    return StepOutcome(report.summary(), {"checks": results})
+    return StepOutcome(report.summary(), SmokeResult(checks=results))
