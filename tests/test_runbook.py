@@ -296,6 +296,86 @@ class TestClosingAFailedRun:
         assert may_cancel_run(failed, user="UAPP", policy=policy, groups=())
 
 
+class TestBookkeeping:
+    """Transitions the engine, the watch, the heartbeat and the store apply besides the buttons."""
+
+    def running(self, name="maintenance_on", owner="p1"):
+        return begin_step(TestSteps().approved(), name=name, user="UAPP", owner=owner, now=NOW).run
+
+    def test_a_step_remembers_facts_before_it_acts(self):
+        """Remembered values join what the running step recorded, and a second call adds to the first."""
+        from bot.runbook.rules import ScaleDownResult, remember_on_step
+
+        run = self.running()
+        once = remember_on_step(run, name="maintenance_on",
+                                values=MaintenanceOnResult(previous_task_definition="td:1"))
+        twice = remember_on_step(once.run, name="maintenance_on",
+                                 values=MaintenanceOnResult(method="ecs_task_definition"))
+        result = result_of(twice.run, MaintenanceOnResult)
+        assert (result.previous_task_definition, result.method) == ("td:1", "ecs_task_definition")
+        assert twice.events == [] and twice.run.version == run.version
+        assert json.loads(twice.run.model_dump_json())["steps"][1]["result"] == {
+            "previous_task_definition": "td:1", "method": "ecs_task_definition"}
+        assert result_of(twice.run, ScaleDownResult) == ScaleDownResult()  # not in this run: empty
+
+    def test_changed_migrations_void_the_approvals_and_put_the_step_back(self):
+        """The step that found the approved migrations changed goes back to pending, unclaimed; approvals are void."""
+        from bot.runbook.rules import void_approvals_for_step
+
+        voided = void_approvals_for_step(self.running(), name="maintenance_on", reason="m2 changed", now=NOW)
+        step = voided.run.step("maintenance_on")
+        assert voided.run.status is RunStatus.AWAITING_APPROVAL and voided.run.approvals == []
+        assert (step.status, step.owner, step.progress) == (StepStatus.PENDING, None, None)
+        assert [e.action for e in voided.events] == ["run.approval_voided"]
+
+    def test_a_step_of_a_dead_process_is_interrupted_once(self):
+        """Only the step still running under the dead owner is marked interrupted."""
+        from bot.runbook.rules import interrupt_abandoned
+
+        run = self.running(owner="p1")
+        with pytest.raises(AlreadyDone):
+            interrupt_abandoned(run, name="maintenance_on", owner="p2", now=NOW, why="p2 stopped")
+        run = interrupt_abandoned(run, name="maintenance_on", owner="p1", now=NOW, why="p1 stopped").run
+        assert run.step("maintenance_on").status is StepStatus.INTERRUPTED
+        with pytest.raises(AlreadyDone):
+            interrupt_abandoned(run, name="maintenance_on", owner="p1", now=NOW, why="p1 stopped")
+
+    def test_only_a_monitored_run_is_closed(self):
+        """"Looks good" closes a run being monitored as succeeded, and nothing else."""
+        from bot.runbook.rules import close_monitored
+
+        with pytest.raises(AlreadyDone, match="not monitoring"):
+            close_monitored(self.running(), user="UAPP", now=NOW)
+        run = TestRevertNeedsASecondPerson().monitoring_with_down()
+        closed = close_monitored(run, user="UAPP", now=NOW)
+        assert closed.run.status is RunStatus.SUCCEEDED and closed.run.is_terminal
+        assert [(e.action, e.detail) for e in closed.events] == [("run.succeeded", "looks good; run closed")]
+
+    def test_readings_off_their_threshold_are_audited_as_a_warning(self):
+        """The latest readings replace the previous ones; a warn or alert reading makes the audit entry a warning."""
+        from bot.runbook.rules import Monitoring, Reading, record_readings
+
+        run = TestRevertNeedsASecondPerson().monitoring_with_down()
+        calm = record_readings(run, summary=Monitoring(taken_at=NOW.isoformat(), checks=[
+            Reading(name="Error rate", value="0.1%", status="ok")]), now=NOW)
+        assert calm.events[0].outcome == "ok" and calm.events[0].detail == "all readings within thresholds"
+        loud = record_readings(calm.run, summary=Monitoring(taken_at=NOW.isoformat(), checks=[
+            Reading(name="Error rate", value="7%", status="alert"), Reading(name="CPU", value="20%", status="ok")]),
+            now=NOW)
+        assert (loud.events[0].outcome, loud.events[0].detail) == ("warn", "Error rate 7%")
+        assert loud.run.facts.monitoring is not None and len(loud.run.facts.monitoring.checks) == 2
+        assert loud.run.version == run.version + 2
+
+    def test_the_first_status_message_wins(self):
+        """A run gets one status message: a second writer is refused."""
+        from bot.runbook.rules import record_message
+
+        posted = record_message(fresh(), channel="C2", ts="1.000100").run
+        assert (posted.channel, posted.message_ts) == ("C2", "1.000100")
+        with pytest.raises(AlreadyDone):
+            record_message(posted, channel="C3", ts="2.000200")
+
+
 class TestStoredDocuments:
     """Run documents already in Redis load, and are written back exactly as they were read."""
 
@@ -346,7 +426,6 @@ def _replay_rolling_back_held():
     """The history of tests/data/runs/rolling_back_held.json, one transition per second from 07:00:00."""
     from datetime import timedelta
 
-    from bot.runbook import watch
     from bot.runbook.rules import (
         Monitoring,
         Reading,
@@ -358,6 +437,7 @@ def _replay_rolling_back_held():
         approve_rollback,
         override_hold,
         record_inspection,
+        record_readings,
         record_rehearsal,
         request_rollback,
     )
@@ -431,7 +511,7 @@ def _replay_rolling_back_held():
                 Reading(name="p95 latency", value="900 ms", threshold="< 800 ms", status="warn", icon="⚠️",
                         message="p95 above threshold")],
         log_lines=["ERROR something happened"], unavailable={"cpu": "no ECS cluster/service configured"})
-    run = watch._record(run, summary=readings, now=now()).run
+    run = record_readings(run, summary=readings, now=now()).run
     down_review = Review(summary="1 migration: 1 medium", lines={f"{rename}/down.sql": "1 statement"}, high=[],
                          details=[FindingDetail(migration=f"{rename}/down.sql", level="medium", message="renames back",
                                                 why="w", alternative="a", category="locking")])

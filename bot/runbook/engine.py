@@ -24,20 +24,19 @@ from bot.runbook.rules import (
     STEP_SPECS,
     AuditEvent,
     Run,
-    RunStatus,
     StepResult,
     StepStatus,
-    Transition,
     begin_step,
+    close_monitored,
     fail_step,
-    finish_run,
     finish_step,
     hold_step,
     override_hold,
+    remember_on_step,
     report_progress,
     resolve_interrupted,
     skip_step,
-    void_approvals,
+    void_approvals_for_step,
 )
 
 log = logging.getLogger(__name__)
@@ -95,13 +94,8 @@ class StepContext:
 
     def remember(self, values: StepResult) -> None:
         """Record facts on the running step at once (before acting), so a retry after a crash still has them."""
-        def change(run: Run) -> Transition:
-            new = run.model_copy(deep=True)
-            step = new.step(self.step_name)
-            step.result = type(step.result).model_validate({**step.result.model_dump(), **values.model_dump()})
-            return Transition(new, [])
-
-        self.deps.store.apply(self.run.id, change)
+        self.deps.store.apply(self.run.id, lambda run: remember_on_step(run, name=self.step_name,
+                                                                        values=values))
         self.run = self.deps.store.get(self.run.id)
 
     def aws(self, *, max_wait_s: float | None = None):  # type: ignore[no-untyped-def]
@@ -265,16 +259,9 @@ def _record_failure(deps: Deps, steps: StepTable, run_id: str, name: str, error:
 
 
 def _record_voided(deps: Deps, steps: StepTable, run_id: str, name: str, reason: str) -> None:
-    def change(current: Run) -> Transition:
-        transition = void_approvals(current, reason=reason, now=deps.clock())
-        step = transition.run.step(name)
-        step.status = StepStatus.PENDING
-        step.owner = None
-        step.progress = None
-        return transition
-
     try:
-        deps.store.apply(run_id, change)
+        deps.store.apply(run_id, lambda current: void_approvals_for_step(current, name=name, reason=reason,
+                                                                         now=deps.clock()))
     except BotError as exc:
         log.error("could not void approvals of %s: %s", run_id, exc)
     deps.publish(run_id)
@@ -342,15 +329,9 @@ def close_run(deps: Deps, *, run_id: str, user: str, version: int | None) -> Rep
     if not may_operate(deps, run, user):
         deps.store.audit(run_id, AuditEvent(user, "run.finish", "denied", deps.clock(), "not allowed"))
         return Reply(messages.denied(f"Only the requester or an approver of {run.env} may close the run."))
-
-    def change(current: Run):  # type: ignore[no-untyped-def]
-        if current.status is not RunStatus.MONITORING:
-            raise AlreadyDone(f"Run {current.id} is {current.status.value}, not monitoring.")
-        return finish_run(current, user=user, now=deps.clock(), status=RunStatus.SUCCEEDED,
-                          detail="looks good; run closed")
-
     try:
-        deps.store.apply(run_id, change, expected_version=version)
+        deps.store.apply(run_id, lambda current: close_monitored(current, user=user, now=deps.clock()),
+                         expected_version=version)
     except StaleMessage:
         return Reply(messages.stale_message(), publish_run=run_id)
     except Refusal as exc:

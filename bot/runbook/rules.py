@@ -596,6 +596,14 @@ def new_run(
     return Transition(run, [AuditEvent(requested_by, "run.start", "ok", now, detail)])
 
 
+def record_message(run: Run, *, channel: str, ts: str) -> Transition:
+    """The run's status message was posted: remember where. Only the first writer wins (one message per run)."""
+    if run.message_ts:
+        raise AlreadyDone("message already posted")
+    new = run.model_copy(update={"message_ts": ts, "channel": channel}, deep=True)
+    return Transition(new, [])
+
+
 def _require_status(run: Run, allowed: Iterable[RunStatus], action: str) -> None:
     allowed = tuple(allowed)
     if run.status not in allowed:
@@ -665,6 +673,17 @@ def void_approvals(run: Run, *, reason: str, now: datetime) -> Transition:
     if new.status is RunStatus.RUNNING:
         new.status = RunStatus.AWAITING_APPROVAL
     return Transition(new, [AuditEvent("bot", "run.approval_voided", "ok", now, reason)])
+
+
+def void_approvals_for_step(run: Run, *, name: str, reason: str, now: datetime) -> Transition:
+    """Step ``name`` found the approved migrations changed before it did anything: every approval is voided and
+    the step goes back to pending, unchanged."""
+    transition = void_approvals(run, reason=reason, now=now)
+    step = transition.run.step(name)
+    step.status = StepStatus.PENDING
+    step.owner = None
+    step.progress = None
+    return transition
 
 
 def cancel(run: Run, *, user: str, now: datetime, reason: str = "") -> Transition:
@@ -777,6 +796,15 @@ def report_progress(run: Run, *, name: str, progress: str, now: datetime) -> Tra
     return Transition(new, [])
 
 
+def remember_on_step(run: Run, *, name: str, values: StepResult) -> Transition:
+    """Record facts on step ``name`` at once, before it acts, so a retry after a crash still has them."""
+    new = run.model_copy(deep=True)
+    step = new.step(name)
+    kind = STEP_SPECS[name].result if name in STEP_SPECS else StepResult
+    step.result = kind.model_validate({**step.result.model_dump(), **values.model_dump()})
+    return Transition(new, [])
+
+
 def finish_step(run: Run, *, name: str, result: StepResult, now: datetime, summary: str = "") -> Transition:
     new, target = _running_copy(run, name, now)
     target.status = StepStatus.SUCCEEDED
@@ -860,6 +888,14 @@ def interrupt_step(run: Run, *, name: str, now: datetime, why: str) -> Transitio
                                        {"step": name})])
 
 
+def interrupt_abandoned(run: Run, *, name: str, owner: str, now: datetime, why: str) -> Transition:
+    """``interrupt_step`` for a step whose process ``owner`` died; AlreadyDone if the step moved on meanwhile."""
+    step = run.step(name)
+    if step.status is not StepStatus.RUNNING or step.owner != owner:
+        raise AlreadyDone("the step moved on")
+    return interrupt_step(run, name=name, now=now, why=why)
+
+
 def resolve_interrupted(run: Run, *, name: str, user: str, now: datetime, done: bool) -> Transition:
     """A human looked at reality after an interruption: mark the step done, or leave it to be retried."""
     step = run.step(name)
@@ -884,6 +920,22 @@ def finish_run(run: Run, *, user: str, now: datetime, status: RunStatus, detail:
     new = _touch(run, now)
     new.status = status
     return Transition(new, [AuditEvent(user, f"run.{status.value}", "ok", now, detail)])
+
+
+def close_monitored(run: Run, *, user: str, now: datetime) -> Transition:
+    """The readings look good: a run being monitored is closed as succeeded."""
+    if run.status is not RunStatus.MONITORING:
+        raise AlreadyDone(f"Run {run.id} is {run.status.value}, not monitoring.")
+    return finish_run(run, user=user, now=now, status=RunStatus.SUCCEEDED, detail="looks good; run closed")
+
+
+def record_readings(run: Run, *, summary: Monitoring, now: datetime) -> Transition:
+    """The latest monitoring readings after the deploy; audited as a warning when any is off its threshold."""
+    new = _touch(run, now)
+    new.facts.monitoring = summary.model_copy(deep=True)
+    bad = [c for c in summary.checks if c.status in ("warn", "alert")]
+    detail = ", ".join(f"{c.name} {c.value}" for c in bad) or "all readings within thresholds"
+    return Transition(new, [AuditEvent("bot", "monitoring.readings", "ok" if not bad else "warn", now, detail)])
 
 
 # ---- inspection and the safety gate --------------------------------------------------------------

@@ -13,7 +13,7 @@ from bot.context import Deps, Reply
 from bot.errors import BotError
 from bot.integrations.pagerduty import PagerDuty
 from bot.runbook.rollback import oncall_mention, recommend_rollback
-from bot.runbook.rules import AuditEvent, Monitoring, Reading, Run, RunStatus, Transition
+from bot.runbook.rules import AuditEvent, Monitoring, Reading, Run, RunStatus, record_readings
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +42,6 @@ def take_readings(env: EnvironmentConfig, now: datetime) -> Any:
                             config=env.monitoring.resolved(env.deploy), now=now)
 
 
-def _record(run: Run, *, summary: Monitoring, now: datetime) -> Transition:
-    new = run.model_copy(update={"version": run.version + 1, "updated_at": now}, deep=True)
-    new.facts.monitoring = summary
-    bad = [c for c in summary.checks if c.status in ("warn", "alert")]
-    detail = ", ".join(f"{c.name} {c.value}" for c in bad) or "all readings within thresholds"
-    return Transition(new, [AuditEvent("bot", "monitoring.readings", "ok" if not bad else "warn", now, detail)])
-
-
 def monitor_run(deps: Deps, run_id: str) -> None:
     """The seed's step 7: take every reading, show the ✅/⚠️ table, recommend rollback on a trigger."""
     # boto3 and psycopg are loaded only when readings are taken
@@ -69,7 +61,7 @@ def monitor_run(deps: Deps, run_id: str) -> None:
         log_lines=list(readings.error_log_lines)[:10],
         unavailable=dict(readings.unavailable),
     )
-    deps.store.apply(run_id, lambda current: _record(current, summary=summary, now=deps.clock()))
+    deps.store.apply(run_id, lambda current: record_readings(current, summary=summary, now=deps.clock()))
     deps.publish(run_id)
     triggers = rollback_triggers(readings, config)
     if triggers:

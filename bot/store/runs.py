@@ -18,7 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.errors import AlreadyDone, RunActive, RunNotFound, StaleMessage, StateStoreUnavailable
 from bot.messages import escape
-from bot.runbook.rules import AuditEvent, Run, Transition
+from bot.runbook.rules import AuditEvent, Run, Transition, record_message
 
 UNAVAILABLE = "state store unavailable — nothing was changed"
 
@@ -338,14 +338,8 @@ class RunStore:
 
     def set_message(self, run_id: str, channel: str, ts: str) -> bool:
         """Remember the status message; only the first writer wins, so a run never gets two messages."""
-        def change(run: Run) -> Transition:
-            if run.message_ts:
-                raise AlreadyDone("message already posted")
-            new = run.model_copy(update={"message_ts": ts, "channel": channel}, deep=True)
-            return Transition(new, [])
-
         try:
-            self.apply(run_id, change)
+            self.apply(run_id, lambda run: record_message(run, channel=channel, ts=ts))
             return True
         except AlreadyDone:
             return False
