@@ -433,7 +433,7 @@ def _replay_rolling_back_held():
         RehearsedMigration,
         RollbackOption,
         SmokeCheckResult,
-        SmokeResult,
+        SmokeTestsResult,
         approve_rollback,
         override_hold,
         record_inspection,
@@ -499,7 +499,7 @@ def _replay_rolling_back_held():
                       result=DeployResult(previous_task_definition=task + "1", task_definition=task + "2",
                                           desired_count=2)).run
     run = begin_step(run, name="smoke", user="UREQ", owner="host-1", now=now()).run
-    run = finish_step(run, name="smoke", now=now(), summary="2/2 passed", result=SmokeResult(checks=[
+    run = finish_step(run, name="smoke", now=now(), summary="2/2 passed", result=SmokeTestsResult(checks=[
         SmokeCheckResult(name="health", ok=True, status=200, latency_ms=12.3, error=None),
         SmokeCheckResult(name="login", ok=True, status=None, latency_ms=40.0, error=None)])).run
     run = begin_step(run, name="maintenance_off", user="UREQ", owner="host-1", now=now()).run

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot import messages
 from bot.config import EnvironmentConfig
@@ -38,6 +38,9 @@ from bot.runbook.rules import (
     skip_step,
     void_approvals_for_step,
 )
+
+if TYPE_CHECKING:
+    from bot.integrations.aws import Aws
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +101,7 @@ class StepContext:
                                                                         values=values))
         self.run = self.deps.store.get(self.run.id)
 
-    def aws(self, *, max_wait_s: float | None = None):  # type: ignore[no-untyped-def]
+    def aws(self, *, max_wait_s: float | None = None) -> Aws:
         """An AWS client for this environment; waits up to the deploy timeout unless told otherwise."""
         from bot.integrations.aws import Aws  # boto3 is slow to import: loaded by the steps that use AWS
 

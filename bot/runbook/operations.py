@@ -21,6 +21,7 @@ from bot.runbook.rules import (
     Run,
     RunFacts,
     RunStatus,
+    Transition,
     approve,
     cancel,
     confirm_item,
@@ -122,7 +123,7 @@ def approve_run(deps: Deps, *, run_id: str, user: str, version: int | None,
                                      "was run again (any waivers are void). Check the thread, then approve."),
                      publish_run=run_id)
 
-    def change(current: Run):  # type: ignore[no-untyped-def]
+    def change(current: Run) -> Transition:
         return approve(current, user=user, policy=policy, groups=groups, now=deps.clock(),
                        fingerprint=approved_fingerprint)
 

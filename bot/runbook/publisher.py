@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from redis.exceptions import LockError, RedisError
 
@@ -77,5 +78,5 @@ class Publisher:
             self.slack.post_message(channel, text, thread_ts=thread_ts)
             self.store.redis.set(cursor_key, entry.id)
 
-    def current_view(self, run_id: str) -> dict:
+    def current_view(self, run_id: str) -> dict[str, Any]:
         return render_run(self.store.get(run_id))

@@ -155,7 +155,7 @@ class SmokeCheckResult(Record):
     error: str | None = None
 
 
-class SmokeResult(StepResult):
+class SmokeTestsResult(StepResult):
     checks: list[SmokeCheckResult] = Field(default_factory=list)
 
 
@@ -211,7 +211,7 @@ STEP_SPECS: dict[str, StepSpec] = {
     "migrate": StepSpec("migrate", "Apply Prisma migrations", optional=False, result=MigrateResult),
     "seed": StepSpec("seed", "Run the database seed", optional=True),
     "deploy": StepSpec("deploy", "Deploy the new app version", optional=False, result=DeployResult),
-    "smoke": StepSpec("smoke", "Smoke-test critical paths", optional=False, result=SmokeResult),
+    "smoke": StepSpec("smoke", "Smoke-test critical paths", optional=False, result=SmokeTestsResult),
     "maintenance_off": StepSpec("maintenance_off", "Disable maintenance mode", optional=False,
                                 result=MaintenanceOffResult),
     # Rollback sub-steps (the seed's three options); appended to a run when a rollback starts.

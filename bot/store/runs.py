@@ -250,7 +250,7 @@ class RunStore:
         with _store_errors(), self.redis.pipeline() as pipe:
             for _ in range(_MAX_CAS_ATTEMPTS):
                 try:
-                    pipe.watch(lock_key)
+                    pipe.watch(lock_key)  # type: ignore[no-untyped-call]  # redis-py: Pipeline.watch is untyped
                     if pipe.exists(lock_key):
                         pipe.unwatch()
                         held = self.lock(run.env)
@@ -291,7 +291,7 @@ class RunStore:
         with _store_errors(), self.redis.pipeline() as pipe:
             for _ in range(_MAX_CAS_ATTEMPTS):
                 try:
-                    pipe.watch(key)
+                    pipe.watch(key)  # type: ignore[no-untyped-call]  # redis-py: Pipeline.watch is untyped
                     raw = pipe.get(key)
                     if raw is None:
                         pipe.unwatch()

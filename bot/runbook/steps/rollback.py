@@ -133,10 +133,10 @@ def restore_db(ctx: StepContext) -> StepOutcome:
     from bot.integrations.postgres import Postgres, pg_restore
 
     assert env.database_url
-    aws = ctx.aws() if backup.location.startswith("s3://") else None
+    s3 = ctx.aws() if backup.location.startswith("s3://") else None
     jobs = env.backup.jobs if env.backup else 1
     mode = env.rollback.pg_restore_mode
-    with fetched_backup(backup.model_dump(), aws) as path:
+    with fetched_backup(backup.model_dump(), s3) as path:
         if mode in ("swap", "new_database"):
             live = Postgres(env.database_url)
             suffix = stamp.replace("-", "_")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from bot.errors import IntegrationError
-from bot.integrations.smoke import SmokeCheck, run_smoke_checks
+from bot.integrations.smoke import SmokeCheck, SmokeResult, run_smoke_checks
 from bot.runbook.engine import (
     StepContext,
     StepOutcome,
 )
-from bot.runbook.rules import SmokeCheckResult, SmokeResult
+from bot.runbook.rules import SmokeCheckResult, SmokeTestsResult
 
 
 def smoke(ctx: StepContext) -> StepOutcome:
@@ -16,7 +16,7 @@ def smoke(ctx: StepContext) -> StepOutcome:
     checks: list[SmokeCheck] = list(ctx.env.smoke)
     lines: list[str] = []
 
-    def on_result(result) -> None:  # type: ignore[no-untyped-def]
+    def on_result(result: SmokeResult) -> None:
         if getattr(result, "skipped", False):
             lines.append(f"⏭️ {result.name}: skipped (an earlier check failed)")
             return
@@ -37,4 +37,4 @@ def smoke(ctx: StepContext) -> StepOutcome:
                                 error=r.error) for r in report.results]
     if not report.ok:
         raise IntegrationError(f"Smoke tests failed: {report.summary()}")
-    return StepOutcome(report.summary(), SmokeResult(checks=results))
+    return StepOutcome(report.summary(), SmokeTestsResult(checks=results))
