@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,7 +36,7 @@ def shared(key: Hashable, compute: Callable[[], T]) -> T:
         return compute()
     hit = memo.get(key)
     if hit is not None and time.monotonic() - hit[0] < FRESH_S:
-        return hit[1]  # type: ignore[no-any-return]
+        return cast(T, hit[1])  # the value compute() gave for this key
     value = compute()
     memo[key] = (time.monotonic(), value)
     return value

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from bot.calendar.delivery import recover_interrupted
 from bot.context import Deps
 from bot.errors import AlreadyDone, BotError
-from bot.runbook.rules import Run, StepStatus, Transition, interrupt_step
+from bot.runbook.rules import Run, StepStatus, Transition, interrupt_abandoned
 from bot.store.liveness import Liveness
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,7 @@ def reap_interrupted(deps: Deps) -> list[tuple[str, str]]:
 
 def _interrupt_if_still_owned(deps: Deps, name: str, owner: str) -> Callable[[Run], Transition]:
     def change(current: Run) -> Transition:
-        step = current.step(name)
-        if step.status is not StepStatus.RUNNING or step.owner != owner:
-            raise AlreadyDone("the step moved on")
-        return interrupt_step(current, name=name, now=deps.clock(), why=WHY_INTERRUPTED)
+        return interrupt_abandoned(current, name=name, owner=owner, now=deps.clock(), why=WHY_INTERRUPTED)
 
     return change
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bot.context import Deps
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 class Background:
     stop_event: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
-    extra_stops: list = field(default_factory=list)
+    extra_stops: list[Callable[[], None]] = field(default_factory=list)
 
     def stop(self) -> None:
         self.stop_event.set()

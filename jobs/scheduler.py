@@ -21,11 +21,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent  # type: ignore[import-untyped]
-from apscheduler.executors.pool import ThreadPoolExecutor  # type: ignore[import-untyped]
-from apscheduler.jobstores.base import JobLookupError  # type: ignore[import-untyped]
-from apscheduler.jobstores.redis import RedisJobStore  # type: ignore[import-untyped]
-from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
+from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.redis import RedisJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
 from redis.exceptions import LockError, RedisError
 
 from bot.calendar.delivery import deliver, record_missed
@@ -40,7 +40,7 @@ _lock = threading.Lock()
 _current: WindowScheduler | None = None
 
 
-class SharedRedisJobStore(RedisJobStore):  # type: ignore[misc]
+class SharedRedisJobStore(RedisJobStore):  # type: ignore[misc]  # APScheduler 3 is untyped: its classes are Any
     """RedisJobStore for a store other processes change too: a job removed meanwhile is not an error.
 
     The scheduler loop removes or updates a job right after submitting it; if another replica removed it in
@@ -66,7 +66,7 @@ class SharedRedisJobStore(RedisJobStore):  # type: ignore[misc]
 
     def get_next_run_time(self) -> datetime | None:
         try:
-            return super().get_next_run_time()  # type: ignore[no-any-return]
+            return super().get_next_run_time()  # type: ignore[no-any-return]  # APScheduler 3 is untyped
         except RedisError as exc:
             log.warning("could not read the next run time: %s", type(exc).__name__)
             return None
@@ -175,6 +175,7 @@ class WindowScheduler:
                 last_tick = time.monotonic()
             try:
                 if pubsub is None:
+                    # redis-py's Redis.pubsub is untyped
                     pubsub = self.deps.store.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
                     pubsub.subscribe(self.wakeup_channel)
                 # Wait at most a second at a time, so a shutdown releases the lock promptly.

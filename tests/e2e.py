@@ -17,6 +17,7 @@ from bot.devtools.slack.client import SlackSender
 from bot.devtools.slack.server import FakeSlack
 from bot.devtools.stubs import PagerDutyStub, SentryStub
 from bot.integrations.prisma.native import NativeRunner
+from bot.runbook.rules import RollbackStatus, Run
 from tests.aws_world import make_ecs_service, make_rds_instance
 from tests.harness import (
     ALICE,
@@ -166,7 +167,7 @@ def start(world, text="prod", env="prod"):
     wait_until(lambda: len(fake.channel_messages(PROD_CHANNEL)) > before)
     run = store.active_run(env)
     ts = fake.channel_messages(PROD_CHANNEL)[-1]["ts"]
-    wait_until(lambda: "pending" in store.get(run.id).facts, timeout=20)
+    wait_until(lambda: store.get(run.id).facts.pending is not None, timeout=20)
     settle(world, ts)  # the message shows what the inspection found, not only that it ran
     return run.id, ts
 
@@ -195,9 +196,14 @@ def ready_for_approval(world, run_id, ts):
     wait_until(lambda: "step_run:backup" in blocks_text(world, ts))
     click(world, ts, ALICE, "step_run:backup")
     wait_until(lambda: store.get(run_id).status.value == "awaiting_approval", timeout=60)
-    if store.get(run_id).facts.get("rehearsal_expected"):
-        wait_until(lambda: "rehearsal" in store.get(run_id).facts, timeout=60)
+    if store.get(run_id).facts.rehearsal_expected:
+        wait_until(lambda: store.get(run_id).facts.rehearsal is not None, timeout=60)
     wait_until(lambda: '"approve"' in blocks_text(world, ts))
+
+
+def awaiting_second_approval(run: Run) -> bool:
+    """A rollback (a restore, or a revert with down.sql) is waiting for its second person."""
+    return run.rollback is not None and run.rollback.status is RollbackStatus.AWAITING_SECOND_APPROVAL
 
 
 def approve(world, run_id, ts):

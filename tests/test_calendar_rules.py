@@ -27,7 +27,7 @@ from bot.calendar.views import ModalDefaults, home_view, read_modal, schedule_mo
 from bot.config import BotConfig, CalendarConfig
 from bot.context import Deps
 from bot.devtools.slack.blockkit import validate_blocks, validate_view
-from bot.runbook.rules import Approval, Confirmation, Run, RunStatus, Transition
+from bot.runbook.rules import Approval, Confirmation, Finding, Review, Run, RunFacts, RunStatus, Transition
 from bot.store.runs import RunStore, connect
 from tests.harness import base_config
 
@@ -179,7 +179,7 @@ class TestMissing:
         deps = Deps(config=BotConfig.model_validate(base_config()), store=store, slack=None, publisher=None)
         linked = run(1, RunStatus.COLLECTING).model_copy(update={
             "checklist": {"staging_tested": Confirmation(by="U0ALICE", at=NOW)},
-            "facts": {"review": {"high": [{"key": "k1", "migration": "m1", "message": "SET NOT NULL"}]}}})
+            "facts": RunFacts(review=Review(high=[Finding(key="k1", migration="m1", message="SET NOT NULL")]))})
         store.create(Transition(linked, []), lock_hours=1)
         lacking = missing_for(deps, window(at("2026-12-08"), run_id=linked.id))
         assert [line.split(" ")[0] for line in lacking] == ["No", "Checklist", "Backup", "1"]

@@ -7,7 +7,7 @@ must not move and a `denied` audit entry must be written.
 
 from __future__ import annotations
 
-from tests.e2e import MANUAL_ITEMS, blocks_text, click, run_step, settle, start
+from tests.e2e import MANUAL_ITEMS, awaiting_second_approval, blocks_text, click, run_step, settle, start
 from tests.harness import ALICE, BOB, CAROL, MALLORY, PROD_CHANNEL, wait_until
 
 
@@ -78,8 +78,8 @@ class TestAuthorizationMatrix:
         world["sender"].click(ALICE, channel_id=PROD_CHANNEL, message=forged(world, run_id, "step_run:backup"),
                               action_id="step_run:backup")
         wait_until(lambda: store.get(run_id).status.value == "awaiting_approval", timeout=60)
-        if store.get(run_id).facts.get("rehearsal_expected"):
-            wait_until(lambda: "rehearsal" in store.get(run_id).facts, timeout=60)
+        if store.get(run_id).facts.rehearsal_expected:
+            wait_until(lambda: store.get(run_id).facts.rehearsal is not None, timeout=60)
         wait_until(lambda: '"approve"' in blocks_text(world, ts), timeout=30)
         refused(world, run_id, ALICE, "approve", "run.approve")  # no self-approval
         refused(world, run_id, MALLORY, "approve", "run.approve")
@@ -102,7 +102,7 @@ class TestAuthorizationMatrix:
         from tests.test_rollback_e2e import submit_restore
 
         submit_restore(world, ts, ALICE, "prod", "checkout is broken and the migration cannot be reverted")
-        wait_until(lambda: (store.get(run_id).rollback or {}).get("status") == "awaiting_second_approval")
+        wait_until(lambda: awaiting_second_approval(store.get(run_id)))
         refused(world, run_id, ALICE, "rollback_confirm", "rollback.approve")
         refused(world, run_id, MALLORY, "rollback_confirm", "rollback.approve")
         refused(world, run_id, MALLORY, "rollback_withdraw", "rollback.withdraw")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from bot.runbook.rules import DeployResult, result_of
 from tests.aws_world import client
 from tests.chaos import FULL, SlowLink, step_starts
 from tests.e2e import (
@@ -122,7 +123,7 @@ def deploy_and_retry(world, run_id, ts, link):
     step = store.get(run_id).step("deploy")
     assert step.status.value == "succeeded" and step.attempt == 2, step
     assert [e.action for e in step_starts(store, run_id, "deploy")] == ["step.start", "step.retry"]
-    assert ecs_service(world)["taskDefinition"] == step.result["task_definition"]
+    assert ecs_service(world)["taskDefinition"] == result_of(store.get(run_id), DeployResult).task_definition
 
 
 class TestKillMidStep:

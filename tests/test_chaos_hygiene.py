@@ -14,9 +14,10 @@ from urllib.parse import urlencode
 
 import pytest
 
+from bot.config import SmokeCheck
 from bot.devtools.slack.client import SlackSender
 from bot.devtools.slack.server import FakeSlack
-from bot.integrations.smoke import SmokeCheck, run_smoke_checks
+from bot.integrations.smoke import run_smoke_checks
 from bot.redact import redact
 from bot.store.runs import RunStore, connect
 from tests.harness import (

@@ -20,6 +20,7 @@ from bot.devtools.slack.client import SlackSender
 from bot.devtools.slack.server import FakeSlack
 from bot.integrations.pgcluster import DIR_PREFIX
 from bot.integrations.prisma.native import NativeRunner
+from bot.runbook.rules import BackupResult, result_of
 from bot.store.runs import RunStore, connect
 from tests.chaos import ThrowawayPostgres
 from tests.e2e import EXAMPLES, ready_for_approval, start
@@ -136,17 +137,18 @@ class TestNothingTouchesProduction:
         assert store.get(run_id).pending_migrations == ["20240501000000_make_role", "20240502000000_drop_db"]
         ready_for_approval(world, run_id, ts)  # the requester alone: checklist, then "Take backup"
         run = store.get(run_id)
-        backup = run.step("backup").result
-        assert backup["verified"] and backup["restored_prisma_migrations"] == backup["live_prisma_migrations"] == 1
-        report = run.facts["rehearsal"]
-        assert "rehearsed on the copy the backup was verified with" in report["notes"]  # one restore, not two
+        backup = result_of(run, BackupResult)
+        assert backup.verified and backup.restored_prisma_migrations == backup.live_prisma_migrations == 1
+        report = run.facts.rehearsal
+        assert report is not None
+        assert "rehearsed on the copy the backup was verified with" in report.notes  # one restore, not two
         if world["separate"] is None:
             # On the throwaway cluster the migrations run as the copy's owner, who is not a superuser.
-            assert not report["ok"] and report["migrations"][0]["name"] == "20240501000000_make_role", report
-            assert "must be superuser to create superusers" in report["migrations"][0]["error"]
+            assert not report.ok and report.migrations[0].name == "20240501000000_make_role", report
+            assert "must be superuser to create superusers" in (report.migrations[0].error or "")
         else:  # the operator's rehearsal server, as the user they gave: the migrations really ran there
-            assert report["ok"], report
-            assert [m["name"] for m in report["migrations"]] == run.pending_migrations
+            assert report.ok, report
+            assert [m.name for m in report.migrations] == run.pending_migrations
         wait_until(lambda: any("Rehearsal on a restored copy" in m.get("text", "")
                                for m in world["fake"].thread(PROD_CHANNEL, ts)))
 

@@ -6,8 +6,18 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from bot.runbook.rules import RestoreDbResult, result_of
 from tests.aws_world import client
-from tests.e2e import approve, blocks_text, click, migration_rows, ready_for_approval, run_step, start
+from tests.e2e import (
+    approve,
+    awaiting_second_approval,
+    blocks_text,
+    click,
+    migration_rows,
+    ready_for_approval,
+    run_step,
+    start,
+)
 from tests.harness import ALICE, BOB, CAROL, PROD_CHANNEL, wait_until
 
 BAD = "20240401000000_bad_backfill"
@@ -115,7 +125,7 @@ class TestOptionOneRevert:
         store = world["store"]
         run_id, ts = failed_run_with_down_sql(world)
         click(world, ts, ALICE, "rollback:revert")
-        wait_until(lambda: (store.get(run_id).rollback or {}).get("status") == "awaiting_second_approval")
+        wait_until(lambda: awaiting_second_approval(store.get(run_id)))
         # The down.sql is shown in the thread with its review before anyone can confirm it.
         wait_until(lambda: 'DROP TABLE "CounselingSession"' in thread_text(world, ts))
         assert "down.sql" in thread_text(world, ts) and "Safety review" in thread_text(world, ts)
@@ -208,7 +218,7 @@ class TestOptionTwoRestore:
         assert store.get(run_id).rollback is None
         world["fake"].dismiss_modals(ALICE)
         submit_restore(world, ts, ALICE, "pgprod", "the app is broken after the migration")
-        wait_until(lambda: (store.get(run_id).rollback or {}).get("status") == "awaiting_second_approval")
+        wait_until(lambda: awaiting_second_approval(store.get(run_id)))
         wait_until(lambda: "rollback_confirm" in blocks_text(world, ts))
         # One person is not enough.
         click(world, ts, ALICE, "rollback_confirm")
@@ -224,7 +234,7 @@ class TestOptionTwoRestore:
             names = [r[0] for r in conn.execute("SELECT migration_name FROM _prisma_migrations")]
         assert "before" in ids and "after" not in ids
         assert names == ["20240101000000_init"]
-        aside = store.get(run_id).step("rb_restore_db").result["kept_aside"]
+        aside = result_of(store.get(run_id), RestoreDbResult).kept_aside
         with psycopg.connect(world["admin"].rsplit("/", 1)[0] + "/" + aside) as conn:
             assert conn.execute('SELECT count(*) FROM "User" WHERE id = \'after\'').fetchone()[0] == 1
         run_step(world, run_id, ts, "rb_redeploy")
@@ -273,7 +283,7 @@ class TestOptionTwoRds:
         wait_until(lambda: store.get(run_id).status.value == "rolling_back")
         run_step(world, run_id, ts, "rb_scale_down")
         run_step(world, run_id, ts, "rb_restore_db")
-        restored = store.get(run_id).step("rb_restore_db").result["restored_instance"]
+        restored = result_of(store.get(run_id), RestoreDbResult).restored_instance
         assert restored.startswith("prod-db-restored-")
         instances = {i["DBInstanceIdentifier"] for i in rds.describe_db_instances()["DBInstances"]}
         assert {"prod-db", restored} <= instances

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 
+from bot.runbook.rules import DeployResult, result_of
 from tests.aws_world import client
 from tests.e2e import (
     MANUAL_ITEMS,
@@ -50,7 +51,7 @@ class TestHappyPath:
         service = ecs.describe_services(cluster="prod", services=["api"])["services"][0]
         new_td = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
         assert new_td["containerDefinitions"][0]["image"].endswith(":v2") and new_td["revision"] >= 2
-        assert store.get(run_id).step("deploy").result["previous_task_definition"].endswith("api:1")
+        assert (result_of(store.get(run_id), DeployResult).previous_task_definition or "").endswith("api:1")
         run_step(world, run_id, ts, "smoke")
         run_step(world, run_id, ts, "maintenance_off")
         wait_until(lambda: store.get(run_id).status.value == "monitoring")
@@ -292,13 +293,13 @@ class TestClosingAFailedRun:
         assert world["sender"].slash(BOB, "pgprod", channel_id=PROD_CHANNEL).status_code == 200
         wait_until(lambda: len(fake.channel_messages(PROD_CHANNEL)) > before)
         run_id, ts = store.active_run("pgprod").id, fake.channel_messages(PROD_CHANNEL)[-1]["ts"]
-        wait_until(lambda: "pending" in store.get(run_id).facts, timeout=20)
+        wait_until(lambda: store.get(run_id).facts.pending is not None, timeout=20)
         for item in MANUAL_ITEMS:
             click(world, ts, BOB, f"checklist:{item}")
             wait_until(lambda: item in store.get(run_id).checklist)
         click(world, ts, BOB, "step_run:backup")
-        wait_until(lambda: store.get(run_id).status.value == "awaiting_approval" and "rehearsal" in
-                   store.get(run_id).facts, timeout=60)
+        wait_until(lambda: store.get(run_id).status.value == "awaiting_approval"
+                   and store.get(run_id).facts.rehearsal is not None, timeout=60)
         wait_until(lambda: '"approve"' in blocks_text(world, ts))
         click(world, ts, CAROL, "approve")
         wait_until(lambda: store.get(run_id).status.value == "running")

@@ -38,7 +38,8 @@ class TestHighFindingGate:
         store = world["store"]
         sql = add_migration(world, RENAME, 'ALTER TABLE "User" RENAME COLUMN "email" TO "emailAddress";\n')
         run_id, ts = start(world, "pgprod", env="pgprod")
-        assert store.get(run_id).facts["review"]["high"], store.get(run_id).facts["review"]
+        review = store.get(run_id).facts.review
+        assert review is not None and review.high, review
         wait_until(lambda: "high finding(s) block approval" in blocks_text(world, ts))
         ready_for_approval(world, run_id, ts)
         click(world, ts, BOB, "approve")
@@ -50,16 +51,16 @@ class TestHighFindingGate:
         assert "only approvers" in ephemeral_texts(world, ALICE)[-1] and world["fake"].top_modal(ALICE) is None
         world["fake"].dismiss_modals(ALICE)
         waive(world, ts, CAROL, "app v2 reads both column names; dual-write done last week")
-        wait_until(lambda: store.get(run_id).facts.get("waivers"))
+        wait_until(lambda: store.get(run_id).facts.waivers)
         assert any(e.action == "finding.waive" and e.actor == CAROL for e in store.audit_entries(run_id))
         sql.write_text(sql.read_text() + "-- edited after the waiver\n")
         click(world, ts, BOB, "approve")
         wait_until(lambda: any("changed since they were reviewed" in t for t in ephemeral_texts(world, BOB)))
         run = store.get(run_id)
-        assert run.facts.get("waivers") == {} and run.approvals == []
+        assert run.facts.waivers == {} and run.approvals == []
         assert any(e.action == "waiver.voided" for e in store.audit_entries(run_id))
         waive(world, ts, CAROL, "still fine after the comment-only edit; re-read the SQL")
-        wait_until(lambda: store.get(run_id).facts.get("waivers"))
+        wait_until(lambda: store.get(run_id).facts.waivers)
         wait_until(lambda: '"approve"' in blocks_text(world, ts))
         click(world, ts, BOB, "approve")
         wait_until(lambda: store.get(run_id).status.value == "running")
@@ -73,10 +74,10 @@ class TestRehearsal:
         add_migration(world, "20240401000000_broken", 'CREATE TABLE "Tmp"(id int);\nSELECT 1/0;\n')
         run_id, ts = start(world, "pgprod", env="pgprod")
         ready_for_approval(world, run_id, ts)
-        report = store.get(run_id).facts["rehearsal"]
-        assert report["ok"] is False and "20240401000000_broken" in report["summary"]
-        assert any(m["name"] == "20240215000000_add_counseling_session" and m["duration_s"] >= 0
-                   for m in report["migrations"])
+        report = store.get(run_id).facts.rehearsal
+        assert report is not None and report.ok is False and "20240401000000_broken" in report.summary
+        assert any(m.name == "20240215000000_add_counseling_session" and m.duration_s >= 0
+                   for m in report.migrations)
         click(world, ts, BOB, "approve")
         wait_until(lambda: any("rehearsal on the restored backup failed" in t for t in ephemeral_texts(world, BOB)))
         assert store.get(run_id).status.value == "awaiting_approval"
@@ -116,11 +117,12 @@ class TestPreflight:
 
             time.sleep(6)
             click(world, ts, ALICE, "step_run:migrate")
-            wait_until(lambda: "hold" in store.get(run_id).facts, timeout=30)
+            wait_until(lambda: store.get(run_id).facts.hold is not None, timeout=30)
             wait_until(lambda: "Held before" in blocks_text(world, ts))
             run = store.get(run_id)
             assert run.step("migrate").status.value == "pending"
-            assert f"pid {blocker.info.backend_pid}" in " ".join(run.facts["hold"]["blockers"])
+            assert run.facts.hold is not None
+            assert f"pid {blocker.info.backend_pid}" in " ".join(run.facts.hold.blockers)
         finally:
             blocker.close()
         click(world, ts, ALICE, "step_run:migrate")
@@ -166,7 +168,8 @@ class TestMaintenanceSkipped:
         store = world["store"]
         add_migration(world, RENAME, 'ALTER TABLE "User" RENAME COLUMN "email" TO "emailAddress";\n')
         run_id, ts = start(world)
-        assert store.get(run_id).facts["review"]["high"]
+        review = store.get(run_id).facts.review
+        assert review is not None and review.high
         ready_for_approval(world, run_id, ts)
         wait_until(lambda: "accepted because maintenance mode is on" in blocks_text(world, ts))
         approve(world, run_id, ts)  # no waiver needed: maintenance mode is planned
@@ -182,8 +185,8 @@ class TestMaintenanceSkipped:
         click(world, ts, ALICE, "waive")  # the requester: refused at click time, no form opens
         wait_until(lambda: any(t.startswith("🚫") for t in ephemeral_texts(world, ALICE)[before:]))
         assert world["fake"].top_modal(ALICE) is None
-        assert not store.get(run_id).facts.get("waivers")
+        assert not store.get(run_id).facts.waivers
         waive(world, ts, CAROL, "app v2 reads both column names; the window is quiet")
-        wait_until(lambda: store.get(run_id).facts.get("waivers"))
+        wait_until(lambda: store.get(run_id).facts.waivers)
         run_step(world, run_id, ts, "migrate")
         assert RENAME in [r[0] for r in migration_rows(world)]

@@ -112,7 +112,7 @@ def start_run(sender, fake, store, user=ALICE):
     run = store.active_run("prod")
     assert run is not None
     # The run-start inspection adds its own audit entry; let it land before counting clicks.
-    wait_until(lambda: "review" in store.get(run.id).facts, timeout=20)
+    wait_until(lambda: store.get(run.id).facts.review is not None, timeout=20)
     return store.get(run.id), fake.message(PROD_CHANNEL, message["ts"])
 
 
@@ -145,7 +145,7 @@ def take_backup(sender, fake, store, run, ts, user=ALICE):
                              f"ephemerals={fake.ephemerals(user=user)[-3:]}") from None
     wait_until(lambda: "Database backup completed and verified —" in json.dumps(latest(fake, ts)["blocks"],
                                                                              ensure_ascii=False))
-    wait_until(lambda: "rehearsal" in store.get(run.id).facts, timeout=60)  # the rehearsal gates approval
+    wait_until(lambda: store.get(run.id).facts.rehearsal is not None, timeout=60)  # the rehearsal gates approval
     # Buttons carry the run version: click only once the message shows the version the rehearsal left.
     wait_until(lambda: f" v{store.get(run.id).version} " in json.dumps(latest(fake, ts)["blocks"][-1]))
 

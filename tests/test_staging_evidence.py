@@ -83,7 +83,7 @@ def started(world, env):
     store = world["store"]
     assert world["sender"].slash(ALICE, env, channel_id=PROD_CHANNEL).status_code == 200
     run = wait_until(lambda: store.active_run(env), timeout=20)
-    wait_until(lambda: "pending" in store.get(run.id).facts, timeout=20)
+    wait_until(lambda: store.get(run.id).facts.pending is not None, timeout=20)
     return run.id
 
 
@@ -92,7 +92,7 @@ class TestStagingEvidence:
         """Staging finished an older draft of the pending migration: "tested in staging" stays open."""
         store = world["store"]
         run_id = started(world, "prod")
-        assert [p["name"] for p in store.get(run_id).facts["pending"]] == [SESSION]
+        assert [p.name for p in store.get(run_id).facts.pending or []] == [SESSION]
         wait_until(lambda: f"staging evidence for {run_id}: {SESSION} not finished in stage-older with the same "
                    "checksum" in world["bot"].logs(), timeout=20)
         assert "staging_tested" not in store.get(run_id).checklist

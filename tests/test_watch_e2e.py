@@ -48,9 +48,8 @@ class TestMonitoringStep:
         world = fresh
         put_metrics(world["moto"], errors_5xx=8, requests=100, response_s=2.5, cpu=90, memory=50)
         run_id, ts = to_monitoring(world)
-        summary = wait_until(lambda: world["store"].get(run_id).facts.get("monitoring"), timeout=30)
-        by_name = {c["name"]: c for c in summary["checks"]}
-        statuses = {name: check["status"] for name, check in by_name.items()}
+        summary = wait_until(lambda: world["store"].get(run_id).facts.monitoring, timeout=30)
+        statuses = {check.name: check.status for check in summary.checks}
         assert any(s == "alert" for n, s in statuses.items() if "rror" in n), statuses
         assert any(s in ("warn", "alert") for n, s in statuses.items() if "p95" in n or "esponse" in n), statuses
         assert any(s == "warn" for n, s in statuses.items() if "CPU" in n), statuses

@@ -61,7 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
 
             log.info("serving over Socket Mode")
-            SocketModeHandler(app, settings.slack_app_token).start()
+            SocketModeHandler(app, settings.slack_app_token).start()  # type: ignore[no-untyped-call]  # slack_bolt: untyped
             return 0
         import uvicorn
 

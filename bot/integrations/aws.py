@@ -299,7 +299,8 @@ class Aws:
         response = self._call(
             IntegrationError, "RDS describe_db_instances", self.rds.describe_db_instances, DBInstanceIdentifier=instance_id
         )
-        return response["DBInstances"][0]
+        instance: dict[str, Any] = response["DBInstances"][0]
+        return instance
 
     def instance_status(self, instance_id: str) -> str:
         """The DBInstanceStatus of one instance."""

@@ -56,6 +56,8 @@ class LiveCatalog:
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
         self._cache: dict[tuple[str, ...], object] = {}
+        self._fk_parents: dict[str, list[str]] = {}
+        self._sizes: dict[str, TableSize | None] = {}
 
     def _one(self, key: tuple[str, ...], sql: str, params: tuple[object, ...]) -> object:
         if key not in self._cache:
@@ -100,15 +102,14 @@ class LiveCatalog:
 
     def fk_parents(self, table: str) -> list[str]:
         """Tables referenced by the table's foreign keys (DROP TABLE locks them too)."""
-        key = ("fk", table)
-        if key not in self._cache:
+        if table not in self._fk_parents:
             rows = self.conn.execute(
                 """SELECT DISTINCT CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END
                    FROM pg_constraint con JOIN pg_class c ON c.oid = con.confrelid
                    JOIN pg_namespace n ON n.oid = c.relnamespace
                    WHERE con.contype = 'f' AND con.conrelid = to_regclass(%s)""", (_regclass_arg(table),)).fetchall()
-            self._cache[key] = sorted(r[0] for r in rows)
-        return list(self._cache[key])  # type: ignore[call-overload]
+            self._fk_parents[table] = sorted(str(r[0]) for r in rows)
+        return list(self._fk_parents[table])
 
     def table_exists(self, table: str) -> bool:
         """True when the relation exists."""
@@ -121,7 +122,6 @@ class LiveCatalog:
 
     def table_size(self, table: str) -> TableSize | None:
         """Cached ``table_size``."""
-        key = ("size", table)
-        if key not in self._cache:
-            self._cache[key] = table_size(self.conn, table)
-        return self._cache[key]  # type: ignore[return-value]
+        if table not in self._sizes:
+            self._sizes[table] = table_size(self.conn, table)
+        return self._sizes[table]

@@ -84,9 +84,10 @@ def watch_chart(
         if end - start < timedelta(minutes=10):  # one sample, or a short run: give the axis some width
             start, end = start - timedelta(minutes=5), end + timedelta(minutes=5)
         bottom.set_xlim(start, end)
-    locator = mdates.AutoDateLocator(tz=UTC, minticks=4, maxticks=10)
+    # matplotlib.dates' locator and formatter constructors are untyped
+    locator = mdates.AutoDateLocator(tz=UTC, minticks=4, maxticks=10)  # type: ignore[no-untyped-call]
     bottom.xaxis.set_major_locator(locator)
-    bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=UTC))
+    bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=UTC))  # type: ignore[no-untyped-call]
     bottom.set_xlabel("time (UTC)")
     figure.suptitle(title or _default_title(times), fontsize=12)
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot import messages
 from bot.config import EnvironmentConfig
@@ -24,20 +24,23 @@ from bot.runbook.rules import (
     STEP_SPECS,
     AuditEvent,
     Run,
-    RunStatus,
+    StepResult,
     StepStatus,
-    Transition,
     begin_step,
+    close_monitored,
     fail_step,
-    finish_run,
     finish_step,
     hold_step,
     override_hold,
+    remember_on_step,
     report_progress,
     resolve_interrupted,
     skip_step,
-    void_approvals,
+    void_approvals_for_step,
 )
+
+if TYPE_CHECKING:
+    from bot.integrations.aws import Aws
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +58,16 @@ class RollbackVoided(BotError):
 class StepHeld(BotError):
     """A go-time check found something a human must look at; the step went back to pending, unchanged."""
 
-    def __init__(self, message: str, details: dict[str, Any]) -> None:
+    def __init__(self, message: str, blockers: list[str]) -> None:
         super().__init__(message)
-        self.details = details
+        self.blockers = blockers
 
 
 @dataclass
 class StepOutcome:
     summary: str
-    result: dict[str, Any] = field(default_factory=dict)
+    result: StepResult = field(default_factory=StepResult)
+    """What the step records, of its own kind (bot.runbook.rules.STEP_SPECS)."""
 
 
 @dataclass
@@ -91,18 +95,13 @@ class StepContext:
         except BotError as exc:
             log.warning("progress update failed: %s", exc)
 
-    def remember(self, **values: Any) -> None:
+    def remember(self, values: StepResult) -> None:
         """Record facts on the running step at once (before acting), so a retry after a crash still has them."""
-        def change(run: Run) -> Transition:
-            new = run.model_copy(deep=True)
-            step = new.step(self.step_name)
-            step.result = {**step.result, **values}
-            return Transition(new, [])
-
-        self.deps.store.apply(self.run.id, change)
+        self.deps.store.apply(self.run.id, lambda run: remember_on_step(run, name=self.step_name,
+                                                                        values=values))
         self.run = self.deps.store.get(self.run.id)
 
-    def aws(self, *, max_wait_s: float | None = None):  # type: ignore[no-untyped-def]
+    def aws(self, *, max_wait_s: float | None = None) -> Aws:
         """An AWS client for this environment; waits up to the deploy timeout unless told otherwise."""
         from bot.integrations.aws import Aws  # boto3 is slow to import: loaded by the steps that use AWS
 
@@ -221,10 +220,10 @@ def execute_claimed(deps: Deps, steps: StepTable, run: Run, name: str) -> None:
             steps.rollback_voided(deps, run.id, str(exc))
         return
     except StepHeld as held:
-        reason, details = str(held), held.details
+        reason, blockers = str(held), held.blockers
         try:
             deps.store.apply(run.id, lambda current: hold_step(current, name=name, now=deps.clock(),
-                                                               reason=reason, details=details))
+                                                               reason=reason, blockers=blockers))
         except BotError as error:
             log.error("could not record the hold of %s/%s: %s", run.id, name, error)
         deps.publish(run.id)
@@ -263,16 +262,9 @@ def _record_failure(deps: Deps, steps: StepTable, run_id: str, name: str, error:
 
 
 def _record_voided(deps: Deps, steps: StepTable, run_id: str, name: str, reason: str) -> None:
-    def change(current: Run) -> Transition:
-        transition = void_approvals(current, reason=reason, now=deps.clock())
-        step = transition.run.step(name)
-        step.status = StepStatus.PENDING
-        step.owner = None
-        step.progress = None
-        return transition
-
     try:
-        deps.store.apply(run_id, change)
+        deps.store.apply(run_id, lambda current: void_approvals_for_step(current, name=name, reason=reason,
+                                                                         now=deps.clock()))
     except BotError as exc:
         log.error("could not void approvals of %s: %s", run_id, exc)
     deps.publish(run_id)
@@ -330,7 +322,9 @@ def proceed_anyway(deps: Deps, steps: StepTable, *, run_id: str, user: str, vers
         return Reply(messages.stale_message(), publish_run=run_id)
     except Refusal as exc:
         return Reply(messages.denied(str(exc)), publish_run=run_id)
-    return run_step(deps, steps, run_id=run_id, name=str(overridden.run.facts["hold_override"]["step"]), user=user)
+    override = overridden.run.facts.hold_override
+    assert override is not None  # override_hold recorded it
+    return run_step(deps, steps, run_id=run_id, name=override.step, user=user)
 
 
 def close_run(deps: Deps, *, run_id: str, user: str, version: int | None) -> Reply:
@@ -338,15 +332,9 @@ def close_run(deps: Deps, *, run_id: str, user: str, version: int | None) -> Rep
     if not may_operate(deps, run, user):
         deps.store.audit(run_id, AuditEvent(user, "run.finish", "denied", deps.clock(), "not allowed"))
         return Reply(messages.denied(f"Only the requester or an approver of {run.env} may close the run."))
-
-    def change(current: Run):  # type: ignore[no-untyped-def]
-        if current.status is not RunStatus.MONITORING:
-            raise AlreadyDone(f"Run {current.id} is {current.status.value}, not monitoring.")
-        return finish_run(current, user=user, now=deps.clock(), status=RunStatus.SUCCEEDED,
-                          detail="looks good; run closed")
-
     try:
-        deps.store.apply(run_id, change, expected_version=version)
+        deps.store.apply(run_id, lambda current: close_monitored(current, user=user, now=deps.clock()),
+                         expected_version=version)
     except StaleMessage:
         return Reply(messages.stale_message(), publish_run=run_id)
     except Refusal as exc:
@@ -398,7 +386,7 @@ def approval_fingerprint(deps: Deps, run: Run) -> str:
         raise WrongState("The pending migrations could not be read just now "
                          f"({redact(str(exc))[:200]}), so there is nothing exact to approve. Try again once the "
                          "database and the migrations folder are readable.") from None
-    reviewed = run.facts.get("pending") or []
+    reviewed = run.facts.pending or []
     if not pending and reviewed:
         raise WrongState(f"None of the {len(reviewed)} reviewed migration(s) can be found pending now: the "
                          "migrations folder looks empty or unreadable, or they were applied elsewhere. "
@@ -421,7 +409,7 @@ def unapproved_migrations(run: Run, status: Any) -> str | None:
         return None
     changed = ("the pending migrations changed after approval "
                f"(now: {', '.join(n for n, _ in pending) or 'none'}); approve again")
-    reviewed = [(str(p["name"]), str(p["checksum"])) for p in run.facts.get("pending", [])]
+    reviewed = [(p.name, p.checksum) for p in run.facts.pending or []]
     if not reviewed or fingerprint_of(reviewed) != run.fingerprint:
         return changed
     approved = dict(reviewed)

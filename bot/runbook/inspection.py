@@ -11,10 +11,17 @@ from bot.context import Deps, Reply, environment_or_refuse, require
 from bot.errors import BotError, WrongState
 from bot.runbook.access import VERBS
 from bot.runbook.rules import (
+    BackupResult,
+    Finding,
+    FindingDetail,
+    PendingMigration,
+    Rehearsal,
+    Review,
     not_tested_in_staging,
     record_inspection,
     record_rehearsal,
     record_staging_evidence,
+    result_of,
 )
 from bot.slowwork import shared
 
@@ -27,7 +34,7 @@ def finding_key(migration: str, finding: Any) -> str:
     return f"{migration}#{finding.statement_index}:{finding.rule}"
 
 
-def review_pending(database_url: str, pending: list[Any]) -> dict[str, Any]:
+def review_pending(database_url: str, pending: list[Any]) -> Review:
     """Run the safety review on the pending migrations, weighed against the live database."""
     # psycopg and pglast (the SQL parser) are loaded only when a review runs
     from bot.integrations.postgres import Postgres
@@ -37,20 +44,20 @@ def review_pending(database_url: str, pending: list[Any]) -> dict[str, Any]:
         review = review_migrations([(m.name, m.sql) for m in pending], conn=conn)
     checksums = {m.name: m.checksum for m in pending}
     high = [
-        {"key": finding_key(f.migration, f), "migration": f.migration, "checksum": checksums[f.migration],
-         "message": f.message, "why": f.why, "alternative": f.alternative, "category": f.category}
+        Finding(key=finding_key(f.migration, f), migration=f.migration, checksum=checksums[f.migration],
+                message=f.message, why=f.why, alternative=f.alternative, category=f.category)
         for f in review.findings if f.level == "high"
     ]
-    return {
-        "summary": review.summary(),
-        "lines": {m.name: m.summary_line.removeprefix(f"{m.name}: ") for m in review.migrations},
-        "high": high,
-        "details": [
-            {"migration": f.migration, "level": f.level, "message": f.message, "why": f.why,
-             "alternative": f.alternative, "category": f.category}
+    return Review(
+        summary=review.summary(),
+        lines={m.name: m.summary_line.removeprefix(f"{m.name}: ") for m in review.migrations},
+        high=high,
+        details=[
+            FindingDetail(migration=f.migration, level=f.level, message=f.message, why=f.why,
+                          alternative=f.alternative, category=f.category)
             for f in review.findings if f.level in ("high", "medium")
         ],
-    }
+    )
 
 
 def inspect_run(deps: Deps, run_id: str) -> None:
@@ -64,7 +71,7 @@ def inspect_run(deps: Deps, run_id: str) -> None:
 
     if not env.database_url:
         deps.store.apply(run_id, lambda current: record_inspection(
-            current, pending=[], review={"summary": "no database_url configured", "lines": {}, "high": []},
+            current, pending=[], review=Review(summary="no database_url configured", lines={}, high=[]),
             now=deps.clock()))
         deps.publish(run_id)
         return
@@ -72,21 +79,21 @@ def inspect_run(deps: Deps, run_id: str) -> None:
     try:
         status = NativeRunner(env.database_url).status(Path(env.migrate.migrations_dir))
         pending = [m for m in status.local if m.name in set(status.pending)]
-        review = review_pending(env.database_url, pending) if pending else {"summary": "nothing pending",
-                                                                             "lines": {}, "high": [], "details": []}
+        review = review_pending(env.database_url, pending) if pending else Review(
+            summary="nothing pending", lines={}, high=[], details=[])
     except BotError as exc:
         log.warning("inspection of %s failed: %s", run_id, exc)
-        review = {"summary": f"could not inspect: {exc}", "lines": {}, "high": [], "details": [], "error": str(exc)}
+        review = Review(summary=f"could not inspect: {exc}", lines={}, high=[], details=[], error=str(exc))
         pending = []
     deps.store.apply(run_id, lambda current: record_inspection(
-        current, pending=[{"name": m.name, "checksum": m.checksum} for m in pending], review=review,
+        current, pending=[PendingMigration(name=m.name, checksum=m.checksum) for m in pending], review=review,
         now=deps.clock()))
     deps.publish(run_id)
     _post_details(deps, run_id, pending, review)
     staging_evidence(deps, run_id)
 
 
-def post_scripts(deps: Deps, run_id: str, scripts: list[Any], review: dict[str, Any], *, heading: str) -> None:
+def post_scripts(deps: Deps, run_id: str, scripts: list[Any], review: Review, *, heading: str) -> None:
     """Show SQL that is about to need an approval (name, sha256, text) and its review in the run's thread."""
     run = deps.store.get(run_id)
     if deps.slack is not None and run.message_ts:
@@ -97,7 +104,7 @@ def post_scripts(deps: Deps, run_id: str, scripts: list[Any], review: dict[str, 
     _post_details(deps, run_id, scripts, review)
 
 
-def _post_details(deps: Deps, run_id: str, pending: list[Any], review: dict[str, Any]) -> None:
+def _post_details(deps: Deps, run_id: str, pending: list[Any], review: Review) -> None:
     run = deps.store.get(run_id)
     if deps.slack is None or not run.message_ts:
         return
@@ -110,13 +117,12 @@ def _post_details(deps: Deps, run_id: str, pending: list[Any], review: dict[str,
                 deps.slack.upload_file(channel=run.channel, thread_ts=run.message_ts,
                                        filename=f"{migration.name}.sql", content=migration.sql.encode(),
                                        title=f"{migration.name} (sha256 {migration.checksum[:12]}…)")
-        details = review.get("details", [])
-        if details:
-            lines = [f"*Safety review* — {review['summary']}"]
-            for finding in details[:20]:
-                icon = "🔴" if finding["level"] == "high" else "🟠"
-                lines.append(f"{icon} *{finding['migration']}*: {finding['message']} ({finding['category']})\n"
-                             f"    _why:_ {finding['why']}\n    _instead:_ {finding['alternative']}")
+        if review.details:
+            lines = [f"*Safety review* — {review.summary}"]
+            for finding in review.details[:20]:
+                icon = "🔴" if finding.level == "high" else "🟠"
+                lines.append(f"{icon} *{finding.migration}*: {finding.message} ({finding.category})\n"
+                             f"    _why:_ {finding.why}\n    _instead:_ {finding.alternative}")
             deps.slack.post_message(run.channel, "\n".join(lines)[:3900], thread_ts=run.message_ts)
     except BotError as exc:
         log.warning("could not post inspection details for %s: %s", run_id, exc)
@@ -149,7 +155,7 @@ def _rehearse(deps: Deps, run_id: str) -> None:
     if env is None or not rehearsal_enabled(env) or not env.database_url:
         return
     if not run.pending_migrations:
-        report: dict[str, Any] = {"ok": True, "summary": "nothing pending to rehearse", "migrations": []}
+        report = Rehearsal(ok=True, summary="nothing pending to rehearse", migrations=[])
     else:
         aws = None
         if env.backup and (env.backup.s3_bucket or env.backup.method == "rds_snapshot"):
@@ -158,35 +164,36 @@ def _rehearse(deps: Deps, run_id: str) -> None:
 
             aws = Aws(region=env.aws.region, endpoint_url=env.aws.endpoint_url)
         try:
-            result = rehearse_from_evidence(run.step("backup").result, database_url=env.database_url,
+            evidence = result_of(run, BackupResult).model_dump()
+            result = rehearse_from_evidence(evidence, database_url=env.database_url,
                                             migrations_dir=Path(env.migrate.migrations_dir),
                                             aws=aws, pending=run.pending_migrations, run_id=run_id,
                                             isolation=env.rehearsal, timeout_s=env.rehearsal.timeout_s,
                                             lock_timeout_ms=env.migrate.lock_timeout_ms)
-            report = {**result.to_dict(), "summary": result.summary()}
+            report = Rehearsal.model_validate({**result.to_dict(), "summary": result.summary()})
         except BotError as exc:
-            report = {"ok": False, "summary": f"rehearsal could not run: {exc}", "migrations": []}
+            report = Rehearsal(ok=False, summary=f"rehearsal could not run: {exc}", migrations=[])
     deps.store.apply(run_id, lambda current: record_rehearsal(current, report=report, now=deps.clock()))
     deps.publish(run_id)
     _post_rehearsal(deps, run_id, report)
 
 
-def _post_rehearsal(deps: Deps, run_id: str, report: dict[str, Any]) -> None:
+def _post_rehearsal(deps: Deps, run_id: str, report: Rehearsal) -> None:
     run = deps.store.get(run_id)
     if deps.slack is None or not run.message_ts:
         return
-    lines = [("✅" if report.get("ok") else "❌") + f" *Rehearsal on a restored copy of this run's backup* — "
-             f"{report.get('summary', '')}"]
-    for migration in report.get("migrations", [])[:20]:
-        locks = ", ".join(f"{table}: {mode}" for table, mode in (migration.get("locks") or {}).items())
-        waits = ", ".join(migration.get("waits") or [])
-        line = f"{'✅' if migration.get('ok') else '❌'} `{migration['name']}` {migration.get('duration_s', 0):.2f} s"
+    lines = [("✅" if report.ok else "❌") + f" *Rehearsal on a restored copy of this run's backup* — "
+             f"{report.summary}"]
+    for migration in report.migrations[:20]:
+        locks = ", ".join(f"{table}: {mode}" for table, mode in migration.locks.items())
+        waits = ", ".join(migration.waits)
+        line = f"{'✅' if migration.ok else '❌'} `{migration.name}` {migration.duration_s:.2f} s"
         if locks:
             line += f" · locks {locks}"
         if waits:
             line += f" · waits {waits}"
-        if migration.get("error"):
-            line += f" · {migration['error']}"
+        if migration.error:
+            line += f" · {migration.error}"
         lines.append(line)
     try:
         deps.slack.post_message(run.channel, "\n".join(lines)[:3900], thread_ts=run.message_ts)
@@ -210,7 +217,7 @@ def staging_evidence(deps: Deps, run_id: str) -> None:
     except BotError as exc:
         log.warning("staging evidence for %s unavailable: %s", run_id, exc)
         return
-    untested = not_tested_in_staging(run.facts.get("pending", []), finished)
+    untested = not_tested_in_staging(run.facts.pending or [], finished)
     if untested:  # a same-named migration of another version is not evidence
         log.info("staging evidence for %s: %s not finished in %s with the same checksum", run_id,
                  ", ".join(untested[:5]), staging.name)
@@ -234,15 +241,15 @@ def lint_reply(deps: Deps, inv: Any, args: list[str]) -> Reply:
     pending, review, note = shared(("lint", env.name), lambda: _lint(env))
     if review is None:
         return Reply(f"*Safety review for {env.name}*: nothing pending.")
-    lines = [f"*Safety review for {env.name}* — {len(pending)} migration(s): {review['summary']}{note}"]
-    lines += [f"• `{name}` — {line}" for name, line in review.get("lines", {}).items()]
-    for finding in review.get("details", [])[:10]:
-        icon = "🔴" if finding["level"] == "high" else "🟠"
-        lines.append(f"{icon} *{finding['migration']}*: {finding['message']}\n    _instead:_ {finding['alternative']}")
+    lines = [f"*Safety review for {env.name}* — {len(pending)} migration(s): {review.summary}{note}"]
+    lines += [f"• `{name}` — {line}" for name, line in review.lines.items()]
+    for finding in review.details[:10]:
+        icon = "🔴" if finding.level == "high" else "🟠"
+        lines.append(f"{icon} *{finding.migration}*: {finding.message}\n    _instead:_ {finding.alternative}")
     return Reply("\n".join(lines)[:3900])
 
 
-def _lint(env: Any) -> tuple[list[Any], dict[str, Any] | None, str]:
+def _lint(env: Any) -> tuple[list[Any], Review | None, str]:
     """The live review of ``env``'s pending migrations, or a static one when its database is not reachable."""
     # psycopg is loaded only by the work that talks to PostgreSQL
     from bot.integrations.prisma.migrations import list_local_migrations
@@ -263,9 +270,9 @@ def _lint(env: Any) -> tuple[list[Any], dict[str, Any] | None, str]:
         migrations = list_local_migrations(directory)
         pending = migrations
         static = review_migrations([(m.name, m.sql) for m in migrations])
-        review = {"summary": static.summary(), "lines": {m.name: m.summary_line for m in static.migrations},
-                  "details": [{"migration": f.migration, "level": f.level, "message": f.message, "why": f.why,
-                               "alternative": f.alternative, "category": f.category}
-                              for f in static.findings if f.level in ("high", "medium")]}
+        review = Review(summary=static.summary(), lines={m.name: m.summary_line for m in static.migrations},
+                        details=[FindingDetail(migration=f.migration, level=f.level, message=f.message, why=f.why,
+                                               alternative=f.alternative, category=f.category)
+                                 for f in static.findings if f.level in ("high", "medium")])
         note = f"\n_Live database not reachable ({exc}); every migration reviewed statically._"
     return pending, review, note

@@ -19,7 +19,9 @@ from bot.runbook.rules import (
     CHECKLIST_LABELS,
     AuditEvent,
     Run,
+    RunFacts,
     RunStatus,
+    Transition,
     approve,
     cancel,
     confirm_item,
@@ -50,7 +52,7 @@ def start_run(deps: Deps, *, env_name: str, user: str, image_tag: str | None = N
         approvals_required=env.approvals_required,
         steps_enabled=steps_enabled(env),
         image_tag=image_tag,
-        facts={"rehearsal_expected": rehearsal_enabled(env)},
+        facts=RunFacts(rehearsal_expected=rehearsal_enabled(env)),
     )
     run = deps.store.create(transition, lock_hours=env.lock_hours, reason=f"/migrate {env.name}")
     calendar_ops.link_started_run(deps, run)  # a run started inside a maintenance window belongs to it
@@ -112,7 +114,7 @@ def approve_run(deps: Deps, *, run_id: str, user: str, version: int | None,
         except Refusal as exc:
             _denial(deps, run_id, user, "run.approve", exc)
             return Reply(messages.denied(str(exc)), publish_run=run_id)
-    if current and approved_fingerprint and "pending" in run.facts \
+    if current and approved_fingerprint and run.facts.pending is not None \
             and approved_fingerprint != _reviewed_fingerprint(run):
         # The files changed since they were reviewed: review again (voiding waivers) before anyone approves.
         inspection.inspect_run(deps, run_id)
@@ -122,7 +124,7 @@ def approve_run(deps: Deps, *, run_id: str, user: str, version: int | None,
                                      "was run again (any waivers are void). Check the thread, then approve."),
                      publish_run=run_id)
 
-    def change(current: Run):  # type: ignore[no-untyped-def]
+    def change(current: Run) -> Transition:
         return approve(current, user=user, policy=policy, groups=groups, now=deps.clock(),
                        fingerprint=approved_fingerprint)
 
@@ -152,7 +154,7 @@ def waive_findings(deps: Deps, *, run_id: str, user: str, reason: str) -> Reply:
 
 
 def _reviewed_fingerprint(run: Run) -> str:
-    return engine.fingerprint_of([(p["name"], p["checksum"]) for p in run.facts.get("pending", [])])
+    return engine.fingerprint_of([(p.name, p.checksum) for p in run.facts.pending or []])
 
 
 def may_cancel(deps: Deps, run: Run, user: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from bot.errors import BotError, StateStoreUnavailable
 from bot.integrations.slack import Slack
@@ -65,5 +66,5 @@ class Publisher:
             self.slack.post_message(channel, text, thread_ts=thread_ts)
             self.store.advance_thread_cursor(run_id, entry.id)
 
-    def current_view(self, run_id: str) -> dict:
+    def current_view(self, run_id: str) -> dict[str, Any]:
         return render_run(self.store.get(run_id))

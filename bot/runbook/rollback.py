@@ -17,11 +17,15 @@ from bot.runbook.inspection import post_scripts, review_pending
 from bot.runbook.rules import (
     ROLLBACK_LABELS,
     AuditEvent,
+    DownSql,
+    MigrateResult,
+    Review,
     RollbackOption,
     Run,
     StepStatus,
     approve_rollback,
     request_rollback,
+    result_of,
     rollback_options,
     runs_down_sql,
     void_rollback,
@@ -76,7 +80,7 @@ def down_scripts(env: EnvironmentConfig, run: Run) -> list[DownScript]:
     # psycopg is loaded only by the work that talks to PostgreSQL
     from bot.integrations.prisma.migrations import down_checksum, list_local_migrations
 
-    applied = list(forward_result(run, "migrate").get("applied", []))
+    applied = list(result_of(run, MigrateResult).applied)
     if not applied:
         raise MigrationError("This run applied no migrations, so there is no down.sql to run.")
     local = {m.name: m for m in list_local_migrations(Path(env.migrate.migrations_dir))}
@@ -93,7 +97,7 @@ def down_fingerprint(scripts: list[DownScript]) -> str:
     return fingerprint_of([(script.name, script.checksum) for script in scripts])
 
 
-def _review_down(env: EnvironmentConfig, scripts: list[DownScript]) -> dict[str, Any]:
+def _review_down(env: EnvironmentConfig, scripts: list[DownScript]) -> Review:
     """The safety review of the down.sql scripts, weighed against the live database."""
     shown = [DownScript(f"{s.name}/down.sql", s.sql, s.checksum) for s in scripts]
     try:
@@ -101,7 +105,7 @@ def _review_down(env: EnvironmentConfig, scripts: list[DownScript]) -> dict[str,
             raise BotError("no database_url configured")
         return review_pending(env.database_url, shown)
     except BotError as exc:
-        return {"summary": f"could not review: {redact(str(exc))[:200]}", "lines": {}, "high": [], "details": []}
+        return Review(summary=f"could not review: {redact(str(exc))[:200]}", lines={}, high=[], details=[])
 
 
 # ---- operations ----------------------------------------------------------------------------------
@@ -124,7 +128,7 @@ def start_rollback(deps: Deps, *, run_id: str, option: str, user: str, reason: s
     env = environment_or_refuse(deps, run.env)
     policy, groups = deps.policy(env), deps.groups_of(user, env)
     scripts: list[DownScript] = []
-    review: dict[str, Any] | None = None
+    review: Review | None = None
     may_request = user == run.requested_by or policy.may_approve(user, groups)
     if may_request and runs_down_sql(run, chosen) and chosen in rollback_options(run) and not run.rollback:
         try:  # what would run on production is read once, shown, reviewed and fingerprinted
@@ -133,7 +137,7 @@ def start_rollback(deps: Deps, *, run_id: str, option: str, user: str, reason: s
             return Reply(messages.denied(f"The down.sql scripts could not be read ({redact(str(exc))[:200]}), "
                                          "so Option 1 cannot be requested."), publish_run=run_id)
         review = _review_down(env, scripts)
-    down = [{"name": script.name, "checksum": script.checksum} for script in scripts]
+    down = [DownSql(name=script.name, checksum=script.checksum) for script in scripts]
     try:
         deps.store.apply(run_id, lambda current: request_rollback(
             current, option=chosen, user=user, reason=reason, now=deps.clock(), ecs=_ecs(deps, current),
@@ -173,7 +177,7 @@ def confirm_restore(deps: Deps, *, run_id: str, user: str, version: int | None =
     env = environment_or_refuse(deps, run.env)
     policy, groups = deps.policy(env), deps.groups_of(user, env)
     fingerprint: str | None = None
-    if (run.rollback or {}).get("option") == RollbackOption.REVERT.value:
+    if run.rollback is not None and run.rollback.option is RollbackOption.REVERT:
         try:
             fingerprint = down_fingerprint(down_scripts(env, run))
         except (BotError, OSError) as exc:  # unreadable now: the rule refuses (it no longer matches)
@@ -206,7 +210,7 @@ def withdraw_restore(deps: Deps, *, run_id: str, user: str, version: int | None 
     return Reply("", publish_run=run_id)
 
 
-def restore_modal(run: Run) -> dict:
+def restore_modal(run: Run) -> dict[str, Any]:
     """Typed confirmation for Option 2: the environment name and a reason."""
     return {
         "type": "modal",
@@ -250,10 +254,6 @@ def record_rollback_voided(deps: Deps, run_id: str, reason: str) -> None:
 
 def steps_in_rollback(run: Run) -> list[str]:
     return [s.name for s in run.steps if s.phase == "rollback" and s.status is not StepStatus.SUCCEEDED]
-
-
-def forward_result(run: Run, name: str) -> dict:
-    return next((s.result for s in run.steps if s.name == name and s.phase == "forward"), {})
 
 
 __all__ = ["BotError", "recommend_rollback", "start_rollback", "request_restore", "confirm_restore",

@@ -6,9 +6,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from bot.errors import AlreadyDone, NotAllowed, SelfApproval, WrongState
 
@@ -57,29 +65,168 @@ class StepStatus(StrEnum):
     INTERRUPTED = "interrupted"
 
 
+# ---- the stored JSON objects of a run ------------------------------------------------------------
+
+class Record(BaseModel):
+    """A JSON object inside the run document: what a later reader finds is exactly what an earlier writer wrote.
+
+    Unknown keys (from an older or newer version) are kept. A key that was absent when read stays absent when
+    written: only keys that were read, assigned, or moved off their default are written back. Defaults stand in
+    for absent keys when read.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    none_is_absent: ClassVar[bool] = False
+    """Whether a field set to None is left out when written (it was removed, as from a dict)."""
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        fields = type(self).model_fields
+        given = self.model_fields_set
+
+        def keep(key: str) -> bool:
+            if key not in fields:
+                return True  # an unknown key, kept as read
+            value = getattr(self, key)
+            if value is None and self.none_is_absent:
+                return False
+            return key in given or value != fields[key].get_default(call_default_factory=True)
+
+        return {key: value for key, value in data.items() if keep(key)}
+
+
+# What each step records (StepState.result), read by the steps after it; see `result_of`.
+
+class StepResult(Record):
+    """What a step recorded when it ended; each step has its own kind below."""
+
+    summary: str | None = None
+    resolved_by: str | None = None
+    """Who marked the step done by hand after an interruption."""
+
+
+class BackupResult(StepResult):
+    """The backup's evidence (bot.backup.evidence.BackupEvidence): what the restore and the rehearsal use."""
+
+    method: str = ""
+    identifier: str = ""
+    location: str = ""
+    size_bytes: int | None = None
+    sha256: str | None = None
+    s3_version_id: str | None = None
+    live_prisma_migrations: int | None = None
+    live_table_count: int | None = None
+    restored_prisma_migrations: int | None = None
+    restored_table_count: int | None = None
+    toc_entries: int | None = None
+    verified: bool = False
+    reused: bool = False
+    took_s: float = 0.0
+    notes: list[str] = Field(default_factory=list)
+
+
+class MaintenanceOnResult(StepResult):
+    previous_task_definition: str | None = None
+    """The ECS task definition before the maintenance one (the ecs_task_definition method only)."""
+    method: str | None = None
+
+
+class MigrateResult(StepResult):
+    applied: list[str] = Field(default_factory=list)
+    with_down: bool = False
+    """Every applied migration ships a down.sql, so Option 1 can revert them."""
+    durations_s: dict[str, float] = Field(default_factory=dict)
+
+
+class DeployResult(StepResult):
+    previous_task_definition: str | None = None
+    """Previous-stable: what the service ran before this deploy."""
+    task_definition: str | None = None
+    desired_count: int | None = None
+
+
+class SmokeCheckResult(Record):
+    name: str
+    ok: bool = False
+    status: int | None = None
+    latency_ms: float = 0.0
+    error: str | None = None
+
+
+class SmokeTestsResult(StepResult):
+    checks: list[SmokeCheckResult] = Field(default_factory=list)
+
+
+class MaintenanceOffResult(StepResult):
+    task_definition: str | None = None
+
+
+class ResolveFailedResult(StepResult):
+    rolled_back: list[str] = Field(default_factory=list)
+
+
+class ApplyDownResult(StepResult):
+    reverted: list[str] = Field(default_factory=list)
+    """The migrations whose down.sql ran, so a retry skips them."""
+
+
+class ScaleDownResult(StepResult):
+    desired_count_before: int | None = None
+    task_definition_before: str | None = None
+
+
+class RestoreDbResult(StepResult):
+    restored_instance: str | None = None
+    previous_instance: str | None = None
+    manual_switch: bool = False
+    restored_database: str | None = None
+    kept_aside: str | None = None
+    prisma_migrations: int | None = None
+
+
+class RedeployResult(StepResult):
+    task_definition: str | None = None
+    desired_count: int | None = None
+
+
+class PreviousVersionResult(StepResult):
+    task_definition: str | None = None
+
+
 @dataclass(frozen=True)
 class StepSpec:
     name: str
     label: str
     optional: bool
+    result: type[StepResult] = StepResult
 
 
 # The seed's production steps 1-6 and 8 (7, monitoring, is the run's `monitoring` state).
 STEP_SPECS: dict[str, StepSpec] = {
-    "backup": StepSpec("backup", "Back up the database", optional=False),
-    "maintenance_on": StepSpec("maintenance_on", "Enable maintenance mode", optional=True),
-    "migrate": StepSpec("migrate", "Apply Prisma migrations", optional=False),
+    "backup": StepSpec("backup", "Back up the database", optional=False, result=BackupResult),
+    "maintenance_on": StepSpec("maintenance_on", "Enable maintenance mode", optional=True,
+                               result=MaintenanceOnResult),
+    "migrate": StepSpec("migrate", "Apply Prisma migrations", optional=False, result=MigrateResult),
     "seed": StepSpec("seed", "Run the database seed", optional=True),
-    "deploy": StepSpec("deploy", "Deploy the new app version", optional=False),
-    "smoke": StepSpec("smoke", "Smoke-test critical paths", optional=False),
-    "maintenance_off": StepSpec("maintenance_off", "Disable maintenance mode", optional=False),
+    "deploy": StepSpec("deploy", "Deploy the new app version", optional=False, result=DeployResult),
+    "smoke": StepSpec("smoke", "Smoke-test critical paths", optional=False, result=SmokeTestsResult),
+    "maintenance_off": StepSpec("maintenance_off", "Disable maintenance mode", optional=False,
+                                result=MaintenanceOffResult),
     # Rollback sub-steps (the seed's three options); appended to a run when a rollback starts.
-    "rb_resolve_failed": StepSpec("rb_resolve_failed", "Mark the failed migration rolled back", optional=False),
-    "rb_apply_down": StepSpec("rb_apply_down", "Apply down.sql and mark the migrations rolled back", optional=False),
-    "rb_scale_down": StepSpec("rb_scale_down", "Scale the app to 0 (stop new writes)", optional=False),
-    "rb_restore_db": StepSpec("rb_restore_db", "Restore the database from the backup", optional=False),
-    "rb_redeploy": StepSpec("rb_redeploy", "Redeploy previous-stable at the recorded count", optional=False),
-    "rb_previous_version": StepSpec("rb_previous_version", "Deploy the previous app version", optional=False),
+    "rb_resolve_failed": StepSpec("rb_resolve_failed", "Mark the failed migration rolled back",
+                                  optional=False, result=ResolveFailedResult),
+    "rb_apply_down": StepSpec("rb_apply_down", "Apply down.sql and mark the migrations rolled back",
+                              optional=False, result=ApplyDownResult),
+    "rb_scale_down": StepSpec("rb_scale_down", "Scale the app to 0 (stop new writes)", optional=False,
+                              result=ScaleDownResult),
+    "rb_restore_db": StepSpec("rb_restore_db", "Restore the database from the backup", optional=False,
+                              result=RestoreDbResult),
+    "rb_redeploy": StepSpec("rb_redeploy", "Redeploy previous-stable at the recorded count", optional=False,
+                            result=RedeployResult),
+    "rb_previous_version": StepSpec("rb_previous_version", "Deploy the previous app version", optional=False,
+                                    result=PreviousVersionResult),
 }
 
 FORWARD_STEPS = ("backup", "maintenance_on", "migrate", "seed", "deploy", "smoke", "maintenance_off")
@@ -110,6 +257,167 @@ class Approval(BaseModel):
     fingerprint: str | None = None
 
 
+# What the run learned before and after its steps (Run.facts).
+
+class PendingMigration(Record):
+    """A migration pending when the run was inspected, with the checksum an approval binds to."""
+
+    name: str
+    checksum: str = ""
+
+
+class Finding(Record):
+    """A high safety finding: it gates approval until an approver waives it (or maintenance mode is on)."""
+
+    key: str
+    migration: str
+    checksum: str = ""
+    message: str = ""
+    why: str = ""
+    alternative: str = ""
+    category: str = ""
+
+
+class FindingDetail(Record):
+    """A high or medium finding as shown in the thread."""
+
+    migration: str
+    level: str
+    message: str = ""
+    why: str = ""
+    alternative: str = ""
+    category: str = ""
+
+
+class Review(Record):
+    """The safety review of the pending migrations (or of the down.sql scripts of a revert)."""
+
+    summary: str = "-"
+    lines: dict[str, str] = Field(default_factory=dict)
+    """Migration name -> its one-line summary."""
+    high: list[Finding] = Field(default_factory=list)
+    details: list[FindingDetail] = Field(default_factory=list)
+    error: str | None = None
+
+
+class Waiver(Record):
+    """An approver accepted a high finding with a reason; void once its migration's checksum changes."""
+
+    by: str
+    reason: str = ""
+    at: str = ""
+    migration: str | None = None
+    checksum: str | None = None
+
+
+class RehearsedMigration(Record):
+    """One migration as it ran on the restored copy of the backup (bot.backup.rehearsal.RehearsedMigration)."""
+
+    name: str
+    duration_s: float = 0.0
+    ok: bool = False
+    error: str | None = None
+    locks: dict[str, str] = Field(default_factory=dict)
+    waits: list[str] = Field(default_factory=list)
+
+
+class Rehearsal(Record):
+    """The rehearsal on the restored backup (bot.backup.rehearsal.RehearsalReport, with its summary)."""
+
+    ok: bool | None = None
+    summary: str = ""
+    migrations: list[RehearsedMigration] = Field(default_factory=list)
+    took_s: float = 0.0
+    scratch_database: str = ""
+    pending: list[str] = Field(default_factory=list)
+    error: str | None = None
+    notes: list[str] = Field(default_factory=list)
+
+
+class Hold(Record):
+    """A go-time check put a claimed step back to pending; a human must look first."""
+
+    step: str
+    reason: str = ""
+    blockers: list[str] = Field(default_factory=list)
+
+
+class HoldOverride(Record):
+    """A human saw the hold and chose to proceed anyway."""
+
+    by: str
+    at: str = ""
+    step: str
+
+
+class Reading(Record):
+    """One row of the monitoring table, as shown."""
+
+    name: str
+    value: str = ""
+    threshold: str = ""
+    status: str = "unknown"
+    icon: str = ""
+    message: str = ""
+
+
+class Monitoring(Record):
+    """The latest monitoring readings after the deploy (the seed's step 7)."""
+
+    taken_at: str = ""
+    checks: list[Reading] = Field(default_factory=list)
+    log_lines: list[str] = Field(default_factory=list)
+    unavailable: dict[str, str] = Field(default_factory=dict)
+    """Reading -> why it could not be taken."""
+
+
+class RunFacts(Record):
+    """What the run learned along the way; None means not known yet (the key is absent from the document)."""
+
+    none_is_absent: ClassVar[bool] = True
+
+    rehearsal_expected: bool = False
+    """The backup will be rehearsed, and approval waits for the rehearsal."""
+    pending: list[PendingMigration] | None = None
+    review: Review | None = None
+    waivers: dict[str, Waiver] = Field(default_factory=dict)
+    """Finding key -> its waiver."""
+    rehearsal: Rehearsal | None = None
+    hold: Hold | None = None
+    hold_override: HoldOverride | None = None
+    monitoring: Monitoring | None = None
+
+
+class RollbackStatus(StrEnum):
+    AWAITING_SECOND_APPROVAL = "awaiting_second_approval"
+    RUNNING = "running"
+
+
+class DownSql(Record):
+    """One down.sql that Option 1 would run, as it was shown: its migration and its sha256."""
+
+    name: str
+    checksum: str
+
+
+class RollbackState(Record):
+    """The rollback chosen for a run (Run.rollback): which option, who asked, who confirmed."""
+
+    option: RollbackOption = RollbackOption.RESTORE
+    requested_by: str = ""
+    reason: str = ""
+    requested_at: str = ""
+    down: list[DownSql] = Field(default_factory=list)
+    fingerprint: str | None = None
+    """Of the down.sql scripts shown: the second person confirms exactly these."""
+    review: Review | None = None
+    from_status: RunStatus | None = None
+    """The run's status when a revert was requested, to go back to if it is voided."""
+    status: RollbackStatus | None = None
+    approved_by: str | None = None
+    approved_at: str | None = None
+
+
 class StepState(BaseModel):
     name: str
     phase: str = "forward"
@@ -120,8 +428,20 @@ class StepState(BaseModel):
     by: str | None = None
     owner: str | None = None
     progress: str | None = None
-    result: dict[str, Any] = Field(default_factory=dict)
+    result: SerializeAsAny[StepResult] = Field(default_factory=StepResult)
     error: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _result_of_its_kind(cls, data: Any) -> Any:
+        """Read the result as the kind its step records (STEP_SPECS)."""
+        if isinstance(data, dict) and data.get("name") in STEP_SPECS:
+            kind = STEP_SPECS[data["name"]].result
+            result = data.get("result")
+            if not isinstance(result, kind):
+                raw = result.model_dump() if isinstance(result, StepResult) else result
+                data = {**data, "result": kind.model_validate(raw if raw is not None else {})}
+        return data
 
     @property
     def label(self) -> str:
@@ -150,8 +470,8 @@ class Run(BaseModel):
     cancelled_by: str | None = None
     cancel_reason: str | None = None
     failure: str | None = None
-    rollback: dict[str, Any] | None = None
-    facts: dict[str, Any] = Field(default_factory=dict)
+    rollback: RollbackState | None = None
+    facts: RunFacts = Field(default_factory=RunFacts)
 
     @property
     def is_terminal(self) -> bool:
@@ -172,6 +492,24 @@ class Run(BaseModel):
 
     def approved_by(self) -> list[str]:
         return [a.by for a in self.approvals]
+
+
+R = TypeVar("R", bound=StepResult)
+
+
+def result_of(run: Run, kind: type[R]) -> R:
+    """What the step that records ``kind`` recorded in this run; empty while it has not (or is not in the run)."""
+    for step in run.steps:
+        if step.name in STEP_SPECS and STEP_SPECS[step.name].result is kind:
+            result = step.result
+            return result if isinstance(result, kind) else kind.model_validate(result.model_dump())
+    return kind()
+
+
+def _result_for(name: str, result: StepResult) -> StepResult:
+    """``result`` as the kind step ``name`` records."""
+    kind = STEP_SPECS[name].result if name in STEP_SPECS else StepResult
+    return result if isinstance(result, kind) else kind.model_validate(result.model_dump())
 
 
 @dataclass
@@ -239,7 +577,7 @@ def new_run(
     approvals_required: int,
     steps_enabled: dict[str, bool],
     image_tag: str | None = None,
-    facts: dict[str, Any] | None = None,
+    facts: RunFacts | None = None,
 ) -> Transition:
     run = Run(
         id=run_id,
@@ -252,10 +590,18 @@ def new_run(
         approvals_required=approvals_required,
         steps=steps_for(steps_enabled),
         image_tag=image_tag,
-        facts=dict(facts or {}),
+        facts=facts.model_copy(deep=True) if facts else RunFacts(),
     )
     detail = f"image {image_tag}" if image_tag else ""
     return Transition(run, [AuditEvent(requested_by, "run.start", "ok", now, detail)])
+
+
+def record_message(run: Run, *, channel: str, ts: str) -> Transition:
+    """The run's status message was posted: remember where. Only the first writer wins (one message per run)."""
+    if run.message_ts:
+        raise AlreadyDone("message already posted")
+    new = run.model_copy(update={"message_ts": ts, "channel": channel}, deep=True)
+    return Transition(new, [])
 
 
 def _require_status(run: Run, allowed: Iterable[RunStatus], action: str) -> None:
@@ -290,9 +636,9 @@ def approve(run: Run, *, user: str, policy: Policy, groups: Iterable[str], now: 
         missing = ", ".join(f"“{CHECKLIST_LABELS[key]}”" for key in run.missing_items())
         raise WrongState(f"Approval needs every checklist item confirmed first. Still open: {missing}.")
     _require_status(run, (RunStatus.AWAITING_APPROVAL,), "approve")
-    if run.facts.get("rehearsal_expected") and "rehearsal" not in run.facts:
+    if run.facts.rehearsal_expected and run.facts.rehearsal is None:
         raise WrongState("The rehearsal on the restored backup is still running; approve once it has passed.")
-    if run.facts.get("rehearsal", {}).get("ok") is False:
+    if run.facts.rehearsal is not None and run.facts.rehearsal.ok is False:
         raise WrongState("The rehearsal on the restored backup failed, so this run cannot be approved. "
                          "Fix the migration and start a new run.")
     blocking = blocking_findings(run)
@@ -327,6 +673,17 @@ def void_approvals(run: Run, *, reason: str, now: datetime) -> Transition:
     if new.status is RunStatus.RUNNING:
         new.status = RunStatus.AWAITING_APPROVAL
     return Transition(new, [AuditEvent("bot", "run.approval_voided", "ok", now, reason)])
+
+
+def void_approvals_for_step(run: Run, *, name: str, reason: str, now: datetime) -> Transition:
+    """Step ``name`` found the approved migrations changed before it did anything: every approval is voided and
+    the step goes back to pending, unchanged."""
+    transition = void_approvals(run, reason=reason, now=now)
+    step = transition.run.step(name)
+    step.status = StepStatus.PENDING
+    step.owner = None
+    step.progress = None
+    return transition
 
 
 def cancel(run: Run, *, user: str, now: datetime, reason: str = "") -> Transition:
@@ -424,8 +781,8 @@ def begin_step(run: Run, *, name: str, user: str, owner: str, now: datetime) -> 
     target.owner = owner
     target.error = None
     target.progress = None
-    if new.facts.get("hold", {}).get("step") == name:
-        new.facts.pop("hold")
+    if new.facts.hold is not None and new.facts.hold.step == name:
+        new.facts.hold = None
     action = "step.retry" if target.attempt > 1 else "step.start"
     return Transition(new, [AuditEvent(user, action, "ok", now, target.label, {"step": name, "attempt": target.attempt})])
 
@@ -439,11 +796,21 @@ def report_progress(run: Run, *, name: str, progress: str, now: datetime) -> Tra
     return Transition(new, [])
 
 
-def finish_step(run: Run, *, name: str, result: dict[str, Any], now: datetime, summary: str = "") -> Transition:
+def remember_on_step(run: Run, *, name: str, values: StepResult) -> Transition:
+    """Record facts on step ``name`` at once, before it acts, so a retry after a crash still has them."""
+    new = run.model_copy(deep=True)
+    step = new.step(name)
+    kind = STEP_SPECS[name].result if name in STEP_SPECS else StepResult
+    step.result = kind.model_validate({**step.result.model_dump(), **values.model_dump()})
+    return Transition(new, [])
+
+
+def finish_step(run: Run, *, name: str, result: StepResult, now: datetime, summary: str = "") -> Transition:
     new, target = _running_copy(run, name, now)
     target.status = StepStatus.SUCCEEDED
     target.finished_at = now
-    target.result = {**result, "summary": summary} if summary else result
+    recorded = _result_for(name, result)
+    target.result = recorded.model_copy(update={"summary": summary}) if summary else recorded
     target.progress = None
     target.owner = None
     events = [AuditEvent("bot", "step.succeeded", "ok", now, summary or target.label, {"step": name})]
@@ -466,11 +833,11 @@ def _after_success(new: Run, name: str, evidence: str, now: datetime, events: li
         events.append(AuditEvent("bot", "run.monitoring", "ok", now, "all steps done; watching the result"))
     elif new.status is RunStatus.ROLLING_BACK and next_step(new) is None:
         new.status = RunStatus.ROLLED_BACK
-        option = (new.rollback or {}).get("option", "")
+        option = new.rollback.option.value if new.rollback else ""
         events.append(AuditEvent("bot", "run.rolled_back", "ok", now, f"rollback ({option}) complete"))
 
 
-def fail_step(run: Run, *, name: str, error: str, now: datetime, result: dict[str, Any] | None = None,
+def fail_step(run: Run, *, name: str, error: str, now: datetime, result: StepResult | None = None,
               stop_run: bool = True) -> Transition:
     new, target = _running_copy(run, name, now)
     target.status = StepStatus.FAILED
@@ -478,8 +845,8 @@ def fail_step(run: Run, *, name: str, error: str, now: datetime, result: dict[st
     target.error = error
     target.owner = None
     target.progress = None
-    if result:
-        target.result = result
+    if result is not None and result.model_dump():
+        target.result = _result_for(name, result)
     events = [AuditEvent("bot", "step.failed", "failed", now, f"{target.label}: {error}", {"step": name})]
     if stop_run and new.status in (RunStatus.RUNNING, RunStatus.MONITORING):
         new.status = RunStatus.FAILED
@@ -521,6 +888,14 @@ def interrupt_step(run: Run, *, name: str, now: datetime, why: str) -> Transitio
                                        {"step": name})])
 
 
+def interrupt_abandoned(run: Run, *, name: str, owner: str, now: datetime, why: str) -> Transition:
+    """``interrupt_step`` for a step whose process ``owner`` died; AlreadyDone if the step moved on meanwhile."""
+    step = run.step(name)
+    if step.status is not StepStatus.RUNNING or step.owner != owner:
+        raise AlreadyDone("the step moved on")
+    return interrupt_step(run, name=name, now=now, why=why)
+
+
 def resolve_interrupted(run: Run, *, name: str, user: str, now: datetime, done: bool) -> Transition:
     """A human looked at reality after an interruption: mark the step done, or leave it to be retried."""
     step = run.step(name)
@@ -531,7 +906,7 @@ def resolve_interrupted(run: Run, *, name: str, user: str, now: datetime, done: 
     if done:
         target.status = StepStatus.SUCCEEDED
         target.finished_at = now
-        target.result = {**target.result, "resolved_by": user}
+        target.result = target.result.model_copy(update={"resolved_by": user})
         events = [AuditEvent(user, "step.mark_done", "ok", now, f"{target.label} checked by hand and marked done",
                              {"step": name})]
         _after_success(new, name, f"checked by hand by <@{user}> after an interruption", now, events)
@@ -547,22 +922,38 @@ def finish_run(run: Run, *, user: str, now: datetime, status: RunStatus, detail:
     return Transition(new, [AuditEvent(user, f"run.{status.value}", "ok", now, detail)])
 
 
+def close_monitored(run: Run, *, user: str, now: datetime) -> Transition:
+    """The readings look good: a run being monitored is closed as succeeded."""
+    if run.status is not RunStatus.MONITORING:
+        raise AlreadyDone(f"Run {run.id} is {run.status.value}, not monitoring.")
+    return finish_run(run, user=user, now=now, status=RunStatus.SUCCEEDED, detail="looks good; run closed")
+
+
+def record_readings(run: Run, *, summary: Monitoring, now: datetime) -> Transition:
+    """The latest monitoring readings after the deploy; audited as a warning when any is off its threshold."""
+    new = _touch(run, now)
+    new.facts.monitoring = summary.model_copy(deep=True)
+    bad = [c for c in summary.checks if c.status in ("warn", "alert")]
+    detail = ", ".join(f"{c.name} {c.value}" for c in bad) or "all readings within thresholds"
+    return Transition(new, [AuditEvent("bot", "monitoring.readings", "ok" if not bad else "warn", now, detail)])
+
+
 # ---- inspection and the safety gate --------------------------------------------------------------
 
-def record_inspection(run: Run, *, pending: list[dict[str, str]], review: dict[str, Any], now: datetime) -> Transition:
+def record_inspection(run: Run, *, pending: list[PendingMigration], review: Review, now: datetime) -> Transition:
     """Store what is pending and what the safety review found. Waivers for changed files are voided."""
     new = _touch(run, now)
-    new.pending_migrations = [p["name"] for p in pending]
-    new.facts["pending"] = pending
-    new.facts["review"] = review
-    checksums = {p["name"]: p["checksum"] for p in pending}
-    waivers = dict(new.facts.get("waivers", {}))
-    voided = [key for key, w in waivers.items() if checksums.get(w.get("migration", "")) != w.get("checksum")]
+    new.pending_migrations = [p.name for p in pending]
+    new.facts.pending = [p.model_copy(deep=True) for p in pending]
+    new.facts.review = review.model_copy(deep=True)
+    checksums = {p.name: p.checksum for p in pending}
+    waivers = dict(new.facts.waivers)
+    voided = [key for key, w in waivers.items() if checksums.get(w.migration or "") != w.checksum]
     for key in voided:
         waivers.pop(key)
-    new.facts["waivers"] = waivers
+    new.facts.waivers = waivers
     names = ", ".join(new.pending_migrations) or "none"
-    events = [AuditEvent("bot", "run.inspect", "ok", now, f"pending: {names}; review: {review.get('summary', '-')}")]
+    events = [AuditEvent("bot", "run.inspect", "ok", now, f"pending: {names}; review: {review.summary}")]
     if voided:
         events.append(AuditEvent("bot", "waiver.voided", "ok", now,
                                  f"{len(voided)} waiver(s) voided: the migration changed", {"keys": voided}))
@@ -578,12 +969,11 @@ def maintenance_skipped(run: Run) -> bool:
     return any(step.name == "maintenance_on" and step.status is StepStatus.SKIPPED for step in run.steps)
 
 
-def blocking_findings(run: Run) -> list[dict[str, Any]]:
+def blocking_findings(run: Run) -> list[Finding]:
     """High findings that still gate approval: none when maintenance mode is on for this run, else unwaived ones."""
-    if maintenance_planned(run):
+    if maintenance_planned(run) or run.facts.review is None:
         return []
-    waivers = run.facts.get("waivers", {})
-    return [f for f in run.facts.get("review", {}).get("high", []) if f["key"] not in waivers]
+    return [f for f in run.facts.review.high if f.key not in run.facts.waivers]
 
 
 def waive(run: Run, *, user: str, policy: Policy, groups: Iterable[str], reason: str, now: datetime) -> Transition:
@@ -605,13 +995,13 @@ def waive(run: Run, *, user: str, policy: Policy, groups: Iterable[str], reason:
     if not blocking:
         raise AlreadyDone("There are no high findings left to waive.")
     new = _touch(run, now)
-    waivers = dict(new.facts.get("waivers", {}))
+    waivers = dict(new.facts.waivers)
     for finding in blocking:
-        waivers[finding["key"]] = {"by": user, "reason": reason[:500], "at": now.isoformat(),
-                                   "migration": finding["migration"], "checksum": finding["checksum"]}
-    new.facts["waivers"] = waivers
-    events = [AuditEvent(user, "finding.waive", "ok", now, f"{f['migration']}: {f['message']} — {reason[:200]}",
-                         {"key": f["key"]}) for f in blocking]
+        waivers[finding.key] = Waiver(by=user, reason=reason[:500], at=now.isoformat(),
+                                      migration=finding.migration, checksum=finding.checksum)
+    new.facts.waivers = waivers
+    events = [AuditEvent(user, "finding.waive", "ok", now, f"{f.migration}: {f.message} — {reason[:200]}",
+                         {"key": f.key}) for f in blocking]
     return Transition(new, events)
 
 
@@ -630,15 +1020,15 @@ def rollback_options(run: Run) -> list[RollbackOption]:
         return []
     options: list[RollbackOption] = []
     migrate = _step_status(run, "migrate")
-    migrate_result = next((s.result for s in run.steps if s.name == "migrate" and s.phase == "forward"), {})
-    if migrate is StepStatus.FAILED or (migrate is StepStatus.SUCCEEDED and migrate_result.get("with_down")):
+    with_down = result_of(run, MigrateResult).with_down
+    if migrate is StepStatus.FAILED or (migrate is StepStatus.SUCCEEDED and with_down):
         options.append(RollbackOption.REVERT)
     backup_done = _step_status(run, "backup") is StepStatus.SUCCEEDED
     if backup_done and migrate in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.INTERRUPTED):
         options.append(RollbackOption.RESTORE)
     deploy = next((s for s in run.steps if s.name == "deploy" and s.phase == "forward"), None)
     if deploy is not None and deploy.status in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.INTERRUPTED) \
-            and deploy.result.get("previous_task_definition"):
+            and result_of(run, DeployResult).previous_task_definition:
         options.append(RollbackOption.PREVIOUS)
     return options
 
@@ -665,38 +1055,41 @@ def needs_second_person(run: Run, option: RollbackOption) -> bool:
 
 def request_rollback(run: Run, *, option: RollbackOption, user: str, reason: str, now: datetime,
                      ecs: bool, policy: Policy, groups: Iterable[str],
-                     down: list[dict[str, str]] | None = None, down_fingerprint: str | None = None,
-                     down_review: dict[str, Any] | None = None) -> Transition:
+                     down: list[DownSql] | None = None, down_fingerprint: str | None = None,
+                     down_review: Review | None = None) -> Transition:
     """Option 3 and marking a failed migration start at once; a restore or any down.sql waits for a second person.
 
     ``down`` is what Option 1 would run (name and sha256 of each down.sql, as shown in the thread) and
     ``down_fingerprint`` binds the second person's confirmation to exactly that.
     """
-    chosen = run.rollback or {}
-    if chosen.get("option") == option.value and run.status in (RunStatus.ROLLING_BACK, RunStatus.ROLLED_BACK):
-        raise AlreadyDone(f"{ROLLBACK_LABELS[option]} was already chosen by <@{chosen.get('requested_by')}>.")
+    chosen = run.rollback
+    if chosen is not None and chosen.option is option and run.status in (RunStatus.ROLLING_BACK,
+                                                                          RunStatus.ROLLED_BACK):
+        raise AlreadyDone(f"{ROLLBACK_LABELS[option]} was already chosen by <@{chosen.requested_by}>.")
     if option not in rollback_options(run):
         raise WrongState(f"{ROLLBACK_LABELS[option]} is not available for this run.")
-    if run.rollback and run.rollback.get("status") == "awaiting_second_approval":
-        waiting = ROLLBACK_LABELS[RollbackOption(run.rollback.get("option", "restore"))]
-        raise AlreadyDone(f"{waiting} is already waiting for its second approval.")
+    if chosen is not None and chosen.status is RollbackStatus.AWAITING_SECOND_APPROVAL:
+        raise AlreadyDone(f"{ROLLBACK_LABELS[chosen.option]} is already waiting for its second approval.")
     if not (user == run.requested_by or policy.may_approve(user, groups)):
         raise NotAllowed(f"Only the requester or an approver of {run.env} may start a rollback.")
     if any(s.status is StepStatus.RUNNING for s in run.steps):
         raise WrongState("A step is running; wait for it to finish before rolling back.")
     new = _touch(run, now)
-    new.rollback = {"option": option.value, "requested_by": user, "reason": reason, "requested_at": now.isoformat()}
+    rollback = RollbackState(option=option, requested_by=user, reason=reason, requested_at=now.isoformat())
     events = [AuditEvent(user, "rollback.request", "ok", now, f"{ROLLBACK_LABELS[option]}: {reason}".rstrip(": "),
                          {"option": option.value})]
     if runs_down_sql(run, option):
         if not down or not down_fingerprint:
             raise WrongState("The down.sql scripts to run could not be read, so there is nothing to approve.")
-        new.rollback.update({"down": down, "fingerprint": down_fingerprint, "review": down_review or {},
-                             "from_status": run.status.value})
+        rollback.down = [script.model_copy() for script in down]
+        rollback.fingerprint = down_fingerprint
+        rollback.review = down_review.model_copy(deep=True) if down_review else Review()
+        rollback.from_status = run.status
+    new.rollback = rollback
     if needs_second_person(run, option):
-        new.rollback["status"] = "awaiting_second_approval"
+        rollback.status = RollbackStatus.AWAITING_SECOND_APPROVAL
         return Transition(new, events)
-    new.rollback["status"] = "running"
+    rollback.status = RollbackStatus.RUNNING
     new.status = RunStatus.ROLLING_BACK
     new.steps.extend(rollback_steps(run, option, ecs=ecs))
     return Transition(new, events)
@@ -708,21 +1101,23 @@ def approve_rollback(run: Run, *, user: str, policy: Policy, groups: Iterable[st
 
     For down.sql, ``down_fingerprint`` is what the scripts read now: it must be what was shown and reviewed.
     """
-    pending = run.rollback or {}
-    if pending.get("status") != "awaiting_second_approval":
+    pending = run.rollback
+    if pending is None or pending.status is not RollbackStatus.AWAITING_SECOND_APPROVAL:
         raise AlreadyDone("There is no rollback waiting for approval.")
-    option = RollbackOption(pending.get("option", RollbackOption.RESTORE.value))
+    option = pending.option
     what = "restore" if option is RollbackOption.RESTORE else "revert with down.sql"
-    if user == pending.get("requested_by"):
+    if user == pending.requested_by:
         raise SelfApproval(f"You asked for this {what}; a second approver must confirm it.")
     if not policy.may_approve(user, groups):
         raise NotAllowed(f"Only approvers of {run.env} may confirm a {what}.")
-    if option is RollbackOption.REVERT and (not down_fingerprint or down_fingerprint != pending.get("fingerprint")):
+    if option is RollbackOption.REVERT and (not down_fingerprint or down_fingerprint != pending.fingerprint):
         raise WrongState("The down.sql scripts changed since they were shown and reviewed, so nothing was run. "
                          "Withdraw, and request Option 1 again to review them as they are now.")
     new = _touch(run, now)
     assert new.rollback is not None
-    new.rollback.update({"status": "running", "approved_by": user, "approved_at": now.isoformat()})
+    new.rollback.status = RollbackStatus.RUNNING
+    new.rollback.approved_by = user
+    new.rollback.approved_at = now.isoformat()
     new.status = RunStatus.ROLLING_BACK
     new.steps.extend(rollback_steps(run, option, ecs=ecs))
     return Transition(new, [AuditEvent(user, "rollback.approve", "ok", now, f"{what} confirmed",
@@ -731,22 +1126,22 @@ def approve_rollback(run: Run, *, user: str, policy: Policy, groups: Iterable[st
 
 def void_rollback(run: Run, *, reason: str, now: datetime) -> Transition:
     """The down.sql changed after its second approval: nothing ran; back to choosing a rollback."""
-    pending = run.rollback or {}
     new = _touch(run, now)
     new.steps = [s for s in new.steps if not (s.phase == "rollback" and s.status in
                                                (StepStatus.PENDING, StepStatus.RUNNING))]
-    new.status = RunStatus(pending.get("from_status", RunStatus.FAILED.value))
+    from_status = run.rollback.from_status if run.rollback else None
+    new.status = from_status or RunStatus.FAILED
     new.rollback = None
     return Transition(new, [AuditEvent("bot", "rollback.voided", "ok", now, reason)])
 
 
 def withdraw_rollback(run: Run, *, user: str, now: datetime) -> Transition:
-    pending = run.rollback or {}
-    if pending.get("status") != "awaiting_second_approval":
+    pending = run.rollback
+    if pending is None or pending.status is not RollbackStatus.AWAITING_SECOND_APPROVAL:
         raise AlreadyDone("There is no pending rollback to withdraw.")
     new = _touch(run, now)
     new.rollback = None
-    what = "restore" if pending.get("option", "restore") == "restore" else "revert"
+    what = "restore" if pending.option is RollbackOption.RESTORE else "revert"
     return Transition(new, [AuditEvent(user, "rollback.withdraw", "ok", now, f"{what} request withdrawn")])
 
 
@@ -763,29 +1158,29 @@ def _evidence_for(new: Run, item: str, evidence: str, now: datetime, events: lis
         events.append(AuditEvent("bot", "run.awaiting_approval", "ok", now, "checklist complete"))
 
 
-def record_rehearsal(run: Run, *, report: dict[str, Any], now: datetime) -> Transition:
+def record_rehearsal(run: Run, *, report: Rehearsal, now: datetime) -> Transition:
     """A passed rehearsal is evidence for "tested in staging"; a failed one blocks approval (see approve)."""
     new = _touch(run, now)
-    new.facts["rehearsal"] = report
-    ok = bool(report.get("ok"))
-    events = [AuditEvent("bot", "rehearsal", "ok" if ok else "failed", now, str(report.get("summary", "")))]
-    if ok and report.get("migrations"):
-        _evidence_for(new, "staging_tested", f"rehearsal passed: {report.get('summary', '')}", now, events)
+    new.facts.rehearsal = report.model_copy(deep=True)
+    ok = bool(report.ok)
+    events = [AuditEvent("bot", "rehearsal", "ok" if ok else "failed", now, report.summary)]
+    if ok and report.migrations:
+        _evidence_for(new, "staging_tested", f"rehearsal passed: {report.summary}", now, events)
     elif new.status is RunStatus.AWAITING_APPROVAL:
         new.approvals = []
     return Transition(new, events)
 
 
-def not_tested_in_staging(pending: list[dict[str, str]], finished: Iterable[tuple[str, str]]) -> list[str]:
+def not_tested_in_staging(pending: list[PendingMigration], finished: Iterable[tuple[str, str]]) -> list[str]:
     """The pending migrations staging has not finished *in this exact version* (same name and checksum)."""
     done = {(name, checksum.lower()) for name, checksum in finished}
-    return [p["name"] for p in pending if (p["name"], str(p.get("checksum", "")).lower()) not in done]
+    return [p.name for p in pending if (p.name, p.checksum.lower()) not in done]
 
 
 def record_staging_evidence(run: Run, *, staging_env: str, finished: Iterable[tuple[str, str]],
                             now: datetime) -> Transition:
     """Staging is evidence only if it finished every pending migration with the same checksum."""
-    pending = run.facts.get("pending", [])
+    pending = run.facts.pending or []
     if not pending or not_tested_in_staging(pending, finished):
         raise WrongState(f"{staging_env} has not finished these exact migrations.")
     new = _touch(run, now)
@@ -795,25 +1190,25 @@ def record_staging_evidence(run: Run, *, staging_env: str, finished: Iterable[tu
     return Transition(new, events)
 
 
-def hold_step(run: Run, *, name: str, now: datetime, reason: str, details: dict[str, Any]) -> Transition:
+def hold_step(run: Run, *, name: str, now: datetime, reason: str, blockers: list[str]) -> Transition:
     """Put a claimed step back to pending because a pre-flight check found something a human must see."""
     new, target = _running_copy(run, name, now)
     target.status = StepStatus.PENDING
     target.owner = None
     target.progress = None
     target.error = f"held: {reason}"
-    new.facts["hold"] = {"step": name, "reason": reason, **details}
-    new.facts.pop("hold_override", None)
+    new.facts.hold = Hold(step=name, reason=reason, blockers=list(blockers))
+    new.facts.hold_override = None
     return Transition(new, [AuditEvent("bot", "step.held", "held", now, f"{target.label}: {reason}", {"step": name})])
 
 
 def override_hold(run: Run, *, user: str, policy: Policy, groups: Iterable[str], now: datetime) -> Transition:
-    hold = run.facts.get("hold")
-    if not hold:
+    hold = run.facts.hold
+    if hold is None:
         raise AlreadyDone("Nothing is on hold.")
     if not (user == run.requested_by or policy.may_approve(user, groups)):
         raise NotAllowed(f"Only the requester or an approver of {run.env} may proceed past a hold.")
     new = _touch(run, now)
-    new.facts["hold_override"] = {"by": user, "at": now.isoformat(), "step": hold["step"]}
+    new.facts.hold_override = HoldOverride(by=user, at=now.isoformat(), step=hold.step)
     return Transition(new, [AuditEvent(user, "step.proceed_anyway", "ok", now,
-                                       f"proceeding despite: {hold['reason']}", {"step": hold["step"]})])
+                                       f"proceeding despite: {hold.reason}", {"step": hold.step})])

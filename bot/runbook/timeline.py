@@ -43,23 +43,22 @@ def render_timeline(run: Run, entries: list[AuditEntry]) -> str:
     lines += ["", "## Steps", "", "| phase | step | status | attempts | started (UTC) | took | result |",
               "|---|---|---|---|---|---|---|"]
     for step in run.steps:
-        result = step.error if step.error else str(step.result.get("summary", ""))
+        result = step.error if step.error else (step.result.summary or "")
         started = f"{step.started_at:%H:%M:%S}" if step.started_at else "—"
         lines.append(f"| {step.phase} | {_cell(step.label)} | {step.status.value} | {step.attempt} | {started} | "
                      f"{_duration(step.started_at, step.finished_at)} | {_cell(result[:160])} |")
-    readings = run.facts.get("monitoring")
-    if readings:
+    readings = run.facts.monitoring
+    if readings is not None:
         lines += ["", "## Readings after the deploy", ""]
-        for check in readings.get("checks", []):
-            lines.append(f"- {check.get('icon', '')} {check.get('name')}: {check.get('value')} "
-                         f"(threshold {check.get('threshold')})")
-    if run.rollback:
+        for check in readings.checks:
+            lines.append(f"- {check.icon} {check.name}: {check.value} (threshold {check.threshold})")
+    if run.rollback is not None:
         rb = run.rollback
         lines += ["", "## Rollback decision", "",
-                  f"- **Option:** {rb.get('option')} — requested by {rb.get('requested_by')} "
-                  f"at {rb.get('requested_at', '')[:19]}", f"- **Reason:** {rb.get('reason') or '—'}"]
-        if rb.get("approved_by"):
-            lines.append(f"- **Confirmed by:** {rb['approved_by']} at {rb.get('approved_at', '')[:19]}")
+                  f"- **Option:** {rb.option.value} — requested by {rb.requested_by} "
+                  f"at {rb.requested_at[:19]}", f"- **Reason:** {rb.reason or '—'}"]
+        if rb.approved_by:
+            lines.append(f"- **Confirmed by:** {rb.approved_by} at {(rb.approved_at or '')[:19]}")
     lines += ["", "## Audit trail", "", "| # | time (UTC) | who | action | outcome | detail |", "|---|---|---|---|---|---|"]
     for number, entry in enumerate(entries, 1):
         lines.append(f"| {number} | {entry.at:%H:%M:%S} | {_cell(_who(entry.actor))} | {entry.action} | "

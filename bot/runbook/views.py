@@ -11,6 +11,7 @@ from bot.runbook.rules import (
     STEP_CONFIRMS_ITEM,
     STEP_SPECS,
     RollbackOption,
+    RollbackStatus,
     Run,
     RunStatus,
     StepStatus,
@@ -173,31 +174,31 @@ def _evidence_item(run: Run, key: str, label: str, value: str, checklist_open: b
 
 def _review_blocks(run: Run, value: str) -> list[Block]:
     """Pending migrations with a one-line safety summary each; a Waive button while high findings block."""
-    review = run.facts.get("review")
+    review = run.facts.review
     if review is None:
         if run.status in (RunStatus.COLLECTING, RunStatus.AWAITING_APPROVAL):
             return [{"type": "context", "block_id": f"rev:{run.version}",
                      "elements": [_text("_Reading pending migrations…_")]}]
         return []
-    lines = [f"*Pending migrations* ({len(run.pending_migrations)}) — review: {review.get('summary', '-')}"]
+    lines = [f"*Pending migrations* ({len(run.pending_migrations)}) — review: {review.summary}"]
     for name in run.pending_migrations[:15]:
-        lines.append(f"• `{name}` — {review.get('lines', {}).get(name, '')}")
+        lines.append(f"• `{name}` — {review.lines.get(name, '')}")
     if len(run.pending_migrations) > 15:
         lines.append(f"• … and {len(run.pending_migrations) - 15} more (see the thread)")
-    rehearsal = run.facts.get("rehearsal")
-    if rehearsal:
-        lines.append(("✅ " if rehearsal.get("ok") else "❌ ") + f"Rehearsal on the restored backup: {rehearsal.get('summary')}")
-    elif run.facts.get("rehearsal_expected") and run.step("backup").status is StepStatus.SUCCEEDED:
+    rehearsal = run.facts.rehearsal
+    if rehearsal is not None:
+        lines.append(("✅ " if rehearsal.ok else "❌ ") + f"Rehearsal on the restored backup: {rehearsal.summary}")
+    elif run.facts.rehearsal_expected and run.step("backup").status is StepStatus.SUCCEEDED:
         lines.append("⏳ Rehearsal on the restored backup: running (on an isolated copy, not on production)")
     blocks: list[Block] = [{"type": "section", "block_id": f"rev:{run.version}", "text": _text("\n".join(lines))}]
-    waivers = run.facts.get("waivers", {})
+    waivers = run.facts.waivers
     if waivers:
-        who = sorted({w["by"] for w in waivers.values()})
+        who = sorted({w.by for w in waivers.values()})
         blocks.append({"type": "context", "block_id": f"waived:{run.version}", "elements": [_text(
             f"⚠️ {len(waivers)} high finding(s) waived by " + ", ".join(f"<@{u}>" for u in who)
-            + ": " + "; ".join(sorted({escape(w['reason'][:80]) for w in waivers.values()})))]})
+            + ": " + "; ".join(sorted({escape(w.reason[:80]) for w in waivers.values()})))]})
     blocking = blocking_findings(run)
-    if review.get("high") and maintenance_planned(run):
+    if review.high and maintenance_planned(run):
         blocks.append({"type": "context", "block_id": f"maint:{run.version}", "elements": [_text(
             "High findings are accepted because maintenance mode is on for this run.")]})
     if blocking and run.status in (RunStatus.COLLECTING, RunStatus.AWAITING_APPROVAL):
@@ -224,20 +225,20 @@ def _approval_blocks(run: Run, value: str) -> list[Block]:
 
 def _monitoring_blocks(run: Run, value: str) -> list[Block]:
     """The seed's step 7 readings as a ✅/⚠️ table, with a refresh while the run is being monitored."""
-    summary = run.facts.get("monitoring")
-    if run.status is not RunStatus.MONITORING and not summary:
+    summary = run.facts.monitoring
+    if run.status is not RunStatus.MONITORING and summary is None:
         return []
-    if not summary:
+    if summary is None:
         return [{"type": "context", "block_id": f"mon:{run.version}", "elements": [_text("_Taking readings…_")]}]
-    fields = [_text(f"{c['icon']} *{c['name']}*\n{c['value']} (goal {c['threshold']})") for c in summary["checks"][:10]]
+    fields = [_text(f"{c.icon} *{c.name}*\n{c.value} (goal {c.threshold})") for c in summary.checks[:10]]
     blocks: list[Block] = [
         {"type": "section", "block_id": f"mon:{run.version}",
-         "text": _text(f"*Monitoring* — readings at {summary['taken_at'][11:19]} UTC")},
+         "text": _text(f"*Monitoring* — readings at {summary.taken_at[11:19]} UTC")},
     ]
     if fields:
         blocks.append({"type": "section", "block_id": f"monf:{run.version}", "fields": fields})
-    if summary.get("log_lines"):
-        logs = "\n".join(line[:200] for line in summary["log_lines"][:5])
+    if summary.log_lines:
+        logs = "\n".join(line[:200] for line in summary.log_lines[:5])
         blocks.append({"type": "section", "block_id": f"monl:{run.version}", "text": _text(f"Latest ERROR lines:\n```{logs}```")})
     if run.status is RunStatus.MONITORING:
         blocks.append({"type": "actions", "block_id": f"mona:{run.version}",
@@ -247,19 +248,20 @@ def _monitoring_blocks(run: Run, value: str) -> list[Block]:
 
 def _rollback_blocks(run: Run, value: str) -> list[Block]:
     """Rollback choices that fit what this run did, or the restore waiting for its second person."""
-    pending = run.rollback or {}
-    if pending.get("status") == "awaiting_second_approval" and pending.get("option") == RollbackOption.REVERT.value:
-        scripts = ", ".join(f"`{d['name']}` (sha256 `{d['checksum'][:12]}…`)" for d in pending.get("down", [])[:10])
-        review = (pending.get("review") or {}).get("summary", "-")
-        text = (f"⚠️ *Revert with down.sql requested* by <@{pending.get('requested_by')}>"
-                + (f": {pending.get('reason')}" if pending.get("reason") else "") + "\n"
+    pending = run.rollback
+    waiting = pending is not None and pending.status is RollbackStatus.AWAITING_SECOND_APPROVAL
+    if pending is not None and waiting and pending.option is RollbackOption.REVERT:
+        scripts = ", ".join(f"`{d.name}` (sha256 `{d.checksum[:12]}…`)" for d in pending.down[:10])
+        review = pending.review.summary if pending.review else "-"
+        text = (f"⚠️ *Revert with down.sql requested* by <@{pending.requested_by}>"
+                + (f": {pending.reason}" if pending.reason else "") + "\n"
                 f"Runs on {run.env}, newest first: {scripts}. The SQL and its review ({review}) are in the thread. "
                 "A second approver must confirm.")
         return _second_person_blocks(run, value, text, _button("Confirm revert", "rollback_confirm", value, "danger", (
             f"Run down.sql on {run.env}?", "Exactly the down.sql shown in the thread runs on the production database.",
             "Confirm")))
-    if pending.get("status") == "awaiting_second_approval":
-        text = (f"⚠️ *Restore from backup requested* by <@{pending.get('requested_by')}>: {escape(str(pending.get('reason', '')))}\n"
+    if pending is not None and waiting:
+        text = (f"⚠️ *Restore from backup requested* by <@{pending.requested_by}>: {escape(pending.reason)}\n"
                 "All data written after the backup will be lost. A second approver must confirm.")
         return _second_person_blocks(run, value, text, _button("Confirm restore", "rollback_confirm", value, "danger", (
             f"Restore {run.env} from backup?",
@@ -300,8 +302,8 @@ def _step_blocks(run: Run, value: str) -> list[Block]:
         line = f"{STEP_ICON[step.status]} {step.label}"
         if step.status is StepStatus.RUNNING:
             line += f" — running{f' ({step.progress})' if step.progress else ''}"
-        elif step.status is StepStatus.SUCCEEDED and step.result.get("summary"):
-            line += f" — {step.result['summary']}"
+        elif step.status is StepStatus.SUCCEEDED and step.result.summary:
+            line += f" — {step.result.summary}"
         elif step.status in (StepStatus.FAILED, StepStatus.INTERRUPTED) and step.error:
             line += f" — {step.error}"
         if step.attempt > 1:
@@ -316,11 +318,11 @@ def _step_blocks(run: Run, value: str) -> list[Block]:
     step = upcoming
     spec = STEP_SPECS[step.name]
     elements: list[Block] = []
-    hold = run.facts.get("hold")
-    if hold and hold.get("step") == step.name:
-        blockers = "\n".join(f"• {b}" for b in hold.get("blockers", [])[:5])
+    hold = run.facts.hold
+    if hold is not None and hold.step == step.name:
+        blockers = "\n".join(f"• {b}" for b in hold.blockers[:5])
         blocks.append({"type": "section", "block_id": f"hold:{run.version}", "text": _text(
-            f"⏸️ *Held before {spec.label.lower()}:* {escape(str(hold.get('reason', '')))}\n{blockers}")})
+            f"⏸️ *Held before {spec.label.lower()}:* {escape(hold.reason)}\n{blockers}")})
         elements.append(_button("Retry check", f"step_run:{step.name}", value, "primary"))
         elements.append(_button("Proceed anyway", "proceed_anyway", value, "danger", (
             "Proceed despite the blockers?", "The migration may wait on their locks, or time out. This is audited.",
@@ -344,7 +346,7 @@ def _step_blocks(run: Run, value: str) -> list[Block]:
 
 def waiver_modal(run: Run) -> dict[str, Any]:
     """The modal in which an approver gives the reason for waiving the blocking findings."""
-    findings = "\n".join(f"• `{f['migration']}`: {f['message']}" for f in blocking_findings(run)[:20])
+    findings = "\n".join(f"• `{f.migration}`: {f.message}" for f in blocking_findings(run)[:20])
     return {
         "type": "modal",
         "callback_id": "waive_findings",

@@ -12,7 +12,7 @@ from bot.context import Deps, Reply
 from bot.errors import BotError
 from bot.integrations.pagerduty import PagerDuty
 from bot.runbook.rollback import oncall_mention, recommend_rollback
-from bot.runbook.rules import AuditEvent, Run, RunStatus, Transition
+from bot.runbook.rules import AuditEvent, Monitoring, Reading, Run, RunStatus, record_readings
 from bot.store.watch import WatchStore
 
 log = logging.getLogger(__name__)
@@ -42,14 +42,6 @@ def take_readings(env: EnvironmentConfig, now: datetime) -> Any:
                             config=env.monitoring.resolved(env.deploy), now=now)
 
 
-def _record(run: Run, *, summary: dict[str, Any], now: datetime) -> Transition:
-    new = run.model_copy(update={"version": run.version + 1, "updated_at": now}, deep=True)
-    new.facts["monitoring"] = summary
-    bad = [c for c in summary["checks"] if c["status"] in ("warn", "alert")]
-    detail = ", ".join(f"{c['name']} {c['value']}" for c in bad) or "all readings within thresholds"
-    return Transition(new, [AuditEvent("bot", "monitoring.readings", "ok" if not bad else "warn", now, detail)])
-
-
 def monitor_run(deps: Deps, run_id: str) -> None:
     """The seed's step 7: take every reading, show the ✅/⚠️ table, recommend rollback on a trigger."""
     # boto3 and psycopg are loaded only when readings are taken
@@ -62,14 +54,14 @@ def monitor_run(deps: Deps, run_id: str) -> None:
     readings = take_readings(env, deps.clock())
     config = env.monitoring.resolved(env.deploy)
     checks = evaluate(readings, config)
-    summary = {
-        "taken_at": deps.clock().isoformat(),
-        "checks": [{"name": c.name, "value": c.value_text, "threshold": c.threshold_text, "status": c.status,
-                    "icon": ICONS.get(c.status, ""), "message": c.message} for c in checks],
-        "log_lines": list(readings.error_log_lines)[:10],
-        "unavailable": dict(readings.unavailable),
-    }
-    deps.store.apply(run_id, lambda current: _record(current, summary=summary, now=deps.clock()))
+    summary = Monitoring(
+        taken_at=deps.clock().isoformat(),
+        checks=[Reading(name=c.name, value=c.value_text, threshold=c.threshold_text, status=c.status,
+                        icon=ICONS.get(c.status, ""), message=c.message) for c in checks],
+        log_lines=list(readings.error_log_lines)[:10],
+        unavailable=dict(readings.unavailable),
+    )
+    deps.store.apply(run_id, lambda current: record_readings(current, summary=summary, now=deps.clock()))
     deps.publish(run_id)
     triggers = rollback_triggers(readings, config)
     if triggers:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 SAFE = "safe"
+
+Level = Literal["high", "medium", "low", "info"]
 
 
 def risky(reason: str) -> str:
@@ -28,7 +31,7 @@ class Advice:
     why: str
     alternative: str
     kind: str = "lock"
-    level: str = "info"
+    level: Level = "info"
 
 
 class _Names(dict[str, str]):

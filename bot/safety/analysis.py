@@ -21,7 +21,8 @@ Tree = dict[str, Any]
 
 def _sval(node: Tree) -> str:
     """The text of a {"String": {"sval": ...}} node."""
-    return node["String"].get("sval", "")
+    text: str = node["String"].get("sval", "")
+    return text
 
 
 class Lock(IntEnum):
@@ -284,7 +285,8 @@ def _object_name(parts: Any) -> str:
 def _list_items(node: Any) -> list[Tree] | None:
     """The items of a {"List": ...} node (pglast: a tuple), else None."""
     if isinstance(node, dict) and "List" in node:
-        return node["List"].get("items", [])
+        items: list[Tree] = node["List"].get("items", [])
+        return items
     return None
 
 

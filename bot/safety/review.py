@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from bot.integrations.pgcatalog import Connection, LiveCatalog, TableSize, server_version_num
 from bot.integrations.squawk import SquawkBatch, SquawkViolation
-from bot.safety.advice import SAFE, advise
+from bot.safety.advice import SAFE, Level, advise
 from bot.safety.analysis import (
     Check,
     FileAnalysis,
@@ -20,7 +20,6 @@ from bot.safety.analysis import (
     analyze_file,
 )
 
-Level = Literal["high", "medium", "low", "info"]
 LEVELS: tuple[Level, ...] = ("high", "medium", "low", "info")
 _RANK = {level: i for i, level in enumerate(LEVELS)}
 
@@ -278,7 +277,7 @@ def _check_finding(name: str, st: StatementAnalysis, check: Check, analysis: Fil
             level, category = "info", SAFE
             why = f"{line}. A validated CHECK ({names.get('column')} IS NOT NULL) proves it, so there is no scan."
     else:
-        level = adv.level  # type: ignore[assignment]
+        level = adv.level
         category = adv.category
         why = adv.why
         if key == "required-column" and size is not None and size.rows == 0 and check.table not in \

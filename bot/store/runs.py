@@ -18,7 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.errors import AlreadyDone, RunActive, RunNotFound, StaleMessage, StateStoreUnavailable
 from bot.messages import escape
-from bot.runbook.rules import AuditEvent, Run, Transition
+from bot.runbook.rules import AuditEvent, Run, Transition, record_message
 from bot.store.keys import Keys
 
 UNAVAILABLE = "state store unavailable — nothing was changed"
@@ -250,7 +250,7 @@ class RunStore:
         with store_errors(), self.redis.pipeline() as pipe:
             for _ in range(_MAX_CAS_ATTEMPTS):
                 try:
-                    pipe.watch(lock_key)
+                    pipe.watch(lock_key)  # type: ignore[no-untyped-call]  # redis-py: Pipeline.watch is untyped
                     if pipe.exists(lock_key):
                         pipe.unwatch()
                         held = self.lock(run.env)
@@ -291,7 +291,7 @@ class RunStore:
         with store_errors(), self.redis.pipeline() as pipe:
             for _ in range(_MAX_CAS_ATTEMPTS):
                 try:
-                    pipe.watch(key)
+                    pipe.watch(key)  # type: ignore[no-untyped-call]  # redis-py: Pipeline.watch is untyped
                     raw = pipe.get(key)
                     if raw is None:
                         pipe.unwatch()
@@ -338,14 +338,8 @@ class RunStore:
 
     def set_message(self, run_id: str, channel: str, ts: str) -> bool:
         """Remember the status message; only the first writer wins, so a run never gets two messages."""
-        def change(run: Run) -> Transition:
-            if run.message_ts:
-                raise AlreadyDone("message already posted")
-            new = run.model_copy(update={"message_ts": ts, "channel": channel}, deep=True)
-            return Transition(new, [])
-
         try:
-            self.apply(run_id, change)
+            self.apply(run_id, lambda run: record_message(run, channel=channel, ts=ts))
             return True
         except AlreadyDone:
             return False

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-from bot.devtools.slack.blockkit import MAX_MESSAGE_UPDATE_TEXT, validate_blocks, validate_view
+from bot.devtools.slack.blockkit import MAX_MESSAGE_UPDATE_TEXT, Surface, validate_blocks, validate_view
 
 T = TypeVar("T")
 
@@ -613,10 +613,10 @@ def _require(args: dict[str, Any], *names: str) -> None:
                         response_metadata={"messages": [f"[ERROR] missing required field: {n}" for n in missing]})
 
 
-def _check_blocks(blocks: Any, surface: str = "message") -> None:
+def _check_blocks(blocks: Any, surface: Surface = "message") -> None:
     if blocks is None:
         return
-    errors = validate_blocks(blocks, surface=surface)  # type: ignore[arg-type]
+    errors = validate_blocks(blocks, surface=surface)
     if errors:
         raise _ApiError("invalid_blocks", errors=errors)
 

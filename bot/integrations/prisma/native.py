@@ -225,7 +225,7 @@ class _BlockerWatch:
     def _poll_once(self, pid: int) -> tuple[int, str, float, str | None] | None:
         if self._conn is None or self._conn.closed:
             self._conn = self._connect()
-        return self._conn.execute(self._QUERY, {"pid": pid}).fetchone()  # type: ignore[return-value]
+        return self._conn.execute(self._QUERY, {"pid": pid}).fetchone()
 
     def close(self) -> None:
         with self._cond:
@@ -620,7 +620,7 @@ class NativeRunner:
             params += [row_id, migration.checksum, _now(), migration.name]
             statements += timeouts  # SET lock_timeout / statement_timeout, built from ints
         with psycopg.ClientCursor(conn) as cur:
-            cur.execute(";\n".join(statements), params)  # type: ignore[call-overload]  # composed of literals
+            cur.execute(";\n".join(statements), params)  # composed of literals
 
     @staticmethod
     def _finished(done: _Unfinished, emit: Callable[[str], None], applied: list[AppliedMigration]) -> None:
@@ -719,7 +719,7 @@ _RESETS = ("RESET lock_timeout", "RESET statement_timeout")
 
 def _run_script(conn: psycopg.Connection, script: str) -> None:
     """Send the whole file as ONE simple-protocol query (psycopg does so for a str without parameters)."""
-    conn.execute(script)  # type: ignore[call-overload]  # a runtime str, not a LiteralString
+    conn.execute(script)  # a runtime str, not a LiteralString
 
 
 def _describe_blocker(blocker: _Blocker | None) -> str:

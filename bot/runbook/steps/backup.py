@@ -10,6 +10,7 @@ from bot.runbook.engine import (
     StepOutcome,
 )
 from bot.runbook.inspection import rehearsal_enabled
+from bot.runbook.rules import BackupResult
 
 
 def backup(ctx: StepContext) -> StepOutcome:
@@ -62,7 +63,7 @@ def backup(ctx: StepContext) -> StepOutcome:
         raise IntegrationError(f"Backup {evidence.identifier} was taken but did not verify: "
                                + "; ".join(evidence.notes or ["counts differ"]))
     result = {k: v for k, v in vars(evidence).items() if isinstance(v, (str, int, float, bool, list, type(None)))}
-    return StepOutcome(evidence.summary(), result)
+    return StepOutcome(evidence.summary(), BackupResult.model_validate(result))
 
 
 def _bar(percent: int) -> str:

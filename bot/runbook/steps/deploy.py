@@ -6,6 +6,7 @@ from bot.runbook.engine import (
     StepContext,
     StepOutcome,
 )
+from bot.runbook.rules import DeployResult, MaintenanceOnResult, result_of
 
 
 def deploy(ctx: StepContext) -> StepOutcome:
@@ -14,8 +15,7 @@ def deploy(ctx: StepContext) -> StepOutcome:
     assert cfg.cluster and cfg.service
     before = aws.service(cfg.cluster, cfg.service)
     maint = ctx.run.step("maintenance_on") if any(s.name == "maintenance_on" for s in ctx.run.steps) else None
-    previous = (maint.result.get("previous_task_definition") if maint and maint.result else None) \
-        or before.task_definition
+    previous = result_of(ctx.run, MaintenanceOnResult).previous_task_definition or before.task_definition
     target = previous
     if ctx.run.image_tag:
         target = aws.register_revision_with_image(previous, ctx.run.image_tag)
@@ -28,5 +28,5 @@ def deploy(ctx: StepContext) -> StepOutcome:
     after = aws.service(cfg.cluster, cfg.service)
     return StepOutcome(f"{cfg.service} stable on {str(target).rsplit('/', 1)[-1]} "
                        f"({after.running_count}/{after.desired_count} running)",
-                       {"previous_task_definition": previous, "task_definition": target,
-                        "desired_count": after.desired_count})
+                       DeployResult(previous_task_definition=previous, task_definition=target,
+                                    desired_count=after.desired_count))

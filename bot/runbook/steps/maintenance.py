@@ -8,6 +8,7 @@ from bot.runbook.engine import (
     StepContext,
     StepOutcome,
 )
+from bot.runbook.rules import DeployResult, MaintenanceOffResult, MaintenanceOnResult, result_of
 
 
 def maintenance_on(ctx: StepContext) -> StepOutcome:
@@ -20,10 +21,10 @@ def maintenance_on(ctx: StepContext) -> StepOutcome:
         aws.update_service(deploy.cluster, deploy.service, task_definition=cfg.task_definition)
         aws.wait_stable(deploy.cluster, deploy.service, on_progress=lambda text: ctx.progress(str(text)))
         return StepOutcome(f"ECS {deploy.service} on {cfg.task_definition}",
-                           {"previous_task_definition": before.task_definition, "method": cfg.method})
+                           MaintenanceOnResult(previous_task_definition=before.task_definition, method=cfg.method))
     assert cfg.webhook_url
     set_maintenance_webhook(cfg.webhook_url, enabled=True, token=cfg.webhook_token)
-    return StepOutcome("maintenance page on (webhook)", {"method": cfg.method})
+    return StepOutcome("maintenance page on (webhook)", MaintenanceOnResult(method=cfg.method))
 
 
 def maintenance_off(ctx: StepContext) -> StepOutcome:
@@ -31,18 +32,18 @@ def maintenance_off(ctx: StepContext) -> StepOutcome:
     cfg = ctx.env.maintenance
     on = ctx.run.step("maintenance_on")
     if on.status.value == "skipped":
-        return StepOutcome("maintenance mode was not on", {})
+        return StepOutcome("maintenance mode was not on", MaintenanceOffResult())
     if cfg.method == "ecs_task_definition":
         aws, deploy = ctx.aws(), ctx.env.deploy
         assert deploy.cluster and deploy.service
-        deployed = ctx.run.step("deploy").result.get("task_definition") if any(
-            s.name == "deploy" for s in ctx.run.steps) else None
-        target = deployed or on.result.get("previous_task_definition")
+        deployed = result_of(ctx.run, DeployResult).task_definition
+        target = deployed or result_of(ctx.run, MaintenanceOnResult).previous_task_definition
         if not target:
             raise DeployError("Cannot tell which task definition to restore; set it by hand and mark the step done.")
         aws.update_service(deploy.cluster, deploy.service, task_definition=target)
         aws.wait_stable(deploy.cluster, deploy.service, on_progress=lambda text: ctx.progress(str(text)))
-        return StepOutcome(f"ECS {deploy.service} back on {target.rsplit('/', 1)[-1]}", {"task_definition": target})
+        return StepOutcome(f"ECS {deploy.service} back on {target.rsplit('/', 1)[-1]}",
+                           MaintenanceOffResult(task_definition=target))
     assert cfg.webhook_url
     set_maintenance_webhook(cfg.webhook_url, enabled=False, token=cfg.webhook_token)
-    return StepOutcome("maintenance page off (webhook)", {})
+    return StepOutcome("maintenance page off (webhook)", MaintenanceOffResult())

@@ -17,7 +17,7 @@ from bot.runbook.engine import (
     pending_of,
     unapproved_migrations,
 )
-from bot.runbook.rules import STEP_SPECS, AuditEvent, Run
+from bot.runbook.rules import STEP_SPECS, AuditEvent, MigrateResult, Run
 
 
 def migrate(ctx: StepContext) -> StepOutcome:
@@ -67,8 +67,8 @@ def migrate(ctx: StepContext) -> StepOutcome:
     summary = f"applied {len(names)}: {', '.join(names)}" if names else "no pending migrations"
     downs = {m.name for m in after.local if m.down_sql is not None}
     return StepOutcome(summary + " · Database schema is up to date!",
-                       {"applied": names, "with_down": bool(names) and all(n in downs for n in names),
-                        "durations_s": {m.name: round(m.duration_s, 3) for m in result.applied}})
+                       MigrateResult(applied=names, with_down=bool(names) and all(n in downs for n in names),
+                                     durations_s={m.name: round(m.duration_s, 3) for m in result.applied}))
 
 
 def migrate_resolved_by_hand(deps: Deps, run: Run, user: str) -> Reply | None:
@@ -136,8 +136,9 @@ def _migrations_still_open(deps: Deps, run: Run) -> str:
 def _lock_preflight(ctx: StepContext, directory: Path, pending: list[str]) -> None:
     """Just before deploy: hold if other sessions sit on the tables the migrations lock (unless overridden)."""
     safety = ctx.env.safety
-    override = ctx.run.facts.get("hold_override") or {}
-    if not safety.preflight or not pending or override.get("step") == "migrate" or not ctx.env.database_url:
+    override = ctx.run.facts.hold_override
+    overridden = override is not None and override.step == "migrate"
+    if not safety.preflight or not pending or overridden or not ctx.env.database_url:
         return
     # psycopg and pglast are loaded only when a migration runs
     from bot.integrations.prisma.migrations import list_local_migrations
@@ -148,4 +149,4 @@ def _lock_preflight(ctx: StepContext, directory: Path, pending: list[str]) -> No
                             long_running_s=safety.preflight_long_running_s,
                             idle_in_tx_s=safety.preflight_idle_in_tx_s)
     if not report.ok:
-        raise StepHeld(report.summary(), {"blockers": [b.describe() for b in report.blockers[:10]]})
+        raise StepHeld(report.summary(), [b.describe() for b in report.blockers[:10]])

@@ -8,16 +8,28 @@ from pathlib import Path
 from bot.errors import BotError, DeployError, MigrationError
 from bot.redact import redact
 from bot.runbook.engine import Executor, RollbackVoided, StepContext, StepOutcome
-from bot.runbook.rollback import down_fingerprint, down_scripts, forward_result
+from bot.runbook.rollback import down_fingerprint, down_scripts
+from bot.runbook.rules import (
+    ApplyDownResult,
+    BackupResult,
+    DeployResult,
+    MaintenanceOnResult,
+    PreviousVersionResult,
+    RedeployResult,
+    ResolveFailedResult,
+    RestoreDbResult,
+    ScaleDownResult,
+    result_of,
+)
 
 
 def _previous_stable(ctx: StepContext) -> str:
     run = ctx.run
-    for source in (forward_result(run, "deploy"), forward_result(run, "maintenance_on"),
-                   next((s.result for s in run.steps if s.name == "rb_scale_down"), {})):
-        value = source.get("previous_task_definition") or source.get("task_definition_before")
+    for value in (result_of(run, DeployResult).previous_task_definition,
+                  result_of(run, MaintenanceOnResult).previous_task_definition,
+                  result_of(run, ScaleDownResult).task_definition_before):
         if value:
-            return str(value)
+            return value
     raise DeployError("This run recorded no previous-stable task definition; deploy it by hand.")
 
 
@@ -40,7 +52,7 @@ def resolve_failed(ctx: StepContext) -> StepOutcome:
         + " is marked rolled back (its transaction left no partial schema). Fix the SQL — or add a new "
         "migration with `npx prisma migrate dev --name fix_previous_migration` — commit it, and start a new "
         f"run with `/migrate {env.name}`: deploy will apply it then.")
-    return StepOutcome(f"marked rolled back: {', '.join(failed)}", {"rolled_back": failed})
+    return StepOutcome(f"marked rolled back: {', '.join(failed)}", ResolveFailedResult(rolled_back=failed))
 
 
 def apply_down(ctx: StepContext) -> StepOutcome:
@@ -59,21 +71,20 @@ def apply_down(ctx: StepContext) -> StepOutcome:
     except (BotError, OSError) as exc:
         raise RollbackVoided(f"the down.sql scripts could not be read ({redact(str(exc))[:200]}); nothing was "
                              "run") from None
-    approved = (ctx.run.rollback or {}).get("fingerprint")
+    approved = ctx.run.rollback.fingerprint if ctx.run.rollback else None
     if not approved or down_fingerprint(scripts) != approved:
         raise RollbackVoided("the down.sql scripts changed after they were approved; nothing was run. Request "
                              "Option 1 again to review them as they are now")
     runner = NativeRunner(env.database_url)
     directory = Path(env.migrate.migrations_dir)
-    done: list[str] = next((s.result.get("reverted", []) for s in ctx.run.steps if s.name == "rb_apply_down"), [])
-    reverted = list(done)
+    reverted = list(result_of(ctx.run, ApplyDownResult).reverted)
     for script in scripts:
         if script.name in reverted:
             continue
         runner.revert_with_down(directory, script.name, expected_down_checksum=script.checksum)
         reverted.append(script.name)
         ctx.log(f"down.sql of {script.name} applied; row marked rolled back")
-    return StepOutcome(f"reverted with down.sql: {', '.join(reverted)}", {"reverted": reverted})
+    return StepOutcome(f"reverted with down.sql: {', '.join(reverted)}", ApplyDownResult(reverted=reverted))
 
 
 def scale_down(ctx: StepContext) -> StepOutcome:
@@ -81,28 +92,28 @@ def scale_down(ctx: StepContext) -> StepOutcome:
     aws, cfg = ctx.aws(), ctx.env.deploy
     assert cfg.cluster and cfg.service
     state = aws.service(cfg.cluster, cfg.service)
-    recorded = ctx.run.step("rb_scale_down").result
-    desired = int(recorded.get("desired_count_before", state.desired_count))
+    recorded = result_of(ctx.run, ScaleDownResult).desired_count_before
+    desired = int(recorded if recorded is not None else state.desired_count)
     if desired == 0:
-        desired = int(forward_result(ctx.run, "deploy").get("desired_count") or 1)
-    ctx.remember(desired_count_before=desired, task_definition_before=state.task_definition)
+        desired = int(result_of(ctx.run, DeployResult).desired_count or 1)
+    scaled = ScaleDownResult(desired_count_before=desired, task_definition_before=state.task_definition)
+    ctx.remember(scaled)
     aws.update_service(cfg.cluster, cfg.service, desired_count=0)
     aws.wait_stable(cfg.cluster, cfg.service, on_progress=lambda s: ctx.progress(str(s)))
-    return StepOutcome(f"{cfg.service} scaled to 0 (was {desired})",
-                       {"desired_count_before": desired, "task_definition_before": state.task_definition})
+    return StepOutcome(f"{cfg.service} scaled to 0 (was {desired})", scaled)
 
 
 def restore_db(ctx: StepContext) -> StepOutcome:
     """Option 2: the database back to the pre-migration backup (pg_restore, or an RDS snapshot restore)."""
     env = ctx.env
-    backup = forward_result(ctx.run, "backup")
+    backup = result_of(ctx.run, BackupResult)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    if backup.get("method") == "rds_snapshot":
+    if backup.method == "rds_snapshot":
         aws = ctx.aws()
         instance = str(env.backup.rds_instance if env.backup else "")
         restored = f"{instance}-restored-{stamp}"
-        aws.restore_instance_from_snapshot(str(backup["identifier"]), restored)
-        ctx.progress(f"restoring {restored} from {backup['identifier']}", force=True)
+        aws.restore_instance_from_snapshot(backup.identifier, restored)
+        ctx.progress(f"restoring {restored} from {backup.identifier}", force=True)
         aws.wait_instance_available(restored)
         if env.rollback.rds_swap:
             aside = f"{instance}-pre-restore-{stamp}"
@@ -111,21 +122,21 @@ def restore_db(ctx: StepContext) -> StepOutcome:
             aws.rename_instance(restored, instance)
             aws.wait_instance_available(instance)
             return StepOutcome(f"RDS {instance} is now the restored copy (old one kept as {aside})",
-                               {"restored_instance": instance, "previous_instance": aside})
+                               RestoreDbResult(restored_instance=instance, previous_instance=aside))
         ctx.thread(f"*Action needed:* the snapshot is restored as RDS instance `{restored}`. Point the app's "
                    f"DATABASE_URL at its endpoint (or rename `{instance}` aside and `{restored}` to `{instance}`), "
                    "then click *Run: Redeploy previous-stable*.")
         return StepOutcome(f"restored to new instance {restored}; switch the app to it (see thread)",
-                           {"restored_instance": restored, "manual_switch": True})
+                           RestoreDbResult(restored_instance=restored, manual_switch=True))
     # boto3 and psycopg are loaded only by the work that takes or restores a backup
     from bot.backup.pg_dump import fetched_backup
     from bot.integrations.postgres import Postgres, pg_restore
 
     assert env.database_url
-    aws = ctx.aws() if str(backup.get("location", "")).startswith("s3://") else None
+    s3 = ctx.aws() if backup.location.startswith("s3://") else None
     jobs = env.backup.jobs if env.backup else 1
     mode = env.rollback.pg_restore_mode
-    with fetched_backup(backup, aws) as path:
+    with fetched_backup(backup.model_dump(), s3) as path:
         if mode in ("swap", "new_database"):
             live = Postgres(env.database_url)
             suffix = stamp.replace("-", "_")
@@ -136,31 +147,31 @@ def restore_db(ctx: StepContext) -> StepOutcome:
             if mode == "new_database":
                 ctx.thread(f"*Action needed:* the backup is restored into database `{name}` on the same server. "
                            "Point the app at it (or rename the databases), then redeploy.")
-                return StepOutcome(f"restored into new database {name}", {"restored_database": name})
+                return StepOutcome(f"restored into new database {name}", RestoreDbResult(restored_database=name))
             aside = f"{live.database_name()}_pre_restore_{suffix}"
             live.swap_in_database(name, aside)
             ctx.thread(f"The database as it was before the restore is kept as `{aside}` (nothing is dropped).")
             count = Postgres(env.database_url).prisma_migrations_count()
-            return StepOutcome(f"restored from {Path(str(backup.get('identifier'))).name} and swapped in; "
+            return StepOutcome(f"restored from {Path(backup.identifier).name} and swapped in; "
                                f"old database kept as {aside}; {count} rows in _prisma_migrations",
-                               {"kept_aside": aside, "prisma_migrations": count})
+                               RestoreDbResult(kept_aside=aside, prisma_migrations=count))
         pg_restore(path, env.database_url, clean=True, jobs=jobs)
     count = Postgres(env.database_url).prisma_migrations_count()
-    return StepOutcome(f"pg_restore --clean --if-exists from {Path(str(backup.get('identifier'))).name}; "
-                       f"{count} rows in _prisma_migrations", {"prisma_migrations": count})
+    return StepOutcome(f"pg_restore --clean --if-exists from {Path(backup.identifier).name}; "
+                       f"{count} rows in _prisma_migrations", RestoreDbResult(prisma_migrations=count))
 
 
 def redeploy(ctx: StepContext) -> StepOutcome:
     """Option 2, last: previous-stable at the desired count recorded before scaling down (the seed's 2)."""
     aws, cfg = ctx.aws(), ctx.env.deploy
     assert cfg.cluster and cfg.service
-    desired = int(ctx.run.step("rb_scale_down").result.get("desired_count_before") or 2)
+    desired = int(result_of(ctx.run, ScaleDownResult).desired_count_before or 2)
     target = _previous_stable(ctx)
     aws.update_service(cfg.cluster, cfg.service, task_definition=target, desired_count=desired,
                        force_new_deployment=True)
     aws.wait_stable(cfg.cluster, cfg.service, on_progress=lambda s: ctx.progress(str(s)))
     return StepOutcome(f"{cfg.service} on {target.rsplit('/', 1)[-1]} at {desired} tasks",
-                       {"task_definition": target, "desired_count": desired})
+                       RedeployResult(task_definition=target, desired_count=desired))
 
 
 def previous_version(ctx: StepContext) -> StepOutcome:
@@ -170,7 +181,8 @@ def previous_version(ctx: StepContext) -> StepOutcome:
     target = _previous_stable(ctx)
     aws.update_service(cfg.cluster, cfg.service, task_definition=target, force_new_deployment=True)
     aws.wait_stable(cfg.cluster, cfg.service, on_progress=lambda s: ctx.progress(str(s)))
-    return StepOutcome(f"{cfg.service} back on {target.rsplit('/', 1)[-1]}", {"task_definition": target})
+    return StepOutcome(f"{cfg.service} back on {target.rsplit('/', 1)[-1]}",
+                       PreviousVersionResult(task_definition=target))
 
 
 # The rollback sub-steps (in bot.runbook.rules.STEP_SPECS), handed to the engine with the forward ones by bot.runbook.operations.

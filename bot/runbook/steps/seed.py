@@ -27,4 +27,4 @@ def seed(ctx: StepContext) -> StepOutcome:
     if proc.returncode != 0:
         last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         raise IntegrationError(f"Seed command exited {proc.returncode}: {last[0][:200]}")
-    return StepOutcome(f"`{' '.join(cfg.command)}` exited 0", {})
+    return StepOutcome(f"`{' '.join(cfg.command)}` exited 0")

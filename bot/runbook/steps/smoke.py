@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from bot.config import SmokeCheck
 from bot.errors import IntegrationError
-from bot.integrations.smoke import SmokeCheck, run_smoke_checks
+from bot.integrations.smoke import SmokeResult, run_smoke_checks
 from bot.runbook.engine import (
     StepContext,
     StepOutcome,
 )
+from bot.runbook.rules import SmokeCheckResult, SmokeTestsResult
 
 
 def smoke(ctx: StepContext) -> StepOutcome:
@@ -15,7 +17,7 @@ def smoke(ctx: StepContext) -> StepOutcome:
     checks: list[SmokeCheck] = list(ctx.env.smoke)
     lines: list[str] = []
 
-    def on_result(result) -> None:  # type: ignore[no-untyped-def]
+    def on_result(result: SmokeResult) -> None:
         if getattr(result, "skipped", False):
             lines.append(f"⏭️ {result.name}: skipped (an earlier check failed)")
             return
@@ -32,8 +34,8 @@ def smoke(ctx: StepContext) -> StepOutcome:
     report = run_smoke_checks(checks, variables={"run_id": ctx.run.id}, on_result=on_result,
                               extra_headers=extra_headers)
     ctx.thread("*Smoke tests*\n" + "\n".join(lines))
-    results = [{"name": r.name, "ok": r.ok, "status": r.status, "latency_ms": round(r.latency_ms, 1),
-                "error": r.error} for r in report.results]
+    results = [SmokeCheckResult(name=r.name, ok=r.ok, status=r.status, latency_ms=round(r.latency_ms, 1),
+                                error=r.error) for r in report.results]
     if not report.ok:
         raise IntegrationError(f"Smoke tests failed: {report.summary()}")
-    return StepOutcome(report.summary(), {"checks": results})
+    return StepOutcome(report.summary(), SmokeTestsResult(checks=results))
