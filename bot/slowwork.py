@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
@@ -10,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-log = logging.getLogger(__name__)
+from bot.edge import contained
+
 T = TypeVar("T")
 
 # How long a result computed in a flight answers later requests that joined the same flight.
@@ -78,7 +78,5 @@ class Flights:
                         return
                     self._waiting[key] = []
                 for job in jobs:
-                    try:
+                    with contained(f"{key}"):  # one waiter's failure must not strand the others
                         job()
-                    except Exception as exc:  # one waiter's failure must not strand the others
-                        log.error("%s failed: %s", key, type(exc).__name__)
