@@ -54,10 +54,6 @@ class Flights:
         self._waiting: dict[Hashable, list[Callable[[], None]]] = {}
         self._lock = threading.Lock()
 
-    def busy(self, key: Hashable) -> bool:
-        with self._lock:
-            return key in self._waiting
-
     def join(self, key: Hashable, job: Callable[[], None]) -> bool:
         """Queue ``job`` under ``key``; True if it joined a flight already queued or running."""
         with self._lock:

@@ -25,7 +25,6 @@ from bot.runbook.monitoring import (
     collect_readings,
     evaluate,
     render_checks,
-    render_readings,
     rollback_triggers,
     sentry_client,
 )
@@ -306,7 +305,8 @@ class TestRenderChecks:
                           request_count=100, p95_ms=2500, p95_statistic="p95", cpu=0.9, memory=0.5, connections=10,
                           connection_limit=100, connection_limit_source="max_connections", failed_migrations=[],
                           error_log_lines=lines)
-        blocks = render_readings(readings, MonitoringConfig(), title="Monitoring after deploy")
+        blocks = render_checks(evaluate(readings, MonitoringConfig()), log_lines=readings.error_log_lines,
+                               title="Monitoring after deploy", taken_at=readings.taken_at)
         assert validate_blocks(blocks, surface="message") == []
         text = str(blocks)
         assert "🚨" in text and "⚠️" in text and "✅" in text and "<script>" not in text

@@ -13,7 +13,6 @@ from bot.integrations.smoke import (
     SmokeCheck,
     SmokeReport,
     SmokeResult,
-    default_checks,
     extract_path,
     run_smoke_checks,
 )
@@ -30,6 +29,25 @@ def running_app() -> Iterator[DemoApp]:
 def app(running_app: DemoApp) -> DemoApp:
     running_app.reset()
     return running_app
+
+
+def default_checks(base_url: str) -> list[SmokeCheck]:
+    """The seed's chain (the demo app serves it): health -> register a throwaway user -> login (capture token) -> counsel with it.
+
+    The user's email is ``smoke+${run_id}@example.com``, so pass ``variables={"run_id": ...}``.
+    """
+    base = base_url.rstrip("/")
+    credentials = {"email": "smoke+${run_id}@example.com", "password": "Test123!"}
+    return [
+        SmokeCheck(name="health", url=f"{base}/health"),
+        SmokeCheck(name="register", method="POST", url=f"{base}/auth/register", json=credentials,
+                   expect_status=[200, 201]),
+        SmokeCheck(name="login", method="POST", url=f"{base}/auth/login", json=credentials,
+                   capture={"token": "token"}),
+        SmokeCheck(name="counsel", method="POST", url=f"{base}/counsel",
+                   headers={"Authorization": "Bearer ${token}"}, json={"message": "Test message"},
+                   expect_status=[200, 201]),
+    ]
 
 
 def closed_port() -> int:

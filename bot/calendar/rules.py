@@ -19,9 +19,6 @@ WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturd
 MAX_WINDOW_S = 24 * 3600
 """A hard limit (invalid input, not a policy warning): a window is a few hours, not a week of reminders."""
 
-# The timeline, in the order its messages appear. Status updates are `status:1`, `status:2`, ...
-KINDS = ("announce", "reminder", "final", "start", "status", "complete")
-
 
 class WindowStatus(StrEnum):
     SCHEDULED = "scheduled"

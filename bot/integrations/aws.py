@@ -246,11 +246,6 @@ class Aws:
         found.sort(key=lambda s: (s.created_at is not None, s.created_at or datetime.min, s.id), reverse=True)
         return found
 
-    def find_snapshot(self, prefix: str) -> Snapshot | None:
-        """The newest manual snapshot whose identifier starts with ``prefix``, or None."""
-        snapshots = self.list_snapshots(prefix)
-        return snapshots[0] if snapshots else None
-
     def get_snapshot(self, snapshot_id: str) -> Snapshot:
         """One snapshot by identifier (BackupError DBSnapshotNotFound when it does not exist)."""
         response = self._call(
@@ -463,11 +458,6 @@ class Aws:
             )
             for v in latest
         ]
-
-    def find_object(self, bucket: str, prefix: str) -> S3Object | None:
-        """The newest current object whose key starts with ``prefix``, or None."""
-        objects = self.list_objects(bucket, prefix)
-        return objects[0] if objects else None
 
     def download_file(self, bucket: str, key: str, path: Path | str, version_id: str | None = None) -> Path:
         """Download one object (a given version when ``version_id`` is set) to ``path``."""

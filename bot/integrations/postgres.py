@@ -270,11 +270,6 @@ class Postgres:
                 time.sleep(0.2 * (attempt + 1))
         self._admin(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(restored), sql.Identifier(live)))
 
-    def databases_like(self, pattern: str) -> list[str]:
-        """Names of the databases on this server matching the SQL LIKE ``pattern``, sorted."""
-        rows = self._fetch("SELECT datname FROM pg_catalog.pg_database WHERE datname LIKE %s", (pattern,))
-        return sorted(str(row[0]) for row in rows)
-
     # -- sessions and their locks (the rehearsal sampler and the go-time pre-flight) --------------------------
 
     def session_locks(self) -> list[SessionLock]:

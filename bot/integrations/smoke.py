@@ -238,22 +238,3 @@ def run_smoke_checks(checks: list[SmokeCheck], *, variables: Mapping[str, str],
         if own:
             http.close()
     return SmokeReport(results=results)
-
-
-def default_checks(base_url: str) -> list[SmokeCheck]:
-    """The seed's chain: health -> register a throwaway user -> login (capture token) -> counsel with it.
-
-    The user's email is ``smoke+${run_id}@example.com``, so pass ``variables={"run_id": ...}``.
-    """
-    base = base_url.rstrip("/")
-    credentials = {"email": "smoke+${run_id}@example.com", "password": "Test123!"}
-    return [
-        SmokeCheck(name="health", url=f"{base}/health"),
-        SmokeCheck(name="register", method="POST", url=f"{base}/auth/register", json=credentials,
-                   expect_status=[200, 201]),
-        SmokeCheck(name="login", method="POST", url=f"{base}/auth/login", json=credentials,
-                   capture={"token": "token"}),
-        SmokeCheck(name="counsel", method="POST", url=f"{base}/counsel",
-                   headers={"Authorization": "Bearer ${token}"}, json={"message": "Test message"},
-                   expect_status=[200, 201]),
-    ]

@@ -470,12 +470,6 @@ def rollback_triggers(readings: Readings, config: MonitoringConfig) -> list[str]
     return reasons
 
 
-def overall_status(checks: Sequence[Check]) -> Status:
-    """The worst status of a table (alert > warn > unknown > ok)."""
-    order: dict[str, int] = {"ok": 0, "unknown": 1, "warn": 2, "alert": 3}
-    return max((c.status for c in checks), key=lambda s: order[s], default="ok")
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Block Kit
 # ---------------------------------------------------------------------------------------------------------------
@@ -542,9 +536,3 @@ def _log_block(lines: Sequence[str]) -> dict[str, Any]:
         used += len(clean) + 1
     body = "\n".join(reversed(kept)) or "(lines too long to show)"
     return {"type": "section", "text": {"type": "mrkdwn", "text": f"{head}```\n{body}\n```"}}
-
-
-def render_readings(readings: Readings, config: MonitoringConfig, *, title: str | None = None) -> list[dict[str, Any]]:
-    """``render_checks(evaluate(readings, config))`` with the readings' ERROR lines and time."""
-    return render_checks(evaluate(readings, config), log_lines=readings.error_log_lines, title=title,
-                         taken_at=readings.taken_at)

@@ -64,7 +64,6 @@ class FileUpload:
     title: str | None = None
     channel: str | None = None
     thread_ts: str | None = None
-    initial_comment: str | None = None
     completed: bool = False
 
     @property
@@ -883,7 +882,6 @@ def _files_complete_upload(fake: FakeSlack, args: dict[str, Any]) -> dict[str, A
         upload.title = item.get("title") or upload.name
         upload.channel = channel
         upload.thread_ts = args.get("thread_ts") or None
-        upload.initial_comment = args.get("initial_comment") or None
         infos.append({"id": upload.id, "name": upload.name, "title": upload.title, "size": len(upload.content),
                       "user": fake.bot_user_id,
                       "permalink": f"https://devslack.slack.com/files/{fake.bot_user_id}/{upload.id}/{upload.name}"})

@@ -66,7 +66,6 @@ class _ScriptKind:
     has_transaction_control: bool
     sets_lock_timeout: bool
     sets_statement_timeout: bool
-    index_name: str | None = None
 
     @property
     def retryable(self) -> bool:
@@ -125,8 +124,6 @@ def _classify_script(script: str) -> _ScriptKind:
         has_transaction_control=any(t == "TransactionStmt" for t, _ in statements),
         sets_lock_timeout="lock_timeout" in sets,
         sets_statement_timeout="statement_timeout" in sets,
-        index_name=(str(only[1].get("idxname")) if only[1].get("idxname") else None)
-        if only is not None and only[0] == "IndexStmt" else None,
     )
 
 
