@@ -12,7 +12,6 @@ import psycopg
 import pytest
 
 from bot.config import DeployConfig, MonitoringConfig, SentryConfig
-from bot.devtools.slack.blockkit import validate_blocks
 from bot.devtools.stubs import SentryStub
 from bot.integrations.aws import Aws
 from bot.integrations.postgres import Postgres
@@ -24,7 +23,6 @@ from bot.runbook.monitoring import (
     alerts,
     collect_readings,
     evaluate,
-    render_checks,
     rollback_triggers,
     sentry_client,
 )
@@ -295,27 +293,6 @@ class TestEvaluate:
         readings = sample(error_rate=0.02, p95_ms=300.0, failed_migrations=["x"], unavailable={"cpu": "why"},
                           error_log_lines=["03:00:00 ERROR"])
         assert Readings.from_dict(readings.to_dict()) == readings
-
-
-class TestRenderChecks:
-    def test_table_and_log_lines_are_valid_block_kit(self) -> None:
-        """The table plus many long, hostile log lines stays within Slack's message limits."""
-        lines = [f"03:00:{i:02d} ERROR <script>&``` " + "x" * 400 for i in range(50)]
-        readings = sample(error_rate=0.08, errors=8, total=100, error_rate_source="alb", alb_5xx=8,
-                          request_count=100, p95_ms=2500, p95_statistic="p95", cpu=0.9, memory=0.5, connections=10,
-                          connection_limit=100, connection_limit_source="max_connections", failed_migrations=[],
-                          error_log_lines=lines)
-        blocks = render_checks(evaluate(readings, MonitoringConfig()), log_lines=readings.error_log_lines,
-                               title="Monitoring after deploy", taken_at=readings.taken_at)
-        assert validate_blocks(blocks, surface="message") == []
-        text = str(blocks)
-        assert "🚨" in text and "⚠️" in text and "✅" in text and "<script>" not in text
-        assert all(len(b.get("fields", [])) <= 10 for b in blocks)
-        assert "ERROR" in blocks[-1]["text"]["text"]
-
-    def test_empty_table_is_valid(self) -> None:
-        """No checks and no log lines still give valid blocks."""
-        assert validate_blocks(render_checks([]), surface="message") == []
 
 
 class TestFailingSources:

@@ -1,19 +1,19 @@
-"""Post-migration readings (Sentry, CloudWatch, Logs, PostgreSQL), the seed's thresholds, and their Slack table.
+"""Post-migration readings (Sentry, CloudWatch, Logs, PostgreSQL) and the seed's thresholds.
 
-The seed's step 7 and its 24-hour watch, in three parts:
+The seed's step 7 and its 24-hour watch, in two parts:
 
 * ``collect_readings`` takes one ``Readings`` from whatever integrations are configured. A missing or failing
   integration never fails the collection: the reading is None and ``unavailable`` says why.
 * ``evaluate`` (the ✅/⚠️ table of the monitoring step), ``alerts`` (the watch's alert conditions) and
   ``rollback_triggers`` are pure functions of one ``Readings`` and the ``MonitoringConfig``.
-* ``render_checks`` turns the table and the latest ERROR log lines into Block Kit blocks within Slack's limits.
+  The table is shown by bot.runbook.views from the summary that bot.runbook.watch keeps on the run.
 
 Units: rates, CPU, memory and connection use are fractions (0.08 = 8 %); p95 is milliseconds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -468,71 +468,3 @@ def rollback_triggers(readings: Readings, config: MonitoringConfig) -> list[str]
         reasons.append(f"database performance degraded: connections at {_pct(use)} "
                        f"are above {_threshold_pct(config.connections_alert)}")
     return reasons
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Block Kit
-# ---------------------------------------------------------------------------------------------------------------
-
-_FIELD_LIMIT = 2000
-_SECTION_TEXT_LIMIT = 3000
-_FIELDS_PER_SECTION = 10
-
-
-def _escape(text: str) -> str:
-    """Slack mrkdwn escaping for text that is not ours (&, <, >)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def render_checks(
-    checks: Sequence[Check],
-    *,
-    log_lines: Sequence[str] = (),
-    title: str | None = None,
-    taken_at: datetime | None = None,
-) -> list[dict[str, Any]]:
-    """Block Kit blocks: an optional title, the table as section fields (two per check), and the ERROR lines."""
-    blocks: list[dict[str, Any]] = []
-    counts = {s: sum(1 for c in checks if c.status == s) for s in ("alert", "warn", "unknown")}
-    summary = ", ".join(f"{STATUS_EMOJI[s]} {n} {label}" for s, n, label in (
-        ("alert", counts["alert"], "alert" if counts["alert"] == 1 else "alerts"),
-        ("warn", counts["warn"], "warning" if counts["warn"] == 1 else "warnings"),
-        ("unknown", counts["unknown"], "not measured"),
-    ) if n) or f"{STATUS_EMOJI['ok']} all within thresholds"
-    heading = f"*{_escape(title)}*  " if title else ""
-    when = f"  ·  {taken_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if taken_at else ""
-    blocks.append({"type": "section", "text": {"type": "mrkdwn",
-                                               "text": _clip(f"{heading}{summary}{when}", _SECTION_TEXT_LIMIT)}})
-    fields: list[dict[str, str]] = []
-    for check in checks:
-        fields.append({"type": "mrkdwn", "text": _clip(f"{check.emoji} *{_escape(check.name)}*\n"
-                                                       f"{_escape(check.value_text)}", _FIELD_LIMIT)})
-        detail = f"should be {_escape(check.threshold_text)}"
-        if check.status != "ok":
-            detail += f"\n{_escape(check.message)}"
-        fields.append({"type": "mrkdwn", "text": _clip(detail, _FIELD_LIMIT)})
-    for i in range(0, len(fields), _FIELDS_PER_SECTION):
-        blocks.append({"type": "section", "fields": fields[i:i + _FIELDS_PER_SECTION]})
-    if log_lines:
-        blocks.append(_log_block(log_lines))
-    return blocks
-
-
-def _log_block(lines: Sequence[str]) -> dict[str, Any]:
-    """The newest ERROR lines in one code block (newest kept when they do not all fit)."""
-    head = f"*Latest ERROR log lines* ({len(lines)})\n"
-    budget = _SECTION_TEXT_LIMIT - len(head) - len("```\n```") - 2
-    kept: list[str] = []
-    used = 0
-    for line in reversed(lines):
-        clean = _escape(redact(_clip(line.replace("```", "'''"), 300)))
-        if used + len(clean) + 1 > budget:
-            break
-        kept.append(clean)
-        used += len(clean) + 1
-    body = "\n".join(reversed(kept)) or "(lines too long to show)"
-    return {"type": "section", "text": {"type": "mrkdwn", "text": f"{head}```\n{body}\n```"}}

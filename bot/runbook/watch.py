@@ -17,8 +17,6 @@ from bot.runbook.rules import AuditEvent, Run, RunStatus, Transition
 
 log = logging.getLogger(__name__)
 
-ICONS = {"ok": "✅", "warn": "⚠️", "alert": "🚨", "unknown": "❔"}
-
 
 def _clients(env: EnvironmentConfig) -> tuple[Any, Any, Any]:
     # boto3 and psycopg are loaded only when readings are taken
@@ -65,7 +63,7 @@ def monitor_run(deps: Deps, run_id: str) -> None:
     summary = {
         "taken_at": deps.clock().isoformat(),
         "checks": [{"name": c.name, "value": c.value_text, "threshold": c.threshold_text, "status": c.status,
-                    "icon": ICONS.get(c.status, ""), "message": c.message} for c in checks],
+                    "icon": c.emoji, "message": c.message} for c in checks],
         "log_lines": list(readings.error_log_lines)[:10],
         "unavailable": dict(readings.unavailable),
     }
