@@ -1,11 +1,11 @@
-"""Post-migration readings (Sentry, CloudWatch, Logs, PostgreSQL) and the seed's thresholds.
+"""Post-migration readings (Sentry, CloudWatch, Logs, PostgreSQL) and the seed's thresholds, graded as gauges.
 
 The seed's step 7 and its 24-hour watch, in two parts:
 
 * ``collect_readings`` takes one ``Readings`` from whatever integrations are configured. A missing or failing
   integration never fails the collection: the reading is None and ``unavailable`` says why.
-* ``evaluate`` (the ✅/⚠️ table of the monitoring step), ``alerts`` (the watch's alert conditions) and
-  ``rollback_triggers`` are pure functions of one ``Readings`` and the ``MonitoringConfig``.
+* ``evaluate`` (the ✅/⚠️ table of the monitoring step: one ``Gauge`` per reading), ``alerts`` (the watch's alert
+  conditions) and ``rollback_triggers`` are pure functions of one ``Readings`` and the ``MonitoringConfig``.
   The table is shown by bot.runbook.views from the summary that bot.runbook.watch keeps on the run.
 
 Units: rates, CPU, memory and connection use are fractions (0.08 = 8 %); p95 is milliseconds.
@@ -289,8 +289,8 @@ def sentry_client(config: MonitoringConfig) -> Sentry | None:
 
 
 @dataclass(frozen=True)
-class Check:
-    """One row of the monitoring table."""
+class Gauge:
+    """One row of the monitoring table: a reading, its threshold and the status it grades to."""
 
     name: str
     value_text: str
@@ -358,16 +358,16 @@ def _error_rate_detail(readings: Readings) -> tuple[float | None, str, str]:
     return worst[0], " · ".join(text for _, text in rates), worst[1]
 
 
-def evaluate(readings: Readings, config: MonitoringConfig) -> list[Check]:
+def evaluate(readings: Readings, config: MonitoringConfig) -> list[Gauge]:
     """The monitoring step's table: each reading against the seed's "should be" thresholds (alerts above the
     watch's alert thresholds), ``unknown`` where a reading is unavailable."""
-    checks: list[Check] = []
+    gauges: list[Gauge] = []
     gone = readings.unavailable
 
     rate, text, _ = _error_rate_detail(readings)
     threshold = f"< {_threshold_pct(config.error_rate_warn)} (page > {_threshold_pct(config.error_rate_page)})"
     if rate is None:
-        checks.append(Check("Error rate", "n/a", threshold, "unknown", gone.get("error_rate", "not measured")))
+        gauges.append(Gauge("Error rate", "n/a", threshold, "unknown", gone.get("error_rate", "not measured")))
     else:
         status = _grade(rate, config.error_rate_warn, config.error_rate_page)
         note = f" Sentry unavailable: {gone['sentry']}" if "sentry" in gone else ""
@@ -376,11 +376,11 @@ def evaluate(readings: Readings, config: MonitoringConfig) -> list[Check]:
             "warn": f"Error rate is at or above {_threshold_pct(config.error_rate_warn)}.",
             "alert": f"Error rate is above {_threshold_pct(config.error_rate_page)}: page on-call, consider rollback.",
         }[status]
-        checks.append(Check("Error rate", text, threshold, status, message + note))
+        gauges.append(Gauge("Error rate", text, threshold, status, message + note))
 
     threshold = f"< {config.p95_warn_ms:g} ms (alert > {config.p95_alert_ms:g} ms)"
     if readings.p95_ms is None:
-        checks.append(Check("Response time p95", "n/a", threshold, "unknown", gone.get("p95_ms", "not measured")))
+        gauges.append(Gauge("Response time p95", "n/a", threshold, "unknown", gone.get("p95_ms", "not measured")))
     else:
         status = _grade(readings.p95_ms, config.p95_warn_ms, config.p95_alert_ms)
         value = _ms(readings.p95_ms)
@@ -389,12 +389,12 @@ def evaluate(readings: Readings, config: MonitoringConfig) -> list[Check]:
         message = {"ok": "Response time is normal.",
                    "warn": f"p95 is at or above {config.p95_warn_ms:g} ms.",
                    "alert": f"p95 is above {config.p95_alert_ms:g} ms: investigate immediately."}[status]
-        checks.append(Check("Response time p95", value, threshold, status, message))
+        gauges.append(Gauge("Response time p95", value, threshold, status, message))
 
     threshold = f"< {_threshold_pct(config.connections_warn)} (alert > {_threshold_pct(config.connections_alert)})"
     use = readings.connection_use
     if use is None:
-        checks.append(Check("DB connections", "n/a", threshold, "unknown", gone.get("connections", "not measured")))
+        gauges.append(Gauge("DB connections", "n/a", threshold, "unknown", gone.get("connections", "not measured")))
     else:
         status = _grade(use, config.connections_warn, config.connections_alert)
         of = "pool" if readings.connection_limit_source == "pool_size" else "max_connections"
@@ -403,29 +403,29 @@ def evaluate(readings: Readings, config: MonitoringConfig) -> list[Check]:
                    "warn": f"Connections are at or above {_threshold_pct(config.connections_warn)} of the {of}.",
                    "alert": "Connections are above "
                             f"{_threshold_pct(config.connections_alert)}: scale up the connection pool."}[status]
-        checks.append(Check("DB connections", value, threshold, status, message))
+        gauges.append(Gauge("DB connections", value, threshold, status, message))
 
     for name, attr, warn in (("CPU", "cpu", config.cpu_warn), ("Memory", "memory", config.memory_warn)):
         value_f: float | None = getattr(readings, attr)
         threshold = f"< {_threshold_pct(warn)}"
         if value_f is None:
-            checks.append(Check(name, "n/a", threshold, "unknown", gone.get(attr, "not measured")))
+            gauges.append(Gauge(name, "n/a", threshold, "unknown", gone.get(attr, "not measured")))
         else:
             status = _grade(value_f, warn)
             message = f"{name} is normal." if status == "ok" else f"{name} is at or above {_threshold_pct(warn)}."
-            checks.append(Check(name, _pct(value_f), threshold, status, message))
+            gauges.append(Gauge(name, _pct(value_f), threshold, status, message))
 
     threshold = "none"
     if readings.failed_migrations is None:
-        checks.append(Check("Failed migrations", "n/a", threshold, "unknown",
+        gauges.append(Gauge("Failed migrations", "n/a", threshold, "unknown",
                             gone.get("failed_migrations", "not measured")))
     elif readings.failed_migrations:
         names = ", ".join(readings.failed_migrations[:5]) + (" …" if len(readings.failed_migrations) > 5 else "")
-        checks.append(Check("Failed migrations", names, threshold, "alert",
+        gauges.append(Gauge("Failed migrations", names, threshold, "alert",
                             "A migration is marked failed in _prisma_migrations: rollback immediately."))
     else:
-        checks.append(Check("Failed migrations", "none", threshold, "ok", "No failed migration rows."))
-    return checks
+        gauges.append(Gauge("Failed migrations", "none", threshold, "ok", "No failed migration rows."))
+    return gauges
 
 
 def alerts(readings: Readings, config: MonitoringConfig) -> list[Alert]:

@@ -50,9 +50,9 @@ def render_timeline(run: Run, entries: list[AuditEntry]) -> str:
     readings = run.facts.get("monitoring")
     if readings:
         lines += ["", "## Readings after the deploy", ""]
-        for check in readings.get("checks", []):
-            lines.append(f"- {check.get('icon', '')} {check.get('name')}: {check.get('value')} "
-                         f"(threshold {check.get('threshold')})")
+        for gauge in readings.get("checks", []):
+            lines.append(f"- {gauge.get('icon', '')} {gauge.get('name')}: {gauge.get('value')} "
+                         f"(threshold {gauge.get('threshold')})")
     if run.rollback:
         rb = run.rollback
         lines += ["", "## Rollback decision", "",
