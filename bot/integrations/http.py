@@ -43,7 +43,7 @@ def _tls_context() -> ssl.SSLContext:
 def new_client(*, timeout_s: float = 10) -> httpx.Client:
     """An httpx client with the bot's defaults: no redirects followed, no proxies from env, a fixed User-Agent.
 
-    Redirects are not followed because every check names the status it expects (as `curl` in the runbook does).
+    Redirects are not followed because every probe names the status it expects (as `curl` in the runbook does).
     """
     return httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=False, verify=_tls_context(),
                         headers={"User-Agent": USER_AGENT})

@@ -1,9 +1,9 @@
-"""Seed step 6: the smoke tests, a chain of HTTP checks against the deployed app."""
+"""Seed step 6: the smoke tests, a chain of HTTP probes against the deployed app."""
 
 from __future__ import annotations
 
 from bot.errors import IntegrationError
-from bot.integrations.smoke import SmokeCheck, run_smoke_checks
+from bot.integrations.smoke import SmokeProbe, run_smoke_probes
 from bot.runbook.engine import (
     StepContext,
     StepOutcome,
@@ -11,8 +11,8 @@ from bot.runbook.engine import (
 
 
 def smoke(ctx: StepContext) -> StepOutcome:
-    """Seed step 6: the configured chain of HTTP checks; any failure fails the run."""
-    checks: list[SmokeCheck] = list(ctx.env.smoke)
+    """Seed step 6: the configured chain of HTTP probes; any failure fails the run."""
+    probes: list[SmokeProbe] = list(ctx.env.smoke)
     lines: list[str] = []
 
     def on_result(result) -> None:  # type: ignore[no-untyped-def]
@@ -29,7 +29,7 @@ def smoke(ctx: StepContext) -> StepOutcome:
     if (maint.enabled and maint.method == "webhook" and maint.webhook_token
             and any(s.name == "maintenance_on" and s.status.value == "succeeded" for s in ctx.run.steps)):
         extra_headers["X-Maintenance-Token"] = maint.webhook_token
-    report = run_smoke_checks(checks, variables={"run_id": ctx.run.id}, on_result=on_result,
+    report = run_smoke_probes(probes, variables={"run_id": ctx.run.id}, on_result=on_result,
                               extra_headers=extra_headers)
     ctx.thread("*Smoke tests*\n" + "\n".join(lines))
     results = [{"name": r.name, "ok": r.ok, "status": r.status, "latency_ms": round(r.latency_ms, 1),
