@@ -21,7 +21,6 @@ from bot.calendar.rules import (
     Window,
     WindowStatus,
     base_kind,
-    check_policy,
     format_duration,
     job_id,
     local_to_utc,
@@ -30,6 +29,7 @@ from bot.calendar.rules import (
     parse_duration,
     parse_time,
     parse_zone,
+    policy_violations,
     timeline,
     validate_request,
     why_skip,
@@ -40,7 +40,7 @@ from bot.errors import BotError, NotAllowed, StateStoreUnavailable
 from bot.integrations.slack import SlackUnavailable
 from bot.messages import escape, slack_date
 from bot.runbook.access import principal
-from bot.runbook.precheck import last_check
+from bot.runbook.precheck import last_precheck
 from bot.runbook.rules import CHECKLIST_LABELS, Run, RunStatus, blocking_findings
 from bot.store.runs import AuditEntry, _store_errors
 
@@ -207,8 +207,8 @@ def schedule_window(deps: Deps, *, env_name: str, request: WindowRequest, user: 
         errors["notes"] = "Release notes are required: they go into the announcement and the completion notice."
     if errors:
         return Outcome(errors=errors)
-    violations = check_policy(start=request.start, duration_s=request.duration_s,
-                              zone=parse_zone(request.timezone), cfg=cfg, now=now)
+    violations = policy_violations(start=request.start, duration_s=request.duration_s,
+                                   zone=parse_zone(request.timezone), cfg=cfg, now=now)
     override = (request.override_reason or "").strip()
     if violations and not override:
         return Outcome(violations=violations)
@@ -252,8 +252,8 @@ def reschedule_window(deps: Deps, *, window_id: str, request: WindowRequest, use
     errors = validate_request(start=request.start, duration_s=request.duration_s, now=now)
     if errors:
         return Outcome(errors=errors)
-    violations = check_policy(start=request.start, duration_s=request.duration_s,
-                              zone=parse_zone(request.timezone), cfg=cfg, now=now)
+    violations = policy_violations(start=request.start, duration_s=request.duration_s,
+                                   zone=parse_zone(request.timezone), cfg=cfg, now=now)
     override = (request.override_reason or "").strip()
     if violations and not override:
         return Outcome(violations=violations)
@@ -347,9 +347,9 @@ def missing_for(deps: Deps, window: Window) -> list[str]:
     elif run.missing_items():
         labels = ", ".join(CHECKLIST_LABELS[k] for k in run.missing_items()[:6])
         missing.append(f"Checklist of run `{run.id}`: {len(run.missing_items())} open — {labels}.")
-    check = last_check(deps, window.env)
-    backup_ok = bool(check) and any(item.get("name") == "Backup target" and item.get("ok")
-                                    for item in (check or {}).get("items", []))
+    precheck = last_precheck(deps, window.env)
+    backup_ok = bool(precheck) and any(item.get("name") == "Backup target" and item.get("ok")
+                                       for item in (precheck or {}).get("items", []))
     if not backup_ok:
         missing.append(f"Backup target not verified: run `/migrate check {window.env}`.")
     findings = _open_findings(run)

@@ -187,8 +187,8 @@ def holiday_name(day: date, country: str | None) -> str | None:
     return _holidays(country, day.year).get(day)
 
 
-def check_policy(*, start: datetime, duration_s: float, zone: ZoneInfo, cfg: CalendarConfig,
-                 now: datetime) -> list[Violation]:
+def policy_violations(*, start: datetime, duration_s: float, zone: ZoneInfo, cfg: CalendarConfig,
+                      now: datetime) -> list[Violation]:
     """Every rule of the recommended schedule the window breaks, as warnings (empty when it fits)."""
     violations: list[Violation] = []
     local_start = start.astimezone(zone)

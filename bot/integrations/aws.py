@@ -333,7 +333,7 @@ class Aws:
     def wait_instance_available(self, instance_id: str) -> None:
         """Poll until the instance is available; IntegrationError if it fails or times out."""
 
-        def check(status: str) -> None:
+        def fail_early(status: str) -> None:
             if status in INSTANCE_FAILED_STATUSES:
                 raise IntegrationError(f"RDS instance {instance_id} ended in status {status}.")
 
@@ -344,7 +344,7 @@ class Aws:
                 f"RDS instance {instance_id} was not available within {_fmt_seconds(self.max_wait_s)} s (status {status})."
             ),
             IntegrationError,
-            check,
+            fail_early,
         )
 
     def instance_endpoint(self, instance_id: str) -> tuple[str, int]:
@@ -518,7 +518,7 @@ class Aws:
     ) -> ServiceState:
         """Poll until one deployment runs desired tasks; DeployError on a FAILED rollout or after max_wait_s."""
 
-        def check(state: ServiceState) -> None:
+        def report_or_fail(state: ServiceState) -> None:
             if on_progress is not None:
                 on_progress(state)
             if state.rollout_state == "FAILED":
@@ -534,7 +534,7 @@ class Aws:
                 f"(running {state.running_count}/{state.desired_count})"
             ),
             DeployError,
-            check,
+            report_or_fail,
         )
 
     def describe_task_definition(self, td: str) -> dict[str, Any]:

@@ -164,7 +164,7 @@ class Postgres:
 
     # -- reads ------------------------------------------------------------------------------------------------
 
-    def check(self) -> None:
+    def ping(self) -> None:
         """Connect and run SELECT 1; raise IntegrationError naming the (redacted) URL when that fails."""
         self._fetch("SELECT 1")
 

@@ -155,7 +155,7 @@ class StepTable:
     rollback_voided: Callable[[Deps, str, str], None] | None = None
     """(deps, run_id, reason): an executor found the approved rollback is not what would run."""
     resolving: Mapping[str, Callable[[Deps, Run, str], Reply | None]] = field(default_factory=dict)
-    """Step -> a check before an interrupted step is marked done by ``user``: a refusal, or None to go on."""
+    """Step -> a guard before an interrupted step is marked done by ``user``: a refusal, or None to go on."""
 
 
 # ---- permissions ---------------------------------------------------------------------------------
@@ -303,9 +303,9 @@ def mark_done(deps: Deps, steps: StepTable, *, run_id: str, name: str, user: str
         return Reply(messages.denied(f"Only the requester or an approver of {run.env} may resolve steps."))
     if version is not None and version != run.version:
         return Reply(messages.stale_message(), publish_run=run_id)
-    check = steps.resolving.get(name)
-    if check is not None and run.step(name).status is StepStatus.INTERRUPTED:
-        refused = check(deps, run, user)
+    guard = steps.resolving.get(name)
+    if guard is not None and run.step(name).status is StepStatus.INTERRUPTED:
+        refused = guard(deps, run, user)
         if refused is not None:
             return refused
     try:

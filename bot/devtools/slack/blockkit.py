@@ -66,7 +66,7 @@ def iter_elements(block: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield element
 
 
-class _Checker:
+class _Validator:
     """Collects errors while walking one surface's blocks."""
 
     def __init__(self) -> None:
@@ -225,13 +225,13 @@ def validate_blocks(blocks: Any, *, surface: Surface = "message") -> list[str]:
         raise ValueError(f"unknown surface {surface!r}")
     if not isinstance(blocks, list):
         return ["blocks must be a list"]
-    checker = _Checker()
+    validator = _Validator()
     limit = MAX_BLOCKS[surface]
     if len(blocks) > limit:
-        checker.errors.append(f"{len(blocks)} blocks; a {surface} allows at most {limit}")
+        validator.errors.append(f"{len(blocks)} blocks; a {surface} allows at most {limit}")
     for i, block in enumerate(blocks):
-        checker.block(f"blocks[{i}]", block)
-    return checker.errors
+        validator.block(f"blocks[{i}]", block)
+    return validator.errors
 
 
 def validate_view(view: Any, *, include_blocks: bool = True) -> list[str]:

@@ -27,11 +27,11 @@ from bot.integrations.prisma.migrations import (
     MigrationRow,
     MigrationStatus,
     PrismaError,
-    check_lock_file_provider,
     compute_status,
     down_checksum,
     format_prisma_timestamp,
     list_local_migrations,
+    require_postgresql_provider,
     split_database_url,
 )
 from bot.redact import redact
@@ -291,7 +291,7 @@ class NativeRunner:
     ) -> DeployResult:
         """Apply every pending migration in order, like `prisma migrate deploy`; raise PrismaError on failure."""
         emit = on_event or (lambda _line: None)
-        check_lock_file_provider(migrations_dir)
+        require_postgresql_provider(migrations_dir)
         local = list_local_migrations(migrations_dir)
         with self._session() as conn:
             self._acquire_advisory_lock(conn)
@@ -348,7 +348,7 @@ class NativeRunner:
 
     def resolve_applied(self, migrations_dir: Path | str, name: str) -> None:
         """`migrate resolve --applied NAME`: roll back NAME's failed rows and record a new applied row."""
-        check_lock_file_provider(migrations_dir)
+        require_postgresql_provider(migrations_dir)
         migration = next((m for m in list_local_migrations(migrations_dir) if m.name == name), None)
         with self._session() as conn:
             self._acquire_advisory_lock(conn)
