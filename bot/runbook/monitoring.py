@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from bot.config import MonitoringConfig
+from bot.edge import one_line
 from bot.errors import BotError
 from bot.integrations.aws import Aws, MetricQuery
 from bot.integrations.postgres import Postgres
@@ -99,10 +100,7 @@ class Readings:
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, BotError):
-        return str(exc)
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return redact(f"{type(exc).__name__}: {text}")[:300]
+    return str(exc) if isinstance(exc, BotError) else one_line(exc)
 
 
 def _take(readings: Readings, name: str, fn: Callable[[], None]) -> None:
