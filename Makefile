@@ -38,6 +38,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check bot handlers jobs tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/vulture
 	$(BIN)/hadolint Dockerfile
 
 clean:

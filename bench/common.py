@@ -54,20 +54,6 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - started, result
 
 
-def alternate(rounds: int, sides: dict[str, Callable[[int], float]]) -> dict[str, list[float]]:
-    """Run each side once per round, rotating which side goes first (A B, B A, ...) against drift.
-
-    Each callable gets the round number and returns the seconds it measured itself.
-    """
-    names = list(sides)
-    out: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        order = names if r % 2 == 0 else list(reversed(names))
-        for name in order:
-            out[name].append(sides[name](r))
-    return out
-
-
 # ---------------------------------------------------------------------------------------------- machine
 
 def machine() -> dict[str, Any]:

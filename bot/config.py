@@ -106,7 +106,7 @@ class DeployConfig(_Strict):
         return self
 
 
-class SmokeCheck(BaseModel):
+class SmokeProbe(BaseModel):
     """One HTTP request and what its answer must look like."""
 
     # The body is passed as ``json=`` (like httpx and the environments file) and read as ``.json_body``,
@@ -123,8 +123,8 @@ class SmokeCheck(BaseModel):
     timeout_s: float = Field(default=10, gt=0)
 
 
-class SmokeCheckConfig(SmokeCheck):
-    """One HTTP check of the smoke-test chain, as written in the environments file (unknown keys refused)."""
+class SmokeProbeConfig(SmokeProbe):
+    """One HTTP probe of the smoke-test chain, as written in the environments file (unknown keys refused)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -367,7 +367,7 @@ class EnvironmentConfig(_Strict):
     migrate: MigrateConfig = Field(default_factory=MigrateConfig)
     seed: SeedConfig = Field(default_factory=SeedConfig)
     deploy: DeployConfig = Field(default_factory=lambda: DeployConfig(enabled=False))
-    smoke: list[SmokeCheckConfig] = Field(default_factory=list)
+    smoke: list[SmokeProbeConfig] = Field(default_factory=list)
     check_commands: list[list[str]] = Field(default_factory=list)
     rollback: RollbackConfig = Field(default_factory=RollbackConfig)
     safety: SafetyConfig = Field(default_factory=SafetyConfig)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -11,6 +10,7 @@ from typing import Any, Protocol
 
 from bot import messages
 from bot.config import BotConfig, EnvironmentConfig
+from bot.edge import contained
 from bot.errors import BotError, NotAllowed
 from bot.integrations.slack import Slack
 from bot.runbook import access
@@ -18,8 +18,6 @@ from bot.runbook.access import Rule
 from bot.runbook.publisher import Publisher
 from bot.runbook.rules import AuditEvent, Policy, Run
 from bot.store.runs import RunStore
-
-log = logging.getLogger(__name__)
 
 
 class JobQueue(Protocol):
@@ -60,16 +58,13 @@ class Deps:
     """The job queue for these deps (jobs.scheduler.queue_for, given where the process is composed: the
     server, tests); None where nothing is scheduled (the CLI's status, cancel and timeline)."""
 
-    def background(self, fn: Callable[[], object]) -> None:
-        """Run Slack-facing work after the HTTP acknowledgement, off the request thread; never raises."""
+    def background(self, fn: Callable[[], object], *, doing: str = "follow-up") -> None:
+        """Run Slack-facing work after the HTTP acknowledgement, off the request thread; never raises (a failure
+        is one log line, see bot.errors.contained)."""
 
         def guarded() -> None:
-            try:
+            with contained(doing):
                 fn()
-            except BotError as exc:
-                log.warning("follow-up failed: %s", exc)
-            except Exception as exc:  # a bug in a follow-up must not vanish silently, nor leak a traceback
-                log.error("follow-up crashed: %s: %s", type(exc).__name__, str(exc)[:300])
 
         self.followups.submit(guarded)
 

@@ -16,8 +16,8 @@
         └── DeployError
 
 Edge modules translate library errors (botocore, psycopg, httpx, redis) into these with
-``raise ... from``; handlers and the CLI catch ``BotError`` and show ``str(error)``, which is
-always one readable line with secrets removed.
+``raise ... from``. At the other edge, where an error meets a person, bot.edge turns any exception into the
+line that person reads: a BotError's text is always one readable line with secrets removed.
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
@@ -10,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
-log = logging.getLogger(__name__)
+from bot.edge import contained
+
 T = TypeVar("T")
 
 # How long a result computed in a flight answers later requests that joined the same flight.
@@ -54,10 +54,6 @@ class Flights:
         self._waiting: dict[Hashable, list[Callable[[], None]]] = {}
         self._lock = threading.Lock()
 
-    def busy(self, key: Hashable) -> bool:
-        with self._lock:
-            return key in self._waiting
-
     def join(self, key: Hashable, job: Callable[[], None]) -> bool:
         """Queue ``job`` under ``key``; True if it joined a flight already queued or running."""
         with self._lock:
@@ -78,7 +74,5 @@ class Flights:
                         return
                     self._waiting[key] = []
                 for job in jobs:
-                    try:
+                    with contained(f"{key}"):  # one waiter's failure must not strand the others
                         job()
-                    except Exception as exc:  # one waiter's failure must not strand the others
-                        log.error("%s failed: %s", key, type(exc).__name__)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +10,7 @@ from slack_bolt import Ack, App
 
 from bot import messages
 from bot.context import Deps, Reply, authorize
-from bot.errors import BotError, StateStoreUnavailable
+from bot.edge import contained, user_text
 from bot.runbook import access, engine, rollback
 from bot.runbook.operations import (
     approve_run,
@@ -26,8 +25,6 @@ from bot.runbook.operations import (
 from bot.runbook.views import parse_button_value, waiver_modal
 from bot.runbook.watch import refresh_readings
 from handlers.commands import follow_up
-
-log = logging.getLogger(__name__)
 
 
 class Click:
@@ -131,11 +128,8 @@ def _submission(deps: Deps, ack: Ack, field: str, operation: Callable[[], Reply]
             ack(response_action="errors", errors={field: refused[:150]})
             return
         reply = operation()
-    except StateStoreUnavailable:
-        ack(response_action="errors", errors={field: messages.state_store_unavailable()[:150]})
-        return
-    except BotError as exc:
-        ack(response_action="errors", errors={field: str(exc)[:150]})
+    except Exception as exc:
+        ack(response_action="errors", errors={field: user_text(exc, doing=f"form {callback_id}")[:150]})
         return
     if reply.text:
         ack(response_action="errors", errors={field: reply.text[:150]})
@@ -179,18 +173,11 @@ def _handle_click(deps: Deps, click: Click) -> None:
     """Everything after the ack of a button: the operation, the ephemeral answer, the message update."""
     try:
         reply = _run_click(deps, click)
-    except StateStoreUnavailable:
-        reply = Reply(messages.state_store_unavailable())
-    except BotError as exc:
-        reply = Reply(str(exc))
     except Exception as exc:
-        log.error("click %s failed: %s", click.action_id, type(exc).__name__)
-        reply = Reply(messages.internal_error())
+        reply = Reply(user_text(exc, doing=f"click {click.action_id}"))
     if reply.text and deps.slack is not None and click.channel:
-        try:
+        with contained("ephemeral reply"):
             deps.slack.post_ephemeral(click.channel, click.user, reply.text, reply.blocks)
-        except BotError as exc:
-            log.warning("ephemeral reply failed: %s", exc)
     if reply.publish_run:
         deps.publish(reply.publish_run)
     if reply.after:

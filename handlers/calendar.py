@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App
 
-from bot import messages
 from bot.calendar.operations import (
     cancel_window,
     confirm_approver,
@@ -19,26 +16,11 @@ from bot.calendar.operations import (
 )
 from bot.calendar.views import RESCHEDULE_CALLBACK, SCHEDULE_CALLBACK
 from bot.context import Deps, authorize
-from bot.errors import BotError, StateStoreUnavailable
+from bot.edge import user_text
 from bot.runbook import access
 from bot.store.windows import WindowStore
 
-log = logging.getLogger(__name__)
-
 WINDOW_ACTION = re.compile(r"^window_(reschedule|cancel|approver):(.+)$")
-
-
-def _user_facing(fn: Callable[[], str | None]) -> str | None:
-    """Run an operation; errors become the one line a user should read."""
-    try:
-        return fn()
-    except StateStoreUnavailable:
-        return messages.state_store_unavailable()
-    except BotError as exc:
-        return str(exc)
-    except Exception as exc:  # never a traceback in Slack
-        log.error("window operation failed: %s", type(exc).__name__)
-        return messages.internal_error()
 
 
 def register(app: App, deps: Deps) -> None:
@@ -57,7 +39,8 @@ def register(app: App, deps: Deps) -> None:
             return
         verb, window_id = match.group(1), match.group(2)
         slack = deps.slack
-        deps.background(lambda: _window_button(deps, slack, verb, window_id, user, channel, body))
+        deps.background(lambda: _window_button(deps, slack, verb, window_id, user, channel, body),
+                        doing=f"window button {verb}")
 
     @access.listener("view", SCHEDULE_CALLBACK, RESCHEDULE_CALLBACK)
     def on_submit(ack: Ack, body: dict[str, Any]) -> None:
@@ -71,8 +54,8 @@ def register(app: App, deps: Deps) -> None:
             result = submit_modal(deps, user=user, callback_id=str(view.get("callback_id", "")),
                                   metadata=str(view.get("private_metadata", "")),
                                   values=(view.get("state") or {}).get("values") or {})
-        except BotError as exc:
-            ack(response_action="errors", errors={"date": str(exc)[:150]})
+        except Exception as exc:
+            ack(response_action="errors", errors={"date": user_text(exc, doing="window form")[:150]})
             return
         if result.errors:
             ack(response_action="errors", errors=result.errors)
@@ -83,10 +66,9 @@ def register(app: App, deps: Deps) -> None:
             if result.after:
                 result.after()
             if deps.slack is not None and result.channel and result.text:
-                slack, channel, text = deps.slack, result.channel, result.text
-                _user_facing(lambda: slack.post_ephemeral(channel, user, text))
+                deps.slack.post_ephemeral(result.channel, user, result.text)
 
-        deps.background(after)
+        deps.background(after, doing="window form follow-up")
 
     app.view(SCHEDULE_CALLBACK)(on_submit)
     app.view(RESCHEDULE_CALLBACK)(on_submit)
@@ -98,7 +80,7 @@ def register(app: App, deps: Deps) -> None:
         if not user or deps.slack is None or event.get("tab", "home") != "home":
             return
         slack = deps.slack
-        deps.background(lambda: _user_facing(lambda: slack.publish_home(user, home_for(deps, user))))
+        deps.background(lambda: slack.publish_home(user, home_for(deps, user)), doing="App Home")
 
 
 def _form_refusal(deps: Deps, user: str, callback_id: str, metadata: str) -> str | None:
@@ -144,6 +126,9 @@ def _window_button(deps: Deps, slack: Any, verb: str, window_id: str, user: str,
         window = confirm_approver(deps, window_id=window_id, user=user)
         return f"Noted: you will approve the {window.env} window `{window.id}`."
 
-    text = _user_facing(run)
+    try:
+        text = run()
+    except Exception as exc:
+        text = user_text(exc, doing=f"window {verb}")
     if text and channel:
-        _user_facing(lambda: slack.post_ephemeral(channel, user, text))
+        slack.post_ephemeral(channel, user, text)

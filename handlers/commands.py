@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
 
 from bot import messages
 from bot.context import Deps, Invocation, Reply, authorize
-from bot.errors import BotError, StateStoreUnavailable
+from bot.edge import contained, user_text
 from bot.runbook import access
 from bot.runbook.operations import handle_command
 from bot.slowwork import Flights
-
-log = logging.getLogger(__name__)
 
 # Verbs that query databases, run checks or squawk: answered after the ack, from a small pool (bot.slowwork).
 SLOW_VERBS = ("check", "lint")
@@ -56,30 +53,21 @@ def _refusal(deps: Deps, invocation: Invocation, key: tuple[str, str]) -> str | 
     """The one-line refusal when the user may not run this slow verb on that environment, else None."""
     try:
         return authorize(deps, access.VERBS[key[0]], invocation.user, env_name=key[1])
-    except StateStoreUnavailable:
-        return messages.state_store_unavailable()
-    except BotError as exc:
-        return str(exc)
+    except Exception as exc:
+        return user_text(exc, doing=f"/migrate {key[0]}")
 
 
 def _decide(deps: Deps, invocation: Invocation) -> Reply:
     try:
         return handle_command(deps, invocation)
-    except StateStoreUnavailable:
-        return Reply(messages.state_store_unavailable())
-    except BotError as exc:
-        return Reply(str(exc))
-    except Exception as exc:  # never let a traceback reach the user
-        log.error("/migrate failed: %s", type(exc).__name__)
-        return Reply(messages.internal_error())
+    except Exception as exc:
+        return Reply(user_text(exc, doing="/migrate"))
 
 
 def _answer_later(deps: Deps, invocation: Invocation, respond: Respond) -> None:
     reply = _decide(deps, invocation)
-    try:
+    with contained(f"answering /migrate {invocation.text.split()[0]}"):  # Slack unreachable: the answer is lost
         respond(text=reply.text or "Done.", blocks=reply.blocks, response_type="ephemeral", replace_original=False)
-    except Exception as exc:  # Slack unreachable: the answer is lost, the bot is not
-        log.warning("answering /migrate %s failed: %s", invocation.text.split()[0], type(exc).__name__)
     follow_up(deps, reply)
 
 

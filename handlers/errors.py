@@ -7,7 +7,7 @@ from typing import Any
 
 from slack_bolt import App
 
-from bot.redact import redact
+from bot.edge import one_line
 
 log = logging.getLogger("bot.handlers")
 
@@ -16,4 +16,4 @@ def register(app: App) -> None:
     @app.error
     def on_error(error: Exception, body: dict[str, Any]) -> None:
         kind = body.get("type") or ("command" if "command" in body else "request")
-        log.error("listener failed (%s): %s: %s", kind, type(error).__name__, redact(str(error))[:300])
+        log.error("listener failed (%s): %s", kind, one_line(error))

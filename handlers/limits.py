@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -11,10 +10,7 @@ from slack_bolt import App, BoltResponse
 
 from bot import messages
 from bot.context import Deps
-from bot.errors import BotError
 from bot.ratelimit import TokenBuckets
-
-log = logging.getLogger(__name__)
 
 
 def register(app: App, deps: Deps) -> None:
@@ -41,12 +37,6 @@ def register(app: App, deps: Deps) -> None:
                                 body=json.dumps({"response_type": "ephemeral", "text": messages.slow_down()}))
         if channel and deps.slack is not None and notices.take(user):
             slack = deps.slack
-
-            def notify() -> None:
-                try:
-                    slack.post_ephemeral(channel, user, messages.slow_down())
-                except BotError as exc:
-                    log.warning("slow-down notice failed: %s", exc)
-
-            deps.background(notify)
+            deps.background(lambda: slack.post_ephemeral(channel, user, messages.slow_down()),
+                            doing="slow-down notice")
         return BoltResponse(status=200, body="")  # the click is acknowledged and ignored

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from bot.calendar.delivery import recover_interrupted
 from bot.context import Deps
+from bot.edge import contained
 from bot.errors import AlreadyDone, BotError
 from bot.runbook.rules import Run, StepStatus, Transition, interrupt_abandoned
 from bot.store.liveness import Liveness
@@ -77,17 +78,13 @@ def start(deps: Deps, stop: threading.Event) -> threading.Thread:
     def loop() -> None:
         ticks = 0
         while not stop.is_set():
-            try:
+            with contained("heartbeat"):
                 beat(deps)
                 if ticks % 2 == 0:
                     reap_interrupted(deps)
                     recover_interrupted(deps, alive=lambda instance: is_alive(deps, instance))
                 if ticks > 0:
                     resync_stale_messages(deps)
-            except BotError as exc:
-                log.warning("heartbeat: %s", exc)
-            except Exception as exc:
-                log.warning("heartbeat: %s", type(exc).__name__)
             ticks += 1
             stop.wait(HEARTBEAT_EVERY_S)
 

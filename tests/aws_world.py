@@ -52,11 +52,3 @@ def make_rds_instance(endpoint: str, instance: str = "prod-db") -> str:
         DBInstanceIdentifier=instance, Engine="postgres", EngineVersion="15.4", DBInstanceClass="db.t3.micro",
         AllocatedStorage=20, MasterUsername="app", MasterUserPassword="not-a-real-password")
     return instance
-
-
-def make_versioned_bucket(endpoint: str, bucket: str, *, versioned: bool = True) -> str:
-    s3 = client(endpoint, "s3")
-    s3.create_bucket(Bucket=bucket)
-    if versioned:
-        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    return bucket

@@ -44,9 +44,8 @@ class TestRdsSnapshots:
         """A created snapshot is found by prefix and waiting reports 100 % once it is available."""
         made = aws.create_snapshot(rds_instance, "pre-migration-r1-20260101-000000", {"run": "r1"})
         assert made.instance_id == "prod-db" and made.arn.endswith(":snapshot:pre-migration-r1-20260101-000000")
-        found = aws.find_snapshot("pre-migration-r1-")
-        assert found is not None and found.id == made.id
-        assert aws.find_snapshot("pre-migration-r2-") is None
+        assert [s.id for s in aws.list_snapshots("pre-migration-r1-")] == [made.id]
+        assert aws.list_snapshots("pre-migration-r2-") == []
         seen: list[int] = []
         done = aws.wait_snapshot(made.id, seen.append)
         assert done.status == "available" and done.percent_progress == 100 and seen == [100]
@@ -112,11 +111,11 @@ class TestS3:
         second.write_bytes(b"b" * 100)
         two = aws.upload_file(second, "backups", "dumps/x.dump")
         assert two.version_id != one.version_id
-        assert aws.find_object("backups", "dumps/") == two
+        assert aws.list_objects("backups", "dumps/") == [two]  # the current version only
         assert aws.object_metadata("backups", "dumps/x.dump", one.version_id) == {"sha256": "abc"}
         back = aws.download_file("backups", "dumps/x.dump", tmp_path / "back.bin", version_id=one.version_id)
         assert back.read_bytes() == first.read_bytes()
-        assert aws.find_object("backups", "other/") is None
+        assert aws.list_objects("backups", "other/") == []
 
 
 @pytest.fixture

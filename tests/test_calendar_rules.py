@@ -13,12 +13,12 @@ from bot.calendar.delivery import missing_for
 from bot.calendar.operations import slack_id
 from bot.calendar.rules import (
     Window,
-    check_policy,
     job_id,
     local_to_utc,
     parse_duration,
     parse_job_id,
     parse_time,
+    policy_violations,
     timeline,
     validate_request,
     why_skip,
@@ -41,7 +41,7 @@ def at(day: str, clock: str = "02:00") -> datetime:
 
 
 def rules(day: str, clock: str = "02:00", hours: float = 2, now: datetime = NOW) -> list[str]:
-    return [v.rule for v in check_policy(start=at(day, clock), duration_s=hours * 3600, zone=NY, cfg=CFG, now=now)]
+    return [v.rule for v in policy_violations(start=at(day, clock), duration_s=hours * 3600, zone=NY, cfg=CFG, now=now)]
 
 
 def window(start: datetime, duration_s: float = 7200, **extra: object) -> Window:
@@ -68,8 +68,8 @@ class TestPolicy:
 
     def test_warnings_name_the_day_and_holiday(self):
         """The warning text says which weekday and which holiday, in the seed's words."""
-        messages = [v.message for v in check_policy(start=at("2026-11-26"), duration_s=3600, zone=NY, cfg=CFG,
-                                                    now=NOW - timedelta(days=30))]
+        messages = [v.message for v in policy_violations(start=at("2026-11-26"), duration_s=3600, zone=NY, cfg=CFG,
+                                                         now=NOW - timedelta(days=30))]
         assert messages[0] == "2026-11-26 is a Thursday; windows go on Tuesday or Wednesday."
         assert "holiday in US (Thanksgiving" in messages[1]
 
@@ -77,7 +77,7 @@ class TestPolicy:
         """An environment may allow other days and hours, or switch the holiday calendar off."""
         relaxed = CalendarConfig(allowed_weekdays=["sat"], earliest_start="00:00", latest_end="24:00",
                                  holiday_country=None, min_notice_s=0)
-        assert check_policy(start=at("2026-12-05", "23:00"), duration_s=7200, zone=NY, cfg=relaxed, now=NOW) == []
+        assert policy_violations(start=at("2026-12-05", "23:00"), duration_s=7200, zone=NY, cfg=relaxed, now=NOW) == []
 
     def test_bad_policy_settings_are_refused(self):
         """An unknown zone or holiday country, or hours in the wrong order, fail at config load."""

@@ -44,7 +44,6 @@ from tests.harness import (
 NEW_YORK = ZoneInfo("America/New_York")
 # The seed's timeline compressed: announce 60 s ahead, "24 h" reminder 4 s, "1 h" warning 2 s, status every 1 s.
 FAST = COMPRESSED_CALENDAR
-ORDER = ["announce", "reminder", "final", "start", "status", "complete"]
 
 
 def write_env(tmp_path: Path, calendar: dict[str, Any] | None) -> Path:

@@ -14,10 +14,10 @@ from urllib.parse import urlencode
 
 import pytest
 
-from bot.config import SmokeCheck
+from bot.config import SmokeProbe
 from bot.devtools.slack.client import SlackSender
 from bot.devtools.slack.server import FakeSlack
-from bot.integrations.smoke import run_smoke_checks
+from bot.integrations.smoke import run_smoke_probes
 from bot.redact import redact
 from bot.store.runs import RunStore, connect
 from tests.harness import (
@@ -173,15 +173,15 @@ class _EchoHeaders(BaseHTTPRequestHandler):
 
 class TestSmokeHeaders:
     def test_header_values_never_show_in_results(self):
-        """A failing check whose response quotes the request headers (an error page) shows no header value in
+        """A failing probe whose response quotes the request headers (an error page) shows no header value in
         its error, detail or summary; secret-named ones are also removed from logs."""
         server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoHeaders)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
             url = f"http://127.0.0.1:{server.server_address[1]}/health"
-            check = SmokeCheck(name="health", url=url, headers={"X-Api-Key": "static-key-7f3a9c",
+            probe = SmokeProbe(name="health", url=url, headers={"X-Api-Key": "static-key-7f3a9c",
                                                                 "X-Tenant": "tenant-secret-42"})
-            report = run_smoke_checks([check], variables={}, extra_headers={"X-Maintenance-Token": "bypass-91c2"})
+            report = run_smoke_probes([probe], variables={}, extra_headers={"X-Maintenance-Token": "bypass-91c2"})
         finally:
             server.shutdown()
         result = report.results[0]

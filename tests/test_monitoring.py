@@ -12,20 +12,17 @@ import psycopg
 import pytest
 
 from bot.config import DeployConfig, MonitoringConfig, SentryConfig
-from bot.devtools.slack.blockkit import validate_blocks
 from bot.devtools.stubs import SentryStub
 from bot.integrations.aws import Aws
 from bot.integrations.postgres import Postgres
 from bot.integrations.prisma.native import CREATE_MIGRATIONS_TABLE_SQL
 from bot.integrations.sentry import Sentry
 from bot.runbook.monitoring import (
-    Check,
+    Gauge,
     Readings,
     alerts,
     collect_readings,
     evaluate,
-    render_checks,
-    render_readings,
     rollback_triggers,
     sentry_client,
 )
@@ -109,14 +106,14 @@ def prisma_db(scratch_db: str) -> Iterator[str]:
     yield scratch_db
 
 
-def statuses(checks: list[Check]) -> dict[str, str]:
-    return {check.name: check.status for check in checks}
+def statuses(gauges: list[Gauge]) -> dict[str, str]:
+    return {gauge.name: gauge.status for gauge in gauges}
 
 
 class TestCollectFromAws:
     def test_healthy_readings_are_read_back_and_all_ok(self, aws: Aws, moto_reset: str, prisma_db: str,
                                                        now: datetime) -> None:
-        """Healthy metrics, logs and database read back through the adapters and every check is ✅."""
+        """Healthy metrics, logs and database read back through the adapters and every gauge is ✅."""
         put_metrics(moto_reset, now, requests=1500, errors=3, response_s=0.2, cpu=0.35, memory=0.5)
         put_logs(moto_reset, now, ["INFO started", "ERROR payment timeout id=1", "INFO ok"])
         readings = collect_readings(aws=aws, postgres=Postgres(prisma_db), sentry=None,
@@ -129,8 +126,8 @@ class TestCollectFromAws:
         assert readings.connection_limit == 50 and readings.connection_limit_source == "pool_size"
         assert readings.failed_migrations == []
         assert [line.split(" ", 1)[1] for line in readings.error_log_lines] == ["ERROR payment timeout id=1"]
-        checks = evaluate(readings, config(pool_size=50))
-        assert set(statuses(checks).values()) == {"ok"}, checks
+        gauges = evaluate(readings, config(pool_size=50))
+        assert set(statuses(gauges).values()) == {"ok"}, gauges
         assert alerts(readings, config()) == [] and rollback_triggers(readings, config()) == []
 
     def test_injected_breaches_are_flagged(self, aws: Aws, moto_reset: str, now: datetime) -> None:
@@ -233,8 +230,8 @@ class TestSentryReadings:
             readings = collect_readings(aws=None, postgres=Postgres(prisma_db), sentry=sentry, config=cfg)
         assert (readings.errors, readings.total, readings.error_rate_source) == (30, 1000, "sentry")
         assert readings.error_rate == pytest.approx(0.03)
-        check = next(c for c in evaluate(readings, cfg) if c.name == "Error rate")
-        assert check.status == "warn" and "Sentry: 30/1000" in check.value_text
+        gauge = next(c for c in evaluate(readings, cfg) if c.name == "Error rate")
+        assert gauge.status == "warn" and "Sentry: 30/1000" in gauge.value_text
 
     def test_dead_sentry_is_unavailable_but_others_remain(self, aws: Aws, moto_reset: str, prisma_db: str,
                                                           now: datetime) -> None:
@@ -246,8 +243,8 @@ class TestSentryReadings:
         assert "Sentry unreachable" in readings.unavailable["sentry"]
         assert readings.connections is not None and readings.failed_migrations == []
         assert readings.error_rate_source == "alb" and readings.error_rate == pytest.approx(0.01)
-        check = next(c for c in evaluate(readings, config()) if c.name == "Error rate")
-        assert "Sentry unavailable" in check.message
+        gauge = next(c for c in evaluate(readings, config()) if c.name == "Error rate")
+        assert "Sentry unavailable" in gauge.message
 
     def test_dead_sentry_without_aws_leaves_error_rate_unknown(self, prisma_db: str) -> None:
         """Without AWS to fall back on, the error rate is unknown and says why."""
@@ -256,8 +253,8 @@ class TestSentryReadings:
         readings = collect_readings(aws=None, postgres=Postgres(prisma_db), sentry=sentry, config=MonitoringConfig())
         assert readings.error_rate is None and "Sentry unreachable" in readings.unavailable["error_rate"]
         assert readings.connections is not None
-        check = next(c for c in evaluate(readings, MonitoringConfig()) if c.name == "Error rate")
-        assert check.status == "unknown" and "Sentry" in check.message
+        gauge = next(c for c in evaluate(readings, MonitoringConfig()) if c.name == "Error rate")
+        assert gauge.status == "unknown" and "Sentry" in gauge.message
 
 
 def sample(**values: Any) -> Readings:
@@ -276,8 +273,8 @@ class TestEvaluate:
         """5XX at the load balancer flags the error rate even if Sentry saw few errors."""
         readings = sample(error_rate=0.001, errors=1, total=1000, error_rate_source="sentry", alb_5xx=8,
                           request_count=100)
-        check = next(c for c in evaluate(readings, MonitoringConfig()) if c.name == "Error rate")
-        assert check.status == "alert" and "ALB 5XX: 8/100" in check.value_text
+        gauge = next(c for c in evaluate(readings, MonitoringConfig()) if c.name == "Error rate")
+        assert gauge.status == "alert" and "ALB 5XX: 8/100" in gauge.value_text
 
     def test_configured_thresholds_apply(self) -> None:
         """Thresholds come from the config, not constants."""
@@ -288,34 +285,14 @@ class TestEvaluate:
     def test_unavailable_readings_are_unknown_with_reason(self) -> None:
         """A reading that was not taken is ❔ with the reason as its message."""
         readings = sample(unavailable={"cpu": "no CPUUtilization datapoints"})
-        check = next(c for c in evaluate(readings, MonitoringConfig()) if c.name == "CPU")
-        assert check.status == "unknown" and check.message == "no CPUUtilization datapoints"
+        gauge = next(c for c in evaluate(readings, MonitoringConfig()) if c.name == "CPU")
+        assert gauge.status == "unknown" and gauge.message == "no CPUUtilization datapoints"
 
     def test_readings_round_trip_through_a_dict(self) -> None:
         """to_dict/from_dict keep every reading, so a watch can store its samples."""
         readings = sample(error_rate=0.02, p95_ms=300.0, failed_migrations=["x"], unavailable={"cpu": "why"},
                           error_log_lines=["03:00:00 ERROR"])
         assert Readings.from_dict(readings.to_dict()) == readings
-
-
-class TestRenderChecks:
-    def test_table_and_log_lines_are_valid_block_kit(self) -> None:
-        """The table plus many long, hostile log lines stays within Slack's message limits."""
-        lines = [f"03:00:{i:02d} ERROR <script>&``` " + "x" * 400 for i in range(50)]
-        readings = sample(error_rate=0.08, errors=8, total=100, error_rate_source="alb", alb_5xx=8,
-                          request_count=100, p95_ms=2500, p95_statistic="p95", cpu=0.9, memory=0.5, connections=10,
-                          connection_limit=100, connection_limit_source="max_connections", failed_migrations=[],
-                          error_log_lines=lines)
-        blocks = render_readings(readings, MonitoringConfig(), title="Monitoring after deploy")
-        assert validate_blocks(blocks, surface="message") == []
-        text = str(blocks)
-        assert "🚨" in text and "⚠️" in text and "✅" in text and "<script>" not in text
-        assert all(len(b.get("fields", [])) <= 10 for b in blocks)
-        assert "ERROR" in blocks[-1]["text"]["text"]
-
-    def test_empty_table_is_valid(self) -> None:
-        """No checks and no log lines still give valid blocks."""
-        assert validate_blocks(render_checks([]), surface="message") == []
 
 
 class TestFailingSources:

@@ -29,7 +29,7 @@ class TestPostgresClient:
         """Migration count, sorted schema-qualified tables, name and version come from the server."""
         seed(scratch_db, migrations=4)
         db = Postgres(scratch_db)
-        db.check()
+        db.ping()
         assert db.prisma_migrations_count() == 4
         assert db.table_names() == ["public.Post", "public.User", "public._prisma_migrations"]
         assert db.database_name() == scratch_db.rsplit("/", 1)[1]
@@ -54,7 +54,7 @@ class TestPostgresClient:
         name = f"t_{uuid.uuid4().hex[:10]}_x"
         db.create_database(name)
         try:
-            Postgres(db.url_for_database(name)).check()
+            Postgres(db.url_for_database(name)).ping()
         finally:
             db.drop_database(name)
         with psycopg.connect(pg_admin_url) as conn:
@@ -69,7 +69,7 @@ class TestPostgresClient:
     def test_unreachable_database_hides_password(self):
         """A refused connection is an IntegrationError naming the redacted URL, never the password."""
         with pytest.raises(IntegrationError) as info:
-            Postgres("postgresql://postgres:s3cret@127.0.0.1:1/x", connect_timeout_s=2).check()
+            Postgres("postgresql://postgres:s3cret@127.0.0.1:1/x", connect_timeout_s=2).ping()
         text = str(info.value)
         assert text.startswith("Cannot connect to postgresql://postgres:***@127.0.0.1:1/x: ")
         assert "s3cret" not in text and "\n" not in text

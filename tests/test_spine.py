@@ -120,14 +120,6 @@ def latest(fake, ts):
     return fake.message(PROD_CHANNEL, ts)
 
 
-def click_and_wait(sender, fake, ts, user, action_id, settle=lambda m: True):
-    message = latest(fake, ts)
-    updates = len(fake.calls_to("chat.update"))
-    response = sender.click(user, channel_id=PROD_CHANNEL, message=message, action_id=action_id)
-    assert response.status_code == 200
-    return response, updates
-
-
 def tick_manual_items(sender, fake, store, run, ts, user=ALICE):
     for item in MANUAL_ITEMS:
         version = store.get(run.id).version

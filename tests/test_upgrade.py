@@ -22,8 +22,8 @@ from bot.config import BotConfig
 from bot.context import Deps, Invocation
 from bot.runbook.operations import handle_command
 from bot.runbook.timeline import timeline_for
-from bot.store.checks import CheckResults
 from bot.store.liveness import Liveness
+from bot.store.prechecks import PrecheckResults
 from bot.store.runs import RunStore, connect
 from bot.store.watch import WatchStore
 from bot.store.windows import InFlight, WindowStore
@@ -165,8 +165,8 @@ class TestWindowsSurviveTheUpgrade:
         assert entry["instance"] == "host:1:dead00" and entry["kind"] == "reminder"
         assert not inflight.claim(old["inflight_claim"], 3600, window, "reminder", window.revision, deps.clock())
 
-    def test_the_last_check_reads_back(self, upgraded):
+    def test_the_last_precheck_reads_back(self, upgraded):
         """/migrate check's last result, which the reminders quote, is found."""
         deps, old = upgraded["deps"], upgraded["old"]
-        assert CheckResults(deps.store).last("prod") == old["check"]
+        assert PrecheckResults(deps.store).last("prod") == old["check"]
         assert any(item["name"] == "Backup target" and item["ok"] for item in old["check"]["items"])

@@ -180,7 +180,7 @@ def _remove_stale_partials(directory: Path, run_id: str) -> None:
                 path.unlink(missing_ok=True)
 
 
-def _check_stored(
+def _verify_stored(
     evidence: BackupEvidence,
     stored: Path,
     fmt: str,
@@ -281,7 +281,7 @@ def take_pg_dump_backup(
     )
     if live_migrations is None:
         evidence.notes.append("the live database has no _prisma_migrations table")
-    check_args: dict[str, Any] = {
+    verify_args: dict[str, Any] = {
         "live_url": database_url, "isolation": isolation, "keep": keep_restored,
         "jobs": jobs, "live_tables": live_tables, "verify_restore": verify_restore,
         "timeout_s": timeout_s, "progress": progress,
@@ -298,7 +298,7 @@ def take_pg_dump_backup(
             evidence.location = str(existing)
             evidence.reused = True
             existing_fmt = format_of(existing.name)
-            _check_stored(evidence, existing, existing_fmt, _read_sidecar(sidecar), **check_args)
+            _verify_stored(evidence, existing, existing_fmt, _read_sidecar(sidecar), **verify_args)
             _write_sidecar(sidecar, _metadata(evidence, run_id, existing_fmt))
             evidence.took_s = round(time.monotonic() - started, 3)
             return evidence
@@ -315,7 +315,7 @@ def take_pg_dump_backup(
             with tempfile.TemporaryDirectory(prefix="migrate-bot-backup-") as tmp:
                 local = Path(tmp) / existing_obj.key.rsplit("/", 1)[-1]
                 aws.download_file(target.bucket, existing_obj.key, local, version_id=existing_obj.version_id)
-                _check_stored(evidence, local, format_of(local.name), recorded, **check_args)
+                _verify_stored(evidence, local, format_of(local.name), recorded, **verify_args)
             if evidence.size_bytes != existing_obj.size:
                 raise BackupError(f"Downloaded {existing_obj.url} has {evidence.size_bytes} bytes, S3 says {existing_obj.size}.")
             evidence.took_s = round(time.monotonic() - started, 3)

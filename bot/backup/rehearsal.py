@@ -13,14 +13,13 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 from bot.backup.pg_dump import fetched_backup, restorable
 from bot.backup.sandbox import RestoredCopy, restore_isolated, restore_rds, scratch_name, take
 from bot.config import RehearsalConfig
 from bot.errors import BackupError, BotError, IntegrationError, MigrationError
 from bot.integrations.aws import Aws
-from bot.integrations.postgres import Postgres, SessionLock
+from bot.integrations.postgres import Postgres, SessionLock, database_of, schema_of
 from bot.integrations.prisma.migrations import (
     MIGRATIONS_TABLE,
     AppliedMigration,
@@ -103,17 +102,6 @@ class RehearsalReport:
 def _short_name(name: str) -> str:
     """``20240301120000_add_index`` -> ``add_index`` (Prisma's timestamp prefix dropped)."""
     return re.sub(r"^\d{8,}_", "", name) or name
-
-
-def _database_of(url: str) -> str:
-    return unquote(urlsplit(url).path.lstrip("/")) or "postgres"
-
-
-def _schema_of(url: str) -> str:
-    for key, value in parse_qsl(urlsplit(url).query):
-        if key == "schema" and value:
-            return value
-    return "public"
 
 
 def _migration_error(exc: BotError) -> str:
@@ -262,7 +250,7 @@ def rehearse(
     migrations_dir = Path(migrations_dir)
     if restored is None and (dump_path is None or not Path(dump_path).exists()):
         raise RehearsalError(f"The dump {dump_path} does not exist.")
-    scratch = restored.database if restored is not None else scratch_name(_database_of(database_url))
+    scratch = restored.database if restored is not None else scratch_name(database_of(database_url) or "postgres")
     report = RehearsalReport(ok=False, migrations=[], took_s=0.0, scratch_database=scratch)
     copy = restored
     try:
@@ -315,7 +303,7 @@ def _apply(
             report.notes.append(f"already applied in the backup: {', '.join(already)}")
     if not report.pending:
         return
-    sampler = _Sampler(Postgres(scratch_url), _schema_of(scratch_url))
+    sampler = _Sampler(Postgres(scratch_url), schema_of(scratch_url))
     marks: dict[str, float] = {}
     durations: dict[str, float] = {}
 

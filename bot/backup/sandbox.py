@@ -9,13 +9,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from bot.config import RehearsalConfig, server_address
 from bot.errors import BotError, IntegrationError
 from bot.integrations.aws import Aws
 from bot.integrations.pgcluster import LocalCluster, dump_major_version, server_binaries
-from bot.integrations.postgres import Postgres, pg_restore, pg_restore_header, redacted_url
+from bot.integrations.postgres import Postgres, database_of, pg_restore, pg_restore_header, redacted_url
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +25,6 @@ SCRATCH_MARK = "_rehearsal_"
 def scratch_name(database: str) -> str:
     """``<database>_rehearsal_<6 hex>``, short enough for PostgreSQL's 63-byte names."""
     return f"{database[:40]}{SCRATCH_MARK}{uuid.uuid4().hex[:6]}"
-
-
-def _database_of(url: str | None) -> str:
-    return unquote(urlsplit(url or "").path.lstrip("/")) or "app"
 
 
 @dataclass
@@ -108,7 +104,7 @@ def restore_isolated(
     """Restore ``dump`` on the configured isolated target (default: a throwaway local cluster)."""
     cfg = cfg or RehearsalConfig()
     emit = progress or (lambda _line: None)
-    database = database or scratch_name(_database_of(live_url))
+    database = database or scratch_name(database_of(live_url or "") or "app")
     if cfg.target == "database_url":
         return _separate_server(dump, cfg, live_url, database, jobs, timeout_s, emit)
     if cfg.target == "rds_restore":

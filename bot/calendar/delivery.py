@@ -15,7 +15,7 @@ from bot.errors import BotError
 from bot.integrations.slack import SlackUnavailable
 from bot.runbook.rules import CHECKLIST_LABELS, Run, RunStatus, blocking_findings
 from bot.store import keys as names
-from bot.store.checks import CheckResults
+from bot.store.prechecks import PrecheckResults
 from bot.store.windows import InFlight, WindowStore
 
 log = logging.getLogger(__name__)
@@ -45,9 +45,9 @@ def missing_for(deps: Deps, window: Window) -> list[str]:
     elif run.missing_items():
         labels = ", ".join(CHECKLIST_LABELS[k] for k in run.missing_items()[:6])
         missing.append(f"Checklist of run `{run.id}`: {len(run.missing_items())} open — {labels}.")
-    check = CheckResults(deps.store).last(window.env)  # the last `/migrate check` of the environment
-    backup_ok = bool(check) and any(item.get("name") == "Backup target" and item.get("ok")
-                                    for item in (check or {}).get("items", []))
+    precheck = PrecheckResults(deps.store).last(window.env)  # the last `/migrate check` of the environment
+    backup_ok = bool(precheck) and any(item.get("name") == "Backup target" and item.get("ok")
+                                       for item in (precheck or {}).get("items", []))
     if not backup_ok:
         missing.append(f"Backup target not verified: run `/migrate check {window.env}`.")
     findings = _open_findings(run)

@@ -18,7 +18,6 @@ from bot.calendar.rules import (
     Violation,
     Window,
     WindowStatus,
-    check_policy,
     format_duration,
     job_id,
     local_to_utc,
@@ -27,6 +26,7 @@ from bot.calendar.rules import (
     parse_duration,
     parse_time,
     parse_zone,
+    policy_violations,
     timeline,
     validate_request,
 )
@@ -108,7 +108,7 @@ def schedule_window(deps: Deps, *, env_name: str, request: WindowRequest, user: 
         errors["notes"] = "Release notes are required: they go into the announcement and the completion notice."
     if errors:
         return Outcome(errors=errors)
-    violations = check_policy(start=request.start, duration_s=request.duration_s,
+    violations = policy_violations(start=request.start, duration_s=request.duration_s,
                               zone=parse_zone(request.timezone), cfg=cfg, now=now)
     override = (request.override_reason or "").strip()
     if violations and not override:
@@ -153,7 +153,7 @@ def reschedule_window(deps: Deps, *, window_id: str, request: WindowRequest, use
     errors = validate_request(start=request.start, duration_s=request.duration_s, now=now)
     if errors:
         return Outcome(errors=errors)
-    violations = check_policy(start=request.start, duration_s=request.duration_s,
+    violations = policy_violations(start=request.start, duration_s=request.duration_s,
                               zone=parse_zone(request.timezone), cfg=cfg, now=now)
     override = (request.override_reason or "").strip()
     if violations and not override:

@@ -19,9 +19,6 @@ WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturd
 MAX_WINDOW_S = 24 * 3600
 """A hard limit (invalid input, not a policy warning): a window is a few hours, not a week of reminders."""
 
-# The timeline, in the order its messages appear. Status updates are `status:1`, `status:2`, ...
-KINDS = ("announce", "reminder", "final", "start", "status", "complete")
-
 
 class WindowStatus(StrEnum):
     SCHEDULED = "scheduled"
@@ -190,8 +187,8 @@ def holiday_name(day: date, country: str | None) -> str | None:
     return _holidays(country, day.year).get(day)
 
 
-def check_policy(*, start: datetime, duration_s: float, zone: ZoneInfo, cfg: CalendarConfig,
-                 now: datetime) -> list[Violation]:
+def policy_violations(*, start: datetime, duration_s: float, zone: ZoneInfo, cfg: CalendarConfig,
+                      now: datetime) -> list[Violation]:
     """Every rule of the recommended schedule the window breaks, as warnings (empty when it fits)."""
     violations: list[Violation] = []
     local_start = start.astimezone(zone)

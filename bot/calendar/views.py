@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from bot.calendar.rules import Window, base_kind, format_duration
+from bot.calendar.rules import Window, format_duration
 from bot.config import CalendarConfig
 from bot.messages import escape, slack_date
 from bot.runbook.rules import Run
@@ -199,10 +199,6 @@ def rescheduled(window: Window, old_start: datetime, user: str) -> dict[str, Any
     blocks = [_section(f"*{title}*\n~{slack_date(old_start)}~ → *{when(window)}*\nMoved by {mention(user)}; "
                        "every pending reminder moved with it."), _context(f"Window `{window.id}`")]
     return _message(f"{title} to {slack_date(window.start)}", blocks)
-
-
-def kind_title(kind: str) -> str:
-    return TITLES[base_kind(kind)]
 
 
 # ---- the scheduling modal ------------------------------------------------------------------------

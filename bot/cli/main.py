@@ -8,8 +8,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from bot.errors import BotError, ConfigError
-from bot.redact import RedactingFilter, redact
+from bot.edge import operator_text
+from bot.errors import ConfigError
+from bot.redact import RedactingFilter
 
 # Each module listed here exposes ``register(subparsers)``; its parsers set ``func(args) -> int``.
 _COMMAND_MODULES = [
@@ -61,17 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
-        print(f"migrate-bot: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except BotError as exc:
-        print(f"migrate-bot: {exc}", file=sys.stderr)
-        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # the last net: one line, never a traceback with secrets
-        print(f"migrate-bot: unexpected error: {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
-        return EXIT_FAILED
+        print(f"migrate-bot: {operator_text(exc)}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
 
 
 if __name__ == "__main__":

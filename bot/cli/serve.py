@@ -33,7 +33,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
+def _exit_on_sigterm(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
 

@@ -153,7 +153,7 @@ def hash_password(password: str, salt: bytes | None = None) -> str:
     return f"{salt.hex()}${digest.hex()}"
 
 
-def check_password(password: str, stored: str) -> bool:
+def verify_password(password: str, stored: str) -> bool:
     """Whether ``password`` matches a hash made by ``hash_password``."""
     salt_hex, _, _ = stored.partition("$")
     try:
@@ -223,7 +223,7 @@ def build_app(state: DemoState) -> ASGIApp:
             found = await asyncio.to_thread(store.find, email)
         except Exception as exc:  # noqa: BLE001 - the demo reports any storage failure as a 500
             return _storage_error(exc)
-        if found is None or not check_password(password, found[1]):
+        if found is None or not verify_password(password, found[1]):
             return JSONResponse({"error": "invalid credentials"}, status_code=401)
         token = secrets.token_urlsafe(24)
         with state.lock:

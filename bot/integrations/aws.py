@@ -246,11 +246,6 @@ class Aws:
         found.sort(key=lambda s: (s.created_at is not None, s.created_at or datetime.min, s.id), reverse=True)
         return found
 
-    def find_snapshot(self, prefix: str) -> Snapshot | None:
-        """The newest manual snapshot whose identifier starts with ``prefix``, or None."""
-        snapshots = self.list_snapshots(prefix)
-        return snapshots[0] if snapshots else None
-
     def get_snapshot(self, snapshot_id: str) -> Snapshot:
         """One snapshot by identifier (BackupError DBSnapshotNotFound when it does not exist)."""
         response = self._call(
@@ -339,7 +334,7 @@ class Aws:
     def wait_instance_available(self, instance_id: str) -> None:
         """Poll until the instance is available; IntegrationError if it fails or times out."""
 
-        def check(status: str) -> None:
+        def fail_early(status: str) -> None:
             if status in INSTANCE_FAILED_STATUSES:
                 raise IntegrationError(f"RDS instance {instance_id} ended in status {status}.")
 
@@ -350,7 +345,7 @@ class Aws:
                 f"RDS instance {instance_id} was not available within {_fmt_seconds(self.max_wait_s)} s (status {status})."
             ),
             IntegrationError,
-            check,
+            fail_early,
         )
 
     def instance_endpoint(self, instance_id: str) -> tuple[str, int]:
@@ -465,11 +460,6 @@ class Aws:
             for v in latest
         ]
 
-    def find_object(self, bucket: str, prefix: str) -> S3Object | None:
-        """The newest current object whose key starts with ``prefix``, or None."""
-        objects = self.list_objects(bucket, prefix)
-        return objects[0] if objects else None
-
     def download_file(self, bucket: str, key: str, path: Path | str, version_id: str | None = None) -> Path:
         """Download one object (a given version when ``version_id`` is set) to ``path``."""
         extra = {"VersionId": version_id} if version_id else None
@@ -529,7 +519,7 @@ class Aws:
     ) -> ServiceState:
         """Poll until one deployment runs desired tasks; DeployError on a FAILED rollout or after max_wait_s."""
 
-        def check(state: ServiceState) -> None:
+        def report_or_fail(state: ServiceState) -> None:
             if on_progress is not None:
                 on_progress(state)
             if state.rollout_state == "FAILED":
@@ -545,7 +535,7 @@ class Aws:
                 f"(running {state.running_count}/{state.desired_count})"
             ),
             DeployError,
-            check,
+            report_or_fail,
         )
 
     def describe_task_definition(self, td: str) -> dict[str, Any]:

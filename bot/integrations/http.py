@@ -7,11 +7,11 @@ import re
 import ssl
 import time
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import httpx
 
-from bot.errors import DeployError
+from bot.errors import BotError, DeployError, IntegrationError
 from bot.redact import redact, register_secret
 
 USER_AGENT = "migrate-bot/0.1"
@@ -43,7 +43,7 @@ def _tls_context() -> ssl.SSLContext:
 def new_client(*, timeout_s: float = 10) -> httpx.Client:
     """An httpx client with the bot's defaults: no redirects followed, no proxies from env, a fixed User-Agent.
 
-    Redirects are not followed because every check names the status it expects (as `curl` in the runbook does).
+    Redirects are not followed because every probe names the status it expects (as `curl` in the runbook does).
     """
     return httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=False, verify=_tls_context(),
                         headers={"User-Agent": USER_AGENT})
@@ -94,6 +94,20 @@ def body_excerpt(response: httpx.Response, limit: int = 160) -> str:
     return redact(text)
 
 
+def send(client: httpx.Client | None, method: str, url: str, *, timeout_s: float, unreachable: str,
+         error: type[BotError] = IntegrationError, **kwargs: Any) -> httpx.Response:
+    """One request on ``client``, or on a short-lived client of its own; a network failure raises ``error``
+    as ``"<unreachable>: <one redacted line>"``. The answer, whatever its status, is the caller's to judge."""
+    http = client or new_client(timeout_s=timeout_s)
+    try:
+        return http.request(method, url, timeout=timeout_s, **kwargs)
+    except NETWORK_ERRORS as exc:
+        raise error(f"{unreachable}: {describe_http_error(exc, timeout_s=timeout_s)}") from exc
+    finally:
+        if client is None:
+            http.close()
+
+
 def probe(url: str, expect_status: int | list[int] = 200, timeout_s: float = 10,
           *, client: httpx.Client | None = None) -> ProbeResult:
     """GET ``url`` once and say whether it answered with the expected status; never raises for HTTP trouble."""
@@ -123,12 +137,8 @@ def set_maintenance_webhook(url: str, *, enabled: bool, token: str | None, timeo
     headers = {MAINTENANCE_TOKEN_HEADER: token} if token else {}
     action = "on" if enabled else "off"
     where = redact(url)
-    try:
-        with new_client(timeout_s=timeout_s) as http:
-            response = http.post(url, json={"enabled": enabled}, headers=headers)
-    except NETWORK_ERRORS as exc:
-        raise DeployError(f"Could not switch maintenance mode {action} via {where}: "
-                          f"{describe_http_error(exc, timeout_s=timeout_s)}") from exc
+    response = send(None, "POST", url, timeout_s=timeout_s, json={"enabled": enabled}, headers=headers,
+                    unreachable=f"Could not switch maintenance mode {action} via {where}", error=DeployError)
     if not response.is_success:
         excerpt = body_excerpt(response, limit=120)
         hint = " (check the webhook token)" if response.status_code in (401, 403) else ""

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import httpx
 
 from bot.errors import IntegrationError
-from bot.integrations.http import NETWORK_ERRORS, body_excerpt, describe_http_error, new_client
+from bot.integrations.http import body_excerpt, send
 from bot.redact import register_secret
 
 PagerDutySeverity = Literal["critical", "error", "warning", "info"]
@@ -52,15 +52,9 @@ class PagerDuty:
     def _enqueue(self, event: dict[str, Any]) -> str:
         action = event["event_action"]
         url = f"{self.base_url}/v2/enqueue"
-        http = self._client or new_client(timeout_s=self.timeout_s)
-        try:
-            response = http.post(url, json={"routing_key": self._routing_key, **event}, timeout=self.timeout_s)
-        except NETWORK_ERRORS as exc:
-            raise IntegrationError(f"PagerDuty {action} failed: unreachable at {self.base_url}: "
-                                   f"{describe_http_error(exc, timeout_s=self.timeout_s)}") from exc
-        finally:
-            if self._client is None:
-                http.close()
+        response = send(self._client, "POST", url, timeout_s=self.timeout_s,
+                        json={"routing_key": self._routing_key, **event},
+                        unreachable=f"PagerDuty {action} failed: unreachable at {self.base_url}")
         status = response.status_code
         try:
             document = response.json()

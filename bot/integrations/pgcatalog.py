@@ -32,22 +32,21 @@ class TableSize:
 
     rows: int
     bytes: int
-    heap_bytes: int
 
 
 def table_size(conn: psycopg.Connection, table: str) -> TableSize | None:
     """reltuples (or n_live_tup when never analysed) and pg_total_relation_size; None if the table is missing."""
     row = conn.execute(
-        """SELECT c.reltuples::bigint, s.n_live_tup, pg_total_relation_size(c.oid), pg_relation_size(c.oid)
+        """SELECT c.reltuples::bigint, s.n_live_tup, pg_total_relation_size(c.oid)
            FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
            WHERE c.oid = to_regclass(%s)""",
         (_regclass_arg(table),),
     ).fetchone()
     if row is None:
         return None
-    reltuples, live, total, heap = row
+    reltuples, live, total = row
     rows = int(reltuples) if reltuples is not None and reltuples >= 0 else int(live or 0)
-    return TableSize(rows=rows, bytes=int(total or 0), heap_bytes=int(heap or 0))
+    return TableSize(rows=rows, bytes=int(total or 0))
 
 
 class LiveCatalog:

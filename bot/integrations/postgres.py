@@ -90,8 +90,17 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + quote(name, safe=""), parts.query, parts.fragment))
 
 
-def _database_of(url: str) -> str:
+def database_of(url: str) -> str:
+    """The database a PostgreSQL URL names ("" when it names none)."""
     return unquote(urlsplit(url).path.lstrip("/"))
+
+
+def schema_of(url: str) -> str:
+    """The schema a Prisma database URL names with ``?schema=``, else ``public``."""
+    for key, value in parse_qsl(urlsplit(url).query):
+        if key == "schema" and value:
+            return value
+    return "public"
 
 
 def _reason(exc: BaseException) -> str:
@@ -164,7 +173,7 @@ class Postgres:
 
     # -- reads ------------------------------------------------------------------------------------------------
 
-    def check(self) -> None:
+    def ping(self) -> None:
         """Connect and run SELECT 1; raise IntegrationError naming the (redacted) URL when that fails."""
         self._fetch("SELECT 1")
 
@@ -243,7 +252,7 @@ class Postgres:
 
     def drop_database(self, name: str) -> None:
         """DROP DATABASE IF EXISTS ``name`` WITH (FORCE), disconnecting anyone still in it."""
-        if name == _database_of(self._libpq_url) or name == MAINTENANCE_DB:
+        if name == database_of(self._libpq_url) or name == MAINTENANCE_DB:
             raise IntegrationError(f"Refusing to drop database {name}: it is the live or maintenance database.")
         self._admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
@@ -253,7 +262,7 @@ class Postgres:
         Sessions in either database are terminated first (the app is scaled to 0 by then); nothing is
         dropped, so the pre-restore data stays available under ``aside``.
         """
-        live = _database_of(self._libpq_url)
+        live = database_of(self._libpq_url)
         terminate = sql.SQL(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname IN ({}, {}) AND pid <> pg_backend_pid()"
@@ -269,11 +278,6 @@ class Postgres:
                     raise
                 time.sleep(0.2 * (attempt + 1))
         self._admin(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(restored), sql.Identifier(live)))
-
-    def databases_like(self, pattern: str) -> list[str]:
-        """Names of the databases on this server matching the SQL LIKE ``pattern``, sorted."""
-        rows = self._fetch("SELECT datname FROM pg_catalog.pg_database WHERE datname LIKE %s", (pattern,))
-        return sorted(str(row[0]) for row in rows)
 
     # -- sessions and their locks (the rehearsal sampler and the go-time pre-flight) --------------------------
 

@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from bot.errors import IntegrationError
-from bot.integrations.http import NETWORK_ERRORS, body_excerpt, describe_http_error, new_client
+from bot.integrations.http import body_excerpt, send
 from bot.redact import register_secret
 
 ERROR_OUTCOMES = frozenset({"accepted", "rate_limited"})
@@ -152,15 +152,8 @@ class Sentry:
     def _get(self, path: str, params: dict[str, str], *, what: str) -> Any:
         url = self.base_url + path
         headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
-        http = self._client or new_client(timeout_s=self.timeout_s)
-        try:
-            response = http.get(url, params=params, headers=headers, timeout=self.timeout_s)
-        except NETWORK_ERRORS as exc:
-            raise IntegrationError(f"Sentry unreachable at {self.base_url}: "
-                                   f"{describe_http_error(exc, timeout_s=self.timeout_s)}") from exc
-        finally:
-            if self._client is None:
-                http.close()
+        response = send(self._client, "GET", url, timeout_s=self.timeout_s, params=params, headers=headers,
+                        unreachable=f"Sentry unreachable at {self.base_url}")
         endpoint = what
         status = response.status_code
         if status in (401, 403):

@@ -1,18 +1,18 @@
-"""Smoke tests: a configured chain of HTTP checks against the deployed app, stopping at the first failure.
+"""Smoke tests: a configured chain of HTTP probes against the deployed app, stopping at the first failure.
 
 Templating. The URL, header values and every string inside the JSON body may hold ``${name}``
 placeholders (``string.Template`` syntax; ``$$`` is a literal ``$``). Names come from the caller's
-``variables`` (the bot passes ``run_id``) and from earlier checks' ``capture``. An unknown name fails that
-check with "unknown variable ${name}" instead of sending a half-filled request. In the environments file,
+``variables`` (the bot passes ``run_id``) and from earlier probes' ``capture``. An unknown name fails that
+probe with "unknown variable ${name}" instead of sending a half-filled request. In the environments file,
 write ``$${name}`` because the config loader expands ``${VAR}`` from the process environment first.
 
 Captures. ``capture`` maps a variable name to a dotted path into the JSON response: ``"token"``,
-``"data.session.token"``, ``"items.0.id"`` (digits index lists). A missing path fails the check. Captured
+``"data.session.token"``, ``"items.0.id"`` (digits index lists). A missing path fails the probe. Captured
 values whose name looks secret (token, password, secret, key, cookie, session) are registered with
 ``bot.redact`` so they never reach Slack or the logs.
 
 Nothing here raises for HTTP trouble: timeouts, refused connections and bad URLs become a failed
-``SmokeResult`` with a one-line ``error``; the checks after a failure are reported as skipped.
+``SmokeResult`` with a one-line ``error``; the probes after a failure are reported as skipped.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from bot.config import SmokeCheck
+from bot.config import SmokeProbe
 from bot.integrations.http import (
     NETWORK_ERRORS,
     body_excerpt,
@@ -45,7 +45,7 @@ _PLAIN_HEADERS = frozenset({"accept", "accept-encoding", "accept-language", "con
 
 
 class SmokeResult(BaseModel):
-    """What happened to one check; ``url`` has secrets redacted, ``error`` is one line or None."""
+    """What happened to one probe; ``url`` has secrets redacted, ``error`` is one line or None."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -69,12 +69,12 @@ class SmokeReport(BaseModel):
 
     @property
     def ok(self) -> bool:
-        """True when every check ran and passed (an empty chain is not a pass)."""
+        """True when every probe ran and passed (an empty chain is not a pass)."""
         return bool(self.results) and all(r.ok for r in self.results)
 
     @property
     def failed(self) -> SmokeResult | None:
-        """The check that failed, if one did."""
+        """The probe that failed, if one did."""
         return next((r for r in self.results if not r.ok and not r.skipped), None)
 
     def summary(self) -> str:
@@ -126,7 +126,7 @@ def extract_path(document: Any, path: str) -> Any:
     return current
 
 
-def _result(check: SmokeCheck, url: str, *, ok: bool, status: int | None = None, latency_ms: float = 0.0,
+def _result(probe: SmokeProbe, url: str, *, ok: bool, status: int | None = None, latency_ms: float = 0.0,
             error: str | None = None, skipped: bool = False, detail: str | None = None,
             hidden: tuple[str, ...] = ()) -> SmokeResult:
     def clean(text: str) -> str:
@@ -134,8 +134,8 @@ def _result(check: SmokeCheck, url: str, *, ok: bool, status: int | None = None,
             text = text.replace(value, "***")
         return redact(text)
 
-    return SmokeResult(name=check.name, ok=ok, status=status, latency_ms=latency_ms,
-                       error=clean(error) if error else None, method=check.method.upper(), url=clean(url),
+    return SmokeResult(name=probe.name, ok=ok, status=status, latency_ms=latency_ms,
+                       error=clean(error) if error else None, method=probe.method.upper(), url=clean(url),
                        skipped=skipped, detail=clean(detail) if detail else None)
 
 
@@ -153,65 +153,65 @@ def _header_secrets(headers: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(sorted(set(hidden), key=len, reverse=True))
 
 
-def _run_one(check: SmokeCheck, values: dict[str, str], http: httpx.Client,
+def _run_one(probe: SmokeProbe, values: dict[str, str], http: httpx.Client,
              extra_headers: Mapping[str, str]) -> SmokeResult:
     try:
-        url = _fill(check.url, values)
-        own = {key: _fill(value, values) for key, value in check.headers.items()}
-        # Extra headers are sent verbatim (never templated); a check's own header of the same name wins.
+        url = _fill(probe.url, values)
+        own = {key: _fill(value, values) for key, value in probe.headers.items()}
+        # Extra headers are sent verbatim (never templated); a probe's own header of the same name wins.
         headers = {key: value for key, value in extra_headers.items()
                    if key.lower() not in {name.lower() for name in own}} | own
-        body = _fill_json(check.json_body, values) if check.json_body is not None else None
+        body = _fill_json(probe.json_body, values) if probe.json_body is not None else None
     except _UnknownVariable as exc:
-        return _result(check, check.url, ok=False, error=str(exc), hidden=_header_secrets(extra_headers))
+        return _result(probe, probe.url, ok=False, error=str(exc), hidden=_header_secrets(extra_headers))
     hidden = _header_secrets(headers)
     started = time.perf_counter()
     try:
-        response = http.request(check.method.upper(), url, headers=headers,
-                                json=body if check.json_body is not None else None, timeout=check.timeout_s)
+        response = http.request(probe.method.upper(), url, headers=headers,
+                                json=body if probe.json_body is not None else None, timeout=probe.timeout_s)
         response.read()
     except NETWORK_ERRORS as exc:
-        return _result(check, url, ok=False, latency_ms=(time.perf_counter() - started) * 1000,
-                       error=describe_http_error(exc, timeout_s=check.timeout_s), hidden=hidden)
+        return _result(probe, url, ok=False, latency_ms=(time.perf_counter() - started) * 1000,
+                       error=describe_http_error(exc, timeout_s=probe.timeout_s), hidden=hidden)
     latency = (time.perf_counter() - started) * 1000
     status = response.status_code
-    if not status_matches(status, check.expect_status):
-        return _result(check, url, ok=False, status=status, latency_ms=latency,
-                       error=f"expected {expected_text(check.expect_status)}, got {status}",
+    if not status_matches(status, probe.expect_status):
+        return _result(probe, url, ok=False, status=status, latency_ms=latency,
+                       error=f"expected {expected_text(probe.expect_status)}, got {status}",
                        detail=body_excerpt(response) or None, hidden=hidden)
-    if check.capture:
+    if probe.capture:
         try:
             document = response.json()
         except ValueError:
-            return _result(check, url, ok=False, status=status, latency_ms=latency,
-                           error=f"response is not JSON, cannot capture {', '.join(check.capture)}",
+            return _result(probe, url, ok=False, status=status, latency_ms=latency,
+                           error=f"response is not JSON, cannot capture {', '.join(probe.capture)}",
                            detail=body_excerpt(response) or None, hidden=hidden)
-        for name, path in check.capture.items():
+        for name, path in probe.capture.items():
             try:
                 value = extract_path(document, path)
             except KeyError:
-                return _result(check, url, ok=False, status=status, latency_ms=latency,
+                return _result(probe, url, ok=False, status=status, latency_ms=latency,
                                error=f"response has no {path!r} to capture as {name}", hidden=hidden)
             text = value if isinstance(value, str) else _json_text(value)
             if _SECRET_NAME.search(name):
                 register_secret(text)
             values[name] = text
-    return _result(check, url, ok=True, status=status, latency_ms=latency, hidden=hidden)
+    return _result(probe, url, ok=True, status=status, latency_ms=latency, hidden=hidden)
 
 
 def _json_text(value: Any) -> str:
     return json.dumps(value) if isinstance(value, dict | list | bool) or value is None else str(value)
 
 
-def run_smoke_checks(checks: list[SmokeCheck], *, variables: Mapping[str, str],
+def run_smoke_probes(probes: list[SmokeProbe], *, variables: Mapping[str, str],
                      client: httpx.Client | None = None,
                      on_result: Callable[[SmokeResult], None] | None = None,
                      extra_headers: Mapping[str, str] | None = None) -> SmokeReport:
-    """Run ``checks`` in order, feeding captures forward; stop at the first failure and skip the rest.
+    """Run ``probes`` in order, feeding captures forward; stop at the first failure and skip the rest.
 
-    ``on_result`` is called once per check (skipped ones included) as soon as its result is known.
+    ``on_result`` is called once per probe (skipped ones included) as soon as its result is known.
     A given ``client`` is used as is and left open; otherwise one is made (no redirects, no env proxies).
-    ``extra_headers`` go on every request (a check's own header of the same name wins), e.g. the
+    ``extra_headers`` go on every request (a probe's own header of the same name wins), e.g. the
     maintenance bypass ``{"X-Maintenance-Token": token}`` while the maintenance page is still on; their
     values are treated as secrets.
     """
@@ -224,12 +224,12 @@ def run_smoke_checks(checks: list[SmokeCheck], *, variables: Mapping[str, str],
     http = client or new_client()
     failed = False
     try:
-        for check in checks:
+        for probe in probes:
             if failed:
-                result = _result(check, check.url, ok=False, skipped=True,
+                result = _result(probe, probe.url, ok=False, skipped=True,
                                  error="skipped: an earlier check failed")
             else:
-                result = _run_one(check, values, http, extras)
+                result = _run_one(probe, values, http, extras)
                 failed = not result.ok
             results.append(result)
             if on_result is not None:
@@ -238,22 +238,3 @@ def run_smoke_checks(checks: list[SmokeCheck], *, variables: Mapping[str, str],
         if own:
             http.close()
     return SmokeReport(results=results)
-
-
-def default_checks(base_url: str) -> list[SmokeCheck]:
-    """The seed's chain: health -> register a throwaway user -> login (capture token) -> counsel with it.
-
-    The user's email is ``smoke+${run_id}@example.com``, so pass ``variables={"run_id": ...}``.
-    """
-    base = base_url.rstrip("/")
-    credentials = {"email": "smoke+${run_id}@example.com", "password": "Test123!"}
-    return [
-        SmokeCheck(name="health", url=f"{base}/health"),
-        SmokeCheck(name="register", method="POST", url=f"{base}/auth/register", json=credentials,
-                   expect_status=[200, 201]),
-        SmokeCheck(name="login", method="POST", url=f"{base}/auth/login", json=credentials,
-                   capture={"token": "token"}),
-        SmokeCheck(name="counsel", method="POST", url=f"{base}/counsel",
-                   headers={"Authorization": "Bearer ${token}"}, json={"message": "Test message"},
-                   expect_status=[200, 201]),
-    ]

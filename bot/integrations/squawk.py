@@ -230,18 +230,3 @@ class SquawkBatch:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def run_squawk_many(
-    sqls: Sequence[str],
-    *,
-    names: Sequence[str] | None = None,
-    pg_version: int | None = None,
-    assume_in_transaction: bool = True,
-    exclude: Sequence[str] = (),
-    timeout: float = 60.0,
-) -> list[list[SquawkViolation]]:
-    """Lint many SQL texts with one squawk process; one violation list per text, same as ``run_squawk`` each."""
-    with SquawkBatch(sqls, names=names, pg_version=pg_version, assume_in_transaction=assume_in_transaction,
-                     exclude=exclude, timeout=timeout) as batch:
-        return batch.results()

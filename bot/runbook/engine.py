@@ -26,6 +26,7 @@ from bot.runbook.rules import (
     Run,
     StepResult,
     StepStatus,
+    Transition,
     begin_step,
     close_monitored,
     fail_step,
@@ -154,7 +155,7 @@ class StepTable:
     rollback_voided: Callable[[Deps, str, str], None] | None = None
     """(deps, run_id, reason): an executor found the approved rollback is not what would run."""
     resolving: Mapping[str, Callable[[Deps, Run, str], Reply | None]] = field(default_factory=dict)
-    """Step -> a check before an interrupted step is marked done by ``user``: a refusal, or None to go on."""
+    """Step -> a guard before an interrupted step is marked done by ``user``: a refusal, or None to go on."""
 
 
 # ---- permissions ---------------------------------------------------------------------------------
@@ -277,14 +278,8 @@ def skip(deps: Deps, steps: StepTable, *, run_id: str, name: str, user: str, ver
     if not may_operate(deps, run, user):
         deps.store.audit(run_id, AuditEvent(user, "step.skip", "denied", deps.clock(), "not allowed"))
         return Reply(messages.denied(f"Only the requester or an approver of {run.env} may skip steps."))
-    try:
-        deps.store.apply(run_id, lambda current: skip_step(current, name=name, user=user, now=deps.clock()),
-                         expected_version=version)
-    except StaleMessage:
-        return Reply(messages.stale_message(), publish_run=run_id)
-    except Refusal as exc:
-        return Reply(messages.denied(str(exc)), publish_run=run_id)
-    return Reply("", publish_run=run_id, after=lambda: steps.settled(deps, run_id))
+    return apply_click(deps, run_id, lambda current: skip_step(current, name=name, user=user, now=deps.clock()),
+                       version=version, after=lambda: steps.settled(deps, run_id))
 
 
 def mark_done(deps: Deps, steps: StepTable, *, run_id: str, name: str, user: str,
@@ -295,19 +290,16 @@ def mark_done(deps: Deps, steps: StepTable, *, run_id: str, name: str, user: str
         return Reply(messages.denied(f"Only the requester or an approver of {run.env} may resolve steps."))
     if version is not None and version != run.version:
         return Reply(messages.stale_message(), publish_run=run_id)
-    check = steps.resolving.get(name)
-    if check is not None and run.step(name).status is StepStatus.INTERRUPTED:
-        refused = check(deps, run, user)
+    guard = steps.resolving.get(name)
+    if guard is not None and run.step(name).status is StepStatus.INTERRUPTED:
+        refused = guard(deps, run, user)
         if refused is not None:
             return refused
-    try:
-        deps.store.apply(run_id, lambda current: resolve_interrupted(
-            current, name=name, user=user, now=deps.clock(), done=True), expected_version=version)
-    except StaleMessage:
-        return Reply(messages.stale_message(), publish_run=run_id)
-    except Refusal as exc:
-        return Reply(messages.denied(str(exc)), publish_run=run_id)
-    return Reply("", publish_run=run_id, after=lambda: steps.settled(deps, run_id))
+
+    def resolve(current: Run) -> Transition:
+        return resolve_interrupted(current, name=name, user=user, now=deps.clock(), done=True)
+
+    return apply_click(deps, run_id, resolve, version=version, after=lambda: steps.settled(deps, run_id))
 
 
 def proceed_anyway(deps: Deps, steps: StepTable, *, run_id: str, user: str, version: int | None = None) -> Reply:
@@ -332,14 +324,22 @@ def close_run(deps: Deps, *, run_id: str, user: str, version: int | None) -> Rep
     if not may_operate(deps, run, user):
         deps.store.audit(run_id, AuditEvent(user, "run.finish", "denied", deps.clock(), "not allowed"))
         return Reply(messages.denied(f"Only the requester or an approver of {run.env} may close the run."))
+
+    return apply_click(deps, run_id, lambda current: close_monitored(current, user=user, now=deps.clock()),
+                       version=version)
+
+
+def apply_click(deps: Deps, run_id: str, change: Callable[[Run], Transition], *, version: int | None,
+                after: Callable[[], None] | None = None) -> Reply:
+    """Apply a button's change to the run as its clicker saw it (``version``): a stale click gets the current
+    message, a refusal by the rules its one line; success re-renders the run, then ``after`` runs."""
     try:
-        deps.store.apply(run_id, lambda current: close_monitored(current, user=user, now=deps.clock()),
-                         expected_version=version)
+        deps.store.apply(run_id, change, expected_version=version)
     except StaleMessage:
         return Reply(messages.stale_message(), publish_run=run_id)
     except Refusal as exc:
         return Reply(messages.denied(str(exc)), publish_run=run_id)
-    return Reply("", publish_run=run_id)
+    return Reply("", publish_run=run_id, after=after)
 
 
 # ---- migrations fingerprint ----------------------------------------------------------------------

@@ -1,25 +1,26 @@
-"""Post-migration readings (Sentry, CloudWatch, Logs, PostgreSQL), the seed's thresholds, and their Slack table.
+"""Post-migration readings (Sentry, CloudWatch, Logs, PostgreSQL) and the seed's thresholds, graded as gauges.
 
-The seed's step 7 and its 24-hour watch, in three parts:
+The seed's step 7 and its 24-hour watch, in two parts:
 
 * ``collect_readings`` takes one ``Readings`` from whatever integrations are configured. A missing or failing
   integration never fails the collection: the reading is None and ``unavailable`` says why.
-* ``evaluate`` (the ✅/⚠️ table of the monitoring step), ``alerts`` (the watch's alert conditions) and
-  ``rollback_triggers`` are pure functions of one ``Readings`` and the ``MonitoringConfig``.
-* ``render_checks`` turns the table and the latest ERROR log lines into Block Kit blocks within Slack's limits.
+* ``evaluate`` (the ✅/⚠️ table of the monitoring step: one ``Gauge`` per reading), ``alerts`` (the watch's alert
+  conditions) and ``rollback_triggers`` are pure functions of one ``Readings`` and the ``MonitoringConfig``.
+  The table is shown by bot.runbook.views from the summary that bot.runbook.watch keeps on the run.
 
 Units: rates, CPU, memory and connection use are fractions (0.08 = 8 %); p95 is milliseconds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from bot.config import MonitoringConfig
+from bot.edge import one_line
 from bot.errors import BotError
 from bot.integrations.aws import Aws, MetricQuery
 from bot.integrations.postgres import Postgres
@@ -99,10 +100,7 @@ class Readings:
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, BotError):
-        return str(exc)
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return redact(f"{type(exc).__name__}: {text}")[:300]
+    return str(exc) if isinstance(exc, BotError) else one_line(exc)
 
 
 def _take(readings: Readings, name: str, fn: Callable[[], None]) -> None:
@@ -289,8 +287,8 @@ def sentry_client(config: MonitoringConfig) -> Sentry | None:
 
 
 @dataclass(frozen=True)
-class Check:
-    """One row of the monitoring table."""
+class Gauge:
+    """One row of the monitoring table: a reading, its threshold and the status it grades to."""
 
     name: str
     value_text: str
@@ -358,16 +356,16 @@ def _error_rate_detail(readings: Readings) -> tuple[float | None, str, str]:
     return worst[0], " · ".join(text for _, text in rates), worst[1]
 
 
-def evaluate(readings: Readings, config: MonitoringConfig) -> list[Check]:
+def evaluate(readings: Readings, config: MonitoringConfig) -> list[Gauge]:
     """The monitoring step's table: each reading against the seed's "should be" thresholds (alerts above the
     watch's alert thresholds), ``unknown`` where a reading is unavailable."""
-    checks: list[Check] = []
+    gauges: list[Gauge] = []
     gone = readings.unavailable
 
     rate, text, _ = _error_rate_detail(readings)
     threshold = f"< {_threshold_pct(config.error_rate_warn)} (page > {_threshold_pct(config.error_rate_page)})"
     if rate is None:
-        checks.append(Check("Error rate", "n/a", threshold, "unknown", gone.get("error_rate", "not measured")))
+        gauges.append(Gauge("Error rate", "n/a", threshold, "unknown", gone.get("error_rate", "not measured")))
     else:
         status = _grade(rate, config.error_rate_warn, config.error_rate_page)
         note = f" Sentry unavailable: {gone['sentry']}" if "sentry" in gone else ""
@@ -376,11 +374,11 @@ def evaluate(readings: Readings, config: MonitoringConfig) -> list[Check]:
             "warn": f"Error rate is at or above {_threshold_pct(config.error_rate_warn)}.",
             "alert": f"Error rate is above {_threshold_pct(config.error_rate_page)}: page on-call, consider rollback.",
         }[status]
-        checks.append(Check("Error rate", text, threshold, status, message + note))
+        gauges.append(Gauge("Error rate", text, threshold, status, message + note))
 
     threshold = f"< {config.p95_warn_ms:g} ms (alert > {config.p95_alert_ms:g} ms)"
     if readings.p95_ms is None:
-        checks.append(Check("Response time p95", "n/a", threshold, "unknown", gone.get("p95_ms", "not measured")))
+        gauges.append(Gauge("Response time p95", "n/a", threshold, "unknown", gone.get("p95_ms", "not measured")))
     else:
         status = _grade(readings.p95_ms, config.p95_warn_ms, config.p95_alert_ms)
         value = _ms(readings.p95_ms)
@@ -389,12 +387,12 @@ def evaluate(readings: Readings, config: MonitoringConfig) -> list[Check]:
         message = {"ok": "Response time is normal.",
                    "warn": f"p95 is at or above {config.p95_warn_ms:g} ms.",
                    "alert": f"p95 is above {config.p95_alert_ms:g} ms: investigate immediately."}[status]
-        checks.append(Check("Response time p95", value, threshold, status, message))
+        gauges.append(Gauge("Response time p95", value, threshold, status, message))
 
     threshold = f"< {_threshold_pct(config.connections_warn)} (alert > {_threshold_pct(config.connections_alert)})"
     use = readings.connection_use
     if use is None:
-        checks.append(Check("DB connections", "n/a", threshold, "unknown", gone.get("connections", "not measured")))
+        gauges.append(Gauge("DB connections", "n/a", threshold, "unknown", gone.get("connections", "not measured")))
     else:
         status = _grade(use, config.connections_warn, config.connections_alert)
         of = "pool" if readings.connection_limit_source == "pool_size" else "max_connections"
@@ -403,29 +401,29 @@ def evaluate(readings: Readings, config: MonitoringConfig) -> list[Check]:
                    "warn": f"Connections are at or above {_threshold_pct(config.connections_warn)} of the {of}.",
                    "alert": "Connections are above "
                             f"{_threshold_pct(config.connections_alert)}: scale up the connection pool."}[status]
-        checks.append(Check("DB connections", value, threshold, status, message))
+        gauges.append(Gauge("DB connections", value, threshold, status, message))
 
     for name, attr, warn in (("CPU", "cpu", config.cpu_warn), ("Memory", "memory", config.memory_warn)):
         value_f: float | None = getattr(readings, attr)
         threshold = f"< {_threshold_pct(warn)}"
         if value_f is None:
-            checks.append(Check(name, "n/a", threshold, "unknown", gone.get(attr, "not measured")))
+            gauges.append(Gauge(name, "n/a", threshold, "unknown", gone.get(attr, "not measured")))
         else:
             status = _grade(value_f, warn)
             message = f"{name} is normal." if status == "ok" else f"{name} is at or above {_threshold_pct(warn)}."
-            checks.append(Check(name, _pct(value_f), threshold, status, message))
+            gauges.append(Gauge(name, _pct(value_f), threshold, status, message))
 
     threshold = "none"
     if readings.failed_migrations is None:
-        checks.append(Check("Failed migrations", "n/a", threshold, "unknown",
+        gauges.append(Gauge("Failed migrations", "n/a", threshold, "unknown",
                             gone.get("failed_migrations", "not measured")))
     elif readings.failed_migrations:
         names = ", ".join(readings.failed_migrations[:5]) + (" …" if len(readings.failed_migrations) > 5 else "")
-        checks.append(Check("Failed migrations", names, threshold, "alert",
+        gauges.append(Gauge("Failed migrations", names, threshold, "alert",
                             "A migration is marked failed in _prisma_migrations: rollback immediately."))
     else:
-        checks.append(Check("Failed migrations", "none", threshold, "ok", "No failed migration rows."))
-    return checks
+        gauges.append(Gauge("Failed migrations", "none", threshold, "ok", "No failed migration rows."))
+    return gauges
 
 
 def alerts(readings: Readings, config: MonitoringConfig) -> list[Alert]:
@@ -468,83 +466,3 @@ def rollback_triggers(readings: Readings, config: MonitoringConfig) -> list[str]
         reasons.append(f"database performance degraded: connections at {_pct(use)} "
                        f"are above {_threshold_pct(config.connections_alert)}")
     return reasons
-
-
-def overall_status(checks: Sequence[Check]) -> Status:
-    """The worst status of a table (alert > warn > unknown > ok)."""
-    order: dict[str, int] = {"ok": 0, "unknown": 1, "warn": 2, "alert": 3}
-    return max((c.status for c in checks), key=lambda s: order[s], default="ok")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Block Kit
-# ---------------------------------------------------------------------------------------------------------------
-
-_FIELD_LIMIT = 2000
-_SECTION_TEXT_LIMIT = 3000
-_FIELDS_PER_SECTION = 10
-
-
-def _escape(text: str) -> str:
-    """Slack mrkdwn escaping for text that is not ours (&, <, >)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def render_checks(
-    checks: Sequence[Check],
-    *,
-    log_lines: Sequence[str] = (),
-    title: str | None = None,
-    taken_at: datetime | None = None,
-) -> list[dict[str, Any]]:
-    """Block Kit blocks: an optional title, the table as section fields (two per check), and the ERROR lines."""
-    blocks: list[dict[str, Any]] = []
-    counts = {s: sum(1 for c in checks if c.status == s) for s in ("alert", "warn", "unknown")}
-    summary = ", ".join(f"{STATUS_EMOJI[s]} {n} {label}" for s, n, label in (
-        ("alert", counts["alert"], "alert" if counts["alert"] == 1 else "alerts"),
-        ("warn", counts["warn"], "warning" if counts["warn"] == 1 else "warnings"),
-        ("unknown", counts["unknown"], "not measured"),
-    ) if n) or f"{STATUS_EMOJI['ok']} all within thresholds"
-    heading = f"*{_escape(title)}*  " if title else ""
-    when = f"  ·  {taken_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if taken_at else ""
-    blocks.append({"type": "section", "text": {"type": "mrkdwn",
-                                               "text": _clip(f"{heading}{summary}{when}", _SECTION_TEXT_LIMIT)}})
-    fields: list[dict[str, str]] = []
-    for check in checks:
-        fields.append({"type": "mrkdwn", "text": _clip(f"{check.emoji} *{_escape(check.name)}*\n"
-                                                       f"{_escape(check.value_text)}", _FIELD_LIMIT)})
-        detail = f"should be {_escape(check.threshold_text)}"
-        if check.status != "ok":
-            detail += f"\n{_escape(check.message)}"
-        fields.append({"type": "mrkdwn", "text": _clip(detail, _FIELD_LIMIT)})
-    for i in range(0, len(fields), _FIELDS_PER_SECTION):
-        blocks.append({"type": "section", "fields": fields[i:i + _FIELDS_PER_SECTION]})
-    if log_lines:
-        blocks.append(_log_block(log_lines))
-    return blocks
-
-
-def _log_block(lines: Sequence[str]) -> dict[str, Any]:
-    """The newest ERROR lines in one code block (newest kept when they do not all fit)."""
-    head = f"*Latest ERROR log lines* ({len(lines)})\n"
-    budget = _SECTION_TEXT_LIMIT - len(head) - len("```\n```") - 2
-    kept: list[str] = []
-    used = 0
-    for line in reversed(lines):
-        clean = _escape(redact(_clip(line.replace("```", "'''"), 300)))
-        if used + len(clean) + 1 > budget:
-            break
-        kept.append(clean)
-        used += len(clean) + 1
-    body = "\n".join(reversed(kept)) or "(lines too long to show)"
-    return {"type": "section", "text": {"type": "mrkdwn", "text": f"{head}```\n{body}\n```"}}
-
-
-def render_readings(readings: Readings, config: MonitoringConfig, *, title: str | None = None) -> list[dict[str, Any]]:
-    """``render_checks(evaluate(readings, config))`` with the readings' ERROR lines and time."""
-    return render_checks(evaluate(readings, config), log_lines=readings.error_log_lines, title=title,
-                         taken_at=readings.taken_at)

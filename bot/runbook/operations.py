@@ -321,7 +321,7 @@ def _redacted(reply: Reply) -> Reply:
 
 # The other `/migrate` verbs: verb -> function(deps, invocation, args) -> Reply.
 VERBS: dict[str, Callable[[Deps, Invocation, list[str]], Reply]] = {
-    "check": precheck.check_reply,
+    "check": precheck.precheck_reply,
     "timeline": timeline.timeline_reply,
     "lint": inspection.lint_reply,
     "schedule": calendar_ops.schedule_command,

@@ -14,18 +14,18 @@ from bot.messages import slack_date
 from bot.redact import redact
 from bot.runbook.access import VERBS
 from bot.slowwork import shared
-from bot.store.checks import CheckResults
+from bot.store.prechecks import PrecheckResults
 
 
 @dataclass
-class CheckItem:
+class PrecheckItem:
     name: str
     ok: bool
     detail: str
     warn: bool = False
 
     def __post_init__(self) -> None:
-        # A check command's arguments and output may carry a database URL or a token: never show or store them.
+        # A precheck command's arguments and output may carry a database URL or a token: never show or store them.
         self.name, self.detail = redact(self.name), redact(self.detail)
 
     def line(self) -> str:
@@ -33,40 +33,40 @@ class CheckItem:
         return f"{icon} *{self.name}* — {self.detail}"
 
 
-def _database(env: EnvironmentConfig) -> list[CheckItem]:
+def _database(env: EnvironmentConfig) -> list[PrecheckItem]:
     if not env.database_url:
-        return [CheckItem("Database connection", False, "no database_url configured")]
+        return [PrecheckItem("Database connection", False, "no database_url configured")]
     # psycopg is loaded only by the work that talks to PostgreSQL
     from bot.integrations.postgres import Postgres
 
     try:
-        Postgres(env.database_url, connect_timeout_s=5).check()
+        Postgres(env.database_url, connect_timeout_s=5).ping()
     except BotError as exc:
-        return [CheckItem("Database connection", False, str(exc))]
-    items = [CheckItem("Database connection", True, "SELECT 1 succeeded")]
+        return [PrecheckItem("Database connection", False, str(exc))]
+    items = [PrecheckItem("Database connection", True, "SELECT 1 succeeded")]
     # psycopg is loaded only by the work that talks to PostgreSQL
     from bot.integrations.prisma.native import NativeRunner
 
     try:
         status = NativeRunner(env.database_url).status(Path(env.migrate.migrations_dir))
     except BotError as exc:
-        return items + [CheckItem("Migration status", False, str(exc))]
+        return items + [PrecheckItem("Migration status", False, str(exc))]
     if status.failed:
         names = ", ".join(row.migration_name for row in status.failed)
-        items.append(CheckItem("Failed migrations", False, f"{names} — resolve before deploying (P3009)"))
+        items.append(PrecheckItem("Failed migrations", False, f"{names} — resolve before deploying (P3009)"))
     else:
-        items.append(CheckItem("Failed migrations", True, "none"))
+        items.append(PrecheckItem("Failed migrations", True, "none"))
     if status.pending:
-        items.append(CheckItem("Pending migrations", True, f"{len(status.pending)}: {', '.join(status.pending)}"))
+        items.append(PrecheckItem("Pending migrations", True, f"{len(status.pending)}: {', '.join(status.pending)}"))
     else:
-        items.append(CheckItem("Pending migrations", True, "none — the database is up to date", warn=True))
+        items.append(PrecheckItem("Pending migrations", True, "none — the database is up to date", warn=True))
     return items
 
 
-def _backup_target(env: EnvironmentConfig) -> CheckItem:
+def _backup_target(env: EnvironmentConfig) -> PrecheckItem:
     cfg = env.backup
     if cfg is None:
-        return CheckItem("Backup target", False, "no backup configured")
+        return PrecheckItem("Backup target", False, "no backup configured")
     try:
         if cfg.method == "rds_snapshot":
             # boto3 is slow to import: loaded only by the work that calls AWS
@@ -74,64 +74,64 @@ def _backup_target(env: EnvironmentConfig) -> CheckItem:
 
             status = Aws(region=env.aws.region, endpoint_url=env.aws.endpoint_url).instance_status(
                 str(cfg.rds_instance))
-            return CheckItem("Backup target", status == "available", f"RDS instance {cfg.rds_instance} is {status}")
+            return PrecheckItem("Backup target", status == "available", f"RDS instance {cfg.rds_instance} is {status}")
         if cfg.s3_bucket:
             # boto3 is slow to import: loaded only by the work that calls AWS
             from bot.integrations.aws import Aws
 
             Aws(region=env.aws.region, endpoint_url=env.aws.endpoint_url).require_versioning(cfg.s3_bucket)
-            return CheckItem("Backup target", True, f"s3://{cfg.s3_bucket} reachable, versioning enabled")
+            return PrecheckItem("Backup target", True, f"s3://{cfg.s3_bucket} reachable, versioning enabled")
         directory = Path(str(cfg.local_dir))
         directory.mkdir(parents=True, exist_ok=True)
         probe = directory / ".write-test"
         probe.write_text("ok")
         probe.unlink()
-        return CheckItem("Backup target", True, f"local directory {directory} is writable")
+        return PrecheckItem("Backup target", True, f"local directory {directory} is writable")
     except BotError as exc:
-        return CheckItem("Backup target", False, str(exc))
+        return PrecheckItem("Backup target", False, str(exc))
     except OSError as exc:
-        return CheckItem("Backup target", False, f"{cfg.local_dir}: {exc.strerror}")
+        return PrecheckItem("Backup target", False, f"{cfg.local_dir}: {exc.strerror}")
 
 
-def _extra(env: EnvironmentConfig) -> list[CheckItem]:
+def _extra(env: EnvironmentConfig) -> list[PrecheckItem]:
     items = []
     for command in env.check_commands:
         name = " ".join(command)
         try:
             proc = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
         except FileNotFoundError:
-            items.append(CheckItem(name, False, "command not found"))
+            items.append(PrecheckItem(name, False, "command not found"))
             continue
         except subprocess.TimeoutExpired:
-            items.append(CheckItem(name, False, "timed out after 300 s"))
+            items.append(PrecheckItem(name, False, "timed out after 300 s"))
             continue
         last = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or [""]
-        items.append(CheckItem(name, proc.returncode == 0, f"exit {proc.returncode} {last[0][:120]}".strip()))
+        items.append(PrecheckItem(name, proc.returncode == 0, f"exit {proc.returncode} {last[0][:120]}".strip()))
     return items
 
 
-def check_environment(deps: Deps, env_name: str) -> list[CheckItem]:
+def precheck_environment(deps: Deps, env_name: str) -> list[PrecheckItem]:
     env = environment_or_refuse(deps, env_name)
-    return shared(("check", env.name), lambda: _check(deps, env))
+    return shared(("check", env.name), lambda: _precheck(deps, env))
 
 
-def _check(deps: Deps, env: EnvironmentConfig) -> list[CheckItem]:
-    items = [CheckItem("Configuration", True, f"{env.name}: channel <#{env.channel}>, "
+def _precheck(deps: Deps, env: EnvironmentConfig) -> list[PrecheckItem]:
+    items = [PrecheckItem("Configuration", True, f"{env.name}: channel <#{env.channel}>, "
                        f"{env.approvals_required} approval(s) required")]
     items += _database(env)
     items.append(_backup_target(env))
     items += _extra(env)
     ok = all(item.ok for item in items)
-    CheckResults(deps.store).save(env.name, {
+    PrecheckResults(deps.store).save(env.name, {
         "ok": ok, "at": deps.clock().isoformat(), "items": [asdict(i) for i in items]})
     return items
 
 
-def check_reply(deps: Deps, inv: Invocation, args: list[str]) -> Reply:
+def precheck_reply(deps: Deps, inv: Invocation, args: list[str]) -> Reply:
     if len(args) != 1:
         return Reply("Which environment? `/migrate check <env>`")
     require(deps, VERBS["check"], inv.user, env_name=environment_or_refuse(deps, args[0]).name)
-    items = check_environment(deps, args[0])
+    items = precheck_environment(deps, args[0])
     ok = all(item.ok for item in items)
     head = f"*Pre-migration check for {args[0]}* — {'✅ ready' if ok else '❌ not ready'} · {slack_date(deps.clock())}"
     text = head + "\n" + "\n".join(item.line() for item in items)

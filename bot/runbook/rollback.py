@@ -12,7 +12,7 @@ from bot.config import EnvironmentConfig
 from bot.context import Deps, Reply, environment_or_refuse
 from bot.errors import AlreadyDone, BotError, MigrationError, Refusal, StaleMessage, WrongState
 from bot.redact import redact
-from bot.runbook.engine import fingerprint_of, may_operate
+from bot.runbook.engine import apply_click, fingerprint_of, may_operate
 from bot.runbook.inspection import post_scripts, review_pending
 from bot.runbook.rules import (
     ROLLBACK_LABELS,
@@ -200,14 +200,8 @@ def withdraw_restore(deps: Deps, *, run_id: str, user: str, version: int | None 
     if not may_operate(deps, run, user):
         deps.store.audit(run_id, AuditEvent(user, "rollback.withdraw", "denied", deps.clock(), "not allowed"))
         return Reply(messages.denied(f"Only the requester or an approver of {run.env} may withdraw a restore."))
-    try:
-        deps.store.apply(run_id, lambda current: withdraw_rollback(current, user=user, now=deps.clock()),
-                         expected_version=version)
-    except StaleMessage:
-        return Reply(messages.stale_message(), publish_run=run_id)
-    except Refusal as exc:
-        return Reply(messages.denied(str(exc)), publish_run=run_id)
-    return Reply("", publish_run=run_id)
+    return apply_click(deps, run_id, lambda current: withdraw_rollback(current, user=user, now=deps.clock()),
+                       version=version)
 
 
 def restore_modal(run: Run) -> dict[str, Any]:

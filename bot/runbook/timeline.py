@@ -50,8 +50,8 @@ def render_timeline(run: Run, entries: list[AuditEntry]) -> str:
     readings = run.facts.monitoring
     if readings is not None:
         lines += ["", "## Readings after the deploy", ""]
-        for check in readings.checks:
-            lines.append(f"- {check.icon} {check.name}: {check.value} (threshold {check.threshold})")
+        for gauge in readings.checks:
+            lines.append(f"- {gauge.icon} {gauge.name}: {gauge.value} (threshold {gauge.threshold})")
     if run.rollback is not None:
         rb = run.rollback
         lines += ["", "## Rollback decision", "",

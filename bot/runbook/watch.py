@@ -17,8 +17,6 @@ from bot.store.watch import WatchStore
 
 log = logging.getLogger(__name__)
 
-ICONS = {"ok": "✅", "warn": "⚠️", "alert": "🚨", "unknown": "❔"}
-
 
 def _clients(env: EnvironmentConfig) -> tuple[Any, Any, Any]:
     # boto3 and psycopg are loaded only when readings are taken
@@ -53,11 +51,11 @@ def monitor_run(deps: Deps, run_id: str) -> None:
         return
     readings = take_readings(env, deps.clock())
     config = env.monitoring.resolved(env.deploy)
-    checks = evaluate(readings, config)
+    gauges = evaluate(readings, config)
     summary = Monitoring(
         taken_at=deps.clock().isoformat(),
-        checks=[Reading(name=c.name, value=c.value_text, threshold=c.threshold_text, status=c.status,
-                        icon=ICONS.get(c.status, ""), message=c.message) for c in checks],
+        checks=[Reading(name=g.name, value=g.value_text, threshold=g.threshold_text, status=g.status,
+                        icon=g.emoji, message=g.message) for g in gauges],
         log_lines=list(readings.error_log_lines)[:10],
         unavailable=dict(readings.unavailable),
     )

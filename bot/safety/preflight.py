@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
-from bot.integrations.postgres import Postgres, SessionLock
+from bot.integrations.postgres import Postgres, SessionLock, schema_of
 from bot.redact import redact
 from bot.safety.analysis import SchemaModel, analyze_file
 
@@ -76,13 +75,6 @@ def target_tables(migrations: Sequence[tuple[str, str]]) -> list[str]:
     return [t for t in seen if t not in created]
 
 
-def _schema_of(url: str) -> str:
-    for key, value in parse_qsl(urlsplit(url).query):
-        if key == "schema" and value:
-            return value
-    return "public"
-
-
 def _one_line(query: str) -> str:
     text = " ".join(query.split())
     return redact(text[: QUERY_CHARS - 1] + "…" if len(text) > QUERY_CHARS else text)
@@ -106,7 +98,7 @@ def lock_preflight(
     wanted = list(dict.fromkeys(tables))
     if not wanted:
         return PreflightReport(ok=True, tables=[])
-    schema = _schema_of(database_url)
+    schema = schema_of(database_url)
     rows = Postgres(database_url).session_locks()
     by_pid: dict[int, list[SessionLock]] = {}
     for row in rows:

@@ -32,7 +32,6 @@ HIGH_BYTES = 1024**3
 # Without a database (size unknown), risk is static:
 STATIC_REWRITE_OR_SCAN_BLOCKING_READS: Level = "high"  # ACCESS EXCLUSIVE + rewrite or full scan
 STATIC_SCAN_BLOCKING_WRITES: Level = "medium"  # SHARE / SHARE ROW EXCLUSIVE + scan or index build
-STATIC_BRIEF_LOCK: Level = "low"  # metadata-only change under a strong lock
 STATIC_DATA_CHANGE: Level = "medium"  # UPDATE/DELETE in the DDL transaction
 
 # squawk rules that are noise for Prisma-generated SQL (Prisma picks these types and names): info.
@@ -246,12 +245,12 @@ class _Context:
 
     def size(self, table: str | None, analysis: FileAnalysis) -> TableSize | None:
         if table is None or table in analysis.created_here:
-            return TableSize(0, 0, 0)
+            return TableSize(0, 0)
         if self.catalog is None:
             return None
         found = self.catalog.table_size(table)
         if found is None and table in self.model.created:
-            return TableSize(0, 0, 0)  # created by an earlier migration of this review, not in the DB yet
+            return TableSize(0, 0)  # created by an earlier migration of this review, not in the DB yet
         return found
 
 

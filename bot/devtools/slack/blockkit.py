@@ -66,7 +66,7 @@ def iter_elements(block: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield element
 
 
-class _Checker:
+class _Validator:
     """Collects errors while walking one surface's blocks."""
 
     def __init__(self) -> None:
@@ -77,6 +77,19 @@ class _Checker:
     def too_long(self, where: str, what: str, value: Any, limit: int) -> None:
         if isinstance(value, str) and len(value) > limit:
             self.errors.append(f"{where}: {what} is {len(value)} characters; the limit is {limit}")
+
+    def unique_id(self, where: str, what: str, value: Any, limit: int, seen: dict[str, str]) -> None:
+        """An optional ``block_id`` or ``action_id``: a non-empty string within ``limit``, unique on the surface."""
+        if value is None:
+            return
+        if not isinstance(value, str) or not value:
+            self.errors.append(f"{where}: {what} must be a non-empty string")
+            return
+        self.too_long(where, what, value, limit)
+        if value in seen:
+            self.errors.append(f"{where}: {what} {value!r} is already used at {seen[value]}; {what}s must be unique")
+        else:
+            seen[value] = where
 
     def text_object(self, where: str, what: str, obj: Any, limit: int, *, plain_only: bool = False) -> None:
         if obj is None:
@@ -125,18 +138,7 @@ class _Checker:
     def element(self, where: str, element: dict[str, Any]) -> None:
         kind = element.get("type")
         where = f"{where} ({kind})"
-        action_id = element.get("action_id")
-        if action_id is not None:
-            if not isinstance(action_id, str) or not action_id:
-                self.errors.append(f"{where}: action_id must be a non-empty string")
-            else:
-                self.too_long(where, "action_id", action_id, MAX_ACTION_ID)
-                if action_id in self.action_ids:
-                    self.errors.append(
-                        f"{where}: action_id {action_id!r} is already used at {self.action_ids[action_id]}; "
-                        "action_ids must be unique")
-                else:
-                    self.action_ids[action_id] = where
+        self.unique_id(where, "action_id", element.get("action_id"), MAX_ACTION_ID, self.action_ids)
         if kind == "button":
             if "text" not in element:
                 self.errors.append(f"{where}: button text is required")
@@ -162,18 +164,7 @@ class _Checker:
             self.errors.append(f"{where}: unknown block type {kind!r}")
             return
         where = f"{where} ({kind})"
-        block_id = block.get("block_id")
-        if block_id is not None:
-            if not isinstance(block_id, str) or not block_id:
-                self.errors.append(f"{where}: block_id must be a non-empty string")
-            else:
-                self.too_long(where, "block_id", block_id, MAX_BLOCK_ID)
-                if block_id in self.block_ids:
-                    self.errors.append(
-                        f"{where}: block_id {block_id!r} is already used at {self.block_ids[block_id]}; "
-                        "block_ids must be unique")
-                else:
-                    self.block_ids[block_id] = where
+        self.unique_id(where, "block_id", block.get("block_id"), MAX_BLOCK_ID, self.block_ids)
         if kind == "section":
             fields = block.get("fields")
             if "text" not in block and not fields:
@@ -194,20 +185,13 @@ class _Checker:
             self.text_object(where, "text", block.get("text"), MAX_HEADER_TEXT, plain_only=True)
         elif kind == "markdown":
             self.too_long(where, "text", block.get("text"), MAX_MARKDOWN_TEXT)
-        elif kind == "context":
+        elif kind in ("context", "actions"):
+            limit = MAX_CONTEXT_ELEMENTS if kind == "context" else MAX_ACTIONS_ELEMENTS
             elements = block.get("elements")
             if not isinstance(elements, list) or not elements:
-                self.errors.append(f"{where}: context needs a non-empty elements list")
-            elif len(elements) > MAX_CONTEXT_ELEMENTS:
-                self.errors.append(
-                    f"{where}: {len(elements)} elements; the limit is {MAX_CONTEXT_ELEMENTS}")
-        elif kind == "actions":
-            elements = block.get("elements")
-            if not isinstance(elements, list) or not elements:
-                self.errors.append(f"{where}: actions needs a non-empty elements list")
-            elif len(elements) > MAX_ACTIONS_ELEMENTS:
-                self.errors.append(
-                    f"{where}: {len(elements)} elements; the limit is {MAX_ACTIONS_ELEMENTS}")
+                self.errors.append(f"{where}: {kind} needs a non-empty elements list")
+            elif len(elements) > limit:
+                self.errors.append(f"{where}: {len(elements)} elements; the limit is {limit}")
         elif kind == "input":
             if "label" not in block:
                 self.errors.append(f"{where}: input label is required")
@@ -225,13 +209,13 @@ def validate_blocks(blocks: Any, *, surface: Surface = "message") -> list[str]:
         raise ValueError(f"unknown surface {surface!r}")
     if not isinstance(blocks, list):
         return ["blocks must be a list"]
-    checker = _Checker()
+    validator = _Validator()
     limit = MAX_BLOCKS[surface]
     if len(blocks) > limit:
-        checker.errors.append(f"{len(blocks)} blocks; a {surface} allows at most {limit}")
+        validator.errors.append(f"{len(blocks)} blocks; a {surface} allows at most {limit}")
     for i, block in enumerate(blocks):
-        checker.block(f"blocks[{i}]", block)
-    return checker.errors
+        validator.block(f"blocks[{i}]", block)
+    return validator.errors
 
 
 def validate_view(view: Any, *, include_blocks: bool = True) -> list[str]:

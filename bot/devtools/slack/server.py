@@ -64,7 +64,6 @@ class FileUpload:
     title: str | None = None
     channel: str | None = None
     thread_ts: str | None = None
-    initial_comment: str | None = None
     completed: bool = False
 
     @property
@@ -613,7 +612,7 @@ def _require(args: dict[str, Any], *names: str) -> None:
                         response_metadata={"messages": [f"[ERROR] missing required field: {n}" for n in missing]})
 
 
-def _check_blocks(blocks: Any, surface: Surface = "message") -> None:
+def _refuse_invalid_blocks(blocks: Any, surface: Surface = "message") -> None:
     if blocks is None:
         return
     errors = validate_blocks(blocks, surface=surface)
@@ -639,7 +638,7 @@ def _chat_post_message(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
     if not args.get("text") and not args.get("blocks") and not args.get("attachments"):
         raise _ApiError("invalid_arguments", response_metadata={
             "messages": ["[ERROR] one of text, blocks or attachments is required"]})
-    _check_blocks(args.get("blocks"))
+    _refuse_invalid_blocks(args.get("blocks"))
     text = str(args.get("text") or "")[:MAX_POST_TEXT]
     extra: dict[str, Any] = {}
     if args.get("attachments"):
@@ -657,7 +656,7 @@ def _chat_update(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
     text = args.get("text")
     if isinstance(text, str) and len(text) > MAX_MESSAGE_UPDATE_TEXT:
         raise _ApiError("msg_too_long")
-    _check_blocks(args.get("blocks"))
+    _refuse_invalid_blocks(args.get("blocks"))
     msg = _find(fake, args["channel"], args["ts"])
     # docs.slack.dev chat.update: without `blocks` the old blocks survive only when `text` is absent too;
     # text-only updates drop them. The `edited` flag shows only for updates without blocks.
@@ -679,7 +678,7 @@ def _chat_post_ephemeral(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any
     if not args.get("text") and not args.get("blocks") and not args.get("attachments"):
         raise _ApiError("invalid_arguments", response_metadata={
             "messages": ["[ERROR] one of text, blocks or attachments is required"]})
-    _check_blocks(args.get("blocks"))
+    _refuse_invalid_blocks(args.get("blocks"))
     eph = fake._add_ephemeral(args["channel"], args["user"], str(args.get("text") or ""), args.get("blocks"),
                               "chat.postEphemeral", thread_ts=args.get("thread_ts"))
     return {"ok": True, "message_ts": eph["ts"]}
@@ -701,20 +700,20 @@ def _chat_get_permalink(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]
     return {"ok": True, "channel": args["channel"], "permalink": link}
 
 
-def _views_check(view: Any) -> dict[str, Any]:
+def _valid_view(view: Any) -> dict[str, Any]:
     if not isinstance(view, dict):
         raise _ApiError("invalid_arguments", response_metadata={"messages": ["[ERROR] view must be an object"]})
     errors = validate_view(view, include_blocks=False)
     if errors:
         raise _ApiError("invalid_arguments", response_metadata={"messages": [f"[ERROR] {e}" for e in errors]},
                         errors=errors)
-    _check_blocks(view.get("blocks", []), surface=view["type"])
+    _refuse_invalid_blocks(view.get("blocks", []), surface=view["type"])
     return view
 
 
 def _views_open(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
     _require(args, "trigger_id", "view")
-    view = _views_check(args["view"])
+    view = _valid_view(args["view"])
     if view.get("type") != "modal":
         raise _ApiError("invalid_arguments", response_metadata={"messages": ["[ERROR] views.open needs a modal"]})
     user = fake._use_trigger(args["trigger_id"])
@@ -727,7 +726,7 @@ def _views_open(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
 
 def _views_push(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
     _require(args, "trigger_id", "view")
-    view = _views_check(args["view"])
+    view = _valid_view(args["view"])
     user = fake._use_trigger(args["trigger_id"])
     stack = fake._modal_stacks.setdefault(user, [])
     if not stack:
@@ -743,7 +742,7 @@ def _views_push(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
 
 def _views_update(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
     _require(args, "view")
-    view = _views_check(args["view"])
+    view = _valid_view(args["view"])
     view_id = args.get("view_id")
     if not view_id and args.get("external_id"):
         view_id = next((v["id"] for v in fake._views.values() if v.get("external_id") == args["external_id"]), None)
@@ -760,7 +759,7 @@ def _views_update(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
 
 def _views_publish(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
     _require(args, "user_id", "view")
-    view = _views_check(args["view"])
+    view = _valid_view(args["view"])
     if view.get("type") != "home":
         raise _ApiError("invalid_arguments", response_metadata={"messages": ["[ERROR] views.publish needs a home view"]})
     old = fake._homes.get(args["user_id"])
@@ -883,7 +882,6 @@ def _files_complete_upload(fake: FakeSlack, args: dict[str, Any]) -> dict[str, A
         upload.title = item.get("title") or upload.name
         upload.channel = channel
         upload.thread_ts = args.get("thread_ts") or None
-        upload.initial_comment = args.get("initial_comment") or None
         infos.append({"id": upload.id, "name": upload.name, "title": upload.title, "size": len(upload.content),
                       "user": fake.bot_user_id,
                       "permalink": f"https://devslack.slack.com/files/{fake.bot_user_id}/{upload.id}/{upload.name}"})

@@ -181,8 +181,8 @@ def list_local_migrations(migrations_dir: Path | str) -> list[LocalMigration]:
     return migrations
 
 
-def check_lock_file_provider(migrations_dir: Path | str) -> None:
-    """Raise P3019 when migration_lock.toml names a provider other than postgresql (no file: no check)."""
+def require_postgresql_provider(migrations_dir: Path | str) -> None:
+    """Raise P3019 when migration_lock.toml names a provider other than postgresql (no file: nothing to compare)."""
     lock_file = Path(migrations_dir) / "migration_lock.toml"
     if not lock_file.is_file():
         return

@@ -27,11 +27,11 @@ from bot.integrations.prisma.migrations import (
     MigrationRow,
     MigrationStatus,
     PrismaError,
-    check_lock_file_provider,
     compute_status,
     down_checksum,
     format_prisma_timestamp,
     list_local_migrations,
+    require_postgresql_provider,
     split_database_url,
 )
 from bot.redact import redact
@@ -66,7 +66,6 @@ class _ScriptKind:
     has_transaction_control: bool
     sets_lock_timeout: bool
     sets_statement_timeout: bool
-    index_name: str | None = None
 
     @property
     def retryable(self) -> bool:
@@ -125,8 +124,6 @@ def _classify_script(script: str) -> _ScriptKind:
         has_transaction_control=any(t == "TransactionStmt" for t, _ in statements),
         sets_lock_timeout="lock_timeout" in sets,
         sets_statement_timeout="statement_timeout" in sets,
-        index_name=(str(only[1].get("idxname")) if only[1].get("idxname") else None)
-        if only is not None and only[0] == "IndexStmt" else None,
     )
 
 
@@ -294,7 +291,7 @@ class NativeRunner:
     ) -> DeployResult:
         """Apply every pending migration in order, like `prisma migrate deploy`; raise PrismaError on failure."""
         emit = on_event or (lambda _line: None)
-        check_lock_file_provider(migrations_dir)
+        require_postgresql_provider(migrations_dir)
         local = list_local_migrations(migrations_dir)
         with self._session() as conn:
             self._acquire_advisory_lock(conn)
@@ -351,7 +348,7 @@ class NativeRunner:
 
     def resolve_applied(self, migrations_dir: Path | str, name: str) -> None:
         """`migrate resolve --applied NAME`: roll back NAME's failed rows and record a new applied row."""
-        check_lock_file_provider(migrations_dir)
+        require_postgresql_provider(migrations_dir)
         migration = next((m for m in list_local_migrations(migrations_dir) if m.name == name), None)
         with self._session() as conn:
             self._acquire_advisory_lock(conn)

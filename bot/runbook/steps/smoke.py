@@ -1,10 +1,10 @@
-"""Seed step 6: the smoke tests, a chain of HTTP checks against the deployed app."""
+"""Seed step 6: the smoke tests, a chain of HTTP probes against the deployed app."""
 
 from __future__ import annotations
 
-from bot.config import SmokeCheck
+from bot.config import SmokeProbe
 from bot.errors import IntegrationError
-from bot.integrations.smoke import SmokeResult, run_smoke_checks
+from bot.integrations.smoke import SmokeResult, run_smoke_probes
 from bot.runbook.engine import (
     StepContext,
     StepOutcome,
@@ -13,8 +13,8 @@ from bot.runbook.rules import SmokeCheckResult, SmokeTestsResult
 
 
 def smoke(ctx: StepContext) -> StepOutcome:
-    """Seed step 6: the configured chain of HTTP checks; any failure fails the run."""
-    checks: list[SmokeCheck] = list(ctx.env.smoke)
+    """Seed step 6: the configured chain of HTTP probes; any failure fails the run."""
+    probes: list[SmokeProbe] = list(ctx.env.smoke)
     lines: list[str] = []
 
     def on_result(result: SmokeResult) -> None:
@@ -31,7 +31,7 @@ def smoke(ctx: StepContext) -> StepOutcome:
     if (maint.enabled and maint.method == "webhook" and maint.webhook_token
             and any(s.name == "maintenance_on" and s.status.value == "succeeded" for s in ctx.run.steps)):
         extra_headers["X-Maintenance-Token"] = maint.webhook_token
-    report = run_smoke_checks(checks, variables={"run_id": ctx.run.id}, on_result=on_result,
+    report = run_smoke_probes(probes, variables={"run_id": ctx.run.id}, on_result=on_result,
                               extra_headers=extra_headers)
     ctx.thread("*Smoke tests*\n" + "\n".join(lines))
     results = [SmokeCheckResult(name=r.name, ok=r.ok, status=r.status, latency_ms=round(r.latency_ms, 1),

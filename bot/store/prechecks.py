@@ -8,7 +8,7 @@ from typing import Any
 from bot.store.runs import RunStore, store_errors
 
 
-class CheckResults:
+class PrecheckResults:
     """One JSON document per environment, replaced by each check."""
 
     def __init__(self, store: RunStore) -> None:
