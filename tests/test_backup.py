@@ -100,7 +100,7 @@ class TestLocalPgDump:
         assert second.reused and second.verified
         assert second.identifier == first.identifier and second.sha256 == first.sha256
         assert len(list(tmp_path.glob("pre-migration-r3-*.dump"))) == 1
-        assert "reused" in second.summary()
+        assert "reused" in second.describe()
 
     def test_reuse_adds_the_missing_test_restore(self, prisma_db, pg_admin_url, tmp_path):
         """A dump taken without a test restore gets one when reused with verify_restore on."""
@@ -110,7 +110,7 @@ class TestLocalPgDump:
         assert first.verified and first.restored_prisma_migrations is None
         second = take_pg_dump_backup(run_id="r10", database_url=prisma_db, target=target, aws=None)
         assert second.reused and second.verified and second.restored_prisma_migrations == 3
-        assert second.summary().endswith("restore-verified, reused")
+        assert second.describe().endswith("restore-verified, reused")
         assert verify_databases(pg_admin_url) == []
 
     def test_tampered_dump_is_refused(self, prisma_db, tmp_path):
@@ -134,7 +134,7 @@ class TestLocalPgDump:
         assert not evidence.verified
         assert any("restore verification failed" in note and 'violates check constraint "guarded_x_check"' in note
                    for note in evidence.notes)
-        assert "NOT verified" in evidence.summary()
+        assert "NOT verified" in evidence.describe()
         assert verify_databases(pg_admin_url) == []
 
 
@@ -184,7 +184,7 @@ class TestS3PgDump:
         assert not evidence.reused and evidence.identifier == "pre-migration-r9-20261124-093005.dump"
         assert evidence.verified and evidence.restored_table_count is None and evidence.toc_entries
         assert any("test restore skipped" in note for note in evidence.notes)
-        assert evidence.summary().endswith("3 tables, TOC-verified (no test restore)")
+        assert evidence.describe().endswith("3 tables, TOC-verified (no test restore)")
 
 
 class TestRdsSnapshotBackup:
@@ -214,7 +214,7 @@ class TestRdsSnapshotBackup:
         rds = boto3.client("rds", region_name="us-east-1", endpoint_url=aws.endpoint_url)
         snapshots = rds.describe_db_snapshots(DBInstanceIdentifier=instance, SnapshotType="manual")["DBSnapshots"]
         assert [s["DBSnapshotIdentifier"] for s in snapshots] == [first.identifier]
-        assert first.summary().startswith("RDS snapshot pre-migration-prod-261124-a1b2c3-20261124-093005, 3 migrations")
+        assert first.describe().startswith("RDS snapshot pre-migration-prod-261124-a1b2c3-20261124-093005, 3 migrations")
 
     def test_failed_snapshot_is_not_reused(self, aws, instance):
         """A failed snapshot from an earlier attempt is skipped and a new one is taken."""
@@ -248,5 +248,5 @@ class TestEvidence:
             live_prisma_migrations=7, live_table_count=12, restored_prisma_migrations=7, restored_table_count=12,
             verified=True,
         )
-        assert evidence.summary() == "pg_dump 12.3 MB, sha256 ab120000…, 7 migrations, 12 tables, restore-verified"
+        assert evidence.describe() == "pg_dump 12.3 MB, sha256 ab120000…, 7 migrations, 12 tables, restore-verified"
         assert evidence.to_dict()["sha256"].startswith("ab12")

@@ -296,7 +296,7 @@ class TestRdsRestoreTarget:
         evidence = verify_snapshot_by_restore(rds["evidence"], aws=aws, isolation=isolation, run_id=run_id,
                                               database_url=rds["live"], keep=keep, endpoint=rds["endpoint"])
         assert evidence.verified and evidence.restored_prisma_migrations == evidence.live_prisma_migrations == 1
-        assert "restore-verified" in evidence.summary()
+        assert "restore-verified" in evidence.describe()
         (temporary,) = rds["asked"]
         assert temporary.startswith(f"rehearsal-{run_id}-") and temporary in self.instances(aws)
         report = rehearse_from_evidence(evidence.to_dict(), database_url=rds["live"], migrations_dir=rds["migrations"],

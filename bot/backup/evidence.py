@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from bot.backup.sandbox import RestoredCopy
 from bot.errors import IntegrationError
 from bot.integrations.postgres import Postgres
+from bot.runbook.rules import BackupResult, StepResult
 
 BACKUP_PREFIX = "pre-migration-"
 
@@ -38,27 +39,11 @@ class S3Target:
         return prefix + filename
 
 
-@dataclass
-class BackupEvidence:
-    """What the backup step proves: what was taken, where it is, and how it was checked."""
+class BackupEvidence(BackupResult):
+    """What the backup step proves: what was taken, where it is, and how it was checked. Its fields are those of
+    the backup step's stored result (bot.runbook.rules.BackupResult), declared once there."""
 
-    method: Literal["rds_snapshot", "pg_dump"]
-    identifier: str
-    location: str
-    size_bytes: int | None = None
-    sha256: str | None = None
-    s3_version_id: str | None = None
-    live_prisma_migrations: int | None = None
-    live_table_count: int | None = None
-    restored_prisma_migrations: int | None = None
-    restored_table_count: int | None = None
-    toc_entries: int | None = None
-    verified: bool = False
-    reused: bool = False
-    took_s: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
+    def describe(self) -> str:
         """One line for the checklist, e.g. ``pg_dump 12.3 MB, sha256 ab12…, 7 migrations, 12 tables, restore-verified``."""
         parts: list[str] = []
         if self.method == "pg_dump":
@@ -87,8 +72,8 @@ class BackupEvidence:
         return ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy (for the run store and the audit log)."""
-        return asdict(self)
+        """Every field of the evidence, JSON-ready (for the run store, the audit log and the rehearsal)."""
+        return {name: getattr(self, name) for name in BackupResult.model_fields if name not in StepResult.model_fields}
 
 
 def human_size(size: int | None) -> str:

@@ -97,22 +97,32 @@ def _add_jobs(deps: Deps, window: Window, reminders: list[Reminder]) -> None:
                   (window.id, item.kind, window.revision))
 
 
+def _vetted(request: WindowRequest, cfg: CalendarConfig, now: datetime, *,
+            need_notes: bool) -> tuple[Outcome | None, list[Violation], str]:
+    """Invalid input, or policy violations without an override reason, refuse the request (the Outcome says why);
+    otherwise the violations the override accepts, and the reason."""
+    errors = validate_request(start=request.start, duration_s=request.duration_s, now=now)
+    if need_notes and not request.release_notes.strip():
+        errors["notes"] = "Release notes are required: they go into the announcement and the completion notice."
+    if errors:
+        return Outcome(errors=errors), [], ""
+    violations = policy_violations(start=request.start, duration_s=request.duration_s,
+                                   zone=parse_zone(request.timezone), cfg=cfg, now=now)
+    override = (request.override_reason or "").strip()
+    if violations and not override:
+        return Outcome(violations=violations), violations, override
+    return None, violations, override
+
+
 def schedule_window(deps: Deps, *, env_name: str, request: WindowRequest, user: str) -> Outcome:
     """Book a window: invalid input and unconfirmed policy violations schedule nothing."""
     env = environment_or_refuse(deps, env_name)
     if not _may_manage(deps, env, user):
         raise _not_allowed(env.name)
     cfg, now = env.calendar, deps.clock()
-    errors = validate_request(start=request.start, duration_s=request.duration_s, now=now)
-    if not request.release_notes.strip():
-        errors["notes"] = "Release notes are required: they go into the announcement and the completion notice."
-    if errors:
-        return Outcome(errors=errors)
-    violations = policy_violations(start=request.start, duration_s=request.duration_s,
-                              zone=parse_zone(request.timezone), cfg=cfg, now=now)
-    override = (request.override_reason or "").strip()
-    if violations and not override:
-        return Outcome(violations=violations)
+    refused, violations, override = _vetted(request, cfg, now, need_notes=True)
+    if refused is not None:
+        return refused
     window = Window(
         id="pending", env=env.name,
         channel=env.channel, start=request.start, duration_s=request.duration_s, timezone=request.timezone,
@@ -150,14 +160,9 @@ def reschedule_window(deps: Deps, *, window_id: str, request: WindowRequest, use
         windows.audit(window_id, user, "window.reschedule", "denied", deps.clock(), "not allowed")
         raise _not_allowed(env.name)
     cfg, now = env.calendar, deps.clock()
-    errors = validate_request(start=request.start, duration_s=request.duration_s, now=now)
-    if errors:
-        return Outcome(errors=errors)
-    violations = policy_violations(start=request.start, duration_s=request.duration_s,
-                              zone=parse_zone(request.timezone), cfg=cfg, now=now)
-    override = (request.override_reason or "").strip()
-    if violations and not override:
-        return Outcome(violations=violations)
+    refused, violations, override = _vetted(request, cfg, now, need_notes=False)
+    if refused is not None:
+        return refused
 
     def change(window: Window) -> Window:
         if window.status is not WindowStatus.SCHEDULED:

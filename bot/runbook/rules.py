@@ -266,27 +266,28 @@ class PendingMigration(Record):
     checksum: str = ""
 
 
-class Finding(Record):
+class Advice(Record):
+    """What a safety finding says: the risk, why it matters, the safe alternative and its category."""
+
+    message: str = ""
+    why: str = ""
+    alternative: str = ""
+    category: str = ""
+
+
+class Finding(Advice):
     """A high safety finding: it gates approval until an approver waives it (or maintenance mode is on)."""
 
     key: str
     migration: str
     checksum: str = ""
-    message: str = ""
-    why: str = ""
-    alternative: str = ""
-    category: str = ""
 
 
-class FindingDetail(Record):
+class FindingDetail(Advice):
     """A high or medium finding as shown in the thread."""
 
     migration: str
     level: str
-    message: str = ""
-    why: str = ""
-    alternative: str = ""
-    category: str = ""
 
 
 class Review(Record):

@@ -62,8 +62,7 @@ def backup(ctx: StepContext) -> StepOutcome:
         sandbox.release(run_id)
         raise IntegrationError(f"Backup {evidence.identifier} was taken but did not verify: "
                                + "; ".join(evidence.notes or ["counts differ"]))
-    result = {k: v for k, v in vars(evidence).items() if isinstance(v, (str, int, float, bool, list, type(None)))}
-    return StepOutcome(evidence.summary(), BackupResult.model_validate(result))
+    return StepOutcome(evidence.describe(), BackupResult.model_validate(evidence.to_dict()))
 
 
 def _bar(percent: int) -> str:
