@@ -56,9 +56,9 @@ def world(tmp_path_factory, pg_admin_url, moto_endpoint, redis_url):
     smoke = [
         {"name": "health", "url": f"{app.base_url.rstrip('/')}/health"},
         {"name": "register", "method": "POST", "url": f"{app.base_url.rstrip('/')}/auth/register",
-         "json": {"email": "smoke+$${run_id}@example.com", "password": "Test123!"}, "expect_status": [200, 201]},
+         "json": {"email": "smoke+$${smoke_id}@example.com", "password": "Test123!"}, "expect_status": [200, 201]},
         {"name": "login", "method": "POST", "url": f"{app.base_url.rstrip('/')}/auth/login",
-         "json": {"email": "smoke+$${run_id}@example.com", "password": "Test123!"}, "capture": {"token": "token"}},
+         "json": {"email": "smoke+$${smoke_id}@example.com", "password": "Test123!"}, "capture": {"token": "token"}},
         {"name": "counsel", "method": "POST", "url": f"{app.base_url.rstrip('/')}/counsel",
          "headers": {"Authorization": "Bearer $${token}"}, "json": {"message": "Test message"},
          "expect_status": [200, 201]},
@@ -191,7 +191,7 @@ def settle(world, ts, timeout=20):
 def ready_for_approval(world, run_id, ts):
     store = world["store"]
     for item in MANUAL_ITEMS:
-        click(world, ts, ALICE, f"checklist:{item}")
+        click(world, ts, BOB if item == "script_reviewed" else ALICE, f"checklist:{item}")
         wait_until(lambda: item in store.get(run_id).checklist)
     wait_until(lambda: "step_run:backup" in blocks_text(world, ts))
     click(world, ts, ALICE, "step_run:backup")
@@ -218,6 +218,24 @@ def run_step(world, run_id, ts, name, *, expect="succeeded"):
     click(world, ts, ALICE, f"step_run:{name}")
     wait_until(lambda: store.get(run_id).step(name).status.value in ("succeeded", "failed"), timeout=60)
     assert store.get(run_id).step(name).status.value == expect, store.get(run_id).step(name)
+
+
+def finish_way_back(world, run_id, ts, *, fixed=True):
+    """The end of every way back: maintenance mode off, then the smoke tests; the site serves users again.
+
+    ``fixed``: the rollback put a working version back, so the stand-in app stops failing its broken path.
+    """
+    store, app = world["store"], world["app"]
+    if fixed:
+        app.state.fail_path = None
+    names = [s.name for s in store.get(run_id).steps if s.phase == "rollback"]
+    assert names[-1:] == ["rb_smoke"], names  # every way back ends with the smoke tests
+    if "rb_maintenance_off" in names:
+        run_step(world, run_id, ts, "rb_maintenance_off")
+        assert app.state.maintenance is False
+    run_step(world, run_id, ts, "rb_smoke")
+    wait_until(lambda: "Smoke-test the site after the rollback" in blocks_text(world, ts)
+               and store.get(run_id).status.value in ("rolled_back", "cancelled"))
 
 
 def migration_rows(world):

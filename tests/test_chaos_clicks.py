@@ -54,7 +54,7 @@ class TestClickStorms:
         world["app"].state.fail_path = "/counsel"  # the smoke test fails, so a rollback is offered
         run_id, ts = start(world, "prod --image v2")
         for item in MANUAL_ITEMS:
-            click(world, ts, ALICE, f"checklist:{item}")
+            click(world, ts, BOB if item == "script_reviewed" else ALICE, f"checklist:{item}")
             wait_until(lambda: item in store.get(run_id).checklist)
 
         # Take backup: one snapshot, one step.start.

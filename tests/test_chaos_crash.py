@@ -153,7 +153,7 @@ class TestKillMidStep:
         world["app"].state.fail_path = "/counsel"  # the smoke test fails, so the run rolls back with a restore
         run_id, ts = start(world, "prod --image v2")
         for item in MANUAL_ITEMS:
-            click(world, ts, ALICE, f"checklist:{item}")
+            click(world, ts, BOB if item == "script_reviewed" else ALICE, f"checklist:{item}")
             wait_until(lambda: item in store.get(run_id).checklist)
 
         # Backup: killed after the snapshot was requested; the retry reuses it (one snapshot, not two).

@@ -269,7 +269,8 @@ class TestForgedClickFlood:
         def tick(item: str) -> float:
             current = store.get(run.id)
             started = time.monotonic()
-            sender.click(ALICE, channel_id=PROD_CHANNEL, message=_forged(current, f"checklist:{item}"),
+            sender.click(BOB if item == "script_reviewed" else ALICE, channel_id=PROD_CHANNEL,
+                         message=_forged(current, f"checklist:{item}"),
                          action_id=f"checklist:{item}")
             wait_until(lambda: item in store.get(run.id).checklist, timeout=30)
             return time.monotonic() - started

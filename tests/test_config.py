@@ -23,7 +23,7 @@ class TestExampleConfig:
         assert prod.name == "prod" and prod.approvals_required == 1
         assert prod.backup and prod.backup.method == "rds_snapshot"
         assert prod.smoke[3].headers["Authorization"] == "Bearer ${token}"
-        assert "${run_id}" in str(prod.smoke[1].json_body)
+        assert "${smoke_id}" in str(prod.smoke[1].json_body)
 
     def test_missing_variable_is_named(self):
         """A ${VAR} that is not set is reported with its name and place."""

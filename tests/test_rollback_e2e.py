@@ -13,6 +13,7 @@ from tests.e2e import (
     awaiting_second_approval,
     blocks_text,
     click,
+    finish_way_back,
     migration_rows,
     ready_for_approval,
     run_step,
@@ -102,6 +103,7 @@ class TestOptionOneRevert:
         click(world, ts, BOB, "rollback:revert")
         wait_until(lambda: store.get(run_id).status.value == "rolling_back")
         run_step(world, run_id, ts, "rb_resolve_failed")
+        finish_way_back(world, run_id, ts)
         wait_until(lambda: store.get(run_id).status.value == "rolled_back")
         rows = rows_named(world, BAD)
         assert len(rows) == 2
@@ -138,6 +140,7 @@ class TestOptionOneRevert:
         click(world, ts, BOB, "rollback_confirm")
         wait_until(lambda: store.get(run_id).status.value == "rolling_back")
         run_step(world, run_id, ts, "rb_apply_down")
+        finish_way_back(world, run_id, ts)
         wait_until(lambda: store.get(run_id).status.value == "rolled_back")
         with psycopg.connect(world["db_url"]) as conn:
             columns = {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns "
@@ -240,6 +243,7 @@ class TestOptionTwoRestore:
         run_step(world, run_id, ts, "rb_redeploy")
         service = ecs.describe_services(cluster="prod", services=["api"])["services"][0]
         assert service["desiredCount"] == 2
+        finish_way_back(world, run_id, ts)
         wait_until(lambda: store.get(run_id).status.value == "rolled_back")
         assert store.active_run("pgprod") is None
 
@@ -260,6 +264,7 @@ class TestOptionThreePrevious:
         wait_until(lambda: "rollback:previous" in blocks_text(world, ts))
         click(world, ts, BOB, "rollback:previous")
         run_step(world, run_id, ts, "rb_previous_version")
+        finish_way_back(world, run_id, ts)
         wait_until(lambda: store.get(run_id).status.value == "rolled_back")
         service = ecs.describe_services(cluster="prod", services=["api"])["services"][0]
         assert service["taskDefinition"].endswith("api:1")
@@ -290,4 +295,5 @@ class TestOptionTwoRds:
         thread = "\n".join(m.get("text", "") for m in world["fake"].thread(PROD_CHANNEL, ts))
         assert f"restored as RDS instance `{restored}`" in thread
         run_step(world, run_id, ts, "rb_redeploy")
+        finish_way_back(world, run_id, ts)
         wait_until(lambda: store.get(run_id).status.value == "rolled_back")

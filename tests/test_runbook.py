@@ -56,8 +56,8 @@ def ready(**kw):
     """All manual items ticked and the backup taken (its evidence ticks the sixth item)."""
     run = fresh(**kw)
     for key in CHECKLIST_KEYS:
-        if key != "backup_verified":
-            run = confirm_item(run, item=key, user="UREQ", now=NOW).run
+        if key != "backup_verified":  # the review is ticked by someone other than the requester
+            run = confirm_item(run, item=key, user="UAPP" if key == "script_reviewed" else "UREQ", now=NOW).run
     run = begin_step(run, name="backup", user="UREQ", owner="p1", now=NOW).run
     return finish_step(run, name="backup", result=BackupResult(), now=NOW,
                        summary="pg_dump 1 MB, restore-verified").run
@@ -296,6 +296,112 @@ class TestClosingAFailedRun:
         assert may_cancel_run(failed, user="UAPP", policy=policy, groups=())
 
 
+class TestNoDeadEnds:
+    """Every failure has a way out, and every way out ends with maintenance mode off (issue 13)."""
+
+    def approved(self, **kw):
+        return approve(ready(**kw), user="UAPP", policy=POLICY, groups=(), now=NOW, fingerprint=FP).run
+
+    def run_through(self, run, *names, result=None):
+        for name in names:
+            run = begin_step(run, name=name, user="UREQ", owner="p1", now=NOW).run
+            run = finish_step(run, name=name, result=result or StepResult(), now=NOW).run
+        return run
+
+    def test_the_requester_cannot_tick_the_review_for_herself(self):
+        """"Reviewed by at least one other developer" is ticked by someone else."""
+        with pytest.raises(SelfApproval):
+            confirm_item(fresh(), item="script_reviewed", user="UREQ", now=NOW)
+        done = confirm_item(fresh(), item="script_reviewed", user="UAPP", now=NOW).run
+        assert done.checklist["script_reviewed"].by == "UAPP"
+
+    def test_abort_after_maintenance_on_turns_it_off_and_cancels(self):
+        """Maintenance on, nothing migrated: abort is offered, plain cancel is not; it ends cancelled, site checked."""
+        from bot.runbook.rules import RollbackOption, may_cancel_now, request_rollback, rollback_options
+
+        run = self.run_through(self.approved(), "maintenance_on")
+        assert rollback_options(run) == [RollbackOption.ABORT]
+        assert not may_cancel_now(run)
+        with pytest.raises(WrongState, match="Maintenance mode is on"):
+            cancel(run, user="UREQ", now=NOW)
+        run = request_rollback(run, option=RollbackOption.ABORT, user="UREQ", reason="", now=NOW, ecs=False,
+                               policy=POLICY, groups=(), smoke=True).run
+        assert [s.name for s in run.steps if s.phase == "rollback"] == ["rb_maintenance_off", "rb_smoke"]
+        run = self.run_through(run, "rb_maintenance_off", "rb_smoke")
+        assert run.status is RunStatus.CANCELLED and run.is_terminal and run.cancelled_by == "UREQ"
+
+    def test_every_rollback_option_ends_with_maintenance_off_and_smoke(self):
+        """After a failed smoke test with maintenance on, each option's steps end with maintenance off, smoke."""
+        from bot.runbook.rules import RollbackOption, request_rollback, rollback_options
+
+        run = self.run_through(self.approved(), "maintenance_on")
+        run = self.run_through(run, "migrate", result=MigrateResult(applied=["m1"], with_down=True))
+        run = self.run_through(run, "deploy", result=DeployResult(previous_task_definition="td:1"))
+        run = begin_step(run, name="smoke", user="UREQ", owner="p1", now=NOW).run
+        run = fail_step(run, name="smoke", error="counsel: 500", now=NOW).run
+        options = rollback_options(run)
+        assert options == [RollbackOption.REVERT, RollbackOption.RESTORE, RollbackOption.PREVIOUS]
+        for option in options:
+            chosen = request_rollback(run, option=option, user="UREQ", reason="smoke failed", now=NOW, ecs=True,
+                                      policy=POLICY, groups=(), smoke=True,
+                                      down=[DownSql(name="m1", checksum="d")], down_fingerprint=FP).run
+            if chosen.status is not RunStatus.ROLLING_BACK:  # a second person confirms a restore or a down.sql
+                from bot.runbook.rules import approve_rollback
+                chosen = approve_rollback(chosen, user="UAPP", policy=POLICY, groups=(), now=NOW, ecs=True,
+                                          smoke=True, down_fingerprint=FP).run
+            names = [s.name for s in chosen.steps if s.phase == "rollback"]
+            assert names[-2:] == ["rb_maintenance_off", "rb_smoke"], option
+            done = self.run_through(chosen, *names)
+            assert done.status is RunStatus.ROLLED_BACK
+
+    def test_a_failed_smoke_test_can_be_retried(self):
+        """Retry of a failed idempotent step resumes the run; the second try succeeding leads on."""
+        from bot.runbook.rules import may_retry
+
+        run = self.run_through(self.approved(), "maintenance_on", "migrate", "deploy")
+        run = begin_step(run, name="smoke", user="UREQ", owner="p1", now=NOW).run
+        run = fail_step(run, name="smoke", error="timeout", now=NOW).run
+        assert run.status is RunStatus.FAILED and may_retry(run, "smoke")
+        run = begin_step(run, name="smoke", user="UREQ", owner="p1", now=NOW).run
+        assert run.status is RunStatus.RUNNING and run.failure is None and run.step("smoke").attempt == 2
+        run = finish_step(run, name="smoke", result=StepResult(), now=NOW).run
+        run = self.run_through(run, "maintenance_off")
+        assert run.status is RunStatus.MONITORING
+
+    def test_a_failed_migration_is_not_retried_blindly(self):
+        """migrate is not idempotent: after its failure the way on is Option 1 or 2, never Retry."""
+        from bot.runbook.rules import may_retry
+
+        run = self.run_through(self.approved(), "maintenance_on")
+        run = begin_step(run, name="migrate", user="UREQ", owner="p1", now=NOW).run
+        run = fail_step(run, name="migrate", error="P3018", now=NOW).run
+        assert not may_retry(run, "migrate")
+        with pytest.raises(WrongState):
+            begin_step(run, name="migrate", user="UREQ", owner="p1", now=NOW)
+
+    def test_a_failed_optional_step_can_be_skipped(self):
+        """A failed seed may be skipped (audited); the run goes on."""
+        run = self.run_through(self.approved(steps={"maintenance_on": True, "maintenance_off": True, "seed": True}),
+                               "maintenance_on", "migrate")
+        run = begin_step(run, name="seed", user="UREQ", owner="p1", now=NOW).run
+        run = fail_step(run, name="seed", error="duplicate key", now=NOW).run
+        run = skip_step(run, name="seed", user="UREQ", now=NOW).run
+        assert run.status is RunStatus.RUNNING and run.step("seed").status is StepStatus.SKIPPED
+
+    def test_maintenance_off_that_fails_keeps_the_run_open_until_someone_checks(self):
+        """If turning maintenance off fails the run is not closed; a human may check by hand and say so."""
+        from bot.runbook.rules import RollbackOption, maintenance_may_be_on, request_rollback
+
+        run = self.run_through(self.approved(), "maintenance_on")
+        run = request_rollback(run, option=RollbackOption.ABORT, user="UREQ", reason="", now=NOW, ecs=False,
+                               policy=POLICY, groups=(), smoke=False).run
+        run = begin_step(run, name="rb_maintenance_off", user="UREQ", owner="p1", now=NOW).run
+        run = fail_step(run, name="rb_maintenance_off", error="webhook 502", now=NOW).run
+        assert run.status is RunStatus.ROLLING_BACK and maintenance_may_be_on(run) and not run.is_terminal
+        run = resolve_interrupted(run, name="rb_maintenance_off", user="UAPP", now=NOW, done=True).run
+        assert run.status is RunStatus.CANCELLED and not maintenance_may_be_on(run)
+
+
 class TestBookkeeping:
     """Transitions the engine, the watch, the heartbeat and the store apply besides the buttons."""
 
@@ -455,7 +561,8 @@ def _replay_rolling_back_held():
                   facts=RunFacts(rehearsal_expected=True)).run
     for key in CHECKLIST_KEYS:
         if key not in ("backup_verified", "staging_tested"):
-            run = confirm_item(run, item=key, user="UREQ", now=now(), evidence=None).run
+            run = confirm_item(run, item=key, user="UAPP" if key == "script_reviewed" else "UREQ", now=now(),
+                               evidence=None).run
     pending = [PendingMigration(name=add_col, checksum="a" * 64), PendingMigration(name=rename, checksum="b" * 64)]
     finding = dict(message="renames a column", why="old code reads the old name", alternative="add, backfill, switch",
                    category="breaking")

@@ -93,7 +93,7 @@ class TestRehearsal:
         store = world["store"]
         run_id, ts = start(world, "pgprod", env="pgprod")
         for item in ("rollback_plan", "window_scheduled", "team_notified", "script_reviewed"):
-            click(world, ts, ALICE, f"checklist:{item}")
+            click(world, ts, BOB if item == "script_reviewed" else ALICE, f"checklist:{item}")
             wait_until(lambda: item in store.get(run_id).checklist)
         click(world, ts, ALICE, "step_run:backup")
         wait_until(lambda: store.get(run_id).status.value == "awaiting_approval", timeout=60)

@@ -123,7 +123,8 @@ def latest(fake, ts):
 def tick_manual_items(sender, fake, store, run, ts, user=ALICE):
     for item in MANUAL_ITEMS:
         version = store.get(run.id).version
-        sender.click(user, channel_id=PROD_CHANNEL, message=latest(fake, ts), action_id=f"checklist:{item}")
+        who = (BOB if user == ALICE else ALICE) if item == "script_reviewed" else user  # a review is someone else's
+        sender.click(who, channel_id=PROD_CHANNEL, message=latest(fake, ts), action_id=f"checklist:{item}")
         wait_until(lambda: store.get(run.id).version > version and
                    f"checklist:{item}" not in json.dumps(latest(fake, ts)["blocks"]))
 
@@ -210,7 +211,8 @@ class TestChecklistAndApproval:
         for item in MANUAL_ITEMS:
             audit_before = len(store.audit_entries(run.id))
             updates_before = [c for c in fake.calls_to("chat.update") if c.args.get("ts") == ts]
-            sender.click(ALICE, channel_id=PROD_CHANNEL, message=latest(fake, ts), action_id=f"checklist:{item}")
+            sender.click(BOB if item == "script_reviewed" else ALICE, channel_id=PROD_CHANNEL, message=latest(fake, ts),
+                         action_id=f"checklist:{item}")
             wait_until(lambda: len([c for c in fake.calls_to("chat.update") if c.args.get("ts") == ts])
                        > len(updates_before))
             assert len(store.audit_entries(run.id)) == audit_before + 1

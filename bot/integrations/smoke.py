@@ -2,7 +2,7 @@
 
 Templating. The URL, header values and every string inside the JSON body may hold ``${name}``
 placeholders (``string.Template`` syntax; ``$$`` is a literal ``$``). Names come from the caller's
-``variables`` (the bot passes ``run_id``) and from earlier probes' ``capture``. An unknown name fails that
+``variables`` (the bot passes ``run_id``, and ``smoke_id``, new for every smoke run) and from earlier probes' ``capture``. An unknown name fails that
 probe with "unknown variable ${name}" instead of sending a half-filled request. In the environments file,
 write ``$${name}`` because the config loader expands ``${VAR}`` from the process environment first.
 

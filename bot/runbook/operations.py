@@ -10,9 +10,11 @@ from typing import Any
 
 from bot import messages
 from bot.calendar import operations as calendar_ops
+from bot.calendar.rules import format_duration
 from bot.config import EnvironmentConfig
 from bot.context import Deps, Invocation, Reply, authorize, environment_or_refuse, readable_environments
 from bot.errors import AlreadyDone, BotError, Refusal, RunNotFound, StaleMessage
+from bot.messages import slack_date
 from bot.redact import redact
 from bot.runbook import access, engine, inspection, precheck, rollback, steps, timeline, watch
 from bot.runbook.rules import (
@@ -93,12 +95,26 @@ def confirm(deps: Deps, *, run_id: str, item: str, user: str) -> Reply:
     if not engine.may_operate(deps, run, user):  # the checklist gates a prod change: only the people who may run it
         deps.store.audit(run_id, AuditEvent(user, "checklist.confirm", "denied", deps.clock(), "not allowed"))
         return Reply(messages.denied(f"Only the requester or an approver of {run.env} may tick the checklist."))
+    evidence = _window_evidence(deps, run, user) if item == "window_scheduled" else None
     try:
-        deps.store.apply(run_id, lambda run: confirm_item(run, item=item, user=user, now=deps.clock()))
+        deps.store.apply(run_id, lambda run: confirm_item(run, item=item, user=user, now=deps.clock(),
+                                                          evidence=evidence))
     except Refusal as exc:
         _denial(deps, run_id, user, "checklist.confirm", exc)
         return Reply(messages.denied(str(exc)), publish_run=run_id)
     return Reply("", publish_run=run_id)
+
+
+def _window_evidence(deps: Deps, run: Run, user: str) -> str:
+    """"Maintenance window scheduled (if required)": the window this run belongs to (or the one open now, or the
+    next one), else a record that none was needed and who said so."""
+    now = deps.clock()
+    windows = WindowStore(deps.store).scheduled(run.env, after=now)
+    window = (next((w for w in windows if w.run_id == run.id), None)
+              or next((w for w in windows if w.is_open(now)), None) or (windows[0] if windows else None))
+    if window is None:
+        return f"no window needed: said by {messages.actor(user)}"
+    return f"window `{window.id}` from {slack_date(window.start)} for {format_duration(window.duration_s)}"
 
 
 def approve_run(deps: Deps, *, run_id: str, user: str, version: int | None,

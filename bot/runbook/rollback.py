@@ -115,6 +115,12 @@ def _ecs(deps: Deps, run: Run) -> bool:
     return bool(env and env.deploy.enabled and env.deploy.cluster and env.deploy.service)
 
 
+def _smoke(deps: Deps, run: Run) -> bool:
+    """Whether the way back ends with the smoke tests: whenever the environment has any configured."""
+    env = deps.config.environment(run.env)
+    return bool(env and env.smoke)
+
+
 def start_rollback(deps: Deps, *, run_id: str, option: str, user: str, reason: str = "",
                    version: int | None = None) -> Reply:
     """Option 1 or 3 start at once; Option 2 goes through `request_restore` (typed confirmation + second person)."""
@@ -141,7 +147,7 @@ def start_rollback(deps: Deps, *, run_id: str, option: str, user: str, reason: s
     try:
         deps.store.apply(run_id, lambda current: request_rollback(
             current, option=chosen, user=user, reason=reason, now=deps.clock(), ecs=_ecs(deps, current),
-            policy=policy, groups=groups, down=down, down_fingerprint=down_fingerprint(scripts) if scripts else None,
+            smoke=_smoke(deps, current), policy=policy, groups=groups, down=down, down_fingerprint=down_fingerprint(scripts) if scripts else None,
             down_review=review), expected_version=version)
     except StaleMessage:
         return Reply(messages.stale_message(), publish_run=run_id)
@@ -167,7 +173,7 @@ def request_restore(deps: Deps, *, run_id: str, user: str, typed_env: str, reaso
     policy, groups = deps.policy(env), deps.groups_of(user, env)
     deps.store.apply(run_id, lambda current: request_rollback(
         current, option=RollbackOption.RESTORE, user=user, reason=reason.strip(), now=deps.clock(),
-        ecs=_ecs(deps, current), policy=policy, groups=groups))
+        ecs=_ecs(deps, current), smoke=_smoke(deps, current), policy=policy, groups=groups))
     return Reply("", publish_run=run_id)
 
 
@@ -185,7 +191,7 @@ def confirm_restore(deps: Deps, *, run_id: str, user: str, version: int | None =
     try:
         deps.store.apply(run_id, lambda current: approve_rollback(
             current, user=user, policy=policy, groups=groups, now=deps.clock(), ecs=_ecs(deps, current),
-            down_fingerprint=fingerprint), expected_version=version)
+            smoke=_smoke(deps, current), down_fingerprint=fingerprint), expected_version=version)
     except StaleMessage:
         return Reply(messages.stale_message(), publish_run=run_id)
     except Refusal as exc:

@@ -37,6 +37,8 @@ CHECKLIST: tuple[ChecklistItem, ...] = (
     ChecklistItem("script_reviewed", "Migration script reviewed by at least one other developer"),
 )
 CHECKLIST_KEYS = tuple(item.key for item in CHECKLIST)
+NOT_BY_REQUESTER = frozenset({"script_reviewed"})
+"""Items the requester cannot tick for themselves: a review is by "at least one other developer"."""
 CHECKLIST_LABELS = {item.key: item.label for item in CHECKLIST}
 
 
@@ -195,6 +197,14 @@ class PreviousVersionResult(StepResult):
     task_definition: str | None = None
 
 
+class RollbackMaintenanceOffResult(MaintenanceOffResult):
+    """Maintenance mode turned off at the end of a rollback or an abort."""
+
+
+class RollbackSmokeResult(SmokeTestsResult):
+    """The smoke tests after a rollback or an abort: the proof that the site is up again."""
+
+
 @dataclass(frozen=True)
 class StepSpec:
     name: str
@@ -227,7 +237,21 @@ STEP_SPECS: dict[str, StepSpec] = {
                             result=RedeployResult),
     "rb_previous_version": StepSpec("rb_previous_version", "Deploy the previous app version", optional=False,
                                     result=PreviousVersionResult),
+    # Every way back ends with the site up: maintenance off (if this run may have turned it on), then smoke tests.
+    "rb_maintenance_off": StepSpec("rb_maintenance_off", "Disable maintenance mode", optional=False,
+                                   result=RollbackMaintenanceOffResult),
+    "rb_smoke": StepSpec("rb_smoke", "Smoke-test the site after the rollback", optional=True,
+                         result=RollbackSmokeResult),
 }
+
+RETRYABLE_AFTER_FAILURE = frozenset({"maintenance_on", "deploy", "smoke", "maintenance_off"})
+"""Forward steps that may run again after they failed: each is idempotent (the webhook, the ECS service update
+to a recorded task definition, read-only smoke tests). migrate and seed are not: a failed migration is resolved
+by Option 1, a failed seed may be skipped."""
+
+CHECKABLE_BY_HAND = frozenset({"maintenance_off", "rb_maintenance_off"})
+"""Failed steps a human may mark done after checking by hand (the maintenance webhook may be down while the
+site is already serving): audited, and the way out when the bot cannot reach the switch."""
 
 FORWARD_STEPS = ("backup", "maintenance_on", "migrate", "seed", "deploy", "smoke", "maintenance_off")
 
@@ -236,12 +260,14 @@ class RollbackOption(StrEnum):
     REVERT = "revert"          # Option 1 (preferred): revert the migration
     RESTORE = "restore"        # Option 2 (last resort): restore from the backup; loses data written since
     PREVIOUS = "previous"      # Option 3: deploy the previous app version
+    ABORT = "abort"            # no migration ran: turn maintenance mode off and end the run
 
 
 ROLLBACK_LABELS = {
     RollbackOption.REVERT: "Option 1 · Revert the migration",
     RollbackOption.RESTORE: "Option 2 · Restore from backup",
     RollbackOption.PREVIOUS: "Option 3 · Deploy previous version",
+    RollbackOption.ABORT: "Abort: maintenance off and cancel",
 }
 
 
@@ -621,6 +647,9 @@ def confirm_item(run: Run, *, item: str, user: str, now: datetime, evidence: str
     if item in run.checklist:
         done = run.checklist[item]
         raise AlreadyDone(f"“{CHECKLIST_LABELS[item]}” was already confirmed by <@{done.by}>.")
+    if item in NOT_BY_REQUESTER and user == run.requested_by:
+        raise SelfApproval(f"You requested this run, so “{CHECKLIST_LABELS[item]}” is for the developer who "
+                           "reviewed the migration to confirm.")
     new = _touch(run, now)
     new.checklist[item] = Confirmation(by=user, at=now, evidence=evidence)
     events = [AuditEvent(user, "checklist.confirm", "ok", now, CHECKLIST_LABELS[item], {"item": item})]
@@ -694,6 +723,9 @@ def cancel(run: Run, *, user: str, now: datetime, reason: str = "") -> Transitio
     running = [s.name for s in run.steps if s.status is StepStatus.RUNNING]
     if running:
         raise WrongState(f"Step {running[0]} is running; wait for it to finish before cancelling.")
+    if maintenance_may_be_on(run):
+        raise WrongState("Maintenance mode is on for this run, so it cannot simply be closed: choose "
+                         f"“{ROLLBACK_LABELS[RollbackOption.ABORT]}” (it turns maintenance off first) or a rollback.")
     if run.status is not RunStatus.FAILED and changed_environment(run):
         raise WrongState("This run has already changed the environment; finish it, or roll back, instead of "
                          "cancelling.")
@@ -723,7 +755,31 @@ def changed_environment(run: Run) -> bool:
 
 def may_cancel_now(run: Run) -> bool:
     return (run.is_active and not any(s.status is StepStatus.RUNNING for s in run.steps)
+            and not maintenance_may_be_on(run)
             and (run.status is RunStatus.FAILED or not changed_environment(run)))
+
+
+def maintenance_may_be_on(run: Run) -> bool:
+    """This run turned maintenance mode on, or may have (its step failed or was interrupted half-way), and
+    nothing has turned it off since: no run may end in this state."""
+    on = _step_status(run, "maintenance_on")
+    if on is None or on in (StepStatus.PENDING, StepStatus.SKIPPED):
+        return False
+    return not any(step.name in ("maintenance_off", "rb_maintenance_off") and step.status is StepStatus.SUCCEEDED
+                   for step in run.steps)
+
+
+def failed_step(run: Run) -> StepState | None:
+    """The forward step whose failure stopped the run (FAILED runs only)."""
+    if run.status is not RunStatus.FAILED:
+        return None
+    return next((s for s in run.steps if s.phase == "forward" and s.status is StepStatus.FAILED), None)
+
+
+def may_retry(run: Run, name: str) -> bool:
+    """A failed run may run its failed step again when that step is idempotent and no rollback is chosen."""
+    failed = failed_step(run)
+    return failed is not None and failed.name == name and name in RETRYABLE_AFTER_FAILURE and run.rollback is None
 
 
 def current_phase(run: Run) -> str:
@@ -756,6 +812,8 @@ def begin_step(run: Run, *, name: str, user: str, owner: str, now: datetime) -> 
                         f"run step {name}")
     elif name.startswith("rb_"):
         _require_status(run, (RunStatus.ROLLING_BACK,), f"run rollback step {name}")
+    elif may_retry(run, name):
+        pass  # the failed step again: the run resumes below
     else:
         _require_status(run, (RunStatus.RUNNING,), f"run step {name}")
         blocking = blocking_findings(run) if name == "migrate" else []
@@ -773,6 +831,10 @@ def begin_step(run: Run, *, name: str, user: str, owner: str, now: datetime) -> 
     if step.status is StepStatus.RUNNING:
         raise AlreadyDone(f"Step “{step.label}” is already running.")
     new = _touch(run, now)
+    events: list[AuditEvent] = []
+    if new.status is RunStatus.FAILED:
+        new.status, new.failure = RunStatus.RUNNING, None
+        events.append(AuditEvent(user, "run.resume", "ok", now, f"retrying {STEP_SPECS[name].label}", {"step": name}))
     target = new.step(name)
     target.status = StepStatus.RUNNING
     target.attempt += 1
@@ -785,7 +847,8 @@ def begin_step(run: Run, *, name: str, user: str, owner: str, now: datetime) -> 
     if new.facts.hold is not None and new.facts.hold.step == name:
         new.facts.hold = None
     action = "step.retry" if target.attempt > 1 else "step.start"
-    return Transition(new, [AuditEvent(user, action, "ok", now, target.label, {"step": name, "attempt": target.attempt})])
+    events.append(AuditEvent(user, action, "ok", now, target.label, {"step": name, "attempt": target.attempt}))
+    return Transition(new, events)
 
 
 def report_progress(run: Run, *, name: str, progress: str, now: datetime) -> Transition:
@@ -833,6 +896,12 @@ def _after_success(new: Run, name: str, evidence: str, now: datetime, events: li
         new.status = RunStatus.MONITORING
         events.append(AuditEvent("bot", "run.monitoring", "ok", now, "all steps done; watching the result"))
     elif new.status is RunStatus.ROLLING_BACK and next_step(new) is None:
+        if new.rollback is not None and new.rollback.option is RollbackOption.ABORT:
+            new.status = RunStatus.CANCELLED
+            new.cancelled_by = new.rollback.requested_by
+            new.cancel_reason = new.rollback.reason or "aborted: maintenance mode turned off"
+            events.append(AuditEvent("bot", "run.cancel", "ok", now, "aborted; maintenance mode is off"))
+            return
         new.status = RunStatus.ROLLED_BACK
         option = new.rollback.option.value if new.rollback else ""
         events.append(AuditEvent("bot", "run.rolled_back", "ok", now, f"rollback ({option}) complete"))
@@ -856,7 +925,10 @@ def fail_step(run: Run, *, name: str, error: str, now: datetime, result: StepRes
 
 
 def skip_step(run: Run, *, name: str, user: str, now: datetime) -> Transition:
-    _require_status(run, (RunStatus.RUNNING,), f"skip step {name}")
+    resuming = run.status is RunStatus.FAILED and (failed := failed_step(run)) is not None \
+        and failed.name == name and run.rollback is None
+    if not resuming:
+        _require_status(run, (RunStatus.RUNNING, RunStatus.ROLLING_BACK), f"skip step {name}")
     step = next_step(run)
     if step is None or step.name != name:
         raise WrongState(f"Only the next step can be skipped, and {name} is not next.")
@@ -865,6 +937,8 @@ def skip_step(run: Run, *, name: str, user: str, now: datetime) -> Transition:
     if step.status is StepStatus.RUNNING:
         raise WrongState(f"“{step.label}” is running.")
     new = _touch(run, now)
+    if resuming:
+        new.status, new.failure = RunStatus.RUNNING, None
     target = new.step(name)
     target.status = StepStatus.SKIPPED
     target.finished_at = now
@@ -900,9 +974,12 @@ def interrupt_abandoned(run: Run, *, name: str, owner: str, now: datetime, why: 
 def resolve_interrupted(run: Run, *, name: str, user: str, now: datetime, done: bool) -> Transition:
     """A human looked at reality after an interruption: mark the step done, or leave it to be retried."""
     step = run.step(name)
-    if step.status is not StepStatus.INTERRUPTED:
+    by_hand = step.status is StepStatus.FAILED and name in CHECKABLE_BY_HAND and done
+    if step.status is not StepStatus.INTERRUPTED and not by_hand:
         raise WrongState(f"Step {name} is {step.status.value}, not interrupted.")
     new = _touch(run, now)
+    if by_hand and new.status is RunStatus.FAILED:
+        new.status, new.failure = RunStatus.RUNNING, None
     target = new.step(name)
     if done:
         target.status = StepStatus.SUCCEEDED
@@ -910,7 +987,8 @@ def resolve_interrupted(run: Run, *, name: str, user: str, now: datetime, done: 
         target.result = target.result.model_copy(update={"resolved_by": user})
         events = [AuditEvent(user, "step.mark_done", "ok", now, f"{target.label} checked by hand and marked done",
                              {"step": name})]
-        _after_success(new, name, f"checked by hand by <@{user}> after an interruption", now, events)
+        why = "after it failed" if by_hand else "after an interruption"
+        _after_success(new, name, f"checked by hand by <@{user}> {why}", now, events)
         return Transition(new, events)
     target.status = StepStatus.PENDING
     return Transition(new, [AuditEvent(user, "step.reset", "ok", now, f"{target.label} will be run again",
@@ -1031,16 +1109,28 @@ def rollback_options(run: Run) -> list[RollbackOption]:
     if deploy is not None and deploy.status in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.INTERRUPTED) \
             and result_of(run, DeployResult).previous_task_definition:
         options.append(RollbackOption.PREVIOUS)
+    nothing_applied = migrate in (None, StepStatus.PENDING)
+    if maintenance_may_be_on(run) and nothing_applied and run.status in (RunStatus.RUNNING, RunStatus.FAILED):
+        options.append(RollbackOption.ABORT)
     return options
 
 
-def rollback_steps(run: Run, option: RollbackOption, *, ecs: bool) -> list[StepState]:
+def rollback_steps(run: Run, option: RollbackOption, *, ecs: bool, smoke: bool = False) -> list[StepState]:
+    """The recorded sub-steps of ``option``, then the way back to a working site: maintenance mode off (when
+    this run may have turned it on) and the smoke tests (when any are configured)."""
     if option is RollbackOption.REVERT:
         failed = _step_status(run, "migrate") is StepStatus.FAILED
-        return [StepState(name="rb_resolve_failed" if failed else "rb_apply_down", phase="rollback")]
-    if option is RollbackOption.PREVIOUS:
-        return [StepState(name="rb_previous_version", phase="rollback")]
-    names = (["rb_scale_down"] if ecs else []) + ["rb_restore_db"] + (["rb_redeploy"] if ecs else [])
+        names = ["rb_resolve_failed" if failed else "rb_apply_down"]
+    elif option is RollbackOption.PREVIOUS:
+        names = ["rb_previous_version"]
+    elif option is RollbackOption.ABORT:
+        names = []
+    else:
+        names = (["rb_scale_down"] if ecs else []) + ["rb_restore_db"] + (["rb_redeploy"] if ecs else [])
+    if maintenance_may_be_on(run):
+        names.append("rb_maintenance_off")
+    if smoke:
+        names.append("rb_smoke")
     return [StepState(name=name, phase="rollback") for name in names]
 
 
@@ -1055,7 +1145,7 @@ def needs_second_person(run: Run, option: RollbackOption) -> bool:
 
 
 def request_rollback(run: Run, *, option: RollbackOption, user: str, reason: str, now: datetime,
-                     ecs: bool, policy: Policy, groups: Iterable[str],
+                     ecs: bool, policy: Policy, groups: Iterable[str], smoke: bool = False,
                      down: list[DownSql] | None = None, down_fingerprint: str | None = None,
                      down_review: Review | None = None) -> Transition:
     """Option 3 and marking a failed migration start at once; a restore or any down.sql waits for a second person.
@@ -1092,12 +1182,12 @@ def request_rollback(run: Run, *, option: RollbackOption, user: str, reason: str
         return Transition(new, events)
     rollback.status = RollbackStatus.RUNNING
     new.status = RunStatus.ROLLING_BACK
-    new.steps.extend(rollback_steps(run, option, ecs=ecs))
+    new.steps.extend(rollback_steps(run, option, ecs=ecs, smoke=smoke))
     return Transition(new, events)
 
 
 def approve_rollback(run: Run, *, user: str, policy: Policy, groups: Iterable[str], now: datetime,
-                     ecs: bool, down_fingerprint: str | None = None) -> Transition:
+                     ecs: bool, smoke: bool = False, down_fingerprint: str | None = None) -> Transition:
     """The second person behind a restore from backup or a down.sql. Never the person who asked for it.
 
     For down.sql, ``down_fingerprint`` is what the scripts read now: it must be what was shown and reviewed.
@@ -1120,7 +1210,7 @@ def approve_rollback(run: Run, *, user: str, policy: Policy, groups: Iterable[st
     new.rollback.approved_by = user
     new.rollback.approved_at = now.isoformat()
     new.status = RunStatus.ROLLING_BACK
-    new.steps.extend(rollback_steps(run, option, ecs=ecs))
+    new.steps.extend(rollback_steps(run, option, ecs=ecs, smoke=smoke))
     return Transition(new, [AuditEvent(user, "rollback.approve", "ok", now, f"{what} confirmed",
                                        {"option": option.value})])
 

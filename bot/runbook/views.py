@@ -6,6 +6,7 @@ from typing import Any
 
 from bot.messages import actor, escape, slack_date
 from bot.runbook.rules import (
+    CHECKABLE_BY_HAND,
     CHECKLIST,
     ROLLBACK_LABELS,
     STEP_CONFIRMS_ITEM,
@@ -16,8 +17,10 @@ from bot.runbook.rules import (
     RunStatus,
     StepStatus,
     blocking_findings,
+    failed_step,
     maintenance_planned,
     may_cancel_now,
+    may_retry,
     next_step,
     rollback_options,
 )
@@ -266,7 +269,9 @@ def _rollback_blocks(run: Run, value: str) -> list[Block]:
         return _second_person_blocks(run, value, text, _button("Confirm restore", "rollback_confirm", value, "danger", (
             f"Restore {run.env} from backup?",
             "Data written after the backup is lost. The app is scaled to 0 during the restore.", "Restore")))
-    if run.rollback or run.status not in (RunStatus.FAILED, RunStatus.MONITORING):
+    if run.rollback or run.status not in (RunStatus.FAILED, RunStatus.MONITORING, RunStatus.RUNNING):
+        return []
+    if any(s.status is StepStatus.RUNNING for s in run.steps):
         return []
     options = rollback_options(run)
     if not options:
@@ -276,12 +281,31 @@ def _rollback_blocks(run: Run, value: str) -> list[Block]:
         label = ROLLBACK_LABELS[option]
         if option is RollbackOption.RESTORE:
             elements.append(_button(label, "rollback:restore", value, "danger"))
+        elif option is RollbackOption.ABORT:
+            elements.append(_button(label, "rollback:abort", value, "danger", (
+                "Abort this run?", "Maintenance mode is turned off, the smoke tests run, and the run ends cancelled. "
+                "No migration has run.", "Abort")))
         else:
             elements.append(_button(label, f"rollback:{option.value}", value, None, (
                 f"{label}?", "The rollback runs as recorded steps, each behind its own button.", "Start")))
-    heading = "*Roll back?* Option 1 is preferred; Option 2 loses data written since the backup."
-    return [{"type": "section", "block_id": f"rbh:{run.version}", "text": _text(heading)},
+    return [{"type": "section", "block_id": f"rbh:{run.version}", "text": _text(_rollback_heading(options))},
             {"type": "actions", "block_id": f"rbo:{run.version}", "elements": elements}]
+
+
+def _rollback_heading(options: list[RollbackOption]) -> str:
+    """What each offered way back means, naming only the options offered."""
+    if options == [RollbackOption.ABORT]:
+        return ("*Stop here?* No migration has run: abort turns maintenance mode off, checks the site and cancels "
+                "the run.")
+    notes: list[str] = []
+    if RollbackOption.REVERT in options:
+        notes.append("Option 1 is preferred: it undoes only this run's migrations")
+    if RollbackOption.RESTORE in options:
+        notes.append("Option 2 loses data written since the backup")
+    if RollbackOption.PREVIOUS in options:
+        notes.append("Option 3 puts the previous app version back and leaves the database as it is")
+    tail = " Each ends with maintenance mode off and the smoke tests."
+    return "*Roll back?* " + "; ".join(notes) + "." + tail
 
 
 def _second_person_blocks(run: Run, value: str, text: str, confirm: Block) -> list[Block]:
@@ -310,6 +334,8 @@ def _step_blocks(run: Run, value: str) -> list[Block]:
             line += f" (attempt {step.attempt})"
         lines.append(line)
     blocks: list[Block] = [{"type": "section", "block_id": f"steps:{run.version}", "text": _text("\n".join(lines))}]
+    if run.status is RunStatus.FAILED:
+        return blocks + _failed_step_actions(run, value)
     if run.status not in (RunStatus.RUNNING, RunStatus.ROLLING_BACK):
         return blocks
     upcoming = next_step(run)
@@ -318,6 +344,8 @@ def _step_blocks(run: Run, value: str) -> list[Block]:
     step = upcoming
     spec = STEP_SPECS[step.name]
     elements: list[Block] = []
+    if step.status is StepStatus.FAILED and step.name in CHECKABLE_BY_HAND:
+        blocks.append(_maintenance_still_on(run))
     hold = run.facts.hold
     if hold is not None and hold.step == step.name:
         blockers = "\n".join(f"• {b}" for b in hold.blockers[:5])
@@ -340,8 +368,43 @@ def _step_blocks(run: Run, value: str) -> list[Block]:
         elements.append(_button(f"{label}: {spec.label}", f"step_run:{step.name}", value, "primary"))
         if spec.optional:
             elements.append(_button("Skip", f"step_skip:{step.name}", value))
+        if step.status is StepStatus.FAILED and step.name in CHECKABLE_BY_HAND:
+            elements.append(_checked_off_button(step.name, value))
     blocks.append({"type": "actions", "block_id": f"step:{step.name}:{run.version}", "elements": elements})
     return blocks
+
+
+def _failed_step_actions(run: Run, value: str) -> list[Block]:
+    """At a failed gate: Retry when the step is safe to run again, Skip when it is optional, and a check by hand
+    when the bot cannot reach the maintenance switch. Rollback choices follow in their own block."""
+    step = failed_step(run)
+    if step is None or run.rollback is not None:
+        return []
+    spec = STEP_SPECS[step.name]
+    elements: list[Block] = []
+    if may_retry(run, step.name):
+        elements.append(_button(f"Retry: {spec.label}", f"step_run:{step.name}", value, "primary"))
+    if spec.optional:
+        elements.append(_button(f"Skip: {spec.label}", f"step_skip:{step.name}", value, None, (
+            "Skip this step?", f"The run goes on without “{spec.label}”. This is audited.", "Skip")))
+    if step.name in CHECKABLE_BY_HAND:
+        elements.append(_checked_off_button(step.name, value))
+    blocks: list[Block] = [_maintenance_still_on(run)] if step.name in CHECKABLE_BY_HAND else []
+    if elements:
+        blocks.append({"type": "actions", "block_id": f"failed:{step.name}:{run.version}", "elements": elements})
+    return blocks
+
+
+def _maintenance_still_on(run: Run) -> Block:
+    return {"type": "section", "block_id": f"maint_on:{run.version}", "text": _text(
+        "🚨 *Maintenance mode is still ON: the site answers 503 to users.* Retry turning it off, or check by hand "
+        "that it is off and say so. The run stays open until it is.")}
+
+
+def _checked_off_button(name: str, value: str) -> Block:
+    return _button("Checked: maintenance is off", f"step_done:{name}", value, None, (
+        "Maintenance mode is off?", "Only if you checked by hand that the site serves users again. This is audited.",
+        "It is off"))
 
 
 def waiver_modal(run: Run) -> dict[str, Any]:

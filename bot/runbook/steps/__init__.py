@@ -16,7 +16,12 @@ FORWARD: dict[str, Executor] = {
     "maintenance_off": maintenance.maintenance_off,
 }
 
-# The rollback sub-steps (the seed's three options), appended to a run when a rollback starts.
-ROLLBACK: dict[str, Executor] = rollback.EXECUTORS
+# The rollback sub-steps (the seed's three options, and the abort), appended to a run when one starts; each
+# ends with maintenance off and the smoke tests.
+ROLLBACK: dict[str, Executor] = {
+    **rollback.EXECUTORS,
+    "rb_maintenance_off": maintenance.maintenance_off_after_rollback,
+    "rb_smoke": smoke.smoke_after_rollback,
+}
 
 EXECUTORS: dict[str, Executor] = {**FORWARD, **ROLLBACK}

@@ -15,7 +15,10 @@ def deploy(ctx: StepContext) -> StepOutcome:
     assert cfg.cluster and cfg.service
     before = aws.service(cfg.cluster, cfg.service)
     maint = ctx.run.step("maintenance_on") if any(s.name == "maintenance_on" for s in ctx.run.steps) else None
-    previous = result_of(ctx.run, MaintenanceOnResult).previous_task_definition or before.task_definition
+    # A retry after a failure keeps the first attempt's previous-stable: by now the service may run the failed one.
+    previous = (result_of(ctx.run, DeployResult).previous_task_definition
+                or result_of(ctx.run, MaintenanceOnResult).previous_task_definition or before.task_definition)
+    ctx.remember(DeployResult(previous_task_definition=previous))
     target = previous
     if ctx.run.image_tag:
         target = aws.register_revision_with_image(previous, ctx.run.image_tag)

@@ -9,11 +9,29 @@ from bot.runbook.engine import (
     StepContext,
     StepOutcome,
 )
-from bot.runbook.rules import SmokeCheckResult, SmokeTestsResult
+from bot.runbook.rules import RollbackSmokeResult, SmokeCheckResult, SmokeTestsResult
 
 
 def smoke(ctx: StepContext) -> StepOutcome:
     """Seed step 6: the configured chain of HTTP probes; any failure fails the run."""
+    # During a webhook maintenance window the app answers 503 to everyone but operators holding the token.
+    extra_headers: dict[str, str] = {}
+    maint = ctx.env.maintenance
+    if (maint.enabled and maint.method == "webhook" and maint.webhook_token
+            and any(s.name == "maintenance_on" and s.status.value == "succeeded" for s in ctx.run.steps)):
+        extra_headers["X-Maintenance-Token"] = maint.webhook_token
+    summary, results = _probe(ctx, "*Smoke tests*", extra_headers)
+    return StepOutcome(summary, SmokeTestsResult(checks=results))
+
+
+def smoke_after_rollback(ctx: StepContext) -> StepOutcome:
+    """The last sub-step of every way back: the same probes, as any user reaches the site (no maintenance token)."""
+    summary, results = _probe(ctx, "*Smoke tests after the rollback*", {})
+    return StepOutcome(summary, RollbackSmokeResult(checks=results))
+
+
+def _probe(ctx: StepContext, heading: str, extra_headers: dict[str, str]) -> tuple[str, list[SmokeCheckResult]]:
+    """Run the environment's probes, post each result in the thread; IntegrationError when any failed."""
     probes: list[SmokeProbe] = list(ctx.env.smoke)
     lines: list[str] = []
 
@@ -25,17 +43,15 @@ def smoke(ctx: StepContext) -> StepOutcome:
         lines.append(f"{mark} {result.name}: {result.status or '-'} in {result.latency_ms:.0f} ms"
                      + (f" — {result.error}" if result.error else ""))
 
-    # During a webhook maintenance window the app answers 503 to everyone but operators holding the token.
-    extra_headers: dict[str, str] = {}
-    maint = ctx.env.maintenance
-    if (maint.enabled and maint.method == "webhook" and maint.webhook_token
-            and any(s.name == "maintenance_on" and s.status.value == "succeeded" for s in ctx.run.steps)):
-        extra_headers["X-Maintenance-Token"] = maint.webhook_token
-    report = run_smoke_probes(probes, variables={"run_id": ctx.run.id}, on_result=on_result,
+    # smoke_id is new for every smoke run (a Retry, the check after a rollback), so a probe that creates a user
+    # with it does not collide with the one an earlier run of the same run created.
+    attempt = ctx.run.step(ctx.step_name).attempt
+    variables = {"run_id": ctx.run.id, "smoke_id": f"{ctx.run.id}-{ctx.step_name.replace('_', '-')}-{attempt}"}
+    report = run_smoke_probes(probes, variables=variables, on_result=on_result,
                               extra_headers=extra_headers)
-    ctx.thread("*Smoke tests*\n" + "\n".join(lines))
+    ctx.thread(heading + "\n" + "\n".join(lines))
     results = [SmokeCheckResult(name=r.name, ok=r.ok, status=r.status, latency_ms=round(r.latency_ms, 1),
                                 error=r.error) for r in report.results]
     if not report.ok:
         raise IntegrationError(f"Smoke tests failed: {report.summary()}")
-    return StepOutcome(report.summary(), SmokeTestsResult(checks=results))
+    return report.summary(), results
