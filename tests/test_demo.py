@@ -20,9 +20,9 @@ click team
 click reviewed
 click take backup
 wait
-click approve
+click! approve
 user bob
-click approve
+click! approve
 wait
 click Enable maintenance
 wait
@@ -32,7 +32,7 @@ click Smoke-test
 wait
 click Disable maintenance
 wait
-click looks good
+click! looks good
 wait
 /migrate status
 quit
