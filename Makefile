@@ -41,5 +41,9 @@ lint: $(STAMP)
 	$(BIN)/vulture
 	$(BIN)/hadolint Dockerfile
 
+## What earlier demos left behind (Redis keys under a demo prefix whose demo is not running, the demo databases),
+## then the virtualenv, caches and .demo/. Nothing else in Redis or PostgreSQL is touched.
 clean:
+	-@if [ -x $(BIN)/python ]; then $(BIN)/python -m bot.devtools.demo clean; \
+	else echo "no $(VENV): demo leftovers in Redis and PostgreSQL were not looked for"; fi
 	rm -rf $(VENV) .pytest_cache .demo

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -444,6 +445,7 @@ class _BoltServer:
         from slack_bolt import App, BoltRequest
 
         app = App(client=WebClient(token=fake.token, base_url=fake.base_url), signing_secret=SECRET)
+        runs = iter(range(1, 100))
 
         @app.command("/migrate")
         def command(ack: Any, command: dict[str, Any], say: Any, client: WebClient) -> None:
@@ -451,13 +453,49 @@ class _BoltServer:
                 ack()
                 client.views_open(trigger_id=command["trigger_id"], view=MODAL)
                 return
+            if command["text"] == "windows":
+                ack()
+                say(text="Windows", blocks=[section("*Upcoming maintenance windows* (1)"), {
+                    "type": "actions", "elements": [button("reschedule", "Reschedule", "w-1")]}])
+                return
+            if command["text"] == "files":
+                ack()
+                client.files_upload_v2(channel=command["channel_id"], filename="run-1-timeline.md",
+                                       content=b"# Timeline of run-1\n\n| # | action |\n", title="Timeline run-1")
+                client.files_upload_v2(channel=command["channel_id"], filename="run-1-watch.png",
+                                       content=b"\x89PNG\r\n\x1a\n\x00\x00chart", title="Watch run-1")
+                return
+            run = f"run-{next(runs)}"
             ack(f"Starting `{command['text']}`")
             say(text="Run requested", blocks=[
-                {"type": "header", "text": {"type": "plain_text", "text": "Migration run-1"}},
+                {"type": "header", "text": {"type": "plain_text", "text": f"Migration {run}"}},
                 section(f"*Requested by* <@{command['user_id']}> at <!date^1700000000^{{time}}|12:00 UTC>"),
-                {"type": "actions", "block_id": "run-1:v1", "elements": [
-                    button("approve", "Approve", "run-1", style="primary", confirm=CONFIRM),
-                    button("cancel", "Cancel", "run-1")]}])
+                {"type": "actions", "block_id": f"{run}:v1", "elements": [
+                    button("approve", "Approve", run, style="primary", confirm=CONFIRM),
+                    button("cancel", "Cancel", run), button("backup", "Take backup", run)]}])
+
+        @app.action("backup")
+        def backup(ack: Any, body: dict[str, Any], client: WebClient) -> None:
+            """A step that starts late and runs long: longer silences than any quiet time."""
+            ack()
+            channel, ts = body["channel"]["id"], body["message"]["ts"]
+            header = body["message"]["blocks"][0]
+
+            def work() -> None:
+                time.sleep(1.5)
+                client.chat_update(channel=channel, ts=ts, text="Backing up",
+                                   blocks=[header, section("⏳ Back up the database — running")])
+                time.sleep(2.0)
+                client.chat_update(channel=channel, ts=ts, text="Backed up",
+                                   blocks=[header, section("✅ Back up the database — done")])
+
+            threading.Thread(target=work, daemon=True).start()
+
+        @app.event("app_home_opened")
+        def home(event: dict[str, Any], client: WebClient) -> None:
+            client.views_publish(user_id=event["user"], view={"type": "home", "blocks": [
+                {"type": "header", "text": {"type": "plain_text", "text": "Active runs"}},
+                section(f"run-1 · requested by <@{event['user']}>")]})
 
         @app.action("approve")
         def approve(ack: Any, body: dict[str, Any], client: WebClient) -> None:
@@ -540,24 +578,99 @@ class TestWithBolt:
         fake.wait_for(lambda: fake.channel_messages("C0PROD"))
 
 
+def run_console(fake: FakeSlack, sender: SlackSender, script: str, **options: Any) -> tuple[str, int]:
+    """The console's output for a piped script, and its exit status."""
+    out = io.StringIO()
+    console = Console(fake, sender, channel_id="C0PROD", users=[("U0ALICE", "alice"), ("U0BOB", "bob")],
+                      input=io.StringIO(script), output=out, quiet_s=0.3, **options)
+    status = console.run()
+    return out.getvalue(), status
+
+
 class TestConsole:
     def _run(self, fake: FakeSlack, sender: SlackSender, script: str) -> str:
-        out = io.StringIO()
-        console = Console(fake, sender, channel_id="C0PROD", users=[("U0ALICE", "alice"), ("U0BOB", "bob")],
-                          input=io.StringIO(script), output=out, quiet_s=0.3)
-        console.run()
-        return out.getvalue()
+        text, status = run_console(fake, sender, script)
+        assert status == 0, text
+        return text
 
     def test_demo_session(self, fake: FakeSlack, bolt: SlackSender) -> None:
         """Slash command, rendered buttons, a confirmed click as another user, all in plain text."""
-        text = self._run(fake, bolt, "/migrate prod\nuser bob\n1\nquit\n")
+        text = self._run(fake, bolt, "/migrate prod\nuser bob\n1\ny\nquit\n")
         assert "only visible to you" in text and "Starting `prod`" in text
         assert "== Migration run-1 ==" in text
         assert "Requested by @alice at 12:00 UTC" in text
         assert "  [1] Approve\n  [2] Cancel" in text
-        assert "confirm dialog: Approve prod? - This runs the migration on prod." in text
+        assert "┌ confirm dialog: Approve prod?\n  │ This runs the migration on prod.\n  └ [Approve] or [Cancel]?" in text
         assert "Approved by @bob" in text
         assert "\x1b[" not in text
+
+    def test_a_confirm_dialog_can_be_declined(self, fake: FakeSlack, bolt: SlackSender) -> None:
+        """`n` to a confirm dialog sends nothing, as the dialog's deny button; `click!` accepts without asking."""
+        text = self._run(fake, bolt, "/migrate prod\nuser bob\nclick approve\nn  # not yet\n")
+        assert "[Cancel] pressed: nothing was sent to the bot" in text
+        assert fake.calls_to("chat.update") == [] and "Approved by" not in text
+        text = self._run(fake, bolt, "user bob\nclick! approve\n")
+        assert "[Approve] pressed (click! accepts without asking)" in text and "Approved by @bob" in text
+
+    def test_an_earlier_messages_buttons_can_be_clicked(self, fake: FakeSlack, bolt: SlackSender) -> None:
+        """Buttons of older messages still work, and `show` brings a run's message back with its buttons."""
+        text = self._run(fake, bolt, "/migrate prod\n/migrate staging\n/migrate windows\nuser bob\n"
+                                     "click! approve\nshow run-1\n1!\n")
+        assert "  [1] Reschedule" in text  # the newest message with buttons is the one listed
+        run1, run2, windows = fake.channel_messages("C0PROD")
+        assert f"clicking (on the earlier message {run2['ts'][-6:]}) Approve" in text  # the newest that has one
+        shown = text[text.index("run run-1 as it is now"):]
+        assert "== Migration run-1 ==" in shown and "  [1] Approve\n  [2] Cancel\n  [3] Take backup" in shown
+        assert [c.args["ts"] for c in fake.calls_to("chat.update")] == [run2["ts"], run1["ts"]]
+        assert [run1["text"], run2["text"], windows["text"]] == ["Approved", "Approved", "Windows"]
+
+    def test_wait_waits_for_a_running_step(self, fake: FakeSlack, bolt: SlackSender) -> None:
+        """`wait` waits for a step that starts after more than a quiet time and runs through long silences."""
+        text = self._run(fake, bolt, "/migrate prod\nclick take backup\nwait\nuser bob\n")
+        assert "  … ⏳ Back up the database — running" in text  # what is at work, while it waits
+        assert text.index("✅ Back up the database — done") < text.index("now acting as @bob")
+
+    def test_wait_gives_up_at_its_deadline(self, fake: FakeSlack, client: WebClient) -> None:
+        """A step still running at the deadline is a failed line, named in the report."""
+        fake.add_channel("C0PROD", "prod-db")
+        client.chat_postMessage(channel="C0PROD", text="run", blocks=[
+            {"type": "header", "text": {"type": "plain_text", "text": "Migration run-9 · prod"}},
+            section("🔵 Running"), section("⏳ Apply Prisma migrations — running")])
+        sender = SlackSender("http://127.0.0.1:9/unused", SECRET, fake=fake)
+        text, status = run_console(fake, sender, "wait 1.5\n")
+        assert "  … ⏳ Apply Prisma migrations — running" in text
+        assert "! gave up waiting after 1.5 s: ⏳ Apply Prisma migrations — running" in text
+        assert status == 1
+
+    def test_a_mistyped_slash_command_does_not_exist(self, fake: FakeSlack, bolt: SlackSender) -> None:
+        """As in Slack: `/migrat` is not a valid command, nothing reaches the bot, and a piped script fails."""
+        text, status = run_console(fake, bolt, "/migrat prod\n")
+        assert ("! /migrat is not a valid command. In Slack, all messages that start with the \"/\" character are "
+                "interpreted as commands. Did you mean /migrate?") in text
+        assert fake.channel_messages("C0PROD") == [] and fake.ephemerals() == []
+        assert status == 1
+
+    def test_failed_lines_make_a_piped_script_exit_non_zero(self, fake: FakeSlack, bolt: SlackSender) -> None:
+        """Every failing line is reported where it happens and again at the end; the exit status is 1."""
+        text, status = run_console(fake, bolt, "# a comment\n/migrate prod\nclick nothing\n7\nuser carol\nfly\n")
+        assert status == 1
+        assert "! no button matches 'nothing'" in text and "! pick a button between 1 and 3" in text
+        assert "! 4 line(s) of the input failed:" in text
+        assert "!   line 3: 'click nothing': no button matches 'nothing'" in text
+        assert "!   line 6: 'fly': unknown command 'fly'; type `help`" in text
+
+    def test_files_and_the_app_home_can_be_viewed(self, fake: FakeSlack, bolt: SlackSender, tmp_path: Path) -> None:
+        """`files` lists uploads, `file <n>` prints text and saves binaries, `home` opens the App Home."""
+        text, status = run_console(fake, bolt, "/migrate files\nfiles\nfile 1\nfile 2\nhome\n",
+                                   files_dir=tmp_path)
+        assert status == 0, text
+        assert "[file 1] run-1-timeline.md (" in text and "`file 1` shows it" in text
+        assert "  [1] run-1-timeline.md “Timeline run-1” — 36 bytes, in #prod-db" in text
+        assert "  [2] run-1-watch.png “Watch run-1”" in text
+        assert "│ # Timeline of run-1" in text
+        assert f"└ a PNG image of 15 bytes, saved as {tmp_path / 'run-1-watch.png'}" in text
+        assert (tmp_path / "run-1-watch.png").read_bytes().startswith(b"\x89PNG")
+        assert "┌ App Home of @alice\n│ == Active runs ==\n│ run-1 · requested by @alice\n└" in text
 
     def test_modal_is_prompted_and_submitted(self, fake: FakeSlack, bolt: SlackSender) -> None:
         """A modal opened by the bot is asked field by field, errors are shown and it is resubmitted."""
