@@ -26,6 +26,7 @@ import yaml
 from psycopg import sql
 
 from bot.config import DEFAULT_CONFIG_PATH
+from bot.store.runs import reachable
 
 DEMO_USERS = [("U0ALICE", "alice"), ("U0BOB", "bob")]
 DEMO_CHANNEL = "C0LOCAL"
@@ -202,13 +203,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _redis_ok(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
-
-
 def _throwaway_redis(stack: ExitStack, workdir: Path) -> str:
     """Start a private redis-server when none is reachable (the demo must work on a bare machine)."""
     binary = shutil.which("redis-server")
@@ -221,7 +215,7 @@ def _throwaway_redis(stack: ExitStack, workdir: Path) -> str:
     stack.callback(proc.terminate)
     url = f"redis://127.0.0.1:{port}/0"
     for _ in range(50):
-        if _redis_ok(url):
+        if reachable(url):
             return url
         time.sleep(0.1)
     raise SystemExit("migrate-bot demo: the throwaway redis-server did not start")
@@ -268,7 +262,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = sys.stdout
     prefix = new_prefix()
     with _exit_on_hangup(), ExitStack() as stack:
-        throwaway = not _redis_ok(args.redis_url)
+        throwaway = not reachable(args.redis_url)
         redis_url = _throwaway_redis(stack, workdir) if throwaway else args.redis_url
 
         def clean_up() -> None:
