@@ -272,13 +272,15 @@ class TestRestart:
         fake.inject("chat.postMessage", status=200, delay_s=2, disconnect=True)  # lost on the way
         if history != "readable":
             fake.inject("conversations.history", error=history)
-        wait_until(lambda: self.inflight(deps, "reminder"), timeout=15)
+        # Due 40 s before a start that in_seconds(45) moved later on a loaded machine: 5 s from now when idle.
+        wait_until(lambda: self.inflight(deps, "reminder"), timeout=45)
         first.kill()
         time.sleep(2.5)
         assert not any(k == "reminder" for k, _ in window_messages(fake, window_id))
         start_bot(config, "second")
         wait_until(lambda: any(k == "reminder" for k, _ in window_messages(fake, window_id)), timeout=40)
-        entries = [e for e in WindowStore(deps.store).audit_entries(window_id) if e.action == "reminder.reminder"]
+        entries = wait_until(lambda: [e for e in WindowStore(deps.store).audit_entries(window_id)
+                                      if e.action == "reminder.reminder"])  # audited just after the post
         assert [e.outcome for e in entries] == ["ok"]
         assert "late: the bot stopped while posting it" in entries[0].detail
         assert ("it may show twice" in entries[0].detail) is (history != "readable")
