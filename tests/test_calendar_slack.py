@@ -278,7 +278,8 @@ class TestRestart:
         assert not any(k == "reminder" for k, _ in window_messages(fake, window_id))
         start_bot(config, "second")
         wait_until(lambda: any(k == "reminder" for k, _ in window_messages(fake, window_id)), timeout=40)
-        entries = [e for e in WindowStore(deps.store).audit_entries(window_id) if e.action == "reminder.reminder"]
+        entries = wait_until(lambda: [e for e in WindowStore(deps.store).audit_entries(window_id)
+                                      if e.action == "reminder.reminder"])  # audited just after the post
         assert [e.outcome for e in entries] == ["ok"]
         assert "late: the bot stopped while posting it" in entries[0].detail
         assert ("it may show twice" in entries[0].detail) is (history != "readable")
