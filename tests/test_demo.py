@@ -24,12 +24,12 @@ PREFIX_LINE = re.compile(r"Redis key prefix (demo:\d+-[0-9a-f]{6}:)")
 APPLIED = ["20240101000000_init", "20240215000000_add_counseling_session", "20240301000000_add_email_verified"]
 
 
-def readme_script() -> str:
-    """The fenced block after the demo-script marker in README.md, exactly as a reader would paste it."""
+def readme_script(marker: str = MARKER + ":") -> str:
+    """The fenced block after a demo-script marker in README.md, exactly as a reader would paste it."""
     readme = (ROOT / "README.md").read_text("utf-8")
-    assert MARKER in readme, "README.md lost its demo-script marker"
-    match = re.search(r"^```[^\n]*\n(.*?)^```", readme[readme.index(MARKER):], re.S | re.M)
-    assert match, "no fenced block after the demo-script marker in README.md"
+    assert marker in readme, f"README.md lost its {marker} marker"
+    match = re.search(r"^```[^\n]*\n(.*?)^```", readme[readme.index(marker):], re.S | re.M)
+    assert match, f"no fenced block after the {marker} marker in README.md"
     return match.group(1)
 
 
@@ -108,6 +108,24 @@ class TestDemo:
         assert _keys(redis_url, match.group(1)) == []
         assert _databases_of(pg_admin_url, database) == []
         assert f"dropped database(s) {database}" in text
+
+    def test_readme_rollback_script_leaves_the_site_up(self, tmp_path, pg_admin_url, redis_url, request):
+        """The README's second script: a failed smoke test, Option 2 by two people, then maintenance off and a
+        passing smoke test: the run reads Rolled back and the demo app serves every path again."""
+        database = f"demo_{uuid.uuid4().hex[:10]}"
+        log = tmp_path / "out.txt"
+        with log.open("w") as out:
+            proc = _start_demo(tmp_path, pg_admin_url, redis_url, database, out, request)
+            proc.communicate(readme_script(MARKER + "-rollback:"), timeout=600)
+        text = log.read_text()
+        assert proc.returncode == 0, text[-3000:]
+        assert "❌ Smoke-test critical paths — Smoke tests failed: counsel failed" in text
+        assert "Confirm restore" in text and "✅ Restore the database from the backup" in text
+        assert "✅ Disable maintenance mode — maintenance page off" in text
+        assert "✅ Smoke-test the site after the rollback — 4/4 passed" in text
+        assert "⚪ Rolled back" in text
+        assert text.rstrip().count("demo app: maintenance mode off; every path works") == 1
+        assert "Traceback" not in text and "\n! " not in text
 
     def test_a_failing_line_makes_the_piped_demo_exit_non_zero(self, tmp_path, pg_admin_url, redis_url, request):
         """A mistyped command is reported as Slack would, the demo exits 1, and it still cleans up."""

@@ -14,6 +14,7 @@ from tests.e2e import (
     blocks_text,
     click,
     finish_way_back,
+    maintenance_on,
     migration_rows,
     ready_for_approval,
     run_step,
@@ -297,3 +298,87 @@ class TestOptionTwoRds:
         run_step(world, run_id, ts, "rb_redeploy")
         finish_way_back(world, run_id, ts)
         wait_until(lambda: store.get(run_id).status.value == "rolled_back")
+
+
+def action_ids(world, ts) -> set[str]:
+    """The buttons the status message offers now."""
+    found: set[str] = set()
+    for block in world["fake"].message(PROD_CHANNEL, ts)["blocks"]:
+        for element in block.get("elements", []) + ([block["accessory"]] if "accessory" in block else []):
+            if element.get("type") == "button":
+                found.add(element["action_id"])
+    return found
+
+
+class TestNoDeadEnds:
+    """Every failure offers what a senior engineer would, and every way out leaves the site up (issue 13)."""
+
+    def test_abort_after_maintenance_on_turns_it_off_and_cancels(self, fresh):
+        """Maintenance on, nothing migrated: Abort turns it off, checks the site and cancels; no plain cancel."""
+        world = fresh
+        store, fake = world["store"], world["fake"]
+        run_id, ts = start(world)
+        ready_for_approval(world, run_id, ts)
+        approve(world, run_id, ts)
+        run_step(world, run_id, ts, "maintenance_on")
+        assert maintenance_on(world)
+        wait_until(lambda: "rollback:abort" in action_ids(world, ts))
+        assert "cancel" not in action_ids(world, ts)
+        before = len(fake.ephemerals(user=ALICE))
+        assert world["sender"].slash(ALICE, f"cancel {run_id}", channel_id=PROD_CHANNEL).status_code == 200
+        wait_until(lambda: any("Abort: maintenance off and cancel" in (e.get("text") or "")
+                               for e in fake.ephemerals(user=ALICE)[before:]))
+        assert store.get(run_id).status.value == "running"
+        click(world, ts, ALICE, "rollback:abort")
+        wait_until(lambda: store.get(run_id).status.value == "rolling_back")
+        finish_way_back(world, run_id, ts, fixed=False)
+        assert store.get(run_id).status.value == "cancelled" and not maintenance_on(world)
+        assert store.active_run("prod") is None
+        assert [r[0] for r in migration_rows(world) if r[1]] == ["20240101000000_init"]  # nothing migrated
+
+    def test_a_failed_smoke_test_is_retried_and_passes_the_second_time(self, fresh):
+        """A flaky smoke test offers Retry with the rollbacks that fit; the second try passes and the run goes on."""
+        world = fresh
+        store, app = world["store"], world["app"]
+        app.state.fail_path = "/counsel"
+        run_id, ts = start(world, "prod --image v2")
+        ready_for_approval(world, run_id, ts)
+        approve(world, run_id, ts)
+        for name in ("maintenance_on", "migrate", "deploy"):
+            run_step(world, run_id, ts, name)
+        run_step(world, run_id, ts, "smoke", expect="failed")
+        wait_until(lambda: "rollback:previous" in action_ids(world, ts))
+        offered = action_ids(world, ts)
+        assert {"step_run:smoke", "rollback:restore", "rollback:previous"} <= offered
+        assert not offered & {"cancel", "rollback:abort", "rollback:revert"}  # no down.sql: no Option 1
+        assert "Option 1" not in blocks_text(world, ts).split("Roll back?")[-1].split('"}')[0]
+        app.state.fail_path = None  # the flake is gone
+        click(world, ts, ALICE, "step_run:smoke")
+        wait_until(lambda: store.get(run_id).step("smoke").attempt == 2
+                   and store.get(run_id).step("smoke").status.value == "succeeded", timeout=60)
+        assert store.get(run_id).status.value == "running"
+        run_step(world, run_id, ts, "maintenance_off")
+        wait_until(lambda: store.get(run_id).status.value == "monitoring")
+        assert not maintenance_on(world)
+
+    def test_a_failed_migration_offers_option_one_or_two_never_retry(self, fresh):
+        """A failed migration: Option 1 (mark it rolled back) or 2, never Retry or a plain close; Option 1 ends
+        with maintenance off and a passing smoke test."""
+        world = fresh
+        store = world["store"]
+        add_migration(world, BAD, 'CREATE TABLE "Tmp"(id int);\nSELECT 1/0;\n')
+        run_id, ts = start(world)
+        ready_for_approval(world, run_id, ts)
+        approve(world, run_id, ts)
+        run_step(world, run_id, ts, "maintenance_on")
+        run_step(world, run_id, ts, "migrate", expect="failed")
+        wait_until(lambda: "rollback:revert" in action_ids(world, ts))
+        offered = action_ids(world, ts)
+        assert {"rollback:revert", "rollback:restore"} <= offered
+        assert not offered & {"step_run:migrate", "cancel", "rollback:abort", "rollback:previous"}
+        assert "Option 1 is preferred" in blocks_text(world, ts) and "Option 3" not in blocks_text(world, ts)
+        click(world, ts, ALICE, "rollback:revert")
+        wait_until(lambda: store.get(run_id).status.value == "rolling_back")
+        run_step(world, run_id, ts, "rb_resolve_failed")
+        finish_way_back(world, run_id, ts, fixed=False)
+        assert store.get(run_id).status.value == "rolled_back" and not maintenance_on(world)

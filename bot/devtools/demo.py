@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import httpx
 import psycopg
@@ -27,6 +27,9 @@ from psycopg import sql
 
 from bot.config import DEFAULT_CONFIG_PATH
 from bot.store.runs import reachable
+
+if TYPE_CHECKING:
+    from bot.devtools.demoapp import DemoApp
 
 DEMO_USERS = [("U0ALICE", "alice"), ("U0BOB", "bob")]
 DEMO_CHANNEL = "C0LOCAL"
@@ -339,12 +342,33 @@ def _run(args: argparse.Namespace, stack: ExitStack, workdir: Path, redis_url: s
     sender = SlackSender(bot_url + "/slack/events", DEMO_SECRET, fake=fake)
     stack.callback(sender.close)
     console = Console(fake, sender, channel_id=DEMO_CHANNEL, users=DEMO_USERS, input=sys.stdin, output=out,
-                      commands=_slash_commands(), files_dir=workdir / "files")
+                      commands=_slash_commands(), files_dir=workdir / "files",
+                      extra={"app": (APP_HELP, lambda rest: _app_command(app, rest))})
     try:
         return console.run()
     except KeyboardInterrupt:
         print("\nmigrate-bot demo: interrupted", file=out)
         return 130
+
+
+APP_HELP = ("app [break <path> | fix]  the demo app: its state (maintenance mode, a broken path), or make one "
+            "path answer 500 / all paths work again")
+
+
+def _app_command(app: DemoApp, rest: str) -> str:
+    """`app`: what the demo app is doing; `app break /counsel` makes that path fail (a bad release), `app fix`."""
+    word, _, path = rest.partition(" ")
+    if word == "break":
+        if not path.startswith("/"):
+            raise ValueError("app break needs a path, e.g. `app break /counsel`")
+        app.state.fail_path = path.strip()
+    elif word == "fix":
+        app.state.fail_path = None
+    elif word:
+        raise ValueError(f"unknown app command {rest!r}: `app`, `app break <path>` or `app fix`")
+    state = app.state
+    return (f"demo app: maintenance mode {'ON (503 to users)' if state.maintenance else 'off'}; "
+            + (f"{state.fail_path} answers 500" if state.fail_path else "every path works"))
 
 
 def main(argv: list[str] | None = None) -> int:

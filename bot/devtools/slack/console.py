@@ -78,7 +78,8 @@ class Console:
                  input: TextIO, output: TextIO, quiet_s: float = 0.3,  # noqa: A002 - name from the brief
                  settle_timeout_s: float = 5.0, commands: Iterable[str] = ("/migrate",),
                  files_dir: Path | None = None, wait_timeout_s: float = 600.0, wait_quiet_s: float = 1.0,
-                 reaction_timeout_s: float = 60.0, home_timeout_s: float = 10.0) -> None:
+                 reaction_timeout_s: float = 60.0, home_timeout_s: float = 10.0,
+                 extra: dict[str, tuple[str, Callable[[str], str]]] | None = None) -> None:
         if not users:
             raise ValueError("Console needs at least one user")
         self.fake = fake
@@ -97,6 +98,8 @@ class Console:
         self.reaction_timeout_s = reaction_timeout_s
         self.home_timeout_s = home_timeout_s
         self.failures: list[str] = []
+        self.extra = dict(extra or {})
+        """More commands from whoever runs the console (the demo's `app`): word -> (help line, action(rest))."""
         self._seen: dict[tuple[str, str], str] = {}
         self._seen_ephemerals: dict[str, str] = {}
         self._modal_seen: set[tuple[str, str]] = set()
@@ -172,8 +175,13 @@ class Console:
             self._home()
         elif word == "wait" and (not rest or _is_number(rest)):
             self._wait_for_the_bot(float(rest) if rest else self.wait_timeout_s)
+        elif word in self.extra:
+            try:
+                self._print(self.extra[word][1](rest))
+            except ValueError as exc:
+                self._fail(str(exc))
         elif line in ("help", "?"):
-            self._print(HELP)
+            self._print(HELP + "".join(f"\n  {help_line}" for help_line, _ in self.extra.values()))
         else:
             self._fail(f"unknown command {line!r}; type `help`")
 
