@@ -10,7 +10,17 @@ import time
 
 from tests.aws_world import client
 from tests.chaos import size, step_starts
-from tests.e2e import MANUAL_ITEMS, blocks_text, click, message, migration_rows, run_step, settle, start
+from tests.e2e import (
+    MANUAL_ITEMS,
+    blocks_text,
+    click,
+    finish_way_back,
+    message,
+    migration_rows,
+    run_step,
+    settle,
+    start,
+)
 from tests.harness import ALICE, BOB, CAROL, PROD_CHANNEL, wait_until
 
 CLICKS = size(100, 100)
@@ -94,19 +104,21 @@ class TestClickStorms:
         wait_until(lambda: store.get(run_id).status.value == "rolling_back")
         quiet(world, run_id)
         assert len(entries(store, run_id, "rollback.request")) == 1
-        assert [s.name for s in store.get(run_id).steps if s.phase == "rollback"] == ["rb_previous_version"]
+        assert [s.name for s in store.get(run_id).steps if s.phase == "rollback"] == [
+            "rb_previous_version", "rb_maintenance_off", "rb_smoke"]
 
         # ...and its Run button: one execution, one task-definition switch.
         wait_until(lambda: "step_run:rb_previous_version" in blocks_text(world, ts))
         registered = len(client(world["moto"], "ecs").list_task_definitions(familyPrefix="api")["taskDefinitionArns"])
         storm(world, ts, [ALICE, BOB], "step_run:rb_previous_version")
-        wait_until(lambda: store.get(run_id).status.value == "rolled_back", timeout=60)
+        wait_until(lambda: store.get(run_id).step("rb_previous_version").status.value == "succeeded", timeout=60)
         quiet(world, run_id)
         assert len(step_starts(store, run_id, "rb_previous_version")) == 1
         assert len(client(world["moto"], "ecs").list_task_definitions(familyPrefix="api")["taskDefinitionArns"]) \
             == registered
         service = client(world["moto"], "ecs").describe_services(cluster="prod", services=["api"])["services"][0]
         assert service["taskDefinition"].endswith("api:1")
+        finish_way_back(world, run_id, ts)  # maintenance off (the previous version already replaced it), smoke
 
         # The thread is not flooded: no line per losing click.
         denied = [e for e in store.audit_entries(run_id) if e.outcome == "denied"]

@@ -724,8 +724,11 @@ def cancel(run: Run, *, user: str, now: datetime, reason: str = "") -> Transitio
     if running:
         raise WrongState(f"Step {running[0]} is running; wait for it to finish before cancelling.")
     if maintenance_may_be_on(run):
-        raise WrongState("Maintenance mode is on for this run, so it cannot simply be closed: choose "
-                         f"“{ROLLBACK_LABELS[RollbackOption.ABORT]}” (it turns maintenance off first) or a rollback.")
+        if RollbackOption.ABORT in rollback_options(run):
+            raise WrongState("Maintenance mode is on for this run, so it cannot simply be closed: choose "
+                             f"“{ROLLBACK_LABELS[RollbackOption.ABORT]}” (it turns maintenance off first).")
+        raise WrongState("This run changed the environment and maintenance mode is on, so it cannot simply be "
+                         "closed: retry the failed step, or roll back (every option ends with maintenance off).")
     if run.status is not RunStatus.FAILED and changed_environment(run):
         raise WrongState("This run has already changed the environment; finish it, or roll back, instead of "
                          "cancelling.")

@@ -36,49 +36,39 @@ def maintenance_on(ctx: StepContext) -> StepOutcome:
 
 def maintenance_off(ctx: StepContext) -> StepOutcome:
     """Seed step 8: undo exactly what maintenance_on changed."""
-    cfg = ctx.env.maintenance
-    on = ctx.run.step("maintenance_on")
-    if on.status.value == "skipped":
+    if ctx.run.step("maintenance_on").status is StepStatus.SKIPPED:
         return StepOutcome("maintenance mode was not on", MaintenanceOffResult())
-    if cfg.method == "ecs_task_definition":
-        aws, deploy = ctx.aws(), ctx.env.deploy
-        assert deploy.cluster and deploy.service
-        deployed = result_of(ctx.run, DeployResult).task_definition
-        target = deployed or result_of(ctx.run, MaintenanceOnResult).previous_task_definition
-        if not target:
-            raise DeployError("Cannot tell which task definition to restore; set it by hand and mark the step done.")
-        aws.update_service(deploy.cluster, deploy.service, task_definition=target)
-        aws.wait_stable(deploy.cluster, deploy.service, on_progress=lambda text: ctx.progress(str(text)))
-        return StepOutcome(f"ECS {deploy.service} back on {target.rsplit('/', 1)[-1]}",
-                           MaintenanceOffResult(task_definition=target))
-    assert cfg.webhook_url
-    set_maintenance_webhook(cfg.webhook_url, enabled=False, token=cfg.webhook_token)
-    return StepOutcome("maintenance page off (webhook)", MaintenanceOffResult())
+    summary, target = _switch_off(ctx, result_of(ctx.run, DeployResult).task_definition)
+    return StepOutcome(summary, MaintenanceOffResult(task_definition=target))
 
 
 def maintenance_off_after_rollback(ctx: StepContext) -> StepOutcome:
     """The way back ends with the site serving: undo maintenance mode, unless the rollback's own deploy already
     replaced the maintenance task definition (the ecs_task_definition method)."""
-    cfg = ctx.env.maintenance
-    if cfg.method == "ecs_task_definition":
+    if ctx.env.maintenance.method == "ecs_task_definition":
         redeployed = [s for s in ctx.run.steps if s.phase == "rollback" and s.status is StepStatus.SUCCEEDED
                       and s.name in ("rb_redeploy", "rb_previous_version")]
         if redeployed:
             return StepOutcome(f"the rollback's deploy ({redeployed[-1].label.lower()}) replaced the maintenance "
                                "task definition", RollbackMaintenanceOffResult())
-        aws, deploy = ctx.aws(), ctx.env.deploy
-        assert deploy.cluster and deploy.service
-        deployed = ctx.run.step("deploy").status is StepStatus.SUCCEEDED if any(
-            s.name == "deploy" for s in ctx.run.steps) else False
-        target = (result_of(ctx.run, DeployResult).task_definition if deployed else None) \
-            or result_of(ctx.run, MaintenanceOnResult).previous_task_definition
-        if not target:
-            raise DeployError("Cannot tell which task definition to restore; set it by hand, then mark this step "
-                              "done.")
-        aws.update_service(deploy.cluster, deploy.service, task_definition=target)
-        aws.wait_stable(deploy.cluster, deploy.service, on_progress=lambda text: ctx.progress(str(text)))
-        return StepOutcome(f"ECS {deploy.service} back on {target.rsplit('/', 1)[-1]}",
-                           RollbackMaintenanceOffResult(task_definition=target))
-    assert cfg.webhook_url
-    set_maintenance_webhook(cfg.webhook_url, enabled=False, token=cfg.webhook_token)
-    return StepOutcome("maintenance page off (webhook)", RollbackMaintenanceOffResult())
+    deploy = next((s for s in ctx.run.steps if s.name == "deploy" and s.phase == "forward"), None)
+    deployed = deploy is not None and deploy.status is StepStatus.SUCCEEDED
+    summary, target = _switch_off(ctx, result_of(ctx.run, DeployResult).task_definition if deployed else None)
+    return StepOutcome(summary, RollbackMaintenanceOffResult(task_definition=target))
+
+
+def _switch_off(ctx: StepContext, deployed: str | None) -> tuple[str, str | None]:
+    """Maintenance mode off: the app's webhook, or the ECS service back on ``deployed`` (else what ran before)."""
+    cfg = ctx.env.maintenance
+    if cfg.method != "ecs_task_definition":
+        assert cfg.webhook_url
+        set_maintenance_webhook(cfg.webhook_url, enabled=False, token=cfg.webhook_token)
+        return "maintenance page off (webhook)", None
+    aws, deploy = ctx.aws(), ctx.env.deploy
+    assert deploy.cluster and deploy.service
+    target = deployed or result_of(ctx.run, MaintenanceOnResult).previous_task_definition
+    if not target:
+        raise DeployError("Cannot tell which task definition to restore; set it by hand, then mark this step done.")
+    aws.update_service(deploy.cluster, deploy.service, task_definition=target)
+    aws.wait_stable(deploy.cluster, deploy.service, on_progress=lambda text: ctx.progress(str(text)))
+    return f"ECS {deploy.service} back on {target.rsplit('/', 1)[-1]}", target
