@@ -18,6 +18,7 @@ from bot.runbook.operations import (
     confirm,
     mark_done,
     proceed_anyway,
+    rehearse_again,
     run_step,
     skip_step,
     waive_findings,
@@ -69,10 +70,12 @@ ROUTES: list[tuple[str, Callable[[Deps, Click], Reply]]] = [
     (r"proceed_anyway", lambda deps, c: proceed_anyway(deps, run_id=c.run_id, user=c.user,
                                                        version=c.version)),
     (r"finish", lambda deps, c: engine.close_run(deps, run_id=c.run_id, user=c.user, version=c.version)),
+    (r"rehearse", lambda deps, c: rehearse_again(deps, run_id=c.run_id, user=c.user, version=c.version)),
 ]
 
 # Buttons that act on the run as rendered: their value must carry the run version (compared when applied).
-VERSIONED_ACTIONS = ("approve", "finish", "proceed_anyway", "step_run:", "step_skip:", "step_done:", "rollback")
+VERSIONED_ACTIONS = ("approve", "finish", "proceed_anyway", "step_run:", "step_skip:", "step_done:", "rollback",
+                     "rehearse")
 
 
 def _run_click(deps: Deps, click: Click) -> Reply:

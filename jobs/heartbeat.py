@@ -10,7 +10,7 @@ from bot.calendar.delivery import recover_interrupted
 from bot.context import Deps
 from bot.edge import contained
 from bot.errors import AlreadyDone, BotError
-from bot.runbook.rules import Run, StepStatus, Transition, interrupt_abandoned
+from bot.runbook.rules import Run, StepStatus, Transition, abandon_rehearsal, interrupt_abandoned
 from bot.store.liveness import Liveness
 
 log = logging.getLogger(__name__)
@@ -31,9 +31,20 @@ WHY_INTERRUPTED = "the bot process running it stopped; check what it did, then r
 
 
 def reap_interrupted(deps: Deps) -> list[tuple[str, str]]:
-    """Mark RUNNING steps whose owner no longer beats as INTERRUPTED; a human decides what happens next."""
+    """Mark RUNNING steps whose owner no longer beats as INTERRUPTED, and give up its rehearsals; a human decides
+    what happens next."""
     reaped: list[tuple[str, str]] = []
     for run in deps.store.active_runs():
+        rehearsing = run.facts.rehearsing
+        if rehearsing is not None and not is_alive(deps, rehearsing.owner):
+            try:
+                deps.store.apply(run.id, _abandon_if_still_owned(deps, rehearsing.owner))
+                reaped.append((run.id, "rehearsal"))
+                deps.publish(run.id)
+            except AlreadyDone:
+                pass
+            except BotError as exc:
+                log.warning("could not give up the rehearsal of %s: %s", run.id, exc)
         for step in run.steps:
             if step.status is not StepStatus.RUNNING or not step.owner:
                 continue
@@ -49,6 +60,13 @@ def reap_interrupted(deps: Deps) -> list[tuple[str, str]]:
             reaped.append((run.id, step.name))
             deps.publish(run.id)
     return reaped
+
+
+def _abandon_if_still_owned(deps: Deps, owner: str) -> Callable[[Run], Transition]:
+    def change(current: Run) -> Transition:
+        return abandon_rehearsal(current, owner=owner, now=deps.clock())
+
+    return change
 
 
 def _interrupt_if_still_owned(deps: Deps, name: str, owner: str) -> Callable[[Run], Transition]:

@@ -18,13 +18,14 @@ from tests.e2e import (
     approve,
     blocks_text,
     click,
+    finish_way_back,
     migration_rows,
     ready_for_approval,
     run_step,
     settle,
     start,
 )
-from tests.harness import ALICE, BOB, wait_until
+from tests.harness import ALICE, BOB, PROD_CHANNEL, wait_until
 
 SLOW = "20240401000000_slow_backfill"
 _LINK: dict[str, SlowLink] = {}
@@ -200,6 +201,7 @@ class TestKillMidStep:
         assert store.get(run_id).step("rb_restore_db").status.value == "succeeded", store.get(run_id).step(
             "rb_restore_db")
         run_step(world, run_id, ts, "rb_redeploy")
+        finish_way_back(world, run_id, ts)
         wait_until(lambda: store.get(run_id).status.value == "rolled_back", timeout=30)
         assert store.active_run("prod") is None
         assert "Traceback" not in world["bot"].logs()
@@ -265,3 +267,35 @@ class TestInterruptedMigrateIsChecked:
                                 "--database-url", world["db_url"])
         assert done.returncode == 0, done.stderr
         retry_applies_the_rest(world, run_id, ts)
+
+
+class TestInterruptedRehearsal:
+    def test_a_rehearsal_cut_short_by_a_kill_can_be_run_again(self, fresh, link):
+        """kill -9 while the backup's copy is rehearsed: after the restart the rehearsal is given up (not left
+        "running" for ever), the message offers Rehearse again, and that rehearsal passes."""
+        world = fresh
+        store, fake, bot = world["store"], world["fake"], world["bot"]
+        add_slow_migration(world)  # pg_sleep(4) in the copy keeps the rehearsal busy long enough to kill it
+        before = len(fake.channel_messages(PROD_CHANNEL))
+        assert world["sender"].slash(BOB, "pgprod", channel_id=PROD_CHANNEL).status_code == 200
+        wait_until(lambda: len(fake.channel_messages(PROD_CHANNEL)) > before)
+        run_id, ts = store.active_run("pgprod").id, fake.channel_messages(PROD_CHANNEL)[-1]["ts"]
+        wait_until(lambda: store.get(run_id).facts.pending is not None, timeout=20)
+        assert store.get(run_id).facts.rehearsal_expected
+        wait_until(lambda: "step_run:backup" in blocks_text(world, ts), timeout=30)
+        click(world, ts, BOB, "step_run:backup")
+        wait_until(lambda: store.get(run_id).facts.rehearsing is not None, timeout=60, interval=0.1)
+        bot.kill()
+        assert store.get(run_id).facts.rehearsal is None
+        bot.start()
+        wait_until(lambda: '"rehearse"' in blocks_text(world, ts), timeout=60, interval=0.2)
+        assert "did not finish" in blocks_text(world, ts)
+        assert "rehearsal.interrupted" in [e.action for e in store.audit_entries(run_id)]
+        click(world, ts, BOB, "rehearse")
+        wait_until(lambda: store.get(run_id).facts.rehearsal is not None, timeout=120)
+        run = store.get(run_id)
+        assert run.facts.rehearsal is not None and run.facts.rehearsal.ok, run.facts.rehearsal
+        settle(world, ts)
+        assert '"rehearse"' not in blocks_text(world, ts)
+        click(world, ts, BOB, "cancel")
+        wait_until(lambda: store.get(run_id).status.value == "cancelled", timeout=30)

@@ -49,7 +49,8 @@ FP = "f" * 64  # the checksums of the pending migrations an approval binds to
 def fresh(**kw):
     return new_run(run_id="prod-1", env="prod", requested_by="UREQ", channel="C1", now=NOW,
                    approvals_required=kw.get("approvals", 1),
-                   steps_enabled=kw.get("steps", {"maintenance_on": True, "maintenance_off": True, "seed": False})).run
+                   steps_enabled=kw.get("steps", {"maintenance_on": True, "maintenance_off": True, "seed": False}),
+                   facts=kw.get("facts")).run
 
 
 def ready(**kw):
@@ -400,6 +401,40 @@ class TestNoDeadEnds:
         assert run.status is RunStatus.ROLLING_BACK and maintenance_may_be_on(run) and not run.is_terminal
         run = resolve_interrupted(run, name="rb_maintenance_off", user="UAPP", now=NOW, done=True).run
         assert run.status is RunStatus.CANCELLED and not maintenance_may_be_on(run)
+
+
+class TestRehearsalWayOut:
+    def test_a_rehearsal_whose_process_died_can_be_run_again(self):
+        """The backup claims the rehearsal for its process; if that process dies it is given up, then redone."""
+        from bot.runbook.rules import Rehearsal as RehearsalFact
+        from bot.runbook.rules import abandon_rehearsal, begin_rehearsal, may_rehearse, record_rehearsal
+
+        run = fresh(facts=RunFacts(rehearsal_expected=True))
+        run = begin_step(run, name="backup", user="UREQ", owner="p1", now=NOW).run
+        run = finish_step(run, name="backup", result=BackupResult(), now=NOW).run
+        assert run.facts.rehearsing is not None and run.facts.rehearsing.owner == "p1" and not may_rehearse(run)
+        assert begin_rehearsal(run, user="bot", owner="p1", now=NOW).run.facts.rehearsing is not None  # its own
+        with pytest.raises(AlreadyDone):
+            begin_rehearsal(run, user="UREQ", owner="p2", now=NOW)
+        with pytest.raises(AlreadyDone):
+            abandon_rehearsal(run, owner="p2", now=NOW)
+        run = abandon_rehearsal(run, owner="p1", now=NOW).run
+        assert run.facts.rehearsing is None and may_rehearse(run)
+        run = begin_rehearsal(run, user="UREQ", owner="p2", now=NOW).run
+        run = record_rehearsal(run, report=RehearsalFact(ok=True, summary="1/1 applied"), now=NOW).run
+        assert run.facts.rehearsing is None and not may_rehearse(run)
+
+    def test_a_rehearsal_that_could_not_run_may_be_redone_but_a_failed_one_may_not(self):
+        from bot.runbook.rules import Rehearsal as RehearsalFact
+        from bot.runbook.rules import RehearsedMigration, may_rehearse, record_rehearsal
+
+        run = ready(facts=RunFacts(rehearsal_expected=True))
+        run.facts.rehearsing = None
+        could_not = record_rehearsal(run, report=RehearsalFact(ok=False, summary="could not run"), now=NOW).run
+        assert may_rehearse(could_not)
+        failed = record_rehearsal(run, report=RehearsalFact(
+            ok=False, summary="1 failed", migrations=[RehearsedMigration(name="m1", ok=False)]), now=NOW).run
+        assert not may_rehearse(failed)
 
 
 class TestBookkeeping:

@@ -51,6 +51,7 @@ ACTIONS: list[tuple[re.Pattern[str], Rule]] = [(re.compile(pattern), rule) for p
     (r"monitor_refresh", Rule(OPERATOR, "monitoring.refresh", "refresh the readings")),
     (r"proceed_anyway", Rule(OPERATOR, "step.proceed_anyway", "override the pre-flight hold")),
     (r"finish", Rule(OPERATOR, "run.finish", "close the run")),
+    (r"rehearse", Rule(OPERATOR, "rehearsal.start", "rehearse the migrations again")),
     (r"window_reschedule:.+", Rule(MANAGER, "window.reschedule", "schedule or change its maintenance windows")),
     (r"window_cancel:.+", Rule(MANAGER, "window.cancel", "schedule or change its maintenance windows")),
     (r"window_approver:.+", Rule(APPROVER, "window.approver", "confirm a window")),

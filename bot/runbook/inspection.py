@@ -8,7 +8,8 @@ from typing import Any
 
 from bot.config import EnvironmentConfig
 from bot.context import Deps, Reply, environment_or_refuse, require
-from bot.errors import BotError, WrongState
+from bot.edge import one_line
+from bot.errors import BotError, Refusal, WrongState
 from bot.runbook.access import VERBS
 from bot.runbook.rules import (
     BackupResult,
@@ -17,6 +18,7 @@ from bot.runbook.rules import (
     PendingMigration,
     Rehearsal,
     Review,
+    begin_rehearsal,
     not_tested_in_staging,
     record_inspection,
     record_rehearsal,
@@ -135,25 +137,40 @@ def rehearsal_enabled(env: EnvironmentConfig) -> bool:
     return restorable and bool(env.database_url)
 
 
-def rehearse_run(deps: Deps, run_id: str) -> None:
-    """After the backup: apply the pending migrations to its restored copy (isolated server), report and record."""
+def rehearse_run(deps: Deps, run_id: str, user: str = "bot") -> None:
+    """After the backup (or on "Rehearse again"): apply the pending migrations to its restored copy on an isolated
+    server, report and record. Claimed first, so two clicks or two replicas rehearse once."""
     # boto3 and psycopg are loaded only by the work that restores a backup
     from bot.backup.sandbox import release
 
     try:
-        _rehearse(deps, run_id)
+        run = deps.store.get(run_id)
+        env = deps.config.environment(run.env)
+        if env is None or not rehearsal_enabled(env) or not env.database_url:
+            return
+        try:
+            deps.store.apply(run_id, lambda current: begin_rehearsal(current, user=user, owner=deps.instance_id,
+                                                                     now=deps.clock()))
+        except Refusal:
+            return  # already running elsewhere, or nothing to rehearse now
+        deps.publish(run_id)
+        try:
+            _rehearse(deps, run_id, env)
+        except Exception as exc:  # the claim must not outlive a crash of the work: say it could not run
+            failed = Rehearsal(ok=False, summary=f"rehearsal could not run: {one_line(exc)}", migrations=[])
+            deps.store.apply(run_id, lambda current: record_rehearsal(current, report=failed, now=deps.clock()))
+            deps.publish(run_id)
+            raise
     finally:
         release(run_id)  # the backup's restored copy, if nothing took it
 
 
-def _rehearse(deps: Deps, run_id: str) -> None:
+def _rehearse(deps: Deps, run_id: str, env: EnvironmentConfig) -> None:
     # boto3 and psycopg are loaded only by the work that restores a backup
     from bot.backup.rehearsal import rehearse_from_evidence
 
     run = deps.store.get(run_id)
-    env = deps.config.environment(run.env)
-    if env is None or not rehearsal_enabled(env) or not env.database_url:
-        return
+    assert env.database_url
     if not run.pending_migrations:
         report = Rehearsal(ok=True, summary="nothing pending to rehearse", migrations=[])
     else:

@@ -28,6 +28,7 @@ from bot.runbook.rules import (
     cancel,
     confirm_item,
     may_cancel_run,
+    may_rehearse,
     new_run,
     waive,
 )
@@ -363,6 +364,17 @@ def _rehearse(deps: Deps, run_id: str) -> None:
         inspection.rehearse_run(deps, run_id)
     except BotError as exc:
         log.warning("rehearsal of %s did not complete: %s", run_id, exc)
+
+
+def rehearse_again(deps: Deps, *, run_id: str, user: str, version: int | None = None) -> Reply:
+    """"Rehearse again": after a rehearsal that did not finish (the bot stopped) or could not run."""
+    run = deps.store.get(run_id)
+    if version is not None and version != run.version:
+        return Reply(messages.stale_message(), publish_run=run_id)
+    if not may_rehearse(run):
+        return Reply("There is no rehearsal to run for this run now.", publish_run=run_id)
+    deps.executor.submit(inspection.rehearse_run, deps, run_id, user)
+    return Reply("", publish_run=run_id)
 
 
 def _inspect_again(deps: Deps, run_id: str) -> None:

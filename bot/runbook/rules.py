@@ -361,6 +361,13 @@ class Rehearsal(Record):
     notes: list[str] = Field(default_factory=list)
 
 
+class Rehearsing(Record):
+    """The rehearsal under way: which bot process runs it (a dead one's rehearsal is given up), since when."""
+
+    owner: str
+    started_at: str
+
+
 class Hold(Record):
     """A go-time check put a claimed step back to pending; a human must look first."""
 
@@ -410,6 +417,7 @@ class RunFacts(Record):
     waivers: dict[str, Waiver] = Field(default_factory=dict)
     """Finding key -> its waiver."""
     rehearsal: Rehearsal | None = None
+    rehearsing: Rehearsing | None = None
     hold: Hold | None = None
     hold_override: HoldOverride | None = None
     monitoring: Monitoring | None = None
@@ -881,6 +889,8 @@ def finish_step(run: Run, *, name: str, result: StepResult, now: datetime, summa
     target.progress = None
     target.owner = None
     events = [AuditEvent("bot", "step.succeeded", "ok", now, summary or target.label, {"step": name})]
+    if name == "backup" and may_rehearse(new):  # its restored copy is rehearsed next, by the same process
+        new.facts.rehearsing = Rehearsing(owner=run.step(name).owner or "", started_at=now.isoformat())
     _after_success(new, name, summary or target.label, now, events)
     return Transition(new, events)
 
@@ -1252,9 +1262,46 @@ def _evidence_for(new: Run, item: str, evidence: str, now: datetime, events: lis
         events.append(AuditEvent("bot", "run.awaiting_approval", "ok", now, "checklist complete"))
 
 
+def may_rehearse(run: Run) -> bool:
+    """The backup is done and no rehearsal is running or has a verdict (one that could not run may be redone)."""
+    rehearsal = run.facts.rehearsal
+    redo = rehearsal is not None and rehearsal.ok is False and not rehearsal.migrations
+    backup = next((s for s in run.steps if s.name == "backup"), None)
+    return (run.facts.rehearsal_expected and run.facts.rehearsing is None and (rehearsal is None or redo)
+            and backup is not None and backup.status is StepStatus.SUCCEEDED
+            and run.status in (RunStatus.COLLECTING, RunStatus.AWAITING_APPROVAL))
+
+
+def begin_rehearsal(run: Run, *, user: str, owner: str, now: datetime) -> Transition:
+    """Claim the rehearsal for process ``owner`` (once across replicas); a failed-to-run one starts afresh."""
+    if run.facts.rehearsing is not None:
+        if run.facts.rehearsing.owner == owner:
+            return Transition(run, [])  # claimed with the backup whose restored copy it rehearses
+        raise AlreadyDone("The rehearsal is already running.")
+    if not may_rehearse(run):
+        raise WrongState("There is no rehearsal to run for this run now.")
+    new = _touch(run, now)
+    again = new.facts.rehearsal is not None
+    new.facts.rehearsal = None
+    new.facts.rehearsing = Rehearsing(owner=owner, started_at=now.isoformat())
+    return Transition(new, [AuditEvent(user, "rehearsal.retry" if again else "rehearsal.start", "ok", now,
+                                       "rehearsing the pending migrations on the restored backup")])
+
+
+def abandon_rehearsal(run: Run, *, owner: str, now: datetime) -> Transition:
+    """The process rehearsing died: the rehearsal did not finish, and may be run again (AlreadyDone if it moved on)."""
+    if run.facts.rehearsing is None or run.facts.rehearsing.owner != owner:
+        raise AlreadyDone("the rehearsal moved on")
+    new = _touch(run, now)
+    new.facts.rehearsing = None
+    return Transition(new, [AuditEvent("bot", "rehearsal.interrupted", "interrupted", now,
+                                       "the bot process rehearsing stopped; rehearse again")])
+
+
 def record_rehearsal(run: Run, *, report: Rehearsal, now: datetime) -> Transition:
     """A passed rehearsal is evidence for "tested in staging"; a failed one blocks approval (see approve)."""
     new = _touch(run, now)
+    new.facts.rehearsing = None
     new.facts.rehearsal = report.model_copy(deep=True)
     ok = bool(report.ok)
     events = [AuditEvent("bot", "rehearsal", "ok" if ok else "failed", now, report.summary)]

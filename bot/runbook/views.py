@@ -20,6 +20,7 @@ from bot.runbook.rules import (
     failed_step,
     maintenance_planned,
     may_cancel_now,
+    may_rehearse,
     may_retry,
     next_step,
     rollback_options,
@@ -191,9 +192,14 @@ def _review_blocks(run: Run, value: str) -> list[Block]:
     rehearsal = run.facts.rehearsal
     if rehearsal is not None:
         lines.append(("✅ " if rehearsal.ok else "❌ ") + f"Rehearsal on the restored backup: {rehearsal.summary}")
-    elif run.facts.rehearsal_expected and run.step("backup").status is StepStatus.SUCCEEDED:
+    elif run.facts.rehearsing is not None:
         lines.append("⏳ Rehearsal on the restored backup: running (on an isolated copy, not on production)")
+    elif may_rehearse(run):
+        lines.append("⚠️ Rehearsal on the restored backup: it did not finish (the bot stopped); approval waits for it")
     blocks: list[Block] = [{"type": "section", "block_id": f"rev:{run.version}", "text": _text("\n".join(lines))}]
+    if may_rehearse(run):
+        blocks.append({"type": "actions", "block_id": f"reh:{run.version}",
+                       "elements": [_button("Rehearse again", "rehearse", value, "primary")]})
     waivers = run.facts.waivers
     if waivers:
         who = sorted({w.by for w in waivers.values()})
