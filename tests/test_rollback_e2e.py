@@ -130,8 +130,9 @@ class TestOptionOneRevert:
         click(world, ts, ALICE, "rollback:revert")
         wait_until(lambda: awaiting_second_approval(store.get(run_id)))
         # The down.sql is shown in the thread with its review before anyone can confirm it.
-        wait_until(lambda: 'DROP TABLE "CounselingSession"' in thread_text(world, ts))
-        assert "down.sql" in thread_text(world, ts) and "Safety review" in thread_text(world, ts)
+        wait_until(lambda: 'DROP TABLE "CounselingSession"' in thread_text(world, ts)
+                   and "Safety review" in thread_text(world, ts))  # the review is posted after the script
+        assert "down.sql" in thread_text(world, ts)
         wait_until(lambda: "rollback_confirm" in blocks_text(world, ts))
         before = len(world["fake"].ephemerals(user=ALICE))
         click(world, ts, ALICE, "rollback_confirm")  # the requester alone: refused, nothing runs
