@@ -17,6 +17,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 from slack_sdk.signature import SignatureVerifier
 
 from bot.errors import IntegrationError
+from bot.messages import split_message
 from bot.redact import redact
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,14 @@ class Slack:
         if metadata is not None:
             args["metadata"] = metadata
         return str(self._call("chat.postMessage", **args)["ts"])
+
+    def post_long(self, channel: str, text: str | list[str], *, thread_ts: str | None) -> int:
+        """Post ``text`` (or its paragraphs, each kept whole) as as many messages as it takes, so nothing is cut
+        off (bot.messages.split_message); returns how many were posted."""
+        pieces = split_message(text)
+        for piece in pieces:
+            self.post_message(channel, piece, thread_ts=thread_ts)
+        return len(pieces)
 
     def find_posted(self, channel: str, *, event_type: str, payload: dict[str, Any], oldest: float,
                     thread_ts: str | None = None, max_pages: int = 10) -> str | None:

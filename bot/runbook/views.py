@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.messages import actor, escape, slack_date
+from bot.messages import actor, code_block, escape, slack_date
 from bot.runbook.rules import (
     CHECKABLE_BY_HAND,
     CHECKLIST,
@@ -242,7 +242,8 @@ def _monitoring_blocks(run: Run, value: str) -> list[Block]:
         blocks.append({"type": "section", "block_id": f"monf:{run.version}", "fields": fields})
     if summary.log_lines:
         logs = "\n".join(line[:200] for line in summary.log_lines[:5])
-        blocks.append({"type": "section", "block_id": f"monl:{run.version}", "text": _text(f"Latest ERROR lines:\n```{logs}```")})
+        blocks.append({"type": "section", "block_id": f"monl:{run.version}",
+                       "text": _text(f"Latest ERROR lines:\n{code_block(logs)}")})
     if run.status is RunStatus.MONITORING:
         blocks.append({"type": "actions", "block_id": f"mona:{run.version}",
                        "elements": [_button("Refresh readings", "monitor_refresh", value)]})
