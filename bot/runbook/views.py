@@ -22,6 +22,7 @@ from bot.runbook.rules import (
     may_cancel_now,
     may_retry,
     next_step,
+    readings_verdict,
     rollback_options,
 )
 
@@ -233,10 +234,13 @@ def _monitoring_blocks(run: Run, value: str) -> list[Block]:
         return []
     if summary is None:
         return [{"type": "context", "block_id": f"mon:{run.version}", "elements": [_text("_Taking readings…_")]}]
-    fields = [_text(f"{c.icon} *{c.name}*\n{c.value} (goal {c.threshold})") for c in summary.checks[:10]]
+    fields = [_text(f"{c.icon} *{c.name}*\n" + (f"not available: {escape(c.message)[:200]}" if c.status == "unknown"
+                                                 else f"{c.value} (goal {c.threshold})"))
+              for c in summary.checks[:10]]
     blocks: list[Block] = [
         {"type": "section", "block_id": f"mon:{run.version}",
-         "text": _text(f"*Monitoring* — readings at {summary.taken_at[11:19]} UTC")},
+         "text": _text(f"*Monitoring* — readings at {summary.taken_at[11:19]} UTC: "
+                       f"{readings_verdict(summary.checks)}")},
     ]
     if fields:
         blocks.append({"type": "section", "block_id": f"monf:{run.version}", "fields": fields})
