@@ -80,6 +80,13 @@ def _short_lines(paragraph: str, room: int) -> list[str]:
     return out
 
 
+def statements(first: int, last: int | None = None) -> str:
+    """Statement indexes (counted from 0) as a person counts them: "statement 2", "statements 3–5"."""
+    if last is None or last <= first:
+        return f"statement {first + 1}"
+    return f"statements {first + 1}–{last + 1}"
+
+
 def slack_date(at: datetime, fmt: str = "{date_short_pretty} {time}") -> str:
     """A date every reader sees in their own time zone, with a UTC fallback."""
     return f"<!date^{int(at.timestamp())}^{fmt}|{at:%Y-%m-%d %H:%M} UTC>"
