@@ -50,6 +50,14 @@ MAX_LOG_MESSAGES = 4
 """A step's output longer than this many thread messages is uploaded as a file instead."""
 
 
+def _first_words(text: str, limit: int) -> str:
+    """``text`` within ``limit`` characters, shortened between words and marked with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", limit // 2, limit - 1)
+    return text[:cut if cut > 0 else limit - 1].rstrip() + "…"
+
+
 class ApprovalVoided(BotError):
     """The migrations changed after approval; the run went back to awaiting approval."""
 
@@ -91,9 +99,14 @@ class StepContext:
         if not force and now - self._last_progress < PROGRESS_EVERY_S:
             return
         self._last_progress = now
+        if redact(text) != text:
+            # Stars in place of a secret tell nobody anything: the line is left out (steps describe a database
+            # by its name and server, never by its URL), and the previous one stays.
+            log.warning("progress of %s withheld: it contained a secret", self.step_name)
+            return
         try:
             self.deps.store.apply(self.run.id, lambda run: report_progress(
-                run, name=self.step_name, progress=text[:120], now=self.deps.clock()))
+                run, name=self.step_name, progress=_first_words(text, 120), now=self.deps.clock()))
             self.deps.publish(self.run.id)
         except BotError as exc:
             log.warning("progress update failed: %s", exc)
