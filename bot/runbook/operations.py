@@ -221,11 +221,11 @@ def describe_run(run: Run, now: datetime, *, for_slack: bool = True) -> str:
 
     minutes = int((now - run.created_at).total_seconds() // 60)
     age = f"{format_duration(minutes * 60)} ago" if minutes > 0 else "less than a minute ago"
-    run_id, env = (f"`{run.id}`", f"*{run.env}*") if for_slack else (run.id, run.env)
+    env = f"*{run.env}*" if for_slack else run.env
     approvals = f"{len(run.approvals)}/{run.approvals_required} approvals"
     if run.approvals:
         approvals += f" ({', '.join(who(a.by) for a in run.approvals)})"
-    line = (f"{run_id} · {env} · {STATUS_LABEL[run.status]} · requested by {who(run.requested_by)} {age} · "
+    line = (f"{run.id} · {env} · {STATUS_LABEL[run.status]} · requested by {who(run.requested_by)} {age} · "
             f"{len(run.checklist)}/{len(CHECKLIST_LABELS)} checklist · {approvals}")
     steps = [f"{s.label} ({STEP_STATE_WORDS[s.status]})" for s in run.steps if s.status in STEP_STATE_WORDS]
     return line + ("\n    " + " · ".join(steps) if steps else "")
