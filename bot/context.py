@@ -54,6 +54,9 @@ class Deps:
                                                                                      thread_name_prefix="step"))
     followups: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=32,
                                                                                       thread_name_prefix="followup"))
+    forms: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=4,
+                                                                                  thread_name_prefix="form"))
+    """Opening forms (views.open): its own pool, which no queued post ever occupies (see ``promptly``)."""
     jobs: Callable[[Deps], JobQueue] | None = None
     """The job queue for these deps (jobs.scheduler.queue_for, given where the process is composed: the
     server, tests); None where nothing is scheduled (the CLI's status, cancel and timeline)."""
@@ -61,12 +64,13 @@ class Deps:
     def background(self, fn: Callable[[], object], *, doing: str = "follow-up") -> None:
         """Run Slack-facing work after the HTTP acknowledgement, off the request thread; never raises (a failure
         is one log line, see bot.errors.contained)."""
+        self.followups.submit(_guarded(fn, doing))
 
-        def guarded() -> None:
-            with contained(doing):
-                fn()
-
-        self.followups.submit(guarded)
+    def promptly(self, fn: Callable[[], object], *, doing: str = "form") -> None:
+        """Work that must reach Slack within seconds of the click: opening a form, whose trigger_id Slack accepts
+        for 3 s. It runs on a small pool of its own, so posts queued behind Slack's rate limits never delay it;
+        whatever it has to post afterwards goes to ``background``. Never raises."""
+        self.forms.submit(_guarded(fn, doing))
 
     def job_queue(self) -> JobQueue:
         """Where reminders and the watch are scheduled; a BotError in a process composed without one."""
@@ -88,6 +92,16 @@ class Deps:
             self.publisher.sync(run_id)
 
 
+def _guarded(fn: Callable[[], object], doing: str) -> Callable[[], None]:
+    """``fn`` with any failure turned into one log line (bot.edge.contained)."""
+
+    def guarded() -> None:
+        with contained(doing):
+            fn()
+
+    return guarded
+
+
 @dataclass
 class Reply:
     """What the user who acted sees (ephemeral), plus what to do after the acknowledgement."""
@@ -96,6 +110,8 @@ class Reply:
     blocks: list[dict[str, Any]] | None = None
     publish_run: str | None = None
     after: Callable[[], None] | None = None
+    form: Callable[[], None] | None = None
+    """Opens a form (views.open) right after the acknowledgement, on Deps.promptly's pool."""
 
 
 @dataclass(frozen=True)

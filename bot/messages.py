@@ -19,6 +19,74 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# Slack has no escape for a backtick: inside a code block one ends the block or starts inline code. Shown text gets
+# this look-alike instead (U+02CB MODIFIER LETTER GRAVE ACCENT), so the block holds whatever the output contains.
+BACKTICK_LOOKALIKE = "\u02cb"
+FENCE = "```"
+MESSAGE_LIMIT = 3900
+"""Characters in one thread message: Slack shows a longer text cut short, or behind "Show more"."""
+
+
+def code_block(text: str) -> str:
+    """``text`` as a Slack code block that no backtick, mention or link inside it can break or trigger."""
+    inner = escape(text).replace("`", BACKTICK_LOOKALIKE).strip("\n")
+    return f"{FENCE}{inner or ' '}{FENCE}"
+
+
+def split_message(parts: str | list[str], limit: int = MESSAGE_LIMIT) -> list[str]:
+    """A long text as several messages of at most ``limit`` characters, none of it cut off.
+
+    ``parts`` is a text (split between lines) or a list of paragraphs, each kept whole in one message when it
+    fits (a finding and its explanation stay together). Only a paragraph longer than a message is split: between
+    lines, and a line too long by itself between words. A code block split between two messages is closed at the
+    end of the first and opened again at the start of the next.
+    """
+    room = limit - 2 * len(FENCE)  # a message may need to open and close a code block around its text
+    pieces: list[str] = []
+    lines: list[str] = []
+    size, in_fence = 0, False
+
+    def flush() -> None:
+        nonlocal lines, size
+        if lines:
+            pieces.append("\n".join(lines) + (FENCE if in_fence else ""))
+        lines, size = [], 0
+
+    paragraphs = parts.split("\n") if isinstance(parts, str) else parts
+    for paragraph in paragraphs:
+        units = [paragraph] if len(paragraph) <= room else _short_lines(paragraph, room)
+        for unit in units:
+            if lines and size + 1 + len(unit) > room:
+                flush()
+            lines.append((FENCE if not lines and in_fence else "") + unit)
+            size += len(unit) + 1
+            if unit.count(FENCE) % 2:
+                in_fence = not in_fence
+    in_fence = False  # a block the text itself leaves open stays as written
+    flush()
+    return [piece for piece in pieces if piece.strip()]
+
+
+def _short_lines(paragraph: str, room: int) -> list[str]:
+    """A paragraph as lines of at most ``room`` characters: its own lines, a longer one cut between words."""
+    out: list[str] = []
+    for line in paragraph.split("\n"):
+        while len(line) > room:
+            cut = line.rfind(" ", room // 2, room)
+            cut = cut if cut > 0 else room
+            out.append(line[:cut])
+            line = line[cut:].lstrip(" ")
+        out.append(line)
+    return out
+
+
+def statements(first: int, last: int | None = None) -> str:
+    """Statement indexes (counted from 0) as a person counts them: "statement 2", "statements 3–5"."""
+    if last is None or last <= first:
+        return f"statement {first + 1}"
+    return f"statements {first + 1}–{last + 1}"
+
+
 def slack_date(at: datetime, fmt: str = "{date_short_pretty} {time}") -> str:
     """A date every reader sees in their own time zone, with a UTC fallback."""
     return f"<!date^{int(at.timestamp())}^{fmt}|{at:%Y-%m-%d %H:%M} UTC>"

@@ -77,6 +77,9 @@ ROUTES: list[tuple[str, Callable[[Deps, Click], Reply]]] = [
 VERSIONED_ACTIONS = ("approve", "finish", "proceed_anyway", "step_run:", "step_skip:", "step_done:", "rollback",
                      "rehearse")
 
+# Buttons that open a form: Slack's trigger_id lasts 3 s, so they go to Deps.promptly's pool, never behind posts.
+FORM_BUTTONS = frozenset({"waive", "rollback:restore"})
+
 
 def _run_click(deps: Deps, click: Click) -> Reply:
     """Check the button's permission (bot.runbook.access) on the run before any work, then do what it says."""
@@ -169,15 +172,29 @@ def register(app: App, deps: Deps) -> None:
         click = Click(body)
         if not click.run_id or not click.user:
             return
-        deps.background(lambda: _handle_click(deps, click))
+        if click.action_id in FORM_BUTTONS:
+            deps.promptly(lambda: _open_form(deps, click), doing=f"click {click.action_id}")
+        else:
+            deps.background(lambda: _answer(deps, click, _decide(deps, click)))
 
 
-def _handle_click(deps: Deps, click: Click) -> None:
-    """Everything after the ack of a button: the operation, the ephemeral answer, the message update."""
+def _decide(deps: Deps, click: Click) -> Reply:
+    """The click applied to the run (a form opened, for a form button); any error as the line the user reads."""
     try:
-        reply = _run_click(deps, click)
+        return _run_click(deps, click)
     except Exception as exc:
-        reply = Reply(user_text(exc, doing=f"click {click.action_id}"))
+        return Reply(user_text(exc, doing=f"click {click.action_id}"))
+
+
+def _open_form(deps: Deps, click: Click) -> None:
+    """A form button, on the forms pool: the permission check and views.open now; any answer in the background."""
+    reply = _decide(deps, click)
+    if reply.text or reply.publish_run or reply.after:
+        deps.background(lambda: _answer(deps, click, reply))
+
+
+def _answer(deps: Deps, click: Click, reply: Reply) -> None:
+    """Everything after a click was decided: the ephemeral answer, the message update, what was queued."""
     if reply.text and deps.slack is not None and click.channel:
         with contained("ephemeral reply"):
             deps.slack.post_ephemeral(click.channel, click.user, reply.text, reply.blocks)

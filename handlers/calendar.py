@@ -39,8 +39,9 @@ def register(app: App, deps: Deps) -> None:
             return
         verb, window_id = match.group(1), match.group(2)
         slack = deps.slack
-        deps.background(lambda: _window_button(deps, slack, verb, window_id, user, channel, body),
-                        doing=f"window button {verb}")
+        # Reschedule opens a form, whose trigger_id lasts 3 s: on the forms pool, never behind queued posts.
+        pool = deps.promptly if verb == "reschedule" else deps.background
+        pool(lambda: _window_button(deps, slack, verb, window_id, user, channel, body), doing=f"window button {verb}")
 
     @access.listener("view", SCHEDULE_CALLBACK, RESCHEDULE_CALLBACK)
     def on_submit(ack: Ack, body: dict[str, Any]) -> None:
@@ -131,4 +132,4 @@ def _window_button(deps: Deps, slack: Any, verb: str, window_id: str, user: str,
     except Exception as exc:
         text = user_text(exc, doing=f"window {verb}")
     if text and channel:
-        slack.post_ephemeral(channel, user, text)
+        deps.background(lambda: slack.post_ephemeral(channel, user, text), doing=f"window {verb} answer")

@@ -72,7 +72,10 @@ def _answer_later(deps: Deps, invocation: Invocation, respond: Respond) -> None:
 
 
 def follow_up(deps: Deps, reply: Reply) -> None:
-    """Slow work after the ack, in the background: publish the run's message, then what the operation queued."""
+    """After the ack: a form opens at once (its own pool); then, in the background, the run's message is
+    published and what the operation queued runs."""
+    if reply.form is not None:
+        deps.promptly(reply.form, doing="opening a form")
     if not reply.publish_run and not reply.after:
         return
 

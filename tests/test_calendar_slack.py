@@ -22,6 +22,7 @@ from bot.context import Deps
 from bot.devtools.slack.blockkit import validate_blocks, validate_view
 from bot.devtools.slack.client import SlackSender
 from bot.devtools.slack.server import FakeSlack
+from bot.integrations.slack import READABLE_ERRORS
 from bot.store.runs import RunStore, connect
 from bot.store.windows import InFlight, WindowStore
 from tests.harness import (
@@ -299,7 +300,7 @@ class TestRestart:
         assert_once_each(kinds, ["announce", "final", "start", "complete"])
         failed = [e for e in WindowStore(deps.store).audit_entries(window_id) if e.outcome == "failed"]
         assert [(e.action, e.detail) for e in failed] == [
-            ("reminder.reminder", "not posted: Slack chat.postMessage failed: not_in_channel")]
+            ("reminder.reminder", f"not posted: {READABLE_ERRORS['not_in_channel']}")]
         assert InFlight(deps.store, deps.instance_id).entries() == {}
 
 

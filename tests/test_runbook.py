@@ -499,11 +499,12 @@ class TestBookkeeping:
         run = TestRevertNeedsASecondPerson().monitoring_with_down()
         calm = record_readings(run, summary=Monitoring(taken_at=NOW.isoformat(), checks=[
             Reading(name="Error rate", value="0.1%", status="ok")]), now=NOW)
-        assert calm.events[0].outcome == "ok" and calm.events[0].detail == "all readings within thresholds"
+        assert (calm.events[0].outcome, calm.events[0].detail) == ("ok", "1 of 1 readings available; all within thresholds")
         loud = record_readings(calm.run, summary=Monitoring(taken_at=NOW.isoformat(), checks=[
             Reading(name="Error rate", value="7%", status="alert"), Reading(name="CPU", value="20%", status="ok")]),
             now=NOW)
-        assert (loud.events[0].outcome, loud.events[0].detail) == ("warn", "Error rate 7%")
+        assert (loud.events[0].outcome, loud.events[0].detail) == (
+            "warn", "over threshold: Error rate 7%; 2 of 2 readings available")
         assert loud.run.facts.monitoring is not None and len(loud.run.facts.monitoring.checks) == 2
         assert loud.run.version == run.version + 2
 

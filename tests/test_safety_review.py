@@ -94,7 +94,7 @@ class TestRiskyChanges:
         locks = {t.table: t for t in result.migrations[1].table_locks}
         assert (locks["User"].lock.label, locks["User"].first_index, locks["User"].last_index) == (
             "ACCESS EXCLUSIVE", 0, 1)
-        assert 'ACCESS EXCLUSIVE "User" [0-1]' in result.migrations[1].summary_line
+        assert 'ACCESS EXCLUSIVE on "User" (statements 1–2)' in result.migrations[1].summary_line
 
     def test_syntax_error_is_one_high_finding(self):
         """Unparsable SQL is one high finding that squawk's syntax-error joins."""

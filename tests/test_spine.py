@@ -293,7 +293,8 @@ class TestRestartAndCli:
         bot.start()
         body = SlackSender(bot.url + "/slack/events", SIGNING_SECRET, fake=fake).slash(
             ALICE, f"status {run.id}", channel_id=PROD_CHANNEL).json()
-        assert run.id in body["text"] and "collecting" in body["text"] and "1/6 checklist" in body["text"]
+        assert run.id in body["text"] and "Collecting the checklist" in body["text"] and "1/6 checklist" in body["text"]
+        assert f"requested by <@{ALICE}>" in body["text"]
         assert store.get(run.id) == before
 
     def test_cli_status_and_cancel(self, bot, fake, sender, store):

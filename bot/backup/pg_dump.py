@@ -33,7 +33,7 @@ from bot.backup.sandbox import RestoredCopy, restore_isolated
 from bot.config import RehearsalConfig
 from bot.errors import BackupError, IntegrationError
 from bot.integrations.aws import Aws, S3Object
-from bot.integrations.postgres import Postgres, pg_dump, pg_restore_list, redacted_url
+from bot.integrations.postgres import Postgres, describe_database, pg_dump, pg_restore_list
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ def take_pg_dump_backup(
         raise BackupError("An S3 backup target needs AWS access, but no AWS client was given.")
     db = Postgres(database_url)
 
-    progress(f"Reading the live state of {redacted_url(database_url)}")
+    progress(f"Reading the live state of the {describe_database(database_url)}")
     live_tables = db.table_names()
     live_migrations = db.prisma_migrations_count()
 
@@ -337,7 +337,7 @@ def take_pg_dump_backup(
     partial_file = workdir / f".{filename}.{partial_tag}.partial"
     partial_dir = workdir / f".{name}.{partial_tag}.partial-dir"
     try:
-        progress(f"Dumping {redacted_url(database_url)} ({fmt} format{f', {jobs} jobs' if fmt == 'directory' else ''})")
+        progress(f"Dumping the {describe_database(database_url)} ({fmt} format{f', {jobs} jobs' if fmt == 'directory' else ''})")
         if fmt == "custom":
             pg_dump(database_url, partial_file, fmt="custom", timeout_s=timeout_s)
             readable = final

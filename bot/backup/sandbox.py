@@ -15,7 +15,7 @@ from bot.config import RehearsalConfig, server_address
 from bot.errors import BotError, IntegrationError
 from bot.integrations.aws import Aws
 from bot.integrations.pgcluster import LocalCluster, dump_major_version, server_binaries
-from bot.integrations.postgres import Postgres, database_of, pg_restore, pg_restore_header, redacted_url
+from bot.integrations.postgres import Postgres, database_of, pg_restore, pg_restore_header
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def _separate_server(dump: Path, cfg: RehearsalConfig, live_url: str | None, dat
     copy = RestoredCopy(url=server.url_for_database(database), database=database,
                         where=f"the rehearsal server {host}:{port}",
                         _cleanup=lambda: server.drop_database(database))
-    progress(f"Restoring the backup into {database} on {redacted_url(cfg.database_url)}")
+    progress(f"Restoring the backup into {database} on {copy.where}")
     server.create_database(database)
     try:
         pg_restore(dump, copy.url, jobs=jobs, no_owner=True, timeout_s=timeout_s)

@@ -245,13 +245,13 @@ def recover_interrupted(deps: Deps, alive: Callable[[str], bool]) -> list[tuple[
                 thread_ts=entry.get("thread_ts"))
         except SlackUnavailable as exc:
             if exc.lasting:
-                found, unchecked = None, exc.error or str(exc)
+                found, unchecked = None, str(exc).rstrip(".")
             elif in_time:  # rate limited, Slack down: ask again next round
                 log.warning("window %s %s: cannot check Slack for an interrupted post yet: %s", window.id, kind, exc)
                 inflight.release_recovery(claim)
                 continue
             else:
-                found, unchecked = None, exc.error or "Slack unreachable"
+                found, unchecked = None, str(exc).rstrip(".")
         if found:
             _deliver_claimed(deps, window, kind, revision, now, claim, thread=entry.get("thread_ts"), posted_ts=found,
                              note="posted before the bot stopped; confirmed in the channel")

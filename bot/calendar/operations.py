@@ -360,8 +360,11 @@ def schedule_command(deps: Deps, inv: Invocation, args: list[str]) -> Reply:
                 slack.open_view(trigger, view)
             except BotError as exc:
                 log.warning("schedule form not opened: %s", exc)
+                failure = str(exc).replace("click again", f"run `/migrate schedule {env.name}` again")
+                deps.background(lambda: slack.post_ephemeral(inv.channel, inv.user, failure),
+                                doing="schedule form failure")
 
-        return Reply(f"Opening the maintenance-window form for *{env.name}*…", after=open_form)
+        return Reply(f"Opening the maintenance-window form for *{env.name}*…", form=open_form)
     positional, options, problem = _split_options(args[1:])
     if problem:
         return Reply(f"{problem}\n{USAGE}")

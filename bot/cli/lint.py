@@ -11,6 +11,7 @@ from typing import Any
 
 from bot.errors import BotError, ConfigError
 from bot.integrations.postgres import Postgres
+from bot.messages import statements
 from bot.redact import redact
 
 EXIT_CLEAN = 0
@@ -88,7 +89,7 @@ def render_text(review: Any) -> str:
     for migration in review.migrations:
         lines.append(migration.summary_line)
         for f in migration.findings:
-            where = f"#{f.statement_index}" if f.statement_index is not None else "file"
+            where = statements(f.statement_index) if f.statement_index is not None else "file"
             rules = f" [squawk: {', '.join(f.squawk_rules)}]" if f.squawk_rules and f.source == "analysis" else ""
             lines.append(f"  {f.level.upper():<6} {where} {f.message} ({f.category}){rules}")
             if f.why:

@@ -104,7 +104,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         envs = readable_environments(deps, actor)
         if not envs and refused(deps, "status", actor, env_name=None):
             return 1
-    print(redact(status(deps, args.query, envs=envs)))
+    print(redact(status(deps, args.query, envs=envs, for_slack=False)))
     return 0
 
 

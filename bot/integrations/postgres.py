@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 import psycopg
 from psycopg import sql
 
+from bot.config import server_address
 from bot.errors import BackupError, IntegrationError
 from bot.redact import redact
 
@@ -93,6 +94,13 @@ def _with_database(url: str, name: str) -> str:
 def database_of(url: str) -> str:
     """The database a PostgreSQL URL names ("" when it names none)."""
     return unquote(urlsplit(url).path.lstrip("/"))
+
+
+def describe_database(url: str) -> str:
+    """The database a URL names, as a person may read it (``database app on db.internal:5432``): never the URL
+    itself, whose user and password are secrets."""
+    host, port = server_address(url)
+    return f"database {database_of(url) or '(default)'} on {host}:{port}"
 
 
 def schema_of(url: str) -> str:

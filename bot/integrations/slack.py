@@ -17,6 +17,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 from slack_sdk.signature import SignatureVerifier
 
 from bot.errors import IntegrationError
+from bot.messages import split_message
 from bot.redact import redact
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,49 @@ _LASTING_ERRORS = frozenset({"not_in_channel", "channel_not_found", "missing_sco
                              "not_allowed_token_type", "invalid_auth", "account_inactive", "token_revoked"})
 
 
+# What a person reads when Slack refuses a call: Slack's error codes never reach anyone raw. The one table; a code
+# not in it reads as UNKNOWN_ERROR, and the code itself goes to the log (and stays on the exception's ``error``).
+READABLE_ERRORS: dict[str, str] = {
+    "expired_trigger_id": "That form took too long to open — click again.",
+    "exchanged_trigger_id": "That click already opened a form — click again for a new one.",
+    "invalid_trigger_id": "Slack did not accept that click for opening a form — click again.",
+    "ratelimited": "Slack is rate-limiting the bot right now — try again in a minute.",
+    "not_in_channel": "The bot is not in that channel — invite it there (`/invite`) and try again.",
+    "channel_not_found": "The bot cannot see that channel — check the channel ID in the environments file, "
+                         "and invite the bot if the channel is private.",
+    "is_archived": "That channel is archived, so the bot cannot post there.",
+    "thread_not_found": "The run's Slack thread is gone (was the message deleted?).",
+    "message_not_found": "The run's Slack message is gone (was it deleted?).",
+    "missing_scope": "The bot's Slack app lacks a permission it needs — ask a Slack admin to reinstall it "
+                     "with the scopes in manifest.yml.",
+    "not_allowed_token_type": "The bot is configured with the wrong kind of Slack token — it needs the bot "
+                              "token (xoxb-…).",
+    "invalid_auth": "Slack did not accept the bot's token — ask an admin to check SLACK_BOT_TOKEN.",
+    "not_authed": "Slack did not accept the bot's token — ask an admin to check SLACK_BOT_TOKEN.",
+    "token_revoked": "The bot's Slack token was revoked — ask an admin to reinstall the app.",
+    "account_inactive": "The bot's Slack account is deactivated — ask an admin to reinstall the app.",
+    "msg_too_long": "That message was too long for Slack.",
+    "invalid_blocks": "Slack refused the message's layout (a bug in the bot; it was logged).",
+    "view_too_large": "That form was too large for Slack (a bug in the bot; it was logged).",
+    "user_not_found": "Slack does not know that user.",
+    "fatal_error": "Slack had an internal error — try again in a minute.",
+    "internal_error": "Slack had an internal error — try again in a minute.",
+    "service_unavailable": "Slack is unavailable right now — try again in a minute.",
+}
+UNKNOWN_ERROR = "Slack refused the bot's request (the reason was logged for the team)."
+UNREACHABLE = "Slack could not be reached — try again in a minute."
+
+
+def readable_error(error: str | None) -> str:
+    """The sentence a person reads for Slack's error code ``error`` (None: Slack was not reached at all)."""
+    if error is None:
+        return UNREACHABLE
+    return READABLE_ERRORS.get(error, UNKNOWN_ERROR)
+
+
 class SlackUnavailable(IntegrationError):
-    """Slack's Web API refused or failed a call even after retries; ``error`` is Slack's code when it sent one."""
+    """Slack's Web API refused or failed a call even after retries: its message is the readable sentence;
+    ``error`` is Slack's code when it sent one, for the log and for decisions (``lasting``)."""
 
     def __init__(self, message: str, error: str | None = None) -> None:
         super().__init__(message)
@@ -37,6 +79,12 @@ class SlackUnavailable(IntegrationError):
     def lasting(self) -> bool:
         """Asking again will not help: no access to the channel, a missing scope, a dead token."""
         return self.error in _LASTING_ERRORS
+
+
+def _failed(method: str, error: str | None = None, detail: str = "") -> SlackUnavailable:
+    """The error for a failed call: readable for people; Slack's own code (or the connection error) is logged."""
+    log.warning("Slack %s failed: %s", method, error or redact(detail)[:200] or "no response")
+    return SlackUnavailable(readable_error(error), error=error)
 
 
 def make_client(token: str, base_url: str, *, timeout_s: int = 10) -> WebClient:
@@ -72,9 +120,9 @@ class Slack:
             return dict(response.data) if isinstance(response.data, dict) else {}
         except SlackApiError as exc:
             error = exc.response.get("error", "unknown_error") if exc.response is not None else "unknown_error"
-            raise SlackUnavailable(f"Slack {method} failed: {error}", error=error) from exc
+            raise _failed(method, str(error)) from exc
         except (SlackClientError, OSError) as exc:
-            raise SlackUnavailable(f"Slack {method} failed: {redact(str(exc))[:200]}") from exc
+            raise _failed(method, detail=str(exc)) from exc
 
     def post_message(self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None,
                      thread_ts: str | None = None, metadata: dict[str, Any] | None = None) -> str:
@@ -87,6 +135,14 @@ class Slack:
         if metadata is not None:
             args["metadata"] = metadata
         return str(self._call("chat.postMessage", **args)["ts"])
+
+    def post_long(self, channel: str, text: str | list[str], *, thread_ts: str | None) -> int:
+        """Post ``text`` (or its paragraphs, each kept whole) as as many messages as it takes, so nothing is cut
+        off (bot.messages.split_message); returns how many were posted."""
+        pieces = split_message(text)
+        for piece in pieces:
+            self.post_message(channel, piece, thread_ts=thread_ts)
+        return len(pieces)
 
     def find_posted(self, channel: str, *, event_type: str, payload: dict[str, Any], oldest: float,
                     thread_ts: str | None = None, max_pages: int = 10) -> str | None:
@@ -134,9 +190,9 @@ class Slack:
             self.client.files_upload_v2(channel=channel, thread_ts=thread_ts, filename=filename,
                                         content=content, title=title)
         except SlackApiError as exc:
-            raise SlackUnavailable(f"Slack file upload failed: {exc.response.get('error', 'unknown')}") from exc
+            raise _failed("file upload", str(exc.response.get("error", "unknown_error"))) from exc
         except (SlackClientError, OSError) as exc:
-            raise SlackUnavailable(f"Slack file upload failed: {redact(str(exc))[:200]}") from exc
+            raise _failed("file upload", detail=str(exc)) from exc
 
     def group_members(self, group_id: str) -> frozenset[str]:
         with self._lock:

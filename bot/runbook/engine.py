@@ -46,6 +46,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 10.0
+MAX_LOG_MESSAGES = 4
+"""A step's output longer than this many thread messages is uploaded as a file instead."""
+
+
+def _first_words(text: str, limit: int) -> str:
+    """``text`` within ``limit`` characters, shortened between words and marked with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", limit // 2, limit - 1)
+    return text[:cut if cut > 0 else limit - 1].rstrip() + "…"
 
 
 class ApprovalVoided(BotError):
@@ -89,9 +99,14 @@ class StepContext:
         if not force and now - self._last_progress < PROGRESS_EVERY_S:
             return
         self._last_progress = now
+        if redact(text) != text:
+            # Stars in place of a secret tell nobody anything: the line is left out (steps describe a database
+            # by its name and server, never by its URL), and the previous one stays.
+            log.warning("progress of %s withheld: it contained a secret", self.step_name)
+            return
         try:
             self.deps.store.apply(self.run.id, lambda run: report_progress(
-                run, name=self.step_name, progress=text[:120], now=self.deps.clock()))
+                run, name=self.step_name, progress=_first_words(text, 120), now=self.deps.clock()))
             self.deps.publish(self.run.id)
         except BotError as exc:
             log.warning("progress update failed: %s", exc)
@@ -115,23 +130,36 @@ class StepContext:
         with self._lock:
             self._log_lines.append(redact(line.rstrip()))
 
-    def thread(self, text: str) -> None:
+    def thread(self, text: str | list[str]) -> None:
+        """Post in the run's thread, as several messages when it is long (nothing is cut off)."""
         run = self.deps.store.find(self.run.id)
         if run and run.message_ts and self.deps.slack is not None:
             try:
-                self.deps.slack.post_message(run.channel, text[:3900], thread_ts=run.message_ts)
+                self.deps.slack.post_long(run.channel, text, thread_ts=run.message_ts)
             except BotError as exc:
                 log.warning("thread post failed: %s", exc)
 
     def flush_log(self, title: str) -> None:
+        """The step's output in the thread, whole: in a code block over a few messages, or as a file when longer."""
         with self._lock:
             lines, self._log_lines = self._log_lines, []
         if not lines:
             return
         body = "\n".join(lines)
-        if len(body) > 3500:
-            body = "…\n" + body[-3500:]
-        self.thread(f"*{title}* output:\n```{body}```")
+        text = f"*{title}* output:\n{messages.code_block(body)}"
+        if len(messages.split_message(text)) <= MAX_LOG_MESSAGES:
+            self.thread(text)
+            return
+        run = self.deps.store.find(self.run.id)
+        if run is None or not run.message_ts or self.deps.slack is None:
+            return
+        try:
+            self.deps.slack.upload_file(channel=run.channel, thread_ts=run.message_ts,
+                                        filename=f"{run.id}-{self.step_name or 'step'}-output.txt",
+                                        content=body.encode(), title=f"{title} output ({len(lines)} lines)")
+        except BotError as exc:
+            log.warning("step output not uploaded (%s); posting it in pieces", exc)
+            self.thread(text)
 
 
 Executor = Callable[[StepContext], StepOutcome]

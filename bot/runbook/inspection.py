@@ -10,6 +10,7 @@ from bot.config import EnvironmentConfig
 from bot.context import Deps, Reply, environment_or_refuse, require
 from bot.edge import one_line
 from bot.errors import BotError, Refusal, WrongState
+from bot.messages import code_block, escape
 from bot.runbook.access import VERBS
 from bot.runbook.rules import (
     BackupResult,
@@ -30,6 +31,7 @@ from bot.slowwork import shared
 log = logging.getLogger(__name__)
 
 MAX_INLINE_SQL = 2500
+LINT_REPLY_LIMIT = 3700  # one ephemeral answer, with room for the line that says what was left out
 
 
 def finding_key(migration: str, finding: Any) -> str:
@@ -60,6 +62,17 @@ def review_pending(database_url: str, pending: list[Any]) -> Review:
             for f in review.findings if f.level in ("high", "medium")
         ],
     )
+
+
+def review_paragraphs(review: Review) -> list[str]:
+    """The safety review for the thread: a heading, then each high and medium finding with why and instead."""
+    paragraphs = [f"*Safety review* — {review.summary} · {len(review.details)} high and medium finding(s):"]
+    for number, finding in enumerate(review.details, 1):
+        icon = "🔴" if finding.level == "high" else "🟠"
+        paragraphs.append(f"{icon} {number}. *{escape(finding.migration)}*: {escape(finding.message)} "
+                          f"({finding.category})\n    _why:_ {escape(finding.why)}\n"
+                          f"    _instead:_ {escape(finding.alternative)}")
+    return paragraphs
 
 
 def inspect_run(deps: Deps, run_id: str) -> None:
@@ -114,18 +127,14 @@ def _post_details(deps: Deps, run_id: str, pending: list[Any], review: Review) -
         for migration in pending:
             if len(migration.sql) <= MAX_INLINE_SQL:
                 deps.slack.post_message(run.channel, f"*{migration.name}* (sha256 `{migration.checksum[:12]}…`)\n"
-                                        f"```{migration.sql.strip()}```", thread_ts=run.message_ts)
+                                        f"{code_block(migration.sql)}", thread_ts=run.message_ts)
             else:
                 deps.slack.upload_file(channel=run.channel, thread_ts=run.message_ts,
                                        filename=f"{migration.name}.sql", content=migration.sql.encode(),
                                        title=f"{migration.name} (sha256 {migration.checksum[:12]}…)")
         if review.details:
-            lines = [f"*Safety review* — {review.summary}"]
-            for finding in review.details[:20]:
-                icon = "🔴" if finding.level == "high" else "🟠"
-                lines.append(f"{icon} *{finding.migration}*: {finding.message} ({finding.category})\n"
-                             f"    _why:_ {finding.why}\n    _instead:_ {finding.alternative}")
-            deps.slack.post_message(run.channel, "\n".join(lines)[:3900], thread_ts=run.message_ts)
+            # Every finding, each whole: as many messages as it takes.
+            deps.slack.post_long(run.channel, review_paragraphs(review), thread_ts=run.message_ts)
     except BotError as exc:
         log.warning("could not post inspection details for %s: %s", run_id, exc)
 
@@ -213,7 +222,7 @@ def _post_rehearsal(deps: Deps, run_id: str, report: Rehearsal) -> None:
             line += f" · {migration.error}"
         lines.append(line)
     try:
-        deps.slack.post_message(run.channel, "\n".join(lines)[:3900], thread_ts=run.message_ts)
+        deps.slack.post_long(run.channel, lines, thread_ts=run.message_ts)
     except BotError as exc:
         log.warning("rehearsal report not posted for %s: %s", run_id, exc)
 
@@ -260,10 +269,20 @@ def lint_reply(deps: Deps, inv: Any, args: list[str]) -> Reply:
         return Reply(f"*Safety review for {env.name}*: nothing pending.")
     lines = [f"*Safety review for {env.name}* — {len(pending)} migration(s): {review.summary}{note}"]
     lines += [f"• `{name}` — {line}" for name, line in review.lines.items()]
-    for finding in review.details[:10]:
+    for finding in review.details:
         icon = "🔴" if finding.level == "high" else "🟠"
-        lines.append(f"{icon} *{finding.migration}*: {finding.message}\n    _instead:_ {finding.alternative}")
-    return Reply("\n".join(lines)[:3900])
+        lines.append(f"{icon} *{escape(finding.migration)}*: {escape(finding.message)}\n"
+                     f"    _instead:_ {escape(finding.alternative)}")
+    # One ephemeral answer: the entries that fit whole, and how many did not.
+    kept, size = 0, -1
+    while kept < len(lines) and size + 1 + len(lines[kept]) <= LINT_REPLY_LIMIT:
+        size += 1 + len(lines[kept])
+        kept += 1
+    text = "\n".join(lines[:kept])
+    if kept < len(lines):
+        text += (f"\n_… and {len(lines) - kept} more (migrations and findings) not shown here: "
+                 "`migrate-bot lint` on the migrations directory prints the whole review._")
+    return Reply(text)
 
 
 def _lint(env: Any) -> tuple[list[Any], Review | None, str]:

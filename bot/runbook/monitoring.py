@@ -450,6 +450,13 @@ def alerts(readings: Readings, config: MonitoringConfig) -> list[Alert]:
     return found
 
 
+def measured(readings: Readings, key: str) -> bool:
+    """Whether the reading behind the alert ``key`` was taken: an alert whose reading is missing has not cleared."""
+    values = {"error_rate": readings.worst_error_rate, "p95": readings.p95_ms,
+              "connections": readings.connection_use, "failed_migrations": readings.failed_migrations}
+    return values.get(key) is not None
+
+
 def rollback_triggers(readings: Readings, config: MonitoringConfig) -> list[str]:
     """The seed's rollback triggers these readings show, as reasons for "Rollback recommended: …"."""
     reasons: list[str] = []

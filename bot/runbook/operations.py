@@ -23,6 +23,7 @@ from bot.runbook.rules import (
     Run,
     RunFacts,
     RunStatus,
+    StepStatus,
     Transition,
     approve,
     cancel,
@@ -33,6 +34,7 @@ from bot.runbook.rules import (
     waive,
 )
 from bot.runbook.steps import migrate as migrate_step
+from bot.runbook.views import STATUS_LABEL
 from bot.store.runs import new_run_id
 from bot.store.windows import WindowStore
 
@@ -201,23 +203,42 @@ def cancel_run(deps: Deps, *, run_id: str, user: str, reason: str = "") -> Reply
 
 # ---- status --------------------------------------------------------------------------------------
 
-def describe_run(run: Run, now: datetime) -> str:
-    age = int((now - run.created_at).total_seconds() // 60)
-    state = run.status.value.replace("_", " ")
-    checklist = f"{len(run.checklist)}/{len(CHECKLIST_LABELS)} checklist"
+STEP_STATE_WORDS = {
+    StepStatus.RUNNING: "running",
+    StepStatus.SUCCEEDED: "done",
+    StepStatus.FAILED: "failed",
+    StepStatus.SKIPPED: "skipped",
+    StepStatus.INTERRUPTED: "interrupted: check what it left behind",
+}
+
+
+def describe_run(run: Run, now: datetime, *, for_slack: bool = True) -> str:
+    """One run as `/migrate status` shows it: its state in words, people as mentions, steps by their labels.
+
+    ``for_slack=False`` is the terminal's `migrate-bot status`: user IDs and no Slack formatting.
+    """
+    def who(user: str) -> str:
+        return messages.actor(user) if for_slack else user
+
+    minutes = int((now - run.created_at).total_seconds() // 60)
+    age = f"{format_duration(minutes * 60)} ago" if minutes > 0 else "less than a minute ago"
+    env = f"*{run.env}*" if for_slack else run.env
     approvals = f"{len(run.approvals)}/{run.approvals_required} approvals"
-    steps = ", ".join(f"{s.name} {s.status.value}" for s in run.steps if s.status.value != "pending")
-    line = f"{run.id} [{run.env}] {state} · by {messages.escape(run.requested_by)} · {age} min ago · {checklist} · {approvals}"
-    return line + (f" · {steps}" if steps else "")
+    if run.approvals:
+        approvals += f" ({', '.join(who(a.by) for a in run.approvals)})"
+    line = (f"{run.id} · {env} · {STATUS_LABEL[run.status]} · requested by {who(run.requested_by)} {age} · "
+            f"{len(run.checklist)}/{len(CHECKLIST_LABELS)} checklist · {approvals}")
+    steps = [f"{s.label} ({STEP_STATE_WORDS[s.status]})" for s in run.steps if s.status in STEP_STATE_WORDS]
+    return line + ("\n    " + " · ".join(steps) if steps else "")
 
 
-def status(deps: Deps, query: str | None = None, envs: list[str] | None = None) -> str:
-    """Plain-text status for Slack or the terminal: one run by id, the runs of an env, or all recent ones
-    (of the environments ``envs`` only, when given)."""
+def status(deps: Deps, query: str | None = None, envs: list[str] | None = None, *, for_slack: bool = True) -> str:
+    """Status for Slack or (``for_slack=False``) the terminal: one run by id, the runs of an env, or all recent
+    ones (of the environments ``envs`` only, when given)."""
     now = deps.clock()
     if query and deps.config.environment(query) is None:
         run = deps.store.get(query)
-        return describe_run(run, now)
+        return describe_run(run, now, for_slack=for_slack)
     if envs is not None and not query:
         runs = [run for run in deps.store.recent_runs(limit=200) if run.env in envs][:10]
     else:
@@ -225,7 +246,7 @@ def status(deps: Deps, query: str | None = None, envs: list[str] | None = None) 
     if not runs:
         return f"No runs{f' in {query}' if query else ''} yet."
     active = [r for r in runs if r.is_active]
-    lines = [describe_run(r, now) for r in runs]
+    lines = [describe_run(r, now, for_slack=for_slack) for r in runs]
     head = f"{len(active)} active run(s)" + (f" in {query}" if query else "")
     return head + ":\n" + "\n".join(lines)
 

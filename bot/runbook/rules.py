@@ -1026,8 +1026,25 @@ def record_readings(run: Run, *, summary: Monitoring, now: datetime) -> Transiti
     new = _touch(run, now)
     new.facts.monitoring = summary.model_copy(deep=True)
     bad = [c for c in summary.checks if c.status in ("warn", "alert")]
-    detail = ", ".join(f"{c.name} {c.value}" for c in bad) or "all readings within thresholds"
-    return Transition(new, [AuditEvent("bot", "monitoring.readings", "ok" if not bad else "warn", now, detail)])
+    return Transition(new, [AuditEvent("bot", "monitoring.readings", "ok" if not bad else "warn", now,
+                                       readings_verdict(summary.checks))])
+
+
+def readings_verdict(checks: list[Reading]) -> str:
+    """What the readings show, claiming nothing about those not taken: "2 of 6 readings available; none over
+    threshold (not available: Error rate, …)", or the readings over threshold first."""
+    if not checks:
+        return "no readings taken"
+    missing = [c.name for c in checks if c.status == "unknown"]
+    bad = [f"{c.name} {c.value}" for c in checks if c.status in ("warn", "alert")]
+    available = f"{len(checks) - len(missing)} of {len(checks)} readings available"
+    if bad:
+        verdict = "over threshold: " + ", ".join(bad) + f"; {available}"
+    elif missing:
+        verdict = f"{available}; none over threshold"
+    else:
+        verdict = f"{available}; all within thresholds"
+    return verdict + (f" (not available: {', '.join(missing)})" if missing else "")
 
 
 # ---- inspection and the safety gate --------------------------------------------------------------

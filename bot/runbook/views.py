@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.messages import actor, escape, slack_date
+from bot.messages import actor, code_block, escape, slack_date
 from bot.runbook.rules import (
     CHECKABLE_BY_HAND,
     CHECKLIST,
@@ -23,6 +23,7 @@ from bot.runbook.rules import (
     may_rehearse,
     may_retry,
     next_step,
+    readings_verdict,
     rollback_options,
 )
 
@@ -239,16 +240,20 @@ def _monitoring_blocks(run: Run, value: str) -> list[Block]:
         return []
     if summary is None:
         return [{"type": "context", "block_id": f"mon:{run.version}", "elements": [_text("_Taking readings…_")]}]
-    fields = [_text(f"{c.icon} *{c.name}*\n{c.value} (goal {c.threshold})") for c in summary.checks[:10]]
+    fields = [_text(f"{c.icon} *{c.name}*\n" + (f"not available: {escape(c.message)[:200]}" if c.status == "unknown"
+                                                 else f"{c.value} (goal {c.threshold})"))
+              for c in summary.checks[:10]]
     blocks: list[Block] = [
         {"type": "section", "block_id": f"mon:{run.version}",
-         "text": _text(f"*Monitoring* — readings at {summary.taken_at[11:19]} UTC")},
+         "text": _text(f"*Monitoring* — readings at {summary.taken_at[11:19]} UTC: "
+                       f"{readings_verdict(summary.checks)}")},
     ]
     if fields:
         blocks.append({"type": "section", "block_id": f"monf:{run.version}", "fields": fields})
     if summary.log_lines:
         logs = "\n".join(line[:200] for line in summary.log_lines[:5])
-        blocks.append({"type": "section", "block_id": f"monl:{run.version}", "text": _text(f"Latest ERROR lines:\n```{logs}```")})
+        blocks.append({"type": "section", "block_id": f"monl:{run.version}",
+                       "text": _text(f"Latest ERROR lines:\n{code_block(logs)}")})
     if run.status is RunStatus.MONITORING:
         blocks.append({"type": "actions", "block_id": f"mona:{run.version}",
                        "elements": [_button("Refresh readings", "monitor_refresh", value)]})

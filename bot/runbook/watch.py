@@ -121,7 +121,7 @@ def _post(deps: Deps, run: Run, text: str, *, broadcast: bool = False) -> None:
 def watch_tick(deps: Deps, run_id: str) -> str:
     """One reading of the watch: alert once per condition until it clears (deduplicated across replicas)."""
     # boto3 and psycopg are loaded only when readings are taken
-    from bot.runbook.monitoring import alerts
+    from bot.runbook.monitoring import alerts, measured
 
     watches = WatchStore(deps.store)
     watch = watches.get(run_id)
@@ -151,6 +151,8 @@ def watch_tick(deps: Deps, run_id: str) -> str:
             recommend_rollback(deps, run_id, alert.text)
     for gone in active - set(current):
         key = gone
+        if not measured(readings, key):
+            continue  # not read this time: unknown is not "back within its threshold", the alert stays raised
         if not watches.clear_alert(run_id, key):
             continue
         deps.store.audit(run_id, AuditEvent("bot", "watch.clear", "ok", deps.clock(), f"{key} back within threshold",

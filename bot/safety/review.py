@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from bot.integrations.pgcatalog import Connection, LiveCatalog, TableSize, server_version_num
 from bot.integrations.squawk import SquawkBatch, SquawkViolation
+from bot.messages import statements
 from bot.safety.advice import SAFE, Level, advise
 from bot.safety.analysis import (
     Check,
@@ -313,14 +314,14 @@ def _lock_held_findings(name: str, analysis: FileAnalysis, by_statement: dict[in
                     continue
                 size = ctx.size(table, analysis)
                 adv = advise("lock-held", table, {
-                    "held": table, "lock": lock.label, "first": str(first), "slow": str(st.index),
+                    "held": table, "lock": lock.label, "first": str(first + 1), "slow": str(st.index + 1),
                     "slow_kind": st.kind})
                 blocked = "reads and writes" if lock.blocks_reads else "writes"
                 out.append(Finding(
                     migration=name, statement_index=st.index, rule="lock-held", level=level,
                     category=adv.category, message=adv.title,
-                    why=f"{lock.label} on \"{table}\" (taken at statement {first}) blocks {blocked} until "
-                        f"statement {st.index} ({st.kind} on \"{st.target}\") and the rest of the file finish. "
+                    why=f"{lock.label} on \"{table}\" (taken at {statements(first)}) blocks {blocked} until "
+                        f"{statements(st.index)} ({st.kind} on \"{st.target}\") and the rest of the file finish. "
                         + adv.why,
                     alternative=adv.alternative, table=table, lock=lock.label,
                     rows=size.rows if size is not None and ctx.catalog is not None else None,
@@ -423,7 +424,7 @@ def _review_one(name: str, sql: str, analysis: FileAnalysis, findings: list[Find
     summary = f"{name}: {_summarise(_count(findings))}"
     if existing_locks:
         summary += "; locks " + ", ".join(
-            f'{t.lock.label} "{t.table}" [{t.first_index}-{t.last_index}]' for t in existing_locks)
+            f'{t.lock.label} on "{t.table}" ({statements(t.first_index, t.last_index)})' for t in existing_locks)
     return MigrationReview(name, findings, summary, analysis.table_locks, len(analysis.statements))
 
 
