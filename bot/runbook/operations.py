@@ -390,6 +390,9 @@ def _rehearse(deps: Deps, run_id: str) -> None:
 def rehearse_again(deps: Deps, *, run_id: str, user: str, version: int | None = None) -> Reply:
     """"Rehearse again": after a rehearsal that did not finish (the bot stopped) or could not run."""
     run = deps.store.get(run_id)
+    if not engine.may_operate(deps, run, user):  # as every step click: only the requester or an approver
+        deps.store.audit(run_id, AuditEvent(user, "rehearsal.start", "denied", deps.clock(), "not allowed"))
+        return Reply(messages.denied(f"Only the requester or an approver of {run.env} may rehearse."))
     if version is not None and version != run.version:
         return Reply(messages.stale_message(), publish_run=run_id)
     if not may_rehearse(run):
