@@ -327,6 +327,27 @@ class Review(Record):
     error: str | None = None
 
 
+class Release(Record):
+    """The commit a release-pinned run reads everything from: resolved once, when the run starts."""
+
+    sha: str
+    """The full commit SHA; the approval binds to it with the checksums and the backup."""
+    ref: str = ""
+    """What the requester typed (a tag, branch or SHA), or the environment's default ref."""
+    subject: str = ""
+    author: str = ""
+    url: str = ""
+    """A link to the commit (the source's ``web_url`` template), or empty."""
+    baseline_sha: str | None = None
+    """The commit of the last run that succeeded on this environment, if known."""
+    commits_ahead: int | None = None
+    """How many commits ``sha`` is ahead of ``baseline_sha``, if known."""
+
+    @property
+    def short(self) -> str:
+        return self.sha[:7]
+
+
 class Waiver(Record):
     """An approver accepted a high finding with a reason; void once its migration's checksum changes."""
 
@@ -421,6 +442,8 @@ class RunFacts(Record):
     hold: Hold | None = None
     hold_override: HoldOverride | None = None
     monitoring: Monitoring | None = None
+    release: Release | None = None
+    """The git commit this run is pinned to (``migrate.source.git``); None for a run on a local directory."""
 
 
 class RollbackStatus(StrEnum):
