@@ -54,7 +54,15 @@ def main() -> int:
     from bot.devtools.slack.server import FakeSlack
     from bot.store.runs import RunStore, connect
     from bot.store.windows import WindowStore
-    from tests.harness import ALICE, BOT_TOKEN, PROD_CHANNEL, SIGNING_SECRET, BotProcess, base_config, write_config
+    from tests.harness import (
+        ALICE,
+        BOT_TOKEN,
+        PROD_CHANNEL,
+        SIGNING_SECRET,
+        BotProcess,
+        base_config,
+        write_config,
+    )
 
     work = Path(tempfile.mkdtemp(prefix="bench-p6-"))
     config = base_config()
