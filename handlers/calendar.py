@@ -10,7 +10,7 @@ from slack_bolt import Ack, App
 from bot.calendar.operations import (
     cancel_window,
     confirm_approver,
-    home_for,
+    home_opened,
     reschedule_form,
     submit_modal,
 )
@@ -81,7 +81,8 @@ def register(app: App, deps: Deps) -> None:
         if not user or deps.slack is None or event.get("tab", "home") != "home":
             return
         slack = deps.slack
-        deps.background(lambda: slack.publish_home(user, home_for(deps, user)), doing="App Home")
+
+        deps.background(lambda: slack.publish_home(user, home_opened(deps, user)), doing="App Home")
 
 
 def _form_refusal(deps: Deps, user: str, callback_id: str, metadata: str) -> str | None:

@@ -190,3 +190,30 @@ class TestMaintenanceSkipped:
         wait_until(lambda: store.get(run_id).facts.waivers)
         run_step(world, run_id, ts, "migrate")
         assert RENAME in [r[0] for r in migration_rows(world)]
+
+
+class TestBigRelease:
+    def test_a_release_of_many_migrations_goes_to_the_thread_as_two_files(self, fresh):
+        """40 pending migrations: the thread gets one file with all their SQL (names and checksums, in order) and
+        the first part of the review with the whole review as a file — not 40 messages of SQL and a dozen of
+        findings — and every message stays valid Block Kit."""
+        from bot.devtools.slack.blockkit import validate_blocks
+
+        world = fresh
+        fake = world["fake"]
+        names = [f"20240501{i:06d}_rename_{i}" for i in range(40)]
+        for i, name in enumerate(names):
+            add_migration(world, name, f'ALTER TABLE "User" RENAME COLUMN "c{i}" TO "d{i}";\n')
+        run_id, ts = start(world, "pgprod", env="pgprod")
+        bundle = wait_until(lambda: [f for f in fake.files if f.name == f"pending-migrations-{run_id}.sql"])[0]
+        text = bundle.content.decode()
+        assert [line.split()[2] for line in text.splitlines() if line.startswith("-- ==== ")][-40:] == names
+        pending = world["store"].get(run_id).facts.pending
+        assert all(f"{p.name} (sha256 {p.checksum})" in text for p in pending)
+        review = wait_until(lambda: [f for f in fake.files if f.name == f"safety-review-{run_id}.txt"])[0]
+        assert all(name in review.content.decode() for name in names)
+        thread = fake.thread(PROD_CHANNEL, ts)
+        assert any("the whole review" in (m.get("text") or "") for m in thread)
+        assert len(thread) <= 6, [m.get("text", "")[:80] for m in thread]
+        for message in [fake.message(PROD_CHANNEL, ts), *thread]:
+            assert validate_blocks(message.get("blocks") or []) == []

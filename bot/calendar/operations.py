@@ -32,6 +32,7 @@ from bot.calendar.rules import (
 )
 from bot.config import CalendarConfig, EnvironmentConfig
 from bot.context import Deps, Invocation, Reply, environment_or_refuse, readable_environments
+from bot.edge import contained
 from bot.errors import BotError, NotAllowed, StateStoreUnavailable
 from bot.messages import escape, slack_date
 from bot.runbook.access import principal
@@ -146,6 +147,7 @@ def schedule_window(deps: Deps, *, env_name: str, request: WindowRequest, user: 
         windows.audit(window.id, user, "window.policy_override", "override", now, override,
                       {"violations": [v.message for v in violations], "rules": [v.rule for v in violations]})
     _add_jobs(deps, window, reminders)
+    deps.background(lambda: republish_homes(deps, window.env), doing="App Home republish")
     return Outcome(window=window)
 
 
@@ -183,6 +185,7 @@ def reschedule_window(deps: Deps, *, window_id: str, request: WindowRequest, use
     if violations:
         windows.audit(new.id, user, "window.policy_override", "override", now, override,
                       {"violations": [v.message for v in violations], "rules": [v.rule for v in violations]})
+    deps.background(lambda: republish_homes(deps, new.env), doing="App Home republish")
     notice = None
     if old.announced_at is not None:
         def notice() -> None:
@@ -211,6 +214,7 @@ def cancel_window(deps: Deps, *, window_id: str, user: str, reason: str = "") ->
     old, new = windows.update(window_id, change)
     deps.job_queue().remove(old.job_ids)
     windows.audit(new.id, user, "window.cancel", "ok", now, reason, {"removed_jobs": old.job_ids})
+    deps.background(lambda: republish_homes(deps, new.env), doing="App Home republish")
     return new, lambda: post_notice(deps, new, views.cancelled(new, user, reason))
 
 
@@ -418,11 +422,19 @@ def windows_command(deps: Deps, inv: Invocation, args: list[str]) -> Reply:
         return Reply(outcome_text(outcome, verb="reschedule"), after=outcome.after)
     if len(args) > 1 or (args and deps.config.environment(args[0]) is None):
         return Reply(USAGE)
-    visible = readable_environments(deps, inv.user)
-    windows = [w for w in WindowStore(deps.store).scheduled(args[0] if args else None, after=deps.clock())
-               if w.env in visible]
-    blocks = views.windows_list(windows, deps.clock())
-    return Reply(f"{len(windows)} upcoming maintenance window(s).", blocks=blocks)
+    now = deps.clock()
+    page = WindowStore(deps.store).upcoming(_listed(deps, inv.user, args[0] if args else None), after=now,
+                                            limit=views.MAX_LISTED)
+    blocks = views.windows_list(page.windows, now, page.total)
+    return Reply(f"{page.total} upcoming maintenance window(s).", blocks=blocks)
+
+
+def _listed(deps: Deps, user: str, env: str | None = None) -> list[str] | None:
+    """The environments whose windows ``user`` sees (narrowed to ``env``); None when that is every one."""
+    visible = readable_environments(deps, user)
+    if env is not None:
+        return [env] if env in visible else []
+    return None if len(visible) == len(deps.config.environments) else visible
 
 
 @dataclass
@@ -499,7 +511,7 @@ def home_for(deps: Deps, user: str) -> dict[str, Any]:
     """The App Home view for one user."""
     now = deps.clock()
     visible = readable_environments(deps, user)  # an outsider's App Home shows nothing of any environment
-    windows = [w for w in WindowStore(deps.store).scheduled(after=now) if w.env in visible]
+    page = WindowStore(deps.store).upcoming(_listed(deps, user), after=now, limit=views.MAX_HOME_WINDOWS)
     runs = [run for run in deps.store.active_runs() if run.env in visible]
     waiting: list[Run] = []
     for run in runs:
@@ -510,7 +522,25 @@ def home_for(deps: Deps, user: str) -> dict[str, Any]:
             continue
         if deps.policy(env).may_approve(user, deps.groups_of(user, env)):
             waiting.append(run)
-    return views.home_view(windows, runs, waiting, now)
+    return views.home_view(page.windows, runs, waiting, now, page.total)
+
+
+def home_opened(deps: Deps, user: str) -> dict[str, Any]:
+    """``user`` opened the App Home tab: their view, republished from now on whenever a window changes."""
+    WindowStore(deps.store).remember_home_viewer(user, deps.clock())
+    return home_for(deps, user)
+
+
+def republish_homes(deps: Deps, env: str) -> None:
+    """A window of ``env`` changed: republish the App Home tab of each recent viewer who may see ``env``, so an
+    open tab shows the change without being reopened."""
+    if deps.slack is None:
+        return
+    slack = deps.slack
+    for user in WindowStore(deps.store).home_viewers(deps.clock()):
+        with contained(f"App Home of {user}"):
+            if env in readable_environments(deps, user):
+                slack.publish_home(user, home_for(deps, user))
 
 
 def describe(window: Window) -> str:

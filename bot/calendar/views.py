@@ -296,11 +296,15 @@ def _window_line(window: Window, now: datetime) -> str:
             + (f"\n_{notes}_" if notes else ""))
 
 
-def windows_list(windows: list[Window], now: datetime) -> list[Block]:
-    """`/migrate windows`: the upcoming windows with Reschedule and Cancel buttons (at most 50 blocks)."""
+def windows_list(windows: list[Window], now: datetime, total: int | None = None) -> list[Block]:
+    """`/migrate windows`: the upcoming windows with Reschedule and Cancel buttons (at most 50 blocks).
+
+    ``windows`` may be only the first page of a longer listing of ``total`` windows.
+    """
+    total = len(windows) if total is None else total
     if not windows:
         return [_section("No maintenance windows are scheduled. `/migrate schedule <env>` books one.")]
-    blocks: list[Block] = [_section(f"*Upcoming maintenance windows* ({len(windows)})")]
+    blocks: list[Block] = [_section(f"*Upcoming maintenance windows* ({total:,})")]
     for window in windows[:MAX_LISTED]:
         value = f"{window.id}|{window.revision}"
         blocks.append(_section(_window_line(window, now), block_id=f"win:{window.id}:{window.revision}"))
@@ -310,18 +314,25 @@ def windows_list(windows: list[Window], now: datetime) -> list[Block]:
                     confirm=("Cancel this window?", f"The window {window.id} in {window.env} and all its "
                              "reminders are removed, and a cancellation notice is posted.", "Cancel window")),
         ]})
-    if len(windows) > MAX_LISTED:
-        blocks.append(_context(f"…and {len(windows) - MAX_LISTED} more. `/migrate windows <env>` narrows the list."))
+    shown = min(len(windows), MAX_LISTED)
+    if total > shown:
+        blocks.append(_context(f"…and {total - shown:,} more. `/migrate windows <env>` narrows the list."))
     return blocks
 
 
-def home_view(windows: list[Window], runs: list[Run], approvals: list[Run], now: datetime) -> View:
-    """The App Home tab: upcoming windows, active runs, and the approvals waiting for the viewer (≤ 100 blocks)."""
+def home_view(windows: list[Window], runs: list[Run], approvals: list[Run], now: datetime,
+              total_windows: int | None = None) -> View:
+    """The App Home tab: upcoming windows, active runs, and the approvals waiting for the viewer (≤ 100 blocks).
+
+    ``windows`` may be only the first page of ``total_windows``.
+    """
+    total = len(windows) if total_windows is None else total_windows
     blocks: list[Block] = [{"type": "header", "text": _plain("Maintenance windows", 150)}]
     if windows:
-        blocks += [_section(_window_line(w, now)) for w in windows[:MAX_HOME_WINDOWS]]
-        if len(windows) > MAX_HOME_WINDOWS:
-            blocks.append(_context(f"…and {len(windows) - MAX_HOME_WINDOWS} more: `/migrate windows`."))
+        shown = min(len(windows), MAX_HOME_WINDOWS)
+        blocks += [_section(_window_line(w, now)) for w in windows[:shown]]
+        if total > shown:
+            blocks.append(_context(f"…and {total - shown:,} more: `/migrate windows`."))
     else:
         blocks.append(_context("None scheduled. `/migrate schedule <env>` books one."))
     blocks += [{"type": "divider"}, {"type": "header", "text": _plain("Active runs", 150)}]

@@ -10,7 +10,7 @@ from bot.config import EnvironmentConfig
 from bot.context import Deps, Reply, environment_or_refuse, require
 from bot.edge import one_line
 from bot.errors import BotError, Refusal, WrongState
-from bot.messages import code_block, escape
+from bot.messages import MESSAGE_LIMIT, code_block, escape, split_message
 from bot.runbook.access import VERBS
 from bot.runbook.rules import (
     BackupResult,
@@ -31,6 +31,11 @@ from bot.slowwork import shared
 log = logging.getLogger(__name__)
 
 MAX_INLINE_SQL = 2500
+MAX_SQL_MESSAGES = 10
+"""Up to this many pending migrations, each one's SQL is a message in the thread; beyond, all of it is one file
+(a release with hundreds would otherwise post hundreds of messages, at Slack's one per second per channel)."""
+MAX_REVIEW_MESSAGES = 3
+"""A review longer than this many messages shows its first message and puts the whole review in a file."""
 LINT_REPLY_LIMIT = 3700  # one ephemeral answer, with room for the line that says what was left out
 
 
@@ -123,20 +128,39 @@ def _post_details(deps: Deps, run_id: str, pending: list[Any], review: Review) -
     run = deps.store.get(run_id)
     if deps.slack is None or not run.message_ts:
         return
+    slack, channel, thread = deps.slack, run.channel, run.message_ts
     try:
-        for migration in pending:
+        if len(pending) > MAX_SQL_MESSAGES:
+            slack.upload_file(channel=channel, thread_ts=thread, filename=f"pending-migrations-{run.id}.sql",
+                              content=sql_bundle(pending).encode(),
+                              title=f"The {len(pending)} pending migrations, in order, each with its sha256")
+        for migration in pending if len(pending) <= MAX_SQL_MESSAGES else []:
             if len(migration.sql) <= MAX_INLINE_SQL:
-                deps.slack.post_message(run.channel, f"*{migration.name}* (sha256 `{migration.checksum[:12]}…`)\n"
-                                        f"{code_block(migration.sql)}", thread_ts=run.message_ts)
+                slack.post_message(channel, f"*{migration.name}* (sha256 `{migration.checksum[:12]}…`)\n"
+                                   f"{code_block(migration.sql)}", thread_ts=thread)
             else:
-                deps.slack.upload_file(channel=run.channel, thread_ts=run.message_ts,
-                                       filename=f"{migration.name}.sql", content=migration.sql.encode(),
-                                       title=f"{migration.name} (sha256 {migration.checksum[:12]}…)")
+                slack.upload_file(channel=channel, thread_ts=thread, filename=f"{migration.name}.sql",
+                                  content=migration.sql.encode(),
+                                  title=f"{migration.name} (sha256 {migration.checksum[:12]}…)")
         if review.details:
-            # Every finding, each whole: as many messages as it takes.
-            deps.slack.post_long(run.channel, review_paragraphs(review), thread_ts=run.message_ts)
+            # Every finding, each whole: as many messages as it takes, or the first and a file with them all.
+            paragraphs = review_paragraphs(review)
+            pieces = split_message(paragraphs, limit=MESSAGE_LIMIT - 100)  # room for the file's note
+            if len(pieces) <= MAX_REVIEW_MESSAGES:
+                slack.post_long(channel, paragraphs, thread_ts=thread)
+            else:
+                slack.post_message(channel, pieces[0] + f"\n_…the whole review ({len(review.details)} findings) "
+                                   "is in the file below._", thread_ts=thread)
+                slack.upload_file(channel=channel, thread_ts=thread, filename=f"safety-review-{run.id}.txt",
+                                  content="\n\n".join(paragraphs).encode(),
+                                  title=f"Safety review: {len(review.details)} high and medium findings")
     except BotError as exc:
         log.warning("could not post inspection details for %s: %s", run_id, exc)
+
+
+def sql_bundle(pending: list[Any]) -> str:
+    """Every pending migration's SQL in one text, in the order they will run, each under its name and checksum."""
+    return "".join(f"-- ==== {m.name} (sha256 {m.checksum}) ====\n{m.sql.rstrip()}\n\n" for m in pending)
 
 
 def rehearsal_enabled(env: EnvironmentConfig) -> bool:

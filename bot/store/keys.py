@@ -91,6 +91,20 @@ class Keys:
         """Sorted set of scheduled window ids by start time."""
         return self.join("windows")
 
+    def windows_of(self, env: str) -> str:
+        """Sorted set of one environment's scheduled window ids by start time (pages `/migrate windows <env>`)."""
+        return self.join("windows-env", env)
+
+    @property
+    def windows_indexed(self) -> str:
+        """Set once every window written before the per-environment sets existed has been added to them."""
+        return self.join("windows-env-built")
+
+    @property
+    def home_viewers(self) -> str:
+        """Sorted set of users by when they last opened the App Home tab (republished when a window changes)."""
+        return self.join("home-viewers")
+
     def window_audit(self, window_id: str) -> str:
         return self.join("window-audit", window_id)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,6 +16,18 @@ from bot.store import keys as names
 from bot.store.runs import AuditEntry, RunStore, store_errors
 
 RECOVERY_CLAIM_TTL_S = 60
+HOME_VIEWERS_MAX = 500
+"""App Home tabs republished when a window changes: the most recent openers, oldest dropped first."""
+HOME_VIEWER_TTL_S = 30 * 86400
+"""A tab not opened for this long is not republished (Slack shows the last published view anyway)."""
+
+
+@dataclass(frozen=True)
+class Page:
+    """The first windows of a listing, and how many the whole listing holds."""
+
+    windows: list[Window]
+    total: int
 
 
 class WindowStore:
@@ -35,7 +48,10 @@ class WindowStore:
         with store_errors():
             if not self.redis.set(self.keys.window(window.id), window.model_dump_json(), nx=True):
                 return False
-            self.redis.zadd(self.keys.windows, {window.id: window.start.timestamp()})
+            with self.redis.pipeline() as pipe:
+                pipe.zadd(self.keys.windows, {window.id: window.start.timestamp()})
+                pipe.zadd(self.keys.windows_of(window.env), {window.id: window.start.timestamp()})
+                pipe.execute()
         return True
 
     def update(self, window_id: str, change: Callable[[Window], Window]) -> tuple[Window, Window]:
@@ -55,12 +71,14 @@ class WindowStore:
                     if new.status is WindowStatus.SCHEDULED:
                         pipe.set(key, new.model_dump_json())
                         pipe.zadd(self.keys.windows, {new.id: new.start.timestamp()})
+                        pipe.zadd(self.keys.windows_of(new.env), {new.id: new.start.timestamp()})
                     else:
                         # Closed (completed or cancelled): kept as long as closed runs, its audit a day longer.
                         ttl = max(1, int(self.store.retention_s))
                         pipe.set(key, new.model_dump_json(), ex=ttl)
                         pipe.expire(self.keys.window_audit(new.id), ttl + 86400)
                         pipe.zrem(self.keys.windows, new.id)
+                        pipe.zrem(self.keys.windows_of(new.env), new.id)
                     pipe.execute()
                     return old, new
                 except WatchError:
@@ -69,15 +87,92 @@ class WindowStore:
 
     def scheduled(self, env: str | None = None, *, after: datetime | None = None,
                   starting_by: datetime | None = None) -> list[Window]:
-        """Scheduled windows not yet over (and, with ``starting_by``, starting no later than that), soonest first."""
+        """Scheduled windows not yet over (and, with ``starting_by``, starting no later than that), soonest first.
+
+        Every one is read: callers bound the range with ``starting_by`` (or need them all, as the scheduler's
+        recovery does). A listing for people pages with ``upcoming``.
+        """
         low = (after - timedelta(seconds=MAX_WINDOW_S)).timestamp() if after else "-inf"
         high = starting_by.timestamp() if starting_by else "+inf"
+        if env is not None:
+            self._index_by_environment()
+        index = self.keys.windows if env is None else self.keys.windows_of(env)
         with store_errors():
-            ids = [str(i) for i in self.redis.zrangebyscore(self.keys.windows, low, high)]
-            raws = self.redis.mget([self.keys.window(i) for i in ids]) if ids else []
+            ids = [str(i) for i in self.redis.zrangebyscore(index, low, high)]
+        windows = self._read(ids)
+        return [w for w in windows if (after is None or w.end > after) and (env is None or w.env == env)]
+
+    def upcoming(self, envs: Collection[str] | None, *, after: datetime, limit: int) -> Page:
+        """The first ``limit`` scheduled windows of ``envs`` (None: every environment) not over at ``after``, soonest
+        first, and how many there are in all — a page read from the sorted sets, never the whole calendar.
+
+        Windows that start after ``after`` are counted by the index alone; the few that started in the day before
+        (a window lasts at most ``MAX_WINDOW_S``) are read to see whether they are still going.
+        """
+        if envs is not None and not envs:
+            return Page([], 0)
+        if envs is not None:
+            self._index_by_environment()
+        indexes = [self.keys.windows] if envs is None else [self.keys.windows_of(e) for e in sorted(envs)]
+        now = after.timestamp()
+        low = (after - timedelta(seconds=MAX_WINDOW_S)).timestamp()
+        with store_errors(), self.redis.pipeline(transaction=False) as pipe:
+            for index in indexes:
+                pipe.zrangebyscore(index, low, now, withscores=True)
+                pipe.zrangebyscore(index, f"({now}", "+inf", start=0, num=limit, withscores=True)
+                pipe.zcount(index, f"({now}", "+inf")
+            replies = pipe.execute()
+        started: list[tuple[float, str]] = []
+        later: list[tuple[float, str]] = []
+        later_total = 0
+        for i in range(0, len(replies), 3):
+            started += [(float(score), str(wid)) for wid, score in replies[i]]
+            later += [(float(score), str(wid)) for wid, score in replies[i + 1]]
+            later_total += int(replies[i + 2])
+        going = [w for w in self._read([wid for _, wid in sorted(started)]) if w.end > after]
+        first = going + self._read([wid for _, wid in sorted(later)[:max(0, limit - len(going))]])
+        if envs is not None:
+            first = [w for w in first if w.env in envs]
+        return Page(first[:limit], len(going) + later_total)
+
+    def _read(self, ids: list[str]) -> list[Window]:
+        """The scheduled windows among ``ids``, in that order (a window closed meanwhile is left out)."""
+        if not ids:
+            return []
+        with store_errors():
+            raws = self.redis.mget([self.keys.window(i) for i in ids])
         windows = [Window.model_validate_json(raw) for raw in raws if raw]
-        return [w for w in windows if w.status is WindowStatus.SCHEDULED
-                and (after is None or w.end > after) and (env is None or w.env == env)]
+        return [w for w in windows if w.status is WindowStatus.SCHEDULED]
+
+    def _index_by_environment(self) -> None:
+        """Once per store: add windows written before the per-environment sets existed to their set."""
+        with store_errors():
+            if self.redis.exists(self.keys.windows_indexed):
+                return
+            ids = [str(i) for i in self.redis.zrange(self.keys.windows, 0, -1)]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                with self.redis.pipeline(transaction=False) as pipe:
+                    for window in self._read(chunk):
+                        pipe.zadd(self.keys.windows_of(window.env), {window.id: window.start.timestamp()})
+                    pipe.execute()
+            self.redis.set(self.keys.windows_indexed, "1")
+
+    # App Home tabs to republish when a window changes ----------------------------------------------
+    def remember_home_viewer(self, user: str, at: datetime) -> None:
+        """``user`` opened the App Home tab: republish it when a window changes (for a month, the 500 latest)."""
+        with store_errors(), self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.keys.home_viewers, {user: at.timestamp()})
+            pipe.zremrangebyscore(self.keys.home_viewers, "-inf", at.timestamp() - HOME_VIEWER_TTL_S)
+            pipe.zremrangebyrank(self.keys.home_viewers, 0, -HOME_VIEWERS_MAX - 1)
+            pipe.execute()
+
+    def home_viewers(self, now: datetime) -> list[str]:
+        """Who opened the App Home tab in the last month, most recent first."""
+        with store_errors():
+            users = self.redis.zrevrangebyscore(self.keys.home_viewers, "+inf", now.timestamp() - HOME_VIEWER_TTL_S,
+                                                start=0, num=HOME_VIEWERS_MAX)
+        return [str(u) for u in users]
 
     def audit(self, window_id: str, actor: str, action: str, outcome: str, at: datetime, detail: str = "",
               data: dict[str, Any] | None = None) -> None:

@@ -106,8 +106,11 @@ class FakeSlack:
 
     def __init__(self, token: str = "xoxb-devslack-token", team_id: str = "T0DEV",
                  bot_user_id: str = "U0BOT", *, bot_id: str = "B0BOT", app_id: str = "A0DEV",
-                 host: str = "127.0.0.1", port: int = 0, trigger_ttl_s: float | None = 3.0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, trigger_ttl_s: float | None = 3.0,
+                 latency_s: float = 0.0) -> None:
         self.token = token
+        self.latency_s = latency_s
+        """Every Web API call is answered this much later, as Slack's own take tens of milliseconds (benchmarks)."""
         self.team_id = team_id
         self.bot_user_id = bot_user_id
         self.bot_id = bot_id
@@ -432,6 +435,8 @@ class FakeSlack:
 
     def _serve(self, method: str, args: dict[str, Any], handler: Callable[[], _Result]) -> _Result | None:
         """Apply faults, run the handler, record the call. None means: drop the connection."""
+        if self.latency_s:
+            time.sleep(self.latency_s)
         fault = self._take_fault(method)
         if fault is not None:
             if fault.delay_s:
