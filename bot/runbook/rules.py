@@ -651,7 +651,12 @@ def new_run(
         facts=facts.model_copy(deep=True) if facts else RunFacts(),
     )
     detail = f"image {image_tag}" if image_tag else ""
-    return Transition(run, [AuditEvent(requested_by, "run.start", "ok", now, detail)])
+    events = [AuditEvent(requested_by, "run.start", "ok", now, detail)]
+    if image_tag:  # an explicit override of the release's image (deploy.image_template): who chose what
+        events.append(AuditEvent(requested_by, "deploy.image_override", "ok", now,
+                                 f"--image {image_tag}: deployed instead of the image the release names",
+                                 {"image": image_tag}))
+    return Transition(run, events)
 
 
 def record_message(run: Run, *, channel: str, ts: str) -> Transition:
