@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bot.runbook.rules import Release, Run, Transition
 from tests.aws_world import client, push_images
-from tests.e2e import IMAGE_TEMPLATE, approve, blocks_text, ready_for_approval, run_step, start
+from tests.e2e import IMAGE_TEMPLATE, approve, blocks_text, click, ready_for_approval, run_step, start
 from tests.harness import ALICE, PROD_CHANNEL, wait_until
 
 SHA = "9b2e4c6a8d0f1e3c5a7b9d2f4e6a8c0b1d3f5e7a"
@@ -72,7 +72,12 @@ class TestImageFromTheCommit:
         assert "api-maintenance" in client(world["moto"], "ecs").describe_services(
             cluster="prod", services=["api"])["services"][0]["taskDefinition"]  # the service was left alone
         push_images(world["moto"], "api", [SHA])
-        run_step(world, run_id, ts, "deploy")  # the Retry button: the guarded step runs again
+        wait_until(lambda: "Retry: " in blocks_text(world, ts))
+        click(world, ts, ALICE, "step_run:deploy")  # the Retry button: the guarded step runs again
+        store = world["store"]
+        wait_until(lambda: store.get(run_id).step("deploy").attempt == 2
+                   and store.get(run_id).step("deploy").status.value in ("succeeded", "failed"), timeout=60)
+        assert store.get(run_id).step("deploy").status.value == "succeeded"
         assert service_image(world) == IMAGE
 
 
@@ -91,3 +96,24 @@ class TestImageOverride:
         assert [(e.actor, e.data.get("image")) for e in entries] == [(ALICE, f"{ECR}/api:v2")]
         assert sender.slash(ALICE, f"cancel {run_id}", channel_id=PROD_CHANNEL).status_code == 200
         wait_until(lambda: store.get(run_id).status.value == "cancelled")
+
+
+class TestImageTemplateConfig:
+    def test_a_template_that_names_no_commit_is_refused_in_one_line(self, tmp_path):
+        from bot.config import load_config
+        from bot.errors import ConfigError
+        from tests.harness import base_config, write_config
+
+        for template, why in [(f"{ECR}/api:latest", "must contain {sha} or {short}"),
+                              (f"{ECR}/api:{{sha}}-{{branch}}", "may only use {sha} and {short}")]:
+            config = base_config(deploy={"cluster": "prod", "service": "api", "image_template": template})
+            try:
+                load_config(write_config(tmp_path / "env.yml", config))
+            except ConfigError as exc:
+                line = str(exc)
+                assert "environments.prod.deploy.image_template: image_template " + why in line and "\n" not in line
+            else:
+                raise AssertionError(f"{template} was accepted")
+        config = base_config(deploy={"cluster": "prod", "service": "api", "image_template": f"{ECR}/api:{{short}}"})
+        deploy = load_config(write_config(tmp_path / "env.yml", config)).environments["prod"].deploy
+        assert deploy.image_for(SHA) == f"{ECR}/api:{SHA[:7]}"

@@ -213,9 +213,12 @@ class TestReviewEvidence:
             in shown(world, ts)
         close(world, run_id)
 
-    def test_token_without_access_keeps_the_item_manual_with_one_line(self, world, monkeypatch):
+    def test_token_without_access_keeps_the_item_manual_with_one_line(self, world, monkeypatch, caplog):
         store = world["store"]
-        run_id, ts = pinned_run(world, "locked", monkeypatch)
+        with caplog.at_level("DEBUG"):
+            run_id, ts = pinned_run(world, "locked", monkeypatch)
+        assert f"review evidence for {run_id} unavailable: GitHub denied access to acme/locked (403)" in caplog.text
+        assert GH_TOKEN not in caplog.text
         run = store.get(run_id)
         assert "script_reviewed" not in run.checklist
         assert run.facts.code_review is not None and run.facts.code_review.error == (

@@ -117,6 +117,10 @@ def with_image_tag(image: str, tag: str) -> str:
 _ECR_HOST = re.compile(r"^(?P<account>[0-9]{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
 
 
+class ImageMissing(DeployError):
+    """ECR answered: the repository or the image is not there (not a failure to ask)."""
+
+
 @dataclass(frozen=True)
 class EcrImage:
     """An image reference in an ECR registry: ``<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>``."""
@@ -636,11 +640,11 @@ class Aws:
         except botocore.exceptions.ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code == "ImageNotFoundException":
-                raise DeployError(f"ECR repository {ref.repository} (account {ref.account}, {ref.region}) has no image "
+                raise ImageMissing(f"ECR repository {ref.repository} (account {ref.account}, {ref.region}) has no image "
                                   f"with {ref.reference}: build and push that image (or wait for CI to), then try "
                                   "again.") from exc
             if code == "RepositoryNotFoundException":
-                raise DeployError(f"ECR has no repository {ref.repository} in account {ref.account} ({ref.region}), "
+                raise ImageMissing(f"ECR has no repository {ref.repository} in account {ref.account} ({ref.region}), "
                                   f"so {ref.reference} cannot be there: check deploy.image_template.") from exc
             message = " ".join(str(exc.response.get("Error", {}).get("Message", "")).split()) or "no message"
             raise DeployError(f"ECR describe_images {ref.repository} failed: {code or 'Error'} — {message}") from exc
@@ -648,7 +652,7 @@ class Aws:
             raise DeployError(f"ECR describe_images {ref.repository} failed: {type(exc).__name__} — "
                               f"{' '.join(str(exc).split())}") from exc
         if not found.get("imageDetails"):
-            raise DeployError(f"ECR repository {ref.repository} has no image with {ref.reference}: build and push "
+            raise ImageMissing(f"ECR repository {ref.repository} has no image with {ref.reference}: build and push "
                               "that image, then try again.")
         return True
 

@@ -44,6 +44,9 @@ def collect(config: GithubReviewConfig, *, sha: str, migrations: list[str], path
                                           approvers=found.approvers, problem=found.problem))
     except BotError as exc:
         return CodeReview(sha=sha, error=redact(str(exc)))
+    except (ValueError, TypeError, AttributeError) as exc:  # an answer not shaped like GitHub's
+        log.warning("unexpected answer from GitHub for %s: %s", config.repo, redact(str(exc)))
+        return CodeReview(sha=sha, error=f"GitHub answered {config.repo}'s questions with something unexpected")
     return CodeReview(sha=sha, files=files)
 
 
