@@ -98,6 +98,26 @@ class DeployConfig(_Strict):
     service: str | None = None
     wait_timeout_s: float = Field(default=900, gt=0)
     poll_interval_s: float = Field(default=15, gt=0)
+    image_template: str | None = None
+    """The app image of a release-pinned run, e.g. ``123456789012.dkr.ecr.us-east-1.amazonaws.com/api:{sha}``
+    (``{sha}`` the full commit, ``{short}`` its first 7 characters); ECR must hold it before the deploy."""
+
+    @field_validator("image_template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if "{sha}" not in value and "{short}" not in value:
+            raise ValueError("image_template must contain {sha} or {short} (the run's commit)")
+        try:
+            value.format(sha="0" * 40, short="0" * 7)
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("image_template may only use {sha} and {short}") from None
+        return value
+
+    def image_for(self, sha: str) -> str | None:
+        """The image ``image_template`` names for commit ``sha`` (None without a template)."""
+        return self.image_template.format(sha=sha, short=sha[:7]) if self.image_template else None
 
     @model_validator(mode="after")
     def _service_named(self) -> DeployConfig:
@@ -348,6 +368,33 @@ class MonitoringConfig(_Strict):
                                        "ecs_service": self.ecs_service or deploy.service})
 
 
+_GITHUB_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+
+
+class GithubReviewConfig(_Strict):
+    """Where the pull requests that added the migrations are (GitHub's REST API): their reviews are the evidence."""
+
+    repo: str
+    """``owner/name``."""
+    token_env: str | None = None
+    """The environment variable holding a token that may read the repository's contents and pull requests."""
+    api_url: str = "https://api.github.com"
+    timeout_s: float = Field(default=10, gt=0)
+
+    @field_validator("repo")
+    @classmethod
+    def _repo(cls, value: str) -> str:
+        if not _GITHUB_REPO.match(value):
+            raise ValueError(f"expected owner/name, got {value!r}")
+        return value
+
+
+class ReviewConfig(_Strict):
+    """Evidence for "Migration script reviewed by at least one other developer"."""
+
+    github: GithubReviewConfig | None = None
+
+
 class EnvironmentConfig(_Strict):
     """One environment (prod, staging, local): who may do what, and how each step is done."""
 
@@ -375,6 +422,7 @@ class EnvironmentConfig(_Strict):
     lock_hours: float = Field(default=12, gt=0, le=72)
     calendar: CalendarConfig = Field(default_factory=CalendarConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
 
     @field_validator("channel")
     @classmethod
@@ -510,6 +558,8 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> B
         register_secret(env.database_url)
         register_secret(env.maintenance.webhook_token)
         register_secret(env.rehearsal.database_url)
+        if env.review.github and env.review.github.token_env:
+            register_secret(environ.get(env.review.github.token_env))
         for url in (env.database_url, env.rehearsal.database_url):
             match = re.match(r"^[a-z+]+://[^:/@]*:([^@]+)@", url or "")
             if match:

@@ -1,7 +1,8 @@
-"""A small AWS account inside moto's server: the RDS instance, S3 bucket and ECS service the runbook acts on."""
+"""A small AWS account inside moto's server: the RDS instance, S3 bucket, ECS service and ECR images the runbook acts on."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import boto3
@@ -44,7 +45,23 @@ def make_ecs_service(endpoint: str, *, cluster: str = "prod", service: str = "ap
     )
     if stable:  # moto reports runningCount 0 until the service is updated; an update makes it "stable"
         ecs.update_service(cluster=cluster, service=service, desiredCount=desired)
+    push_images(endpoint, "api", ["v1", "v2"])  # what CI pushed: `--image v2` deploys an image ECR holds
     return {"cluster": cluster, "service": service}
+
+
+def push_images(endpoint: str, repository: str, tags: list[str]) -> None:
+    """Images with these tags in an ECR repository of the moto account (created when missing), as CI pushes them."""
+    ecr = client(endpoint, "ecr")
+    try:
+        ecr.create_repository(repositoryName=repository)
+    except ecr.exceptions.RepositoryAlreadyExistsException:
+        pass
+    for tag in tags:
+        manifest = {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                    "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 7023,
+                               "digest": "sha256:" + (tag.encode().hex() * 64)[:64]},
+                    "layers": []}
+        ecr.put_image(repositoryName=repository, imageManifest=json.dumps(manifest), imageTag=tag)
 
 
 def make_rds_instance(endpoint: str, instance: str = "prod-db") -> str:

@@ -39,6 +39,7 @@ MANUAL_ITEMS = ["staging_tested", "rollback_plan", "window_scheduled", "team_not
 DB_NAME = f"e2e_{uuid.uuid4().hex[:8]}"
 MAINT_TOKEN = "e2e-maintenance-token"
 SENTRY_TOKEN = "sntrys-e2e-token"
+IMAGE_TEMPLATE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/api:{sha}"
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,8 @@ def world(tmp_path_factory, pg_admin_url, moto_endpoint, redis_url):
         backup={"method": "rds_snapshot", "rds_instance": "prod-db"},
         maintenance={"enabled": True, "method": "ecs_task_definition", "task_definition": "api-maintenance:1"},
         migrate={"migrations_dir": str(migrations), "runner": "native", "lock_timeout_ms": 2000},
-        deploy={"cluster": "prod", "service": "api", "poll_interval_s": 0.2, "wait_timeout_s": 30},
+        deploy={"cluster": "prod", "service": "api", "poll_interval_s": 0.2, "wait_timeout_s": 30,
+                "image_template": IMAGE_TEMPLATE},  # used by runs pinned to a commit (facts.release)
         smoke=smoke,
         oncall="S0ONCALL",
         monitoring={

@@ -11,7 +11,11 @@ and answers 401 unless ``Authorization: Bearer <token>`` matches.
 PagerDutyStub serves ``POST /v2/enqueue`` like the Events API v2: 202 ``{"status": "success", "message":
 "Event processed", "dedup_key": ...}``, or 400 ``{"status": "invalid event", ...}`` for a malformed event.
 
-``python -m bot.devtools.stubs`` runs both until Ctrl-C and prints their URLs.
+GitHubStub serves the three listings ``bot.integrations.github`` reads (commits of a path, the pull requests of a
+commit, the reviews of a pull request), paginated with ``Link: <…>; rel="next"`` and GitHub's rate-limit headers;
+401 without ``Authorization: Bearer <token>``, 403 for a repository the token may not read, 404 for an unknown one.
+
+``python -m bot.devtools.stubs`` runs Sentry's and PagerDuty's until Ctrl-C and prints their URLs.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
-JsonAnswer = tuple[int, Any]
+JsonAnswer = tuple[int, Any] | tuple[int, Any, dict[str, str]]
+"""(status, JSON body), or (status, JSON body, extra response headers)."""
 
 
 @dataclass(frozen=True)
@@ -97,11 +102,14 @@ class StubServer:
                 with stub._lock:
                     stub.requests.append(request)
                     failure = stub._failures.pop(0) if stub._failures else None
+                extra: dict[str, str] = {}
                 if failure is not None:
                     status, answer = failure, {"detail": f"injected failure {failure}"}
                 else:
                     try:
-                        status, answer = stub.answer(request)
+                        result = stub.answer(request)
+                        status, answer = result[0], result[1]
+                        extra = result[2] if len(result) > 2 else {}  # the 3-tuple form
                     except Exception as exc:  # noqa: BLE001 - a stand-in reports its own bugs as a 500
                         status, answer = 500, {"detail": f"stub error: {type(exc).__name__}: {exc}"}
                 payload = json.dumps(answer).encode()
@@ -110,6 +118,8 @@ class StubServer:
                 self.send_header("Content-Length", str(len(payload)))
                 if status == 429:
                     self.send_header("Retry-After", "1")
+                for name, value in extra.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(payload)
 
@@ -296,3 +306,95 @@ def main() -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+@dataclass
+class _Pull:
+    number: int
+    author: str
+    commits: list[str]
+    merged: bool
+    reviews: list[dict[str, Any]]
+
+
+class GitHubStub(StubServer):
+    """GitHub's REST API for a few repositories: commits that touched a path, their pull requests, the reviews."""
+
+    name = "github-stub"
+
+    def __init__(self, *, token: str = "ghp_test_token", page_size: int = 2, port: int = 0) -> None:
+        super().__init__(port=port)
+        self.token = token
+        self.page_size = page_size
+        """At most this many items a page, whatever per_page asks: small, so pagination is exercised."""
+        self.forbidden: set[str] = set()
+        """Repositories the token may not read (403)."""
+        self.rate_limited = False
+        self._commits: dict[str, list[tuple[str, list[str]]]] = {}  # repo -> (sha, paths), oldest first
+        self._pulls: dict[str, list[_Pull]] = {}
+
+    def commit(self, repo: str, sha: str, paths: list[str]) -> None:
+        """A commit on the default branch of ``repo`` that changed ``paths``."""
+        with self._lock:
+            self._commits.setdefault(repo, []).append((sha, list(paths)))
+            self._pulls.setdefault(repo, [])
+
+    def pull(self, repo: str, number: int, *, author: str, commits: list[str], merged: bool = True) -> None:
+        with self._lock:
+            self._pulls.setdefault(repo, []).append(_Pull(number, author, list(commits), merged, []))
+
+    def review(self, repo: str, number: int, *, by: str, state: str = "APPROVED") -> None:
+        with self._lock:
+            pull = next(p for p in self._pulls[repo] if p.number == number)
+            at = (datetime(2024, 1, 1, tzinfo=UTC) + timedelta(minutes=len(pull.reviews))).strftime("%Y-%m-%dT%H:%M:%SZ")
+            pull.reviews.append({"id": 1000 + len(pull.reviews), "user": {"login": by}, "state": state,
+                                 "submitted_at": at})
+
+    def answer(self, request: RecordedRequest) -> JsonAnswer:
+        limits = {"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "0" if self.rate_limited else "4999",
+                  "X-RateLimit-Reset": str(int(datetime.now(UTC).timestamp()) + 3600)}
+        if request.headers.get("authorization") != f"Bearer {self.token}":
+            return 401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}, limits
+        if self.rate_limited:
+            return 403, {"message": "API rate limit exceeded for user ID 1."}, limits
+        parts = request.path.strip("/").split("/")
+        if len(parts) < 4 or parts[0] != "repos":
+            return 404, {"message": "Not Found"}, limits
+        repo = f"{parts[1]}/{parts[2]}"
+        with self._lock:
+            if repo in self.forbidden:
+                return 403, {"message": "Resource not accessible by personal access token"}, limits
+            if repo not in self._pulls:
+                return 404, {"message": "Not Found"}, limits
+            commits, pulls = list(self._commits.get(repo, [])), list(self._pulls[repo])
+        rest = parts[3:]
+        if rest == ["commits"]:
+            path = request.param("path") or ""
+            touched = [{"sha": sha, "commit": {"message": f"change {sha[:7]}"}}
+                       for sha, paths in reversed(commits) if not path or path in paths]
+            return self._page(request, touched, limits)
+        if len(rest) == 3 and rest[0] == "commits" and rest[2] == "pulls":
+            found = [self._pull_json(repo, p) for p in pulls if rest[1] in p.commits]
+            return self._page(request, found, limits)
+        if len(rest) == 3 and rest[0] == "pulls" and rest[2] == "reviews" and rest[1].isdigit():
+            pull = next((p for p in pulls if p.number == int(rest[1])), None)
+            if pull is None:
+                return 404, {"message": "Not Found"}, limits
+            return self._page(request, list(pull.reviews), limits)
+        return 404, {"message": "Not Found"}, limits
+
+    @staticmethod
+    def _pull_json(repo: str, pull: _Pull) -> dict[str, Any]:
+        merged_at = "2024-01-02T00:00:00Z" if pull.merged else None
+        return {"number": pull.number, "state": "closed" if pull.merged else "open", "user": {"login": pull.author},
+                "merged_at": merged_at, "html_url": f"https://github.com/{repo}/pull/{pull.number}"}
+
+    def _page(self, request: RecordedRequest, items: list[Any], headers: dict[str, str]) -> JsonAnswer:
+        """One page of ``items`` (at most ``page_size``), with a ``Link: rel="next"`` header when more follow."""
+        size = min(int(request.param("per_page") or 30), self.page_size)
+        page = int(request.param("page") or 1)
+        if page * size < len(items):
+            query = {k: v[0] for k, v in request.query.items()} | {"page": str(page + 1)}
+            link = f"{self.base_url}{request.path}?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in query.items())
+            headers = {**headers, "Link": f'<{link}>; rel="next"'}
+        return 200, items[(page - 1) * size: page * size], headers

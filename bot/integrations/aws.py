@@ -1,7 +1,8 @@
-"""AWS: RDS snapshots and restores, versioned S3 backups, ECS deploys; every boto3 call bounded and translated."""
+"""AWS: RDS snapshots and restores, versioned S3 backups, ECS deploys, ECR images; every boto3 call bounded and translated."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -113,6 +114,41 @@ def with_image_tag(image: str, tag: str) -> str:
     return f"{repo}@{tag}" if tag.startswith("sha256:") else f"{repo}:{tag}"
 
 
+_ECR_HOST = re.compile(r"^(?P<account>[0-9]{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
+
+
+class ImageMissing(DeployError):
+    """ECR answered: the repository or the image is not there (not a failure to ask)."""
+
+
+@dataclass(frozen=True)
+class EcrImage:
+    """An image reference in an ECR registry: ``<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>``."""
+
+    account: str
+    region: str
+    repository: str
+    tag: str | None
+    digest: str | None
+
+    @property
+    def reference(self) -> str:
+        return f"tag {self.tag}" if self.tag else f"digest {self.digest}"
+
+
+def ecr_image(image: str) -> EcrImage | None:
+    """``image`` as an ECR reference, or None when it names another registry (or no tag or digest)."""
+    host, slash, rest = image.partition("/")
+    match = _ECR_HOST.match(host)
+    if not slash or not match:
+        return None
+    repository, tag = split_image(rest)
+    if not tag:
+        return None
+    digest = tag if tag.startswith("sha256:") else None
+    return EcrImage(match["account"], match["region"], repository, None if digest else tag, digest)
+
+
 def _fmt_seconds(value: float) -> str:
     return f"{value:g}"
 
@@ -142,20 +178,21 @@ class Aws:
 
     # -- clients ----------------------------------------------------------------------------------------------
 
-    def _client(self, name: str) -> Any:
+    def _client(self, name: str, region: str | None = None) -> Any:
+        region = region or self.region
         with self._lock:
-            client = self._clients.get(name)
+            client = self._clients.get(name if region == self.region else f"{name}@{region}")
             if client is None:
                 if self._session is None:
                     self._session = boto3.session.Session(region_name=self.region)
                 config = Config(
-                    region_name=self.region,
+                    region_name=region,
                     connect_timeout=min(10.0, self.call_timeout_s),
                     read_timeout=self.call_timeout_s,
                     retries={"max_attempts": 4, "mode": "standard"},
                 )
                 client = self._session.client(name, endpoint_url=self.endpoint_url, config=config)
-                self._clients[name] = client
+                self._clients[name if region == self.region else f"{name}@{region}"] = client
             return client
 
     @property
@@ -548,21 +585,32 @@ class Aws:
             task_definition["tags"] = response["tags"]
         return task_definition
 
-    def register_revision_with_image(self, task_definition: str, image_tag: str) -> str:
-        """Register a copy of ``task_definition`` whose app image points at ``image_tag``; return the new ARN.
+    def app_image(self, task_definition: str) -> str:
+        """The app's image in ``task_definition``: its first container's."""
+        containers = self.describe_task_definition(task_definition).get("containerDefinitions", [])
+        if not containers:
+            raise DeployError(f"ECS task definition {task_definition} has no container definitions.")
+        return str(containers[0].get("image", ""))
 
-        The first container's image repository is the app's: every container using that repository is
-        re-tagged (sidecars with other images are left alone).
+    def register_revision_with_image(self, task_definition: str, image_tag: str | None = None, *,
+                                     image: str | None = None) -> str:
+        """Register a copy of ``task_definition`` whose app image points at ``image_tag`` (or is the whole
+        reference ``image``); return the new ARN.
+
+        The first container's image repository is the app's: every container using that repository gets the
+        new image (sidecars with other images are left alone).
         """
+        if not (image or image_tag):
+            raise DeployError("No image or tag to register a new task definition revision with.")
         current = self.describe_task_definition(task_definition)
         containers = [dict(c) for c in current.get("containerDefinitions", [])]
         if not containers:
             raise DeployError(f"ECS task definition {task_definition} has no container definitions.")
         app_repo, _ = split_image(str(containers[0].get("image", "")))
         for container in containers:
-            image = str(container.get("image", ""))
-            if split_image(image)[0] == app_repo:
-                container["image"] = with_image_tag(image, image_tag)
+            old = str(container.get("image", ""))
+            if split_image(old)[0] == app_repo:
+                container["image"] = image if image else with_image_tag(old, str(image_tag))
         kwargs = {key: current[key] for key in _REGISTERABLE_FIELDS if current.get(key) not in (None, [], {})}
         kwargs["containerDefinitions"] = containers
         if current.get("tags"):
@@ -574,6 +622,39 @@ class Aws:
             **kwargs,
         )
         return str(response["taskDefinition"]["taskDefinitionArn"])
+
+    # -- ECR --------------------------------------------------------------------------------------------------
+
+    def require_image(self, image: str) -> bool:
+        """Check ECR holds ``image`` (ecr:DescribeImages); True when checked, False when it is not an ECR image.
+
+        Raises DeployError with one line naming the repository and the tag, and what to do, when it does not.
+        """
+        ref = ecr_image(image)
+        if ref is None:
+            return False
+        ecr = self._client("ecr", ref.region)
+        image_id = {"imageTag": ref.tag} if ref.tag else {"imageDigest": ref.digest}
+        try:
+            found = ecr.describe_images(registryId=ref.account, repositoryName=ref.repository, imageIds=[image_id])
+        except botocore.exceptions.ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "ImageNotFoundException":
+                raise ImageMissing(f"ECR repository {ref.repository} (account {ref.account}, {ref.region}) has no image "
+                                  f"with {ref.reference}: build and push that image (or wait for CI to), then try "
+                                  "again.") from exc
+            if code == "RepositoryNotFoundException":
+                raise ImageMissing(f"ECR has no repository {ref.repository} in account {ref.account} ({ref.region}), "
+                                  f"so {ref.reference} cannot be there: check deploy.image_template.") from exc
+            message = " ".join(str(exc.response.get("Error", {}).get("Message", "")).split()) or "no message"
+            raise DeployError(f"ECR describe_images {ref.repository} failed: {code or 'Error'} — {message}") from exc
+        except (botocore.exceptions.BotoCoreError, boto3.exceptions.Boto3Error) as exc:
+            raise DeployError(f"ECR describe_images {ref.repository} failed: {type(exc).__name__} — "
+                              f"{' '.join(str(exc).split())}") from exc
+        if not found.get("imageDetails"):
+            raise ImageMissing(f"ECR repository {ref.repository} has no image with {ref.reference}: build and push "
+                              "that image, then try again.")
+        return True
 
     # -- CloudWatch metrics and Logs (the monitoring step and the watch) --------------------------------------
 

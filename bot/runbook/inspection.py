@@ -12,6 +12,7 @@ from bot.edge import one_line
 from bot.errors import BotError, Refusal, WrongState
 from bot.messages import MESSAGE_LIMIT, code_block, escape, split_message
 from bot.runbook.access import VERBS
+from bot.runbook.code_review import review_evidence  # h14b
 from bot.runbook.rules import (
     BackupResult,
     Finding,
@@ -111,6 +112,7 @@ def inspect_run(deps: Deps, run_id: str) -> None:
     deps.publish(run_id)
     _post_details(deps, run_id, pending, review)
     staging_evidence(deps, run_id)
+    review_evidence(deps, run_id)  # h14b: the pull requests' reviews (review.github), once pending is known
 
 
 def post_scripts(deps: Deps, run_id: str, scripts: list[Any], review: Review, *, heading: str) -> None:

@@ -33,6 +33,7 @@ from bot.runbook.rules import (
     new_run,
     waive,
 )
+from bot.runbook.steps import deploy as deploy_step
 from bot.runbook.steps import migrate as migrate_step
 from bot.runbook.views import STATUS_LABEL
 from bot.store.runs import new_run_id
@@ -47,6 +48,11 @@ def start_run(deps: Deps, *, env_name: str, user: str, image_tag: str | None = N
     env = environment_or_refuse(deps, env_name)
     if not deps.policy(env).may_start(user, deps.groups_of(user, env)):
         return Reply(messages.not_allowed_to_start(user, env.name))
+    facts = RunFacts(rehearsal_expected=rehearsal_enabled(env))
+    # h14b: the image the deploy would use is checked in ECR now, so the requester learns early (no run).
+    refused = deploy_step.image_refusal(env, image_tag=image_tag, release=facts.release)
+    if refused:
+        return Reply(messages.escape(refused))
     now = deps.clock()
     transition = new_run(
         run_id=new_run_id(env.name, now),
@@ -57,7 +63,7 @@ def start_run(deps: Deps, *, env_name: str, user: str, image_tag: str | None = N
         approvals_required=env.approvals_required,
         steps_enabled=steps_enabled(env),
         image_tag=image_tag,
-        facts=RunFacts(rehearsal_expected=rehearsal_enabled(env)),
+        facts=facts,
     )
     run = deps.store.create(transition, lock_hours=env.lock_hours, reason=f"/migrate {env.name}")
     calendar_ops.link_started_run(deps, run)  # a run started inside a maintenance window belongs to it

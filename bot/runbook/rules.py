@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from bot.errors import AlreadyDone, NotAllowed, SelfApproval, WrongState
+from bot.messages import escape
 
 
 @dataclass(frozen=True)
@@ -348,6 +349,48 @@ class Release(Record):
         return self.sha[:7]
 
 
+class ReviewedFile(Record):
+    """One pending migration's file at the run's commit, and the pull requests (and approvers) that brought it in."""
+
+    migration: str
+    path: str = ""
+    pulls: list[int] = Field(default_factory=list)
+    approvers: list[str] = Field(default_factory=list)
+    problem: str | None = None
+    """Why it lacks an approval by someone other than its author (None: it has one)."""
+
+
+class CodeReview(Record):
+    """What the pull requests say about "reviewed by at least one other developer" (``review.github``)."""
+
+    sha: str = ""
+    files: list[ReviewedFile] = Field(default_factory=list)
+    error: str | None = None
+    """Why GitHub could not be asked (the token, the rate limit, the network): the item stays a click."""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.files) and all(f.problem is None for f in self.files)
+
+    def reason(self) -> str:
+        """One line: why the item is not ticked from the pull requests, or who reviewed which file."""
+        if self.error is not None:
+            return f"not ticked from GitHub: {self.error}"
+        missing = [f for f in self.files if f.problem is not None]
+        if missing:
+            more = f" (and {len(missing) - 1} more file(s))" if len(missing) > 1 else ""
+            return f"not ticked from GitHub: {missing[0].problem}{more}"
+        return review_evidence_text(self.files)
+
+
+def review_evidence_text(files: list[ReviewedFile], shown: int = 5) -> str:
+    """Who approved which file, e.g. "`20240102_add_x`: PR #12 approved by bob"; the first ``shown`` files."""
+    parts = [f"`{f.migration}`: PR {', '.join(f'#{n}' for n in f.pulls)} approved by {', '.join(f.approvers)}"
+             for f in files[:shown]]
+    more = f"; and {len(files) - shown} more" if len(files) > shown else ""
+    return escape("; ".join(parts) + more)
+
+
 class Waiver(Record):
     """An approver accepted a high finding with a reason; void once its migration's checksum changes."""
 
@@ -444,6 +487,8 @@ class RunFacts(Record):
     monitoring: Monitoring | None = None
     release: Release | None = None
     """The git commit this run is pinned to (``migrate.source.git``); None for a run on a local directory."""
+    code_review: CodeReview | None = None
+    """The pull-request evidence for "script reviewed" (``review.github``), once asked."""
 
 
 class RollbackStatus(StrEnum):
@@ -651,7 +696,12 @@ def new_run(
         facts=facts.model_copy(deep=True) if facts else RunFacts(),
     )
     detail = f"image {image_tag}" if image_tag else ""
-    return Transition(run, [AuditEvent(requested_by, "run.start", "ok", now, detail)])
+    events = [AuditEvent(requested_by, "run.start", "ok", now, detail)]
+    if image_tag:  # an explicit override of the release's image (deploy.image_template): who chose what
+        events.append(AuditEvent(requested_by, "deploy.image_override", "ok", now,
+                                 f"--image {image_tag}: deployed instead of the image the release names",
+                                 {"image": image_tag}))
+    return Transition(run, events)
 
 
 def record_message(run: Run, *, channel: str, ts: str) -> Transition:
@@ -1368,6 +1418,22 @@ def record_staging_evidence(run: Run, *, staging_env: str, finished: Iterable[tu
     events: list[AuditEvent] = []
     _evidence_for(new, "staging_tested", f"all {len(pending)} pending migration(s) finished in {staging_env} "
                   "with the same checksums", now, events)
+    return Transition(new, events)
+
+
+def record_code_review(run: Run, *, review: CodeReview, now: datetime) -> Transition:
+    """The pull requests of the run's commit: evidence for "script reviewed" when every pending migration's file
+    has an independent approval; otherwise the item stays a click the requester may not make, with the reason."""
+    release = run.facts.release
+    if release is None or release.sha != review.sha:
+        raise WrongState("The run is not pinned to the commit these reviews are about.")
+    if review.error is None and sorted(f.migration for f in review.files) != sorted(run.pending_migrations):
+        raise WrongState("The pending migrations changed since their reviews were read.")
+    new = _touch(run, now)
+    new.facts.code_review = review.model_copy(deep=True)
+    events = [AuditEvent("bot", "review.github", "ok" if review.ok else "failed", now, review.reason())]
+    if review.ok:
+        _evidence_for(new, "script_reviewed", review.reason(), now, events)
     return Transition(new, events)
 
 

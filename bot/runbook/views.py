@@ -115,7 +115,11 @@ def render_run(run: Run) -> dict[str, Any]:
         elif item.key in STEP_CONFIRMS_ITEM.values():
             blocks.append(_evidence_item(run, item.key, item.label, value, checklist_open))
         else:
-            section: Block = {"type": "section", "block_id": f"item:{item.key}:{v}", "text": _text(f"⬜ {item.label}")}
+            line = f"⬜ {item.label}"
+            code_review = run.facts.code_review
+            if item.key == "script_reviewed" and code_review is not None and not code_review.ok:
+                line += f"\n      _{escape(code_review.reason()[:400])}_ — a developer other than the requester confirms"
+            section: Block = {"type": "section", "block_id": f"item:{item.key}:{v}", "text": _text(line)}
             if checklist_open:
                 section["accessory"] = _button("Confirm", f"checklist:{item.key}", value)
             blocks.append(section)
