@@ -59,9 +59,9 @@ TEMP_TABLE = (
 )
 
 
-def review(sql: str, **kwargs: object) -> Review:
-    """Review INIT plus one migration holding ``sql``."""
-    return review_migrations([INIT, ("20240201000000_change", sql)], **kwargs)  # type: ignore[arg-type]
+def review(sql: str) -> Review:
+    """Review INIT plus one migration holding ``sql``, run by a runner that sets both timeouts."""
+    return review_migrations([INIT, ("20240201000000_change", sql)], statement_timeout_ms=30_000)
 
 
 class TestColumnSwap:
@@ -112,7 +112,8 @@ class TestTemporaryTables:
             conn.execute(INIT[1])
             conn.execute("""INSERT INTO "User" ("id", "email") VALUES ('u1', 'A@x.io')""")
         with psycopg.connect(scratch_db, autocommit=True) as conn:
-            result = review_migrations([("20240201000000_change", TEMP_TABLE_AS)], conn=conn)
+            result = review_migrations([("20240201000000_change", TEMP_TABLE_AS)], conn=conn,
+                                       statement_timeout_ms=30_000)
         findings = result.migrations[0].findings
         assert [(f.rule, f.table) for f in findings] == [("backfill-in-migration", "User")]
         assert not any("size unknown" in f.why for f in findings)
