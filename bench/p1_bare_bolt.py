@@ -1,4 +1,4 @@
-"""P1's side B: a bare Bolt app whose listeners only ack(), served exactly like the bot (build_asgi + uvicorn)."""
+"""P1's side B: a bare Bolt app whose listeners only ack() (or ack and update), served like the bot (build_asgi + uvicorn)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ def main() -> int:
     parser.add_argument("--slack-api-url", required=True)
     parser.add_argument("--process-before-response", action="store_true",
                         help="the bot's App option instead of Bolt's default")
+    parser.add_argument("--update", action="store_true",
+                        help="a click also makes one chat.update of the clicked message with its own blocks "
+                             "(the floor of click to updated message)")
     args = parser.parse_args()
 
     import uvicorn
@@ -48,8 +51,12 @@ def main() -> int:
         ack()
 
     @app.action(re.compile(r".+"))
-    def click(ack: Ack) -> None:
+    def click(ack: Ack, body: dict, client: WebClient) -> None:  # type: ignore[type-arg]
         ack()
+        if args.update:
+            message = body.get("message") or {}
+            client.chat_update(channel=body["channel"]["id"], ts=message["ts"], blocks=message.get("blocks"),
+                               text=message.get("text") or "updated")
 
     # Same uvicorn.run arguments as `migrate-bot serve` (bot/cli/serve.py).
     uvicorn.run(build_asgi(app, _NoStore()), host="127.0.0.1", port=args.port, log_config=None,  # type: ignore[arg-type]

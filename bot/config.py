@@ -464,7 +464,7 @@ class BotConfig(_Strict):
 
     environments: dict[str, EnvironmentConfig] = Field(min_length=1)
     worker_threads: int = Field(default=16, ge=2, le=256)
-    followup_threads: int = Field(default=4, ge=1, le=256)
+    followup_threads: int = Field(default=16, ge=1, le=256)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     # Closed runs' documents, audit streams and idempotency keys expire this many days after the run closes.
