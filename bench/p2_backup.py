@@ -90,13 +90,22 @@ def write_migrations(directory: Path) -> Path:
     return directory
 
 
+def parallel_flags(jobs: int) -> list[str]:
+    return ["-Fd", "-j", str(jobs)] if jobs > 1 else ["-Fc"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     size_args(parser, quick_help="~50 MB database, 2 rounds", full_help="~1.1 GB database, 3 rounds")
     parser.add_argument("--mb", type=int, help="override the database size (MB)")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--keep", action="store_true", help="keep the generated database (reused by the next run)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="N > 1: directory format with N parallel jobs on both sides (pg_dump -Fd -j N, "
+                             "pg_restore -j N; the bot's backup.format: directory, backup.jobs: N)")
     args = parser.parse_args()
+    jobs = max(1, args.jobs)
+    fmt = "directory" if jobs > 1 else "custom"
     target_mb = args.mb or (50 if args.quick else 1100)
     rounds = args.rounds or (2 if args.quick else 3)
 
@@ -138,6 +147,7 @@ def main() -> int:
         return d
 
     parts: dict[str, list[float]] = {"ours backup+verify": [], "ours rehearse": []}
+    phases: list[dict[str, float]] = []
 
     def ours() -> float:
         d = fresh_dir()
@@ -149,8 +159,11 @@ def main() -> int:
 
         def both() -> None:
             b_s, ev = timed(lambda: take_pg_dump_backup(run_id=run_id, database_url=url, target=LocalTarget(d),
-                                                       aws=None, verify_restore=True, keep_restored=keep))
+                                                       aws=None, verify_restore=True, keep_restored=keep,
+                                                       fmt=fmt, jobs=jobs))  # type: ignore[arg-type]
             assert ev.verified and ev.restored_table_count, ev
+            phases.append(dict(ev.phases))
+            say(f"    the run's checklist line: {ev.describe()}")
             r_s, report = timed(lambda: rehearse_from_evidence(ev.to_dict(), database_url=url,
                                                                migrations_dir=migrations, run_id=run_id,
                                                                pending=list(PENDING), lock_timeout_ms=None))
@@ -166,9 +179,10 @@ def main() -> int:
     def floor() -> float:
         d = fresh_dir()
         dump, data = d / "dump.dump", d / "data"
+        parallel = ["--format=d", f"--jobs={jobs}"] if jobs > 1 else ["--format=c"]
 
         def run() -> None:
-            subprocess.run(["pg_dump", f"--dbname={url}", f"--file={dump}", "--format=c"], check=True,
+            subprocess.run(["pg_dump", f"--dbname={url}", f"--file={dump}", *parallel], check=True,
                            stdin=subprocess.DEVNULL)
             if as_user:
                 shutil.chown(d, "postgres", "postgres")
@@ -182,7 +196,7 @@ def main() -> int:
                 subprocess.run(["psql", "-X", "-q", target, "-c", "CREATE DATABASE copy"], **quiet)  # type: ignore[call-overload]
                 copy = f"postgresql://postgres@/copy?host={d}"
                 subprocess.run(["pg_restore", "--exit-on-error", "--no-owner", "--no-privileges", f"--dbname={copy}",
-                                str(dump)], **quiet)  # type: ignore[call-overload]
+                                *([f"--jobs={jobs}"] if jobs > 1 else []), str(dump)], **quiet)  # type: ignore[call-overload]
                 files = [a for name in PENDING for a in ("-f", str(migrations / name / "migration.sql"))]
                 subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", copy, *files], **quiet)  # type: ignore[call-overload]
             finally:  # torn down inside the timing, as ours is (the dump file is kept by both)
@@ -197,7 +211,7 @@ def main() -> int:
 
     sides = {
         "A ours: backup → verified → rehearsed": ours,
-        "B floor: pg_dump -Fc + initdb + pg_restore + psql": floor,
+        f"B floor: pg_dump {' '.join(parallel_flags(jobs))} + initdb + pg_restore{f' -j {jobs}' if jobs > 1 else ''} + psql": floor,
     }
     times: dict[str, list[float]] = {k: [] for k in sides}
     names = list(sides)
@@ -213,11 +227,15 @@ def main() -> int:
     a, b = med[names[0]], med[names[1]]
     rows = [[k, med[k], min(v), ratio(med[k], b)] for k, v in times.items()]
     rows += [[f"  of which {k}", median(v), min(v), ratio(median(v), b)] for k, v in parts.items()]
-    print_table(f"P2 backup → verified → rehearsed, {size / 2**20:.0f} MB database, {rounds} rounds (goal A/B ≤ 1.15)",
-                ["side", "median s", "min s", "ratio to B"], rows)
+    print_table(f"P2 backup → verified → rehearsed, {size / 2**20:.0f} MB database, {fmt} format, {jobs} job(s), "
+                f"{rounds} rounds (goal A/B ≤ 1.15)", ["side", "median s", "min s", "ratio to B"], rows)
+    if phases:
+        keys = list(phases[0])
+        print_table("P2: the phases the run's message shows (median s)", ["phase", "median s"],
+                    [[k, median([p.get(k, 0.0) for p in phases])] for k in keys])
     out = write_results("p2_backup", {
         "database_bytes": size, "generate_s": gen_s, "rounds": rounds, "seconds": times, "median_s": med,
-        "parts_s": parts, "ratio_a_b": ratio(a, b), "goal_ratio": 1.15, "pending": list(PENDING),
+        "parts_s": parts, "phases_s": phases, "format": fmt, "jobs": jobs, "ratio_a_b": ratio(a, b), "goal_ratio": 1.15, "pending": list(PENDING),
     })
     say(f"ratio A/B = {ratio(a, b):.3f} (goal ≤ 1.15); results in {out}")
     return 0

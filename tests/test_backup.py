@@ -102,6 +102,15 @@ class TestLocalPgDump:
         assert len(list(tmp_path.glob("pre-migration-r3-*.dump"))) == 1
         assert "reused" in second.describe()
 
+    def test_each_phase_is_timed_for_planning_the_window(self, prisma_db, tmp_path):
+        """The evidence says how long the dump, its checks and the test restore took, in that order."""
+        evidence = take_pg_dump_backup(run_id="r20", database_url=prisma_db, target=LocalTarget(tmp_path), aws=None,
+                                       now=NOW, fmt="directory", jobs=2)
+        assert list(evidence.phases) == ["dump", "checks", "verify"] and all(s > 0 for s in evidence.phases.values())
+        assert sum(evidence.phases.values()) <= evidence.took_s
+        line = evidence.describe()
+        assert "restore-verified — dump " in line and " · checks " in line and " · verify " in line
+
     def test_reuse_adds_the_missing_test_restore(self, prisma_db, pg_admin_url, tmp_path):
         """A dump taken without a test restore gets one when reused with verify_restore on."""
         target = LocalTarget(tmp_path)
@@ -110,7 +119,7 @@ class TestLocalPgDump:
         assert first.verified and first.restored_prisma_migrations is None
         second = take_pg_dump_backup(run_id="r10", database_url=prisma_db, target=target, aws=None)
         assert second.reused and second.verified and second.restored_prisma_migrations == 3
-        assert second.describe().endswith("restore-verified, reused")
+        assert "restore-verified, reused — took " in second.describe()
         assert verify_databases(pg_admin_url) == []
 
     def test_tampered_dump_is_refused(self, prisma_db, tmp_path):
@@ -184,7 +193,7 @@ class TestS3PgDump:
         assert not evidence.reused and evidence.identifier == "pre-migration-r9-20261124-093005.dump"
         assert evidence.verified and evidence.restored_table_count is None and evidence.toc_entries
         assert any("test restore skipped" in note for note in evidence.notes)
-        assert evidence.describe().endswith("3 tables, TOC-verified (no test restore)")
+        assert "3 tables, TOC-verified (no test restore) — dump " in evidence.describe()
 
 
 class TestRdsSnapshotBackup:

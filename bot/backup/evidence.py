@@ -69,11 +69,28 @@ class BackupEvidence(BackupResult):
             parts.append("available" if self.verified else "NOT available")
         if self.reused:
             parts.append("reused")
-        return ", ".join(parts)
+        line = ", ".join(parts)
+        if self.phases:
+            line += " — " + " · ".join(f"{name} {human_duration(s)}" for name, s in self.phases.items())
+        elif self.took_s:
+            line += f" — took {human_duration(self.took_s)}"
+        return line
 
     def to_dict(self) -> dict[str, Any]:
         """Every field of the evidence, JSON-ready (for the run store, the audit log and the rehearsal)."""
         return {name: getattr(self, name) for name in BackupResult.model_fields if name not in StepResult.model_fields}
+
+
+def human_duration(seconds: float) -> str:
+    """``0.4 s``, ``12 s``, ``3 min 05 s``, ``1 h 02 min``: how long a phase took, for planning a window."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
 
 
 def human_size(size: int | None) -> str:

@@ -233,6 +233,19 @@ def _verify_stored(
         )
 
 
+class _Phases:
+    """Times the phases of a backup into ``evidence.phases``: each ``done(name)`` ends the phase begun by the last."""
+
+    def __init__(self, evidence: BackupEvidence) -> None:
+        self.evidence = evidence
+        self.mark = time.monotonic()
+
+    def done(self, name: str) -> None:
+        now = time.monotonic()
+        self.evidence.phases[name] = round(now - self.mark, 3)
+        self.mark = now
+
+
 def take_pg_dump_backup(
     *,
     run_id: str,
@@ -336,6 +349,7 @@ def take_pg_dump_backup(
     partial_tag = uuid.uuid4().hex[:6]
     partial_file = workdir / f".{filename}.{partial_tag}.partial"
     partial_dir = workdir / f".{name}.{partial_tag}.partial-dir"
+    phase = _Phases(evidence)
     try:
         progress(f"Dumping the {describe_database(database_url)} ({fmt} format{f', {jobs} jobs' if fmt == 'directory' else ''})")
         if fmt == "custom":
@@ -346,6 +360,7 @@ def take_pg_dump_backup(
             _pack(partial_dir, partial_file, name)
             readable = partial_dir
         os.replace(partial_file, final)
+        phase.done("dump")
 
         evidence.sha256 = sha256_of(final)
         evidence.size_bytes = final.stat().st_size
@@ -354,6 +369,7 @@ def take_pg_dump_backup(
         evidence.toc_entries = len(toc)
         if not toc:
             evidence.notes.append("the dump's table of contents is empty")
+        phase.done("checks")
 
         if verify_restore:
             result = _verify_restore(
@@ -365,6 +381,7 @@ def take_pg_dump_backup(
             evidence.restored_table_count = result.restored_table_count
             evidence.notes += result.notes
             evidence.verified = result.ok and bool(toc)
+            phase.done("verify")
         else:
             evidence.verified = bool(toc)
             evidence.notes.append(_NO_RESTORE_NOTE)
@@ -384,6 +401,7 @@ def take_pg_dump_backup(
             evidence.identifier = key
             evidence.location = obj.url
             evidence.s3_version_id = obj.version_id
+            phase.done("upload")
     finally:
         partial_file.unlink(missing_ok=True)
         shutil.rmtree(partial_dir, ignore_errors=True)

@@ -127,6 +127,8 @@ class BackupResult(StepResult):
     verified: bool = False
     reused: bool = False
     took_s: float = 0.0
+    phases: dict[str, float] = Field(default_factory=dict)
+    """Seconds each phase took, in order (dump, checks, verify, upload), so an engineer can plan the window."""
     notes: list[str] = Field(default_factory=list)
 
 
