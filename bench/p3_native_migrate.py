@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import resource
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from types import ModuleType
@@ -78,11 +80,15 @@ def main() -> int:
     finally:
         drop_db(warm)
 
-    def native(runner_cls: type) -> float:
+    cpu: dict[str, list[float]] = {}
+
+    def native(runner_cls: type, side: str) -> float:
         name = f"bench_p3_{uuid.uuid4().hex[:8]}"
         url = create_db(name)
         try:
+            began = time.process_time()  # this process's CPU, every thread: reading, hashing, parsing, psycopg
             seconds, result = timed(lambda: runner_cls(url).deploy(migrations_dir))
+            cpu.setdefault(side, []).append(time.process_time() - began)
             assert len(result.applied) == n, f"applied {len(result.applied)} of {n}"
             return seconds
         finally:
@@ -96,15 +102,18 @@ def main() -> int:
         name = f"bench_p3_{uuid.uuid4().hex[:8]}"
         url = create_db(name)
         try:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             seconds, done = timed(lambda: subprocess.run([*psql_args, "-d", url], capture_output=True, text=True))
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu.setdefault("B psql", []).append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
             assert done.returncode == 0, done.stderr[-500:]
             return seconds
         finally:
             drop_db(name)
 
-    sides = {"A native": lambda: native(NativeRunner), "B psql": psql}
+    sides = {"A native": lambda: native(NativeRunner, "A native"), "B psql": psql}
     if head is not None:
-        sides["C native@HEAD"] = lambda: native(head.NativeRunner)
+        sides["C native@HEAD"] = lambda: native(head.NativeRunner, "C native@HEAD")
     times: dict[str, list[float]] = {k: [] for k in sides}
     names = list(sides)
     for r in range(rounds):
@@ -115,16 +124,17 @@ def main() -> int:
 
     b = median(times["B psql"])
     paired = {k: median([x / y for x, y in zip(v, times["B psql"], strict=True)]) for k, v in times.items()}
-    rows = [[k, median(v), min(v), max(v), ratio(median(v), b), paired[k], median(v) / n * 1000]
-            for k, v in times.items()]
+    rows = [[k, median(v), min(v), max(v), ratio(median(v), b), paired[k], median(v) / n * 1000,
+             median(cpu.get(k, [])) / n * 1000] for k, v in times.items()]
     print_table(f"P3 native migrate: {n} migrations, {rounds} rounds (goal A/B ≤ 1.10)",
                 ["side", "median s", "min s", "max s", "ratio of medians", "median of per-round ratios",
-                 "ms / migration"], rows)
+                 "ms / migration", "client CPU ms / migration"], rows)
     out = write_results("p3_native_migrate", {
         "migrations": n, "rounds": rounds, "seconds": times,
         "median_s": {k: median(v) for k, v in times.items()},
         "ratio_a_b": ratio(median(times["A native"]), b),
         "paired_ratio_median": paired,
+        "client_cpu_s": cpu, "client_cpu_ms_per_file": {k: median(v) / n * 1000 for k, v in cpu.items()},
         **({"ratio_c_b": ratio(median(times["C native@HEAD"]), b)} if head is not None else {}),
         "goal_ratio": 1.10,
     })
