@@ -75,19 +75,19 @@ def _backfill(rel: str, column: str, expr: str, extra: str = "") -> Phase:
                  "not in a migration: Prisma runs a migration file as one transaction")
 
 
-def _alter(stmt: ast.AlterTableStmt, cmd: ast.AlterTableCmd) -> str:
+def _alter(stmt: Any, cmd: Any) -> str:
     one = copy.deepcopy(stmt)
     one.cmds = (cmd,)
     return _sql(one).strip()
 
 
-def _cmds(stmt: Any, subtype: enums.AlterTableType) -> list[ast.AlterTableCmd]:
+def _cmds(stmt: Any, subtype: enums.AlterTableType) -> list[Any]:
     if not isinstance(stmt, ast.AlterTableStmt):
         return []
     return [c for c in stmt.cmds or () if c.subtype == subtype]
 
 
-def _cmd(stmt: Any, subtype: enums.AlterTableType, name: str = "") -> ast.AlterTableCmd | None:
+def _cmd(stmt: Any, subtype: enums.AlterTableType, name: str = "") -> Any:
     found = _cmds(stmt, subtype)
     if name:
         found = [c for c in found if (c.name or getattr(c.def_, "colname", None)
@@ -120,18 +120,9 @@ class Subject:
 
 
 Builder = Callable[[Subject], "list[Phase] | None"]
-BUILDERS: dict[str, Builder] = {}
 
 
-def _builder(*keys: str) -> Callable[[Builder], Builder]:
-    def register(fn: Builder) -> Builder:
-        for key in keys:
-            BUILDERS[key] = fn
-        return fn
-    return register
-
-
-def _column_without(col: ast.ColumnDef, drop: set[enums.ConstrType]) -> ast.ColumnDef:
+def _column_without(col: Any, drop: set[Any]) -> Any:
     out = copy.deepcopy(col)
     out.constraints = tuple(c for c in col.constraints or () if c.contype not in drop) or None
     if enums.ConstrType.CONSTR_NOTNULL in drop:
@@ -141,11 +132,10 @@ def _column_without(col: ast.ColumnDef, drop: set[enums.ConstrType]) -> ast.Colu
     return out
 
 
-def _has(col: ast.ColumnDef, contype: enums.ConstrType) -> ast.Constraint | None:
+def _has(col: Any, contype: enums.ConstrType) -> Any:
     return next((c for c in col.constraints or () if c.contype == contype), None)
 
 
-@_builder("required-column")
 def _required_column(s: Subject) -> list[Phase] | None:
     cmd = _cmd(s.stmt, enums.AlterTableType.AT_AddColumn, s.name("column"))
     if cmd is None:
@@ -163,7 +153,6 @@ def _required_column(s: Subject) -> list[Phase] | None:
     ]
 
 
-@_builder("set-not-null")
 def _set_not_null(s: Subject) -> list[Phase] | None:
     column = s.name("column")
     if not column:
@@ -175,7 +164,6 @@ def _set_not_null(s: Subject) -> list[Phase] | None:
     ]
 
 
-@_builder("non-concurrent-index")
 def _index(s: Subject) -> list[Phase] | None:
     if not isinstance(s.stmt, ast.IndexStmt):
         return None
@@ -189,7 +177,7 @@ def _index(s: Subject) -> list[Phase] | None:
     ]
 
 
-def _constraint_cmd(s: Subject, contype: enums.ConstrType) -> tuple[ast.AlterTableCmd, ast.Constraint] | None:
+def _constraint_cmd(s: Subject, contype: enums.ConstrType) -> tuple[Any, Any] | None:
     for cmd in _cmds(s.stmt, enums.AlterTableType.AT_AddConstraint):
         con = cmd.def_
         if con.contype == contype and (not s.name("constraint") or con.conname == s.name("constraint")):
@@ -197,13 +185,12 @@ def _constraint_cmd(s: Subject, contype: enums.ConstrType) -> tuple[ast.AlterTab
     return None
 
 
-def _default_constraint_name(s: Subject, con: ast.Constraint, suffix: str) -> str:
+def _default_constraint_name(s: Subject, con: Any, suffix: str) -> str:
     """PostgreSQL's own choice for an unnamed constraint: table, columns, suffix."""
     columns = [a.sval for a in (con.fk_attrs or con.keys or ())]
     return _name63("_".join([_short(s.table), *columns, suffix]) if columns else f"{_short(s.table)}_{suffix}")
 
 
-@_builder("fk-without-not-valid", "check-without-not-valid")
 def _not_valid(s: Subject) -> list[Phase] | None:
     contype = enums.ConstrType.CONSTR_FOREIGN if isinstance(s.stmt, ast.AlterTableStmt) and _constraint_cmd(
         s, enums.ConstrType.CONSTR_FOREIGN) else enums.ConstrType.CONSTR_CHECK
@@ -225,7 +212,6 @@ def _not_valid(s: Subject) -> list[Phase] | None:
     ]
 
 
-@_builder("validate-same-transaction")
 def _validate_later(s: Subject) -> list[Phase] | None:
     constraint = s.name("constraint")
     if not constraint:
@@ -235,7 +221,6 @@ def _validate_later(s: Subject) -> list[Phase] | None:
                   "in its own, later migration: the ADD CONSTRAINT lock is no longer held")]
 
 
-@_builder("type-change")
 def _type_change(s: Subject) -> list[Phase] | None:
     cmd = _cmd(s.stmt, enums.AlterTableType.AT_AlterColumnType, s.name("column"))
     if cmd is None or cmd.def_.typeName is None:
@@ -257,7 +242,6 @@ def _type_change(s: Subject) -> list[Phase] | None:
     ]
 
 
-@_builder("drop-column")
 def _drop_column(s: Subject) -> list[Phase] | None:
     column = s.name("column")
     if not column:
@@ -269,7 +253,6 @@ def _drop_column(s: Subject) -> list[Phase] | None:
                   "once no running version uses it")]
 
 
-@_builder("drop-table")
 def _drop_table(s: Subject) -> list[Phase] | None:
     if not s.table:
         return None
@@ -279,7 +262,6 @@ def _drop_table(s: Subject) -> list[Phase] | None:
             Phase("migration", f"DROP TABLE {quote_qualified(s.table)}", "once no running version uses it")]
 
 
-@_builder("truncate")
 def _truncate(s: Subject) -> list[Phase] | None:
     if not s.table:
         return None
@@ -288,7 +270,6 @@ def _truncate(s: Subject) -> list[Phase] | None:
             Phase("migration", f"TRUNCATE {quote_qualified(s.table)}", "in a maintenance step, on its own")]
 
 
-@_builder("volatile-default")
 def _volatile_default(s: Subject) -> list[Phase] | None:
     cmd = _cmd(s.stmt, enums.AlterTableType.AT_AddColumn, s.name("column"))
     if cmd is None:
@@ -312,7 +293,6 @@ def _volatile_default(s: Subject) -> list[Phase] | None:
     return phases
 
 
-@_builder("unique-build")
 def _unique(s: Subject) -> list[Phase] | None:
     found = _constraint_cmd(s, enums.ConstrType.CONSTR_UNIQUE) or _constraint_cmd(s, enums.ConstrType.CONSTR_PRIMARY)
     here = Phase("here", "", "leave the constraint out of this migration")
@@ -357,7 +337,6 @@ def _unique(s: Subject) -> list[Phase] | None:
     ]
 
 
-@_builder("drop-index")
 def _drop_index(s: Subject) -> list[Phase] | None:
     index = s.name("index")
     if not index:
@@ -368,7 +347,6 @@ def _drop_index(s: Subject) -> list[Phase] | None:
                   "the only statement of its migration, so Prisma runs it outside a transaction")]
 
 
-@_builder("reindex")
 def _reindex(s: Subject) -> list[Phase] | None:
     if not isinstance(s.stmt, ast.ReindexStmt):
         return None
@@ -378,7 +356,6 @@ def _reindex(s: Subject) -> list[Phase] | None:
             Phase("alone", _sql(stmt), "the only statement of its migration (PG 12+)")]
 
 
-@_builder("detach-partition")
 def _detach(s: Subject) -> list[Phase] | None:
     cmd = _cmd(s.stmt, enums.AlterTableType.AT_DetachPartition)
     if cmd is None:
@@ -391,7 +368,6 @@ def _detach(s: Subject) -> list[Phase] | None:
                   "scan, or drop it later")]
 
 
-@_builder("lock-held", "concurrently-in-transaction", "enum-add-value-old-pg")
 def _move_alone(s: Subject) -> list[Phase] | None:
     text = s.sql.strip().rstrip(";").strip()
     if not text:
@@ -401,7 +377,6 @@ def _move_alone(s: Subject) -> list[Phase] | None:
             Phase("alone" if concurrent else "migration", text, "in its own migration, alone")]
 
 
-@_builder("backfill-in-migration")
 def _batched_dml(s: Subject) -> list[Phase] | None:
     rel = s.rel
     if isinstance(s.stmt, ast.DeleteStmt) and not s.stmt.usingClause and not s.stmt.withClause:
@@ -409,7 +384,7 @@ def _batched_dml(s: Subject) -> list[Phase] | None:
         sql = f"DELETE FROM {rel} WHERE ctid IN (SELECT ctid FROM {rel}{where} LIMIT {BATCH_ROWS})"
     elif isinstance(s.stmt, ast.UpdateStmt) and not s.stmt.fromClause and not s.stmt.withClause \
             and s.stmt.targetList and all(t.name and not t.indirection for t in s.stmt.targetList):
-        if s.stmt.relation.alias is not None:
+        if s.stmt.relation is None or s.stmt.relation.alias is not None:
             return None
         targets = list(s.stmt.targetList)
         sets = ", ".join(f"{quote(t.name)} = {_sql(t.val)}" for t in targets)
@@ -433,6 +408,28 @@ def _squawk_move(what: str) -> Builder:
                 Phase("migration", text, "alone in a later migration, with a short lock_timeout")]
     return build
 
+
+BUILDERS: dict[str, Builder] = {
+    "required-column": _required_column,
+    "set-not-null": _set_not_null,
+    "non-concurrent-index": _index,
+    "fk-without-not-valid": _not_valid,
+    "check-without-not-valid": _not_valid,
+    "validate-same-transaction": _validate_later,
+    "type-change": _type_change,
+    "drop-column": _drop_column,
+    "drop-table": _drop_table,
+    "truncate": _truncate,
+    "volatile-default": _volatile_default,
+    "unique-build": _unique,
+    "drop-index": _drop_index,
+    "reindex": _reindex,
+    "detach-partition": _detach,
+    "lock-held": _move_alone,
+    "concurrently-in-transaction": _move_alone,
+    "enum-add-value-old-pg": _move_alone,
+    "backfill-in-migration": _batched_dml,
+}
 
 BUILDERS["drop-constraint"] = _squawk_move("deploy code that no longer relies on the constraint (or its "
                                            "replacement first, for a drop-and-re-add)")
@@ -505,7 +502,7 @@ def statement_names(key: str, sql: str) -> dict[str, str]:
         return {}
     if len(parsed) != 1:
         return {}
-    stmt = parsed[0].stmt
+    stmt: Any = parsed[0].stmt
     subtype = _SQUAWK_SUBTYPES.get(key)
     if subtype is not None:
         for cmd in _cmds(stmt, subtype):
@@ -513,11 +510,11 @@ def statement_names(key: str, sql: str) -> dict[str, str]:
                 continue  # SET DEFAULT shares the subtype
             return {"constraint" if key == "drop-constraint" else "column": cmd.name or ""}
         return {}
-    if key == "drop-type" and isinstance(stmt, ast.DropStmt) and stmt.objects:
+    if key == "drop-type" and type(stmt).__name__ == "DropStmt" and stmt.objects:
         first = stmt.objects[0]
-        parts = [n.sval for n in getattr(first, "names", None) or first if isinstance(n, ast.String)]
+        parts = [str(n.sval) for n in getattr(first, "names", None) or first if isinstance(n, ast.String)]
         return {"type": ".".join(p for p in parts if p != "public")}
-    if key == "rename-object" and isinstance(stmt, ast.RenameStmt):
+    if key == "rename-object" and type(stmt).__name__ == "RenameStmt":
         kind = str(stmt.renameType.name).removeprefix("OBJECT_").lower()
         old = stmt.relation.relname if stmt.relation is not None else _sql(stmt.object) if stmt.object else ""
         return {"what": f"{kind} {quote(old) if stmt.relation is not None else old} to {quote(stmt.newname)}",
