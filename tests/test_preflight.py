@@ -110,3 +110,34 @@ class TestTargetTables:
             ),
         ]
         assert target_tables(migrations) == ["User", "billing.Invoice"]
+
+    def test_dropping_an_fk_by_name_locks_the_parent_found_in_the_live_catalog(self, shop: str) -> None:
+        """Prisma's "drop FK, re-add with a new onDelete": the FK was made long ago, so only the live catalog
+        names its parent ("User"); with the database URL it is a target, without it only "Post" is."""
+        with psycopg.connect(shop, autocommit=True) as conn:
+            conn.execute('CREATE TABLE "Post" (id serial PRIMARY KEY, "authorId" int)')
+            conn.execute('ALTER TABLE "Post" ADD CONSTRAINT "Post_authorId_fkey" FOREIGN KEY ("authorId") '
+                         'REFERENCES "User"(id) ON DELETE SET NULL ON UPDATE CASCADE')
+        pending = [("20240301000000_cascade",
+                    '-- DropForeignKey\nALTER TABLE "Post" DROP CONSTRAINT "Post_authorId_fkey";\n\n'
+                    '-- AddForeignKey\nALTER TABLE "Post" ADD CONSTRAINT "Post_authorId_fkey" FOREIGN KEY '
+                    '("authorId") REFERENCES "User"("id") ON DELETE CASCADE ON UPDATE CASCADE;\n')]
+        drop_only = [("20240301000000_drop", 'ALTER TABLE "Post" DROP CONSTRAINT "Post_authorId_fkey";\n')]
+        assert sorted(target_tables(pending, shop)) == ["Post", "User"]
+        assert sorted(target_tables(drop_only, shop)) == ["Post", "User"]
+        assert target_tables(drop_only) == ["Post"]
+
+    def test_idle_session_on_the_parent_of_a_dropped_fk_holds_the_migration(
+        self, shop: str, idle_session: psycopg.Connection
+    ) -> None:
+        """A session idle in transaction on "User" blocks dropping "Post"'s FK to it: the pre-flight says so."""
+        with psycopg.connect(shop, autocommit=True) as conn:
+            conn.execute('CREATE TABLE "Post" (id serial PRIMARY KEY, "authorId" int '
+                         'CONSTRAINT "Post_authorId_fkey" REFERENCES "User"(id))')
+        idle_session.execute('SELECT * FROM "User"')
+        time.sleep(0.3)
+        tables = target_tables([("m", 'ALTER TABLE "Post" DROP CONSTRAINT "Post_authorId_fkey";\n')], shop)
+        report = lock_preflight(shop, tables, idle_in_tx_s=0.1)
+        assert not report.ok
+        assert report.blockers[0].tables == ["User"]
+        assert '"User"' in report.summary()

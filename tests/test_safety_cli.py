@@ -65,3 +65,92 @@ class TestLintJson:
         assert main(["lint", str(DATA / "safe"), "--format", "json", "--database-url", scratch_db]) == 0
         data = json.loads(capsys.readouterr().out)
         assert data["with_database"] is True and data["pg_version"] >= 120000
+
+
+def _repo(root: Path, migrations: dict[str, str]) -> Path:
+    """A repository (with .git) holding prisma/migrations/<name>/migration.sql; returns the migrations folder."""
+    (root / ".git").mkdir()
+    folder = root / "prisma" / "migrations"
+    for name, sql in migrations.items():
+        (folder / name).mkdir(parents=True)
+        (folder / name / "migration.sql").write_text(sql)
+    return folder
+
+
+MIGRATIONS = {
+    "20240101000000_init": 'CREATE TABLE "User" ("id" TEXT NOT NULL, "name" TEXT, CONSTRAINT "User_pkey" '
+                           'PRIMARY KEY ("id"));\n',
+    "20240201000000_legacy": '-- CreateIndex\nCREATE INDEX "User_name_idx" ON "User"("name");\n',
+    "20240301000000_index": '-- CreateIndex\nCREATE INDEX "User_id_name_idx" ON "User"("id", "name");\n',
+}
+
+
+def _squawk_rules(data: dict, migration: str) -> set[str]:
+    found = next(m for m in data["migrations"] if m["name"] == migration)["findings"]
+    return {rule for f in found for rule in f["squawk_rules"]}
+
+
+class TestSquawkConfig:
+    def test_repository_squawk_toml_is_honoured_and_named(self, capsys, tmp_path):
+        """A .squawk.toml at the repository root: its excluded rules and paths and pg_version apply to squawk, and
+        the review names the file with what it applied; the lock analysis still reviews every file."""
+        folder = _repo(tmp_path, MIGRATIONS)
+        (tmp_path / ".squawk.toml").write_text(
+            'excluded_rules = ["require-concurrent-index-creation"]\nexcluded_paths = ["*_legacy/migration.sql"]\n'
+            'pg_version = "13.0"\n')
+        assert main(["lint", str(folder), "--format", "json"]) == 0
+        data = json.loads(capsys.readouterr().out)
+        assert data["squawk_config"] == (f"squawk config: {tmp_path / '.squawk.toml'} (excluded rules: "
+                                         "require-concurrent-index-creation; excluded paths: *_legacy/migration.sql; "
+                                         "pg_version 13.0)")
+        assert data["pg_version"] == 13
+        everything = set().union(*(_squawk_rules(data, name) for name in MIGRATIONS))
+        assert "require-concurrent-index-creation" not in everything
+        assert "non-concurrent-index" in {f["rule"] for m in data["migrations"] for f in m["findings"]}
+        assert _squawk_rules(data, "20240201000000_legacy") == set()  # squawk skipped it ...
+        legacy = next(m for m in data["migrations"] if m["name"] == "20240201000000_legacy")["findings"]
+        assert [f["rule"] for f in legacy] == ["non-concurrent-index"]  # ... the lock analysis did not
+        assert _squawk_rules(data, "20240301000000_index") == {"require-statement-timeout"}  # squawk ran there
+        main(["lint", str(folder)])
+        assert f"squawk config: {tmp_path / '.squawk.toml'}" in capsys.readouterr().out
+
+    def test_config_next_to_the_migrations_wins_and_without_one_squawk_rules_all_apply(self, capsys, tmp_path):
+        """The file next to the migrations is the one used; with none, every squawk rule is reported."""
+        folder = _repo(tmp_path, MIGRATIONS)
+        assert main(["lint", str(folder), "--format", "json"]) == 0
+        plain = json.loads(capsys.readouterr().out)
+        assert plain["squawk_config"] is None
+        assert "require-concurrent-index-creation" in _squawk_rules(plain, "20240301000000_index")
+        (tmp_path / ".squawk.toml").write_text('excluded_rules = ["ban-drop-column"]\n')
+        (folder / ".squawk.toml").write_text('excluded_rules = ["require-concurrent-index-creation"]\n')
+        main(["lint", str(folder), "--format", "json"])
+        data = json.loads(capsys.readouterr().out)
+        assert str(folder / ".squawk.toml") in data["squawk_config"]
+        assert "require-concurrent-index-creation" not in _squawk_rules(data, "20240301000000_index")
+
+    def test_broken_squawk_toml_is_one_line_exit_2(self, capsys, tmp_path):
+        """An unreadable .squawk.toml: exit 2, one line naming the file, nothing reviewed."""
+        folder = _repo(tmp_path, MIGRATIONS)
+        (folder / ".squawk.toml").write_text('excluded_rules = "require-concurrent-index-creation"\n')
+        assert main(["lint", str(folder)]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err.count("\n") == 1 and ".squawk.toml: excluded_rules must be a list" in captured.err
+
+
+class TestStatementTimeout:
+    def test_rule_kept_unless_the_runner_sets_statement_timeout(self, capsys, tmp_path):
+        """Without a statement_timeout squawk's require-statement-timeout is a low finding per file; with
+        --statement-timeout-ms (migrate.statement_timeout_ms) it is gone and the review says what is set."""
+        folder = _repo(tmp_path, MIGRATIONS)
+        main(["lint", str(folder), "--format", "json"])
+        unset = json.loads(capsys.readouterr().out)
+        lows = [f for m in unset["migrations"] for f in m["findings"] if f["rule"] == "require-statement-timeout"]
+        assert {f["migration"] for f in lows} == {"20240201000000_legacy", "20240301000000_index"}  # not init
+        assert {f["level"] for f in lows} == {"low"}
+        assert "statement_timeout not set by the bot" in unset["timeouts"]
+        assert not any(f["rule"] == "require-lock-timeout" for m in unset["migrations"] for f in m["findings"])
+        main(["lint", str(folder), "--format", "json", "--statement-timeout-ms", "60000"])
+        data = json.loads(capsys.readouterr().out)
+        assert not any(f["rule"] == "require-statement-timeout" for m in data["migrations"] for f in m["findings"])
+        assert data["timeouts"] == "lock_timeout set by the bot; statement_timeout 60000 ms set by the bot"

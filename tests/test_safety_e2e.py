@@ -190,3 +190,20 @@ class TestMaintenanceSkipped:
         wait_until(lambda: store.get(run_id).facts.waivers)
         run_step(world, run_id, ts, "migrate")
         assert RENAME in [r[0] for r in migration_rows(world)]
+
+
+class TestSquawkConfigInSlack:
+    def test_review_names_the_repository_squawk_toml(self, fresh):
+        """A .squawk.toml next to the migrations is applied to the pending review and named in the thread."""
+        world = fresh
+        (world["migrations"] / ".squawk.toml").write_text('excluded_rules = ["renaming-column"]\n')
+        add_migration(world, RENAME, 'ALTER TABLE "User" RENAME COLUMN "email" TO "emailAddress";\n')
+        run_id, ts = start(world, "pgprod", env="pgprod")
+        review = world["store"].get(run_id).facts.review
+        path = world["migrations"] / ".squawk.toml"
+        assert review is not None and f"squawk config: {path} (excluded rules: renaming-column)" in review.summary
+
+        def thread():
+            return "\n".join(m.get("text", "") for m in world["fake"].thread(PROD_CHANNEL, ts))
+
+        wait_until(lambda: f"squawk config: {path}" in thread())

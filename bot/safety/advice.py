@@ -283,6 +283,11 @@ _add(Advice(
     "Keep the old name (map: in schema.prisma), or deploy code that uses the new name and rename in a later "
     "migration.", level="low", kind="squawk", lock="SHARE UPDATE EXCLUSIVE on the index"))
 _add(Advice(
+    "set-timeout", "No {setting} before this statement", risky("statements that can wait or run without bound"),
+    "Without {setting}, a statement that waits for a lock (or runs long) holds everything queued behind it.",
+    "Set it at the top of the migration file, or set migrate.statement_timeout_ms so the bot's runner sets it.",
+    level="low", kind="squawk"))
+_add(Advice(
     "squawk-rule", "{what}", risky("a change running code may depend on"),
     "squawk flags this statement: {help}",
     "Deploy code that no longer depends on it, then run the statement alone in a later migration.",

@@ -431,6 +431,19 @@ BUILDERS: dict[str, Builder] = {
     "backfill-in-migration": _batched_dml,
 }
 
+def _set_timeout(s: Subject) -> list[Phase] | None:
+    text = s.sql.strip().rstrip(";").strip()
+    setting = s.name("setting")
+    if not text or setting not in TIMEOUTS:
+        return None
+    return [Phase("here", f"SET {setting} = '{TIMEOUTS[setting]}';\n{text}",
+                  f"{setting} for the rest of this migration; pick a bound that fits your largest table")]
+
+
+# Values the set-timeout alternative suggests: the runner's default lock_timeout, a generous statement bound.
+TIMEOUTS = {"lock_timeout": "5s", "statement_timeout": "15min"}
+
+BUILDERS["set-timeout"] = _set_timeout
 BUILDERS["drop-constraint"] = _squawk_move("deploy code that no longer relies on the constraint (or its "
                                            "replacement first, for a drop-and-re-add)")
 BUILDERS["drop-default"] = _squawk_move("deploy code that sets the column on every insert")

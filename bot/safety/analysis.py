@@ -141,9 +141,25 @@ def type_change_rewrites(old: TypeKey, new: TypeKey, *, utc: bool | None) -> boo
         return not (utc and not new.mods)
     if old.base == "cidr" and new.base == "inet":
         return False
-    if {old.base, new.base} == {"citext", "text"}:
-        return False
+    if {old.base, new.base} == {"citext", "text"} or (old.base == "varchar" and new.base == "citext"):
+        return False  # binary-coercible: the heap is kept, but the indexes are rebuilt (other opclass)
+    if old.base == "citext" and new.base == "varchar":
+        return bool(new.mods)
     return True
+
+
+# Types that share a btree operator class with another: an ALTER COLUMN TYPE between them that keeps the heap keeps
+# the column's indexes too (varchar has no opclass of its own, cidr uses inet's). Any other change of base type
+# that keeps the heap (text <-> citext, timestamp <-> timestamptz in UTC) rebuilds every index on the column under
+# the ACCESS EXCLUSIVE lock, as does any change of collation. Measured on PG 15 and 17 (index relfilenode).
+_OPCLASS_OF = {"varchar": "text", "cidr": "inet", "inet_cidr": "inet"}
+
+
+def type_change_rebuilds_indexes(old: TypeKey, new: TypeKey, *, utc: bool | None, collation_changes: bool) -> bool:
+    """Whether ALTER COLUMN TYPE old -> new rebuilds the indexes on the column (always true when it rewrites)."""
+    if collation_changes or type_change_rewrites(old, new, utc=utc):
+        return True
+    return _OPCLASS_OF.get(old.base, old.base) != _OPCLASS_OF.get(new.base, new.base)
 
 
 class Catalog(Protocol):
@@ -158,6 +174,12 @@ class Catalog(Protocol):
     def index_table(self, index: str) -> str | None: ...
 
     def fk_parents(self, table: str) -> list[str]: ...
+
+    def constraint_parent(self, table: str, constraint: str) -> str | None: ...
+
+    def column_indexes(self, table: str, column: str) -> list[tuple[str, bool]] | None: ...
+
+    def column_collation(self, table: str, column: str) -> str | None: ...
 
     def table_exists(self, table: str) -> bool: ...
 
@@ -174,6 +196,9 @@ class SchemaModel:
     fk_parents: dict[str, set[str]] = field(default_factory=dict)
     not_null_checks: set[tuple[str, str]] = field(default_factory=set)
     not_valid: dict[str, tuple[str, str]] = field(default_factory=dict)  # constraint -> (table, kind)
+    fk_constraints: dict[tuple[str, str], str] = field(default_factory=dict)  # (table, constraint) -> parent
+    indexes: dict[str, tuple[str, tuple[str, ...], bool]] = field(default_factory=dict)  # name -> (table, cols, uniq)
+    temporary: set[str] = field(default_factory=set)  # temporary tables: seen by no other session
 
 
 @dataclass
@@ -197,6 +222,9 @@ class Check:
     rewrites: bool = False
     scans: bool = False
     lock: Lock | None = None
+    # Every table the statement locks, strongest mode per table, the check's own table first; an FK's referenced
+    # (parent) table is here too. Filled by analyze_file from the statement's effects.
+    tables_touched: list[tuple[str, Lock]] = field(default_factory=list)
 
 
 @dataclass
@@ -214,12 +242,27 @@ class StatementAnalysis:
     checks: list[Check] = field(default_factory=list)
     concurrent: bool = False
     new_tables: set[str] = field(default_factory=set)
+    # Checks this statement would raise but the parse tree shows are safe: check key -> why (e.g. a column swap).
+    # The review drops squawk's matching rules for them too.
+    known_safe: dict[str, str] = field(default_factory=dict)
 
     @property
     def lock(self) -> Lock | None:
         """The strongest lock on the target table."""
         modes = [e.lock for e in self.effects if e.table == self.target]
         return max(modes) if modes else None
+
+    @property
+    def tables_touched(self) -> list[tuple[str, Lock]]:
+        """(table, strongest lock) for every table the statement locks, in first-locked order (target first)."""
+        strongest: dict[str, Lock] = {}
+        if self.target is not None:
+            for eff in self.effects:
+                if eff.table == self.target:
+                    strongest[eff.table] = max(strongest.get(eff.table, eff.lock), eff.lock)
+        for eff in self.effects:
+            strongest[eff.table] = max(strongest.get(eff.table, eff.lock), eff.lock)
+        return list(strongest.items())
 
     @property
     def rewrites(self) -> bool:
@@ -259,6 +302,7 @@ class FileAnalysis:
     parse_error: str | None = None
     parse_error_offset: int | None = None
     created_here: set[str] = field(default_factory=set)
+    temporary: set[str] = field(default_factory=set)  # temporary tables the file uses: they block no other session
 
 
 def table_name(rel: Tree) -> str:
@@ -327,6 +371,21 @@ class _Analyzer:
         self.catalog = catalog
         self.created_here: set[str] = set()
         self.not_valid_here: set[str] = set()
+        self.columns_here: set[tuple[str, str]] = set()  # columns added by this file
+        self.indexes_here: set[str] = set()  # indexes created by this file
+        # Columns dropped since the transaction began: (table, column) -> the drop-column check, withdrawn when
+        # another column is renamed to the dropped name in the same transaction (a column swap).
+        self.dropped: dict[tuple[str, str], tuple[StatementAnalysis, Check]] = {}
+        self.temporary_used: set[str] = set()
+
+    def _new(self, table: str | None) -> bool:
+        """True for a table this file created, or a temporary table (no other session sees either)."""
+        if table is None:
+            return False
+        if table in self.model.temporary:
+            self.temporary_used.add(table)
+            return True
+        return table in self.created_here
 
     # -- lookups: this review first, then the live catalog -------------------------------------------
     def volatility(self, func: str) -> str:
@@ -353,6 +412,25 @@ class _Analyzer:
         parents.discard(table)
         return parents
 
+    def constraint_parent(self, table: str, constraint: str) -> str | None:
+        """The referenced table of a foreign key, from this review's model first, then the catalog."""
+        parent = self.model.fk_constraints.get((table, constraint))
+        if parent is None and self.catalog is not None:
+            parent = self.catalog.constraint_parent(table, constraint)
+        return parent
+
+    def column_indexes(self, table: str, column: str) -> list[tuple[str, bool]] | None:
+        """(index, unique) for the indexes on a column; None when unknown (no database, table not modelled)."""
+        found = {name: uniq for name, (t, cols, uniq) in self.model.indexes.items() if t == table and column in cols}
+        if table in self.model.created:
+            return sorted(found.items())
+        if self.catalog is not None:
+            live = self.catalog.column_indexes(table, column)
+            if live is not None:
+                found.update(dict(live))
+                return sorted(found.items())
+        return sorted(found.items()) if found else None
+
     def utc(self) -> bool | None:
         return self.catalog.timezone_is_utc() if self.catalog is not None else None
 
@@ -370,9 +448,7 @@ class _Analyzer:
     def _on_CreateStmt(self, st: StatementAnalysis, node: Tree) -> None:
         table = table_name(node["relation"])
         st.kind, st.target = "CREATE TABLE", table
-        st.new_tables.add(table)
-        self.created_here.add(table)
-        self.model.created.add(table)
+        self._created(st, table, node["relation"])
         st.effects.append(Effect(table, Lock.ACCESS_EXCLUSIVE))
         for parent in node.get("inhRelations") or ():
             rel = parent.get("RangeVar")
@@ -390,12 +466,41 @@ class _Analyzer:
                     self._fk_parent(st, table, con.get("Constraint"))
             elif "Constraint" in elt:
                 self._fk_parent(st, table, elt["Constraint"])
+                self._constraint_index(table, elt["Constraint"])
+
+    def _created(self, st: StatementAnalysis, table: str, rel: Tree) -> None:
+        st.new_tables.add(table)
+        self.created_here.add(table)
+        self.model.created.add(table)
+        if rel.get("relpersistence") == "t":
+            self.model.temporary.add(table)
+            self.temporary_used.add(table)
+        else:
+            self.model.temporary.discard(table)
+
+    def _constraint_index(self, table: str, con: Tree) -> None:
+        """A named PRIMARY KEY / UNIQUE constraint is also an index of that name."""
+        if con.get("contype") in ("CONSTR_PRIMARY", "CONSTR_UNIQUE") and con.get("conname"):
+            cols = tuple(_sval(k) for k in con.get("keys") or ())
+            self.model.indexes[con["conname"]] = (table, cols, True)
+
+    def _on_CreateTableAsStmt(self, st: StatementAnalysis, node: Tree) -> None:
+        into = node.get("into") or {}
+        if _text(node, "objtype") != "OBJECT_TABLE" or into.get("rel") is None:
+            st.kind = "CREATE MATERIALIZED VIEW" if _text(node, "objtype") == "OBJECT_MATVIEW" else "CREATE TABLE AS"
+            return
+        table = table_name(into["rel"])
+        st.kind, st.target = "CREATE TABLE AS", table
+        self._created(st, table, into["rel"])
+        st.effects.append(Effect(table, Lock.ACCESS_EXCLUSIVE))
 
     def _fk_parent(self, st: StatementAnalysis, table: str, con: Tree | None) -> str | None:
         """con: a Constraint's fields (None when the element is no Constraint)."""
         if con is not None and con.get("contype") == "CONSTR_FOREIGN" and con.get("pktable"):
             parent = table_name(con["pktable"])
             self.model.fk_parents.setdefault(table, set()).add(parent)
+            if con.get("conname"):
+                self.model.fk_constraints[(table, con["conname"])] = parent
             if parent != table:
                 st.referenced.append(parent)
                 st.effects.append(Effect(parent, Lock.SHARE_ROW_EXCLUSIVE, role="referenced"))
@@ -410,9 +515,12 @@ class _Analyzer:
         st.target, st.concurrent = table, concurrent
         if idxname:
             self.model.index_tables[idxname] = table
+            cols = tuple(_text(e["IndexElem"], "name") for e in node.get("indexParams") or () if "IndexElem" in e)
+            self.model.indexes[idxname] = (table, cols, bool(node.get("unique")))
+            self.indexes_here.add(idxname)
         lock = Lock.SHARE_UPDATE_EXCLUSIVE if concurrent else Lock.SHARE
         st.effects.append(Effect(table, lock, scans=True))
-        if table in self.created_here:
+        if self._new(table):
             return
         if not concurrent:
             st.checks.append(Check("non-concurrent-index", table, {"index": idxname or "",
@@ -431,9 +539,10 @@ class _Analyzer:
                 for parent in sorted(self.fk_parents(table)):
                     st.referenced.append(parent)
                     st.effects.append(Effect(parent, Lock.ACCESS_EXCLUSIVE, role="referenced"))
-                if table not in self.created_here:
+                if not self._new(table):
                     st.checks.append(Check("drop-table", table, {}, lock=Lock.ACCESS_EXCLUSIVE))
                 self.model.created.discard(table)
+                self.model.temporary.discard(table)
         elif kind == "OBJECT_INDEX":
             st.kind = "DROP INDEX CONCURRENTLY" if concurrent else "DROP INDEX"
             st.concurrent = concurrent
@@ -443,8 +552,11 @@ class _Analyzer:
                 if owner:
                     st.target = st.target or owner
                     st.effects.append(Effect(owner, lock))
-                if not concurrent and owner not in self.created_here:
+                if not concurrent and not self._new(owner) and index not in self.indexes_here:
                     st.checks.append(Check("drop-index", owner, {"index": index}, lock=lock))
+                elif index in self.indexes_here and not self._new(owner):
+                    st.known_safe["drop-index"] = f'"{index}" was created in this migration: no query relies on it'
+                self.model.indexes.pop(index, None)
         else:
             st.kind = f"DROP {kind.removeprefix('OBJECT_')}"
 
@@ -461,17 +573,42 @@ class _Analyzer:
             owner = self.index_table(index)
             if owner:
                 self.model.index_tables[newname] = owner
+                st.target = owner
+                if self._new(owner) or index in self.indexes_here:
+                    st.known_safe["renaming-object"] = f'"{index}" was created in this migration'
+            if index in self.model.indexes:
+                self.model.indexes[newname] = self.model.indexes.pop(index)
+            if index in self.indexes_here:
+                self.indexes_here.add(newname)
             return
         st.target = table
         st.effects.append(Effect(table, Lock.ACCESS_EXCLUSIVE))
-        new = table in self.created_here
+        new = self._new(table)
         if kind == "OBJECT_COLUMN":
             st.kind = "RENAME COLUMN"
             subname = _text(node, "subname")
             old = self.model.columns.pop((table, subname), None)
             if old:
                 self.model.columns[(table, newname)] = old
-            if not new:
+            for name, (t, cols, uniq) in list(self.model.indexes.items()):
+                if t == table and subname in cols:
+                    self.model.indexes[name] = (t, tuple(newname if c == subname else c for c in cols), uniq)
+            # A column swap: the old column was dropped earlier in this transaction and this one takes its name,
+            # so readers of the name never miss it. The drop is no breaking change then.
+            swapped = self.dropped.pop((table, newname), None)
+            if swapped is not None:
+                swapped[0].checks.remove(swapped[1])
+                swapped[0].known_safe["drop-column"] = (f'column swap: "{subname}" takes the name "{newname}" in the '
+                                                        f"same transaction, so readers never miss it")
+            added_here = (table, subname) in self.columns_here
+            if added_here:
+                self.columns_here.discard((table, subname))
+                self.columns_here.add((table, newname))
+                st.known_safe["rename-column"] = f'"{subname}" was added in this migration: no deployed code uses it'
+            if swapped is not None:
+                st.known_safe["rename-column"] = f'column swap: "{subname}" replaces "{newname}", dropped earlier in ' \
+                                                 "the same transaction"
+            elif not new and not added_here:
                 st.checks.append(Check("rename-column", table, {"column": subname, "new_name": newname},
                                        lock=Lock.ACCESS_EXCLUSIVE))
         elif kind == "OBJECT_TABLE":
@@ -501,7 +638,7 @@ class _Analyzer:
             table = table_name(rel["RangeVar"])
             st.target = st.target or table
             st.effects.append(Effect(table, Lock.ACCESS_EXCLUSIVE, rewrites=True))
-            if table not in self.created_here:
+            if not self._new(table):
                 st.checks.append(Check("truncate", table, {}, lock=Lock.ACCESS_EXCLUSIVE))
 
     def _on_VacuumStmt(self, st: StatementAnalysis, node: Tree) -> None:
@@ -540,7 +677,7 @@ class _Analyzer:
             lock = Lock.SHARE_UPDATE_EXCLUSIVE if concurrent else Lock.SHARE
             st.target = table
             st.effects.append(Effect(table, lock, scans=True))
-            if not concurrent and table not in self.created_here:
+            if not concurrent and not self._new(table):
                 st.checks.append(Check("reindex", table, {"index": name}, scans=True, lock=lock))
 
     def _on_CreateTrigStmt(self, st: StatementAnalysis, node: Tree) -> None:
@@ -563,7 +700,7 @@ class _Analyzer:
         table = table_name(rel)
         st.kind, st.target = kind, table
         st.effects.append(Effect(table, Lock.ROW_EXCLUSIVE, scans=where is None))
-        if kind != "INSERT" and table not in self.created_here:
+        if kind != "INSERT" and not self._new(table):
             st.checks.append(Check("backfill-in-migration", table, {"what": kind}, scans=True,
                                    lock=Lock.ROW_EXCLUSIVE))
 
@@ -582,6 +719,8 @@ class _Analyzer:
 
     def _on_TransactionStmt(self, st: StatementAnalysis, node: Tree) -> None:
         st.kind = _text(node, "kind").removeprefix("TRANS_STMT_")
+        if st.kind in {"COMMIT", "ROLLBACK", "BEGIN", "START"}:
+            self.dropped.clear()  # a swap must happen within one transaction
 
     def _on_CreateEnumStmt(self, st: StatementAnalysis, node: Tree) -> None:
         st.kind = "CREATE TYPE AS ENUM"
@@ -597,7 +736,7 @@ class _Analyzer:
             return
         table = table_name(node["relation"])
         st.kind, st.target = "ALTER TABLE", table
-        new = table in self.created_here
+        new = self._new(table)
         kinds: list[str] = []
         for cmd in node.get("cmds") or ():
             cmd = cmd["AlterTableCmd"]
@@ -621,8 +760,16 @@ class _Analyzer:
             rewrites = self._add_column(st, table, definition["ColumnDef"], new)
         elif sub == "AT_DropColumn":
             self.model.columns.pop((table, column), None)
-            if not new:
-                st.checks.append(Check("drop-column", table, {"column": column}, lock=lock))
+            for name, (t, cols, _uniq) in list(self.model.indexes.items()):
+                if t == table and column in cols:
+                    del self.model.indexes[name]  # PostgreSQL drops the column's indexes with it
+            if not new and (table, column) not in self.columns_here:
+                check = Check("drop-column", table, {"column": column}, lock=lock)
+                st.checks.append(check)
+                self.dropped[(table, column)] = (st, check)
+            elif not new:
+                st.known_safe["drop-column"] = f'"{column}" was added in this migration: no deployed code uses it'
+            self.columns_here.discard((table, column))
         elif sub == "AT_AlterColumnType":
             rewrites = self._alter_type(st, table, column, definition["ColumnDef"], new)
         elif sub == "AT_SetNotNull":
@@ -634,6 +781,10 @@ class _Analyzer:
             lock, scans = self._add_constraint(st, table, definition["Constraint"], new)
         elif sub == "AT_ValidateConstraint":
             lock, scans = Lock.SHARE_UPDATE_EXCLUSIVE, True
+            parent = self.constraint_parent(table, column)
+            if parent and parent != table:  # validating an FK reads the parent under ROW SHARE (measured)
+                st.referenced.append(parent)
+                st.effects.append(Effect(parent, Lock.ROW_SHARE, role="referenced"))
             if column in self.not_valid_here and not new:
                 st.checks.append(Check("validate-same-transaction", table, {"constraint": column}, scans=True,
                                        lock=lock))
@@ -661,12 +812,15 @@ class _Analyzer:
                 st.checks.append(Check("table-rewrite", table, {"what": sub.removeprefix("AT_")}, rewrites=True,
                                        lock=lock))
         elif sub == "AT_DropConstraint":
-            for parent in self._constraint_parents(table, column):
+            # Dropping a foreign key takes ACCESS EXCLUSIVE on the referenced table too (its triggers go).
+            parent = self.constraint_parent(table, column)
+            self.model.fk_constraints.pop((table, column), None)
+            if self.model.indexes.get(column, ("",))[0] == table:
+                del self.model.indexes[column]
+            if parent and parent != table:
+                st.referenced.append(parent)
                 st.effects.append(Effect(parent, Lock.ACCESS_EXCLUSIVE, role="referenced"))
         st.effects.append(Effect(table, lock, rewrites=rewrites, scans=scans))
-
-    def _constraint_parents(self, table: str, constraint: str) -> list[str]:
-        return []  # dropping an FK also locks the parent; not resolved (needs pg_constraint by name)
 
     def _mark_validated(self, table: str, constraint: str) -> None:
         info = self.model.not_valid.pop(constraint, None)
@@ -676,6 +830,7 @@ class _Analyzer:
     def _add_column(self, st: StatementAnalysis, table: str, col: Tree, new: bool) -> bool:
         type_key = _type_key(col["typeName"]) if col.get("typeName") is not None else None
         colname = _text(col, "colname")
+        self.columns_here.add((table, colname))
         if type_key is not None:
             self.model.columns[(table, colname)] = type_key
         not_null = bool(col.get("is_not_null"))
@@ -731,22 +886,44 @@ class _Analyzer:
         using = col.get("raw_default")
         simple_using = using is None or "ColumnRef" in using or (
             "TypeCast" in using and "ColumnRef" in (using["TypeCast"].get("arg") or {}))
+        collation = _object_name((col.get("collClause") or {}).get("collname") or ())
+        collation_changes = bool(collation) and (
+            self.catalog is None or self.catalog.column_collation(table, column) != collation)
         if old_type is None or not simple_using:
             rewrites, known = True, old_type is not None
+            rebuilds = True
         else:
             rewrites, known = type_change_rewrites(old_type, new_type, utc=self.utc()), True
+            rebuilds = type_change_rebuilds_indexes(old_type, new_type, utc=self.utc(),
+                                                    collation_changes=collation_changes)
         self.model.columns[(table, column)] = new_type
+        indexes = self.column_indexes(table, column)
+        # Without a rewrite, only the column's own indexes are rebuilt, and only when its opclass or collation
+        # changes; unknown indexes (no database, table not modelled) count as some.
+        rebuilt = [] if not rebuilds else [name for name, _ in indexes] if indexes is not None else ["?"]
+        unique = [name for name, uniq in indexes or () if uniq]
+        names = {"column": column, "type": str(new_type), "old_type": str(old_type) if old_type else "",
+                 "known": "yes" if known else ""}
+        if rebuilt and not rewrites:
+            names["rebuilt_indexes"] = ", ".join(f'"{n}"' for n in rebuilt if n != "?") or "any index on it"
+        if collation_changes:
+            names["collation"] = collation
+        if new_type.base == "citext" and (old_type is None or old_type.base != "citext") and (
+                unique or indexes is None):
+            # A unique index rebuilt under citext compares case-insensitively: 'a@x.io' and 'A@x.io' now collide.
+            names["citext_unique"] = ", ".join(f'"{n}"' for n in unique) or "any unique index on it"
         if not new:
-            st.checks.append(Check("type-change", table, {"column": column, "type": str(new_type),
-                                                          "old_type": str(old_type) if old_type else "",
-                                                          "known": "yes" if known else ""},
-                                   rewrites=rewrites, lock=Lock.ACCESS_EXCLUSIVE))
+            st.checks.append(Check("type-change", table, names, rewrites=rewrites, scans=bool(rebuilt),
+                                   lock=Lock.ACCESS_EXCLUSIVE))
+        if rebuilt and not rewrites and not new:
+            st.effects.append(Effect(table, Lock.ACCESS_EXCLUSIVE, scans=True))
         return rewrites and not new
 
     def _add_constraint(self, st: StatementAnalysis, table: str, con: Tree, new: bool) -> tuple[Lock, bool]:
         ct = con.get("contype")
         name = con.get("conname") or ""
         not_valid = bool(con.get("skip_validation"))
+        self._constraint_index(table, con)
         if not_valid and name:
             self.not_valid_here.add(name)
         if ct == "CONSTR_FOREIGN":
@@ -825,19 +1002,24 @@ def analyze_file(sql: str, model: SchemaModel | None = None, catalog: Catalog | 
                                line=_line_of(sql, start + (len(sql[start:]) - len(sql[start:].lstrip()))),
                                location=start)
         analyzer.analyze(st, kind, node)
+        touched = st.tables_touched
+        for check in st.checks:
+            if not check.tables_touched:
+                check.tables_touched = sorted(touched, key=lambda tl: tl[0] != check.table)
         statements.append(st)
     explicit = "TransactionStmt" in kinds
     lone = len(statements) == 1 and statements[0].concurrent
-    return FileAnalysis(statements, _hold_ranges(statements, explicit, lone), explicit, lone,
-                        created_here=set(analyzer.created_here))
+    return FileAnalysis(statements, _hold_ranges(statements, explicit, lone, analyzer.temporary_used), explicit, lone,
+                        created_here=set(analyzer.created_here), temporary=set(analyzer.temporary_used))
 
 
-def _hold_ranges(statements: list[StatementAnalysis], explicit: bool, lone: bool) -> list[TableLock]:
+def _hold_ranges(statements: list[StatementAnalysis], explicit: bool, lone: bool,
+                 temporary: set[str] | None = None) -> list[TableLock]:
     """Per table: strongest lock and the statement range it is held (a Prisma file is one transaction)."""
     if not statements:
         return []
     last = len(statements) - 1
-    created: set[str] = set()
+    created: set[str] = set(temporary or ())
     for st in statements:
         created |= st.new_tables
     first: dict[str, int] = {}

@@ -8,7 +8,7 @@ from typing import Any
 
 from bot.integrations.postgres import Postgres, SessionLock, schema_of
 from bot.redact import redact
-from bot.safety.analysis import SchemaModel, analyze_file
+from bot.safety.analysis import Catalog, SchemaModel, analyze_file
 
 QUERY_CHARS = 120
 
@@ -59,17 +59,30 @@ class PreflightReport:
         return asdict(self)
 
 
-def target_tables(migrations: Sequence[tuple[str, str]]) -> list[str]:
+def target_tables(migrations: Sequence[tuple[str, str]], database_url: str | None = None) -> list[str]:
     """The existing tables the (name, sql) migrations lock, in first-locked order; tables they create are left out.
 
-    Names are as the safety analysis writes them: bare for the default schema, ``schema.table`` otherwise.
+    Referenced (parent) tables of foreign keys count: adding one locks the parent SHARE ROW EXCLUSIVE, dropping
+    one ACCESS EXCLUSIVE. With ``database_url`` the live catalog names the parent of an FK the migrations only
+    drop or validate by name (Prisma's "drop FK, re-add with a new onDelete"); without it only FKs the
+    migrations themselves create are known. Temporary tables are left out. Names are as the safety analysis
+    writes them: bare for the default schema, ``schema.table`` otherwise.
     """
+    if database_url is None:
+        return _target_tables(migrations, None)
+    from bot.integrations.pgcatalog import LiveCatalog
+
+    with Postgres(database_url).read_only_connection() as conn:
+        return _target_tables(migrations, LiveCatalog(conn))
+
+
+def _target_tables(migrations: Sequence[tuple[str, str]], catalog: Catalog | None) -> list[str]:
     model = SchemaModel()
     seen: list[str] = []
     for _name, sql in migrations:
-        analysis = analyze_file(sql, model)
+        analysis = analyze_file(sql, model, catalog)
         for lock in analysis.table_locks:
-            if lock.table not in seen:
+            if lock.table not in seen and lock.table not in analysis.temporary:
                 seen.append(lock.table)
     created = set(model.created)
     return [t for t in seen if t not in created]

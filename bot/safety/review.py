@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from bot.integrations.pgcatalog import Connection, LiveCatalog, TableSize, server_version_num
-from bot.integrations.squawk import SquawkBatch, SquawkViolation
+from bot.integrations.squawk import SquawkBatch, SquawkConfig, SquawkViolation
 from bot.messages import statements
 from bot.safety.advice import REGISTRY, SAFE, Level, advise
 from bot.safety.alternatives import build, render, statement_names
@@ -42,8 +42,10 @@ INFO_RULES = frozenset({
     "prefer-timestamptz", "prefer-timestamp-tz", "prefer-robust-stmts", "ban-char-field", "identifier-too-long",
     "require-table-schema",
 })
-# Dropped when the bot sets lock_timeout/statement_timeout itself (bot_sets_timeouts=True); else "low".
-TIMEOUT_RULES = ("require-lock-timeout", "require-statement-timeout")
+# Dropped when the runner sets that timeout itself (lock_timeout: bot_sets_timeouts; statement_timeout: a
+# statement_timeout_ms is given); else kept at "low".
+LOCK_TIMEOUT_RULE, STATEMENT_TIMEOUT_RULE = "require-lock-timeout", "require-statement-timeout"
+TIMEOUT_RULES = (LOCK_TIMEOUT_RULE, STATEMENT_TIMEOUT_RULE)
 # Level of squawk findings the analysis has no opinion on; anything not listed is "medium".
 SQUAWK_LEVELS: dict[str, Level] = {
     "syntax-error": "high", "ban-drop-database": "high", "ban-truncate-cascade": "high",
@@ -81,6 +83,7 @@ SQUAWK_TO_CHECKS: dict[str, frozenset[str]] = {
 SQUAWK_ADVICE: dict[str, str] = {
     "ban-drop-constraint": "drop-constraint", "ban-drop-default": "drop-default",
     "ban-drop-not-null": "drop-not-null", "ban-drop-type": "drop-type", "renaming-object": "rename-object",
+    "require-lock-timeout": "set-timeout", "require-statement-timeout": "set-timeout",
 }
 
 
@@ -156,6 +159,8 @@ class Review:
     migrations: list[MigrationReview]
     pg_version: int | None = None
     with_database: bool = False
+    squawk_config: str | None = None  # "squawk config: <path> (...)" when a .squawk.toml was honoured
+    timeouts: str = ""  # what the runner sets, e.g. "lock_timeout set by the bot; statement_timeout not set"
 
     @property
     def findings(self) -> list[Finding]:
@@ -179,6 +184,7 @@ class Review:
         """JSON-friendly form."""
         return {"summary": self.summary(), "counts": self.counts(), "has_high": self.has_high,
                 "pg_version": self.pg_version, "with_database": self.with_database,
+                "squawk_config": self.squawk_config, "timeouts": self.timeouts,
                 "migrations": [m.to_json() for m in self.migrations]}
 
 
@@ -256,7 +262,7 @@ class _Context:
         self.pg_major = (pg_version // 10000 if pg_version >= 10000 else pg_version) if pg_version else None
 
     def size(self, table: str | None, analysis: FileAnalysis) -> TableSize | None:
-        if table is None or table in analysis.created_here:
+        if table is None or table in analysis.created_here or table in analysis.temporary:
             return TableSize(0, 0)
         if self.catalog is None:
             return None
@@ -319,7 +325,7 @@ def _check_finding(name: str, st: StatementAnalysis, check: Check, analysis: Fil
                    ctx: _Context) -> Finding:
     key = check.key
     names = dict(check.names)
-    if key == "type-change" and not check.rewrites and names.get("known"):
+    if key == "type-change" and not check.rewrites and not check.scans and names.get("known"):
         key = "type-change-safe"
     if key == "enum-add-value" and ctx.pg_major is not None and ctx.pg_major < 12:
         key = "enum-add-value-old-pg"
@@ -328,7 +334,8 @@ def _check_finding(name: str, st: StatementAnalysis, check: Check, analysis: Fil
     lock = check.lock
     if adv.kind == "lock" and lock is not None and check.table:
         level = risk_level(lock, check.rewrites, check.scans, size)
-        line = risk_line(check.table, lock, check.rewrites, check.scans, size, st.kind)
+        line = risk_line(check.table, lock, check.rewrites, check.scans, size,
+                         "INDEX" if names.get("rebuilt_indexes") else st.kind)
         if key == "type-change" and check.rewrites and not names.get("known"):
             line += " (old type unknown: assumed to rewrite)"
         why = f"{line}. {adv.why}"
@@ -432,12 +439,12 @@ def _object_lock(key: str, fallback: str, names: dict[str, str], st: StatementAn
 
 
 def _squawk_finding(name: str, v: SquawkViolation, index: int | None, analysis: FileAnalysis,
-                    bot_sets_timeouts: bool, ctx: _Context) -> Finding:
+                    ctx: _Context) -> Finding:
     """A finding squawk raised alone, completed like the analysis' own: lock, tables, size, category, phases."""
     if v.rule in INFO_RULES:
         level: Level = "info"
     elif v.rule in TIMEOUT_RULES:
-        level = "info" if bot_sets_timeouts else "low"
+        level = "low"  # shown only when the runner does not set that timeout (else excluded)
     else:
         level = SQUAWK_LEVELS.get(v.rule, "medium")
     st = analysis.statements[index] if index is not None else None
@@ -452,6 +459,8 @@ def _squawk_finding(name: str, v: SquawkViolation, index: int | None, analysis: 
             rows=own["rows"] if own else None, bytes=own["bytes"] if own else None)
     key = SQUAWK_ADVICE.get(v.rule, "squawk-rule")
     names = statement_names(key, st.sql) if st else {}
+    if key == "set-timeout":
+        names["setting"] = "lock_timeout" if v.rule == "require-lock-timeout" else "statement_timeout"
     names.setdefault("what", v.message)
     names["help"] = v.help or v.message
     adv = advise(key, table, names)
@@ -505,12 +514,19 @@ def _analysis_findings(name: str, sql: str, analysis: FileAnalysis, ctx: _Contex
 
 
 def _review_one(name: str, sql: str, analysis: FileAnalysis, findings: list[Finding],
-                violations: list[SquawkViolation], bot_sets_timeouts: bool, ctx: _Context) -> MigrationReview:
+                violations: list[SquawkViolation], ctx: _Context) -> MigrationReview:
     """Join squawk's violations of one file into its analysis findings."""
     line_starts = _line_starts(sql) if violations and analysis.statements else []
     for v in violations:
         index = _statement_for(v, line_starts, analysis)
         targets = SQUAWK_TO_CHECKS.get(v.rule, frozenset())
+        st = analysis.statements[index] if index is not None else None
+        if st is not None and v.rule != "syntax-error" and (
+                targets & st.known_safe.keys() or v.rule in st.known_safe or st.target in analysis.temporary
+                or (targets and st.target in analysis.created_here)):
+            # The parse tree shows it safe: a column swap, an object made earlier in this migration, a temporary
+            # table (no other session sees it), or a table this file created (empty, unseen by deployed code).
+            continue
         match = next((f for f in findings if f.source == "analysis" and f.statement_index == index
                       and f.rule in targets), None)
         if match is None and v.rule == "syntax-error":
@@ -522,7 +538,7 @@ def _review_one(name: str, sql: str, analysis: FileAnalysis, findings: list[Find
         same = next((f for f in findings if f.source == "squawk" and f.rule == v.rule
                      and f.statement_index == index), None)
         if same is None:
-            findings.append(_squawk_finding(name, v, index, analysis, bot_sets_timeouts, ctx))
+            findings.append(_squawk_finding(name, v, index, analysis, ctx))
     findings.sort(key=lambda f: (f.statement_index if f.statement_index is not None else -1, _RANK[f.level]))
     existing_locks = [t for t in analysis.table_locks if not t.new and t.lock >= Lock.SHARE_UPDATE_EXCLUSIVE]
     summary = f"{name}: {_summarise(_count(findings))}"
@@ -538,18 +554,35 @@ def review_migrations(
     conn: Connection | None = None,
     pg_version: int | None = None,
     bot_sets_timeouts: bool = True,
+    statement_timeout_ms: int | None = None,
+    squawk_config: SquawkConfig | None = None,
 ) -> Review:
     """Review (name, SQL) migrations in order; with ``conn``, weigh the risks against live table sizes.
 
     ``pg_version`` is a major (15) or a server_version_num (150020); with a connection and no value it is read
-    from the server. Raises SquawkNotFound (a ConfigError) when the squawk binary is missing.
+    from the server, else from ``squawk_config``. ``bot_sets_timeouts``: the runner sets lock_timeout (squawk's
+    require-lock-timeout is dropped); ``statement_timeout_ms``: the statement_timeout it sets (None: it sets none,
+    and require-statement-timeout stays, at low). ``squawk_config``: the repository's .squawk.toml, whose
+    excluded/included rules, excluded paths and pg_version apply to squawk (the lock analysis still reviews
+    every file). Raises SquawkNotFound (a ConfigError) when the squawk binary is missing.
     """
     if pg_version is None and conn is not None:
         pg_version = server_version_num(conn)
+    if pg_version is None and squawk_config is not None:
+        pg_version = squawk_config.pg_major
     ctx = _Context(conn, SchemaModel(), pg_version)
     names = [name for name, _ in migrations]
     sqls = [sql for _, sql in migrations]
-    exclude = list(TIMEOUT_RULES) if bot_sets_timeouts else []
+    sets_statement_timeout = bot_sets_timeouts and bool(statement_timeout_ms)
+    exclude = ([LOCK_TIMEOUT_RULE] if bot_sets_timeouts else []) + (
+        [STATEMENT_TIMEOUT_RULE] if sets_statement_timeout else [])
+    include: list[str] = []
+    if squawk_config is not None:
+        exclude += [r for r in squawk_config.excluded_rules if r not in exclude]
+        include = list(squawk_config.included_rules)
+    timeouts = ("lock_timeout set by the bot" if bot_sets_timeouts else "lock_timeout not set by the bot") + (
+        f"; statement_timeout {statement_timeout_ms} ms set by the bot" if sets_statement_timeout else
+        "; statement_timeout not set by the bot (set migrate.statement_timeout_ms to have it set)")
     # squawk runs once per flag set, not once per file. Nearly every file is linted with
     # --assume-in-transaction, so that run starts first and lints every file while the analysis (which must go
     # in order: it models the schema file by file) runs here; the few files that need the other flag get a
@@ -557,7 +590,7 @@ def review_migrations(
     analyses: list[FileAnalysis] = []
     own: list[list[Finding]] = []
     with SquawkBatch(sqls, names=names, pg_version=pg_version, assume_in_transaction=True,
-                     exclude=exclude) as in_transaction:
+                     exclude=exclude, include=include) as in_transaction:
         for name, sql in migrations:
             analysis = analyze_file(sql, ctx.model, ctx.catalog)
             analyses.append(analysis)
@@ -566,9 +599,14 @@ def review_migrations(
         violations = in_transaction.results()
     if outside:
         with SquawkBatch([sqls[i] for i in outside], names=[names[i] for i in outside], pg_version=pg_version,
-                         assume_in_transaction=False, exclude=exclude) as own_transaction:
+                         assume_in_transaction=False, exclude=exclude, include=include) as own_transaction:
             for i, found in zip(outside, own_transaction.results(), strict=True):
                 violations[i] = found
-    reviews = [_review_one(name, sql, analysis, findings, found, bot_sets_timeouts, ctx)
+    if squawk_config is not None and squawk_config.excluded_paths:
+        violations = [[] if squawk_config.excludes(name) else found for name, found in zip(names, violations,
+                                                                                          strict=True)]
+    reviews = [_review_one(name, sql, analysis, findings, found, ctx)
                for name, sql, analysis, findings, found in zip(names, sqls, analyses, own, violations, strict=True)]
-    return Review(reviews, pg_version=pg_version, with_database=conn is not None)
+    return Review(reviews, pg_version=pg_version, with_database=conn is not None,
+                  squawk_config=squawk_config.describe() if squawk_config is not None else None,
+                  timeouts=timeouts)

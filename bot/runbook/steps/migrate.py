@@ -145,7 +145,7 @@ def _lock_preflight(ctx: StepContext, directory: Path, pending: list[str]) -> No
     from bot.safety.preflight import lock_preflight, target_tables
 
     files = [(m.name, m.sql) for m in list_local_migrations(directory) if m.name in set(pending)]
-    report = lock_preflight(ctx.env.database_url, target_tables(files),
+    report = lock_preflight(ctx.env.database_url, target_tables(files, ctx.env.database_url),
                             long_running_s=safety.preflight_long_running_s,
                             idle_in_tx_s=safety.preflight_idle_in_tx_s)
     if not report.ok:
