@@ -178,6 +178,6 @@ class TestAdvice:
                                              "new_name": "n", "type": "text", "old": "a", "new": "b",
                                              "value": "v", "function": "f", "what": "x", "held": "H",
                                              "lock": "SHARE", "first": "0", "slow": "1", "slow_kind": "k",
-                                             "old_type": "varchar(5)"})
+                                             "old_type": "varchar(5)", "setting": "lock_timeout"})
             assert not re.search(r"<[a-z_]+>", advice.title + advice.alternative), key
             assert advice.category == "safe" or advice.category.startswith("risky: ")

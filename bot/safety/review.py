@@ -431,6 +431,8 @@ def _object_lock(key: str, fallback: str, names: dict[str, str], st: StatementAn
         return f"ACCESS EXCLUSIVE on the {names['kind']}"
     if fallback:
         return fallback
+    if kind == "ALTER INDEX RENAME":
+        return "SHARE UPDATE EXCLUSIVE on the index"
     if kind.startswith("DROP "):
         return f"ACCESS EXCLUSIVE on the {kind.removeprefix('DROP ').lower().replace('_', ' ')}"
     if kind.startswith("ALTER TYPE"):
