@@ -218,3 +218,27 @@ class TestWithDatabase:
         assert sizes == {"Comment": 500, "Post": 12000}
         assert 'Also locks "Post" (SHARE ROW EXCLUSIVE, 12 k rows,' in fk.why
         assert "ON DELETE CASCADE ON UPDATE CASCADE NOT VALID" in fk.alternative
+
+
+class TestShownInTheThread:
+    def test_every_case_renders_escaped_within_slack_limits(self):
+        """The thread's review paragraphs for every case: escaped SQL (the <value> placeholder too), messages that fit."""
+        from bot.messages import MESSAGE_LIMIT, split_message
+        from bot.runbook.inspection import review_paragraphs
+        from bot.runbook.rules import FindingDetail
+        from bot.runbook.rules import Review as ThreadReview
+
+        details = []
+        for name in CASES:
+            meta, sql = _case(name)
+            for f in _review(meta, sql).migrations[1].findings:
+                if f.level in ("high", "medium"):
+                    details.append(FindingDetail(migration=f"{CHANGE_NAME}_{name}", level=f.level, message=f.message,
+                                                 why=f.why, alternative=f.alternative, category=f.category))
+        paragraphs = review_paragraphs(ThreadReview(summary="many", details=details))
+        text = "\n".join(paragraphs)
+        assert "&lt;value&gt;" in text and "<value>" not in text
+        assert 'FOREIGN KEY ("postId") REFERENCES "Post" (id) ON DELETE CASCADE ON UPDATE CASCADE NOT VALID' in text
+        pieces = split_message(paragraphs)
+        assert all(len(piece) <= MESSAGE_LIMIT for piece in pieces)
+        assert max(len(p) for p in paragraphs) < MESSAGE_LIMIT, "one finding fits one message"
