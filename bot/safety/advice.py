@@ -169,8 +169,10 @@ _add(Advice(
 _add(Advice(
     "identity-column", 'Serial or identity column {t}.{c}', risky("column that rewrites the table"),
     "Adding a serial/identity column fills every existing row: a full rewrite under ACCESS EXCLUSIVE.",
-    "Create a new table with the column, copy the data in batches, then switch (as for a table rename).",
-    manual="a new table and a switch-over: an application change more than SQL"))
+    "For SERIAL: create the sequence, add the column without a default, set the default, backfill in batches, "
+    "then NOT NULL through a validated CHECK. For an identity column: create a new table with it, copy the data "
+    "in batches, then switch (as for a table rename).",
+))
 _add(Advice(
     "unique-build", 'Unique or primary key constraint on {t} built under ACCESS EXCLUSIVE',
     risky("unique constraint builds an index under ACCESS EXCLUSIVE"),

@@ -431,6 +431,38 @@ BUILDERS: dict[str, Builder] = {
     "backfill-in-migration": _batched_dml,
 }
 
+_SERIALS = {"serial": "integer", "serial4": "integer", "bigserial": "bigint", "serial8": "bigint",
+            "smallserial": "smallint", "serial2": "smallint"}
+
+
+def _serial(s: Subject) -> list[Phase] | None:
+    """SERIAL column (Prisma's autoincrement() on an existing table): sequence and default first, no rewrite."""
+    cmd = _cmd(s.stmt, enums.AlterTableType.AT_AddColumn, s.name("column"))
+    if cmd is None or cmd.def_.typeName is None:
+        return None
+    col = cmd.def_
+    base = _SERIALS.get(col.typeName.names[-1].sval)
+    extra = {c.contype for c in col.constraints or ()} - {enums.ConstrType.CONSTR_NOTNULL}
+    if base is None or extra:
+        return None  # identity columns and serials with more constraints keep the prose alternative
+    column = col.colname
+    schema, _, short = s.table.rpartition(".")
+    sequence = f"{short}_{column}_seq"
+    if len(sequence.encode("utf-8")) > 63:
+        return None  # PostgreSQL would shorten the name its own way
+    qualified = (quote(schema) + "." if schema else "") + quote(sequence)
+    col_sql = quote(column)
+    return [
+        Phase("here", f"CREATE SEQUENCE {qualified} AS {base};\n"
+                      f"ALTER TABLE {s.rel} ADD COLUMN {col_sql} {base};\n"
+                      f"ALTER TABLE {s.rel} ALTER COLUMN {col_sql} SET DEFAULT nextval('{qualified.replace(chr(39), chr(39) * 2)}');\n"
+                      f"ALTER SEQUENCE {qualified} OWNED BY {s.rel}.{col_sql}",
+              "what SERIAL does, without filling every row under ACCESS EXCLUSIVE: new rows get numbers at once"),
+        _backfill(s.rel, column, "DEFAULT"),
+        *_not_null_phases(s.rel, column, s.table),
+    ]
+
+
 def _set_timeout(s: Subject) -> list[Phase] | None:
     text = s.sql.strip().rstrip(";").strip()
     setting = s.name("setting")
@@ -444,6 +476,7 @@ def _set_timeout(s: Subject) -> list[Phase] | None:
 TIMEOUTS = {"lock_timeout": "5s", "statement_timeout": "15min"}
 
 BUILDERS["set-timeout"] = _set_timeout
+BUILDERS["identity-column"] = _serial
 BUILDERS["drop-constraint"] = _squawk_move("deploy code that no longer relies on the constraint (or its "
                                            "replacement first, for a drop-and-re-add)")
 BUILDERS["drop-default"] = _squawk_move("deploy code that sets the column on every insert")

@@ -11,7 +11,6 @@ from bot.integrations.pgcatalog import Connection, LiveCatalog, TableSize, serve
 from bot.integrations.squawk import SquawkBatch, SquawkConfig, SquawkViolation
 from bot.messages import statements
 from bot.safety.advice import REGISTRY, SAFE, Level, advise
-from bot.safety.alternatives import build, render, statement_names
 from bot.safety.analysis import (
     Check,
     FileAnalysis,
@@ -56,7 +55,7 @@ SQUAWK_LEVELS: dict[str, Level] = {
 }
 # squawk rule -> analysis checks about the same issue (merged into one finding, the rule kept visible).
 SQUAWK_TO_CHECKS: dict[str, frozenset[str]] = {
-    "adding-required-field": frozenset({"required-column"}),
+    "adding-required-field": frozenset({"required-column", "identity-column"}),
     "adding-not-nullable-field": frozenset({"set-not-null"}),
     "require-concurrent-index-creation": frozenset({"non-concurrent-index"}),
     "adding-foreign-key-constraint": frozenset({"fk-without-not-valid"}),
@@ -315,6 +314,9 @@ def _alternative(key: str, category: str, prose: str, sql: str | None, table: st
     """The alternative text and its runnable phases (none for a safe finding; the prose when no SQL form fits)."""
     if category == SAFE:
         return "", []
+    # pglast's deparser is loaded only when a review has a risky finding to rewrite
+    from bot.safety.alternatives import build, render
+
     phases = build(key, sql, table, names) if sql and not REGISTRY[key].manual else None
     if not phases:
         return prose, []
@@ -460,6 +462,8 @@ def _squawk_finding(name: str, v: SquawkViolation, index: int | None, analysis: 
             squawk_rules=[v.rule], line=v.line, statement=st.sql[:300] if st else None, tables=tables,
             rows=own["rows"] if own else None, bytes=own["bytes"] if own else None)
     key = SQUAWK_ADVICE.get(v.rule, "squawk-rule")
+    from bot.safety.alternatives import statement_names
+
     names = statement_names(key, st.sql) if st else {}
     if key == "set-timeout":
         names["setting"] = "lock_timeout" if v.rule == "require-lock-timeout" else "statement_timeout"
