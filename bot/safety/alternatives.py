@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 from pglast import ast, enums, parse_sql
@@ -76,8 +77,7 @@ def _backfill(rel: str, column: str, expr: str, extra: str = "") -> Phase:
 
 
 def _alter(stmt: Any, cmd: Any) -> str:
-    one = copy.deepcopy(stmt)
-    one.cmds = (cmd,)
+    one = ast.AlterTableStmt(relation=stmt.relation, cmds=(cmd,), objtype=stmt.objtype, missing_ok=stmt.missing_ok)
     return _sql(one).strip()
 
 
@@ -110,7 +110,7 @@ class Subject:
     table: str
     names: Mapping[str, str]
 
-    @property
+    @cached_property
     def rel(self) -> str:
         relation = getattr(self.stmt, "relation", None)
         return _sql(relation) if relation is not None else quote_qualified(self.table)
@@ -498,11 +498,18 @@ _SQUAWK_SUBTYPES = {"drop-constraint": enums.AlterTableType.AT_DropConstraint,
                     "drop-not-null": enums.AlterTableType.AT_DropNotNull}
 
 
+# Builders that use the statement's text only (the analysis gives one statement's text a finding).
+_TEXT_ONLY = frozenset({"set-timeout", "lock-held", "concurrently-in-transaction", "enum-add-value-old-pg",
+                        "drop-type", "rename-object", "squawk-rule"})
+
+
 def build(key: str, sql: str, table: str | None, names: Mapping[str, str]) -> list[Phase] | None:
     """The phases of ``key``'s alternative for this statement, or None when it has no runnable form here."""
     builder = BUILDERS.get(key)
     if builder is None or not sql.strip():
         return None
+    if key in _TEXT_ONLY:  # the statement moves or gets a SET before it as written: no parse needed
+        return builder(Subject(sql, None, table or "", names))
     try:
         parsed = parse_sql(sql)
     except ParseError:
@@ -514,8 +521,8 @@ def build(key: str, sql: str, table: str | None, names: Mapping[str, str]) -> li
         subject = Subject(_one_command(subject, _SQUAWK_SUBTYPES[key]), subject.stmt, subject.table, names)
     try:
         return builder(subject)
-    except (AttributeError, TypeError, ValueError):
-        return None
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError, NotImplementedError):
+        return None  # a shape the builder does not know: the prose alternative stands
 
 
 def render(phases: list[Phase]) -> str:
@@ -542,6 +549,8 @@ def render(phases: list[Phase]) -> str:
 
 def statement_names(key: str, sql: str) -> dict[str, str]:
     """The user's names a squawk-only finding is about (column, constraint, type, what), from its statement."""
+    if key not in _SQUAWK_SUBTYPES and key not in ("drop-type", "rename-object"):
+        return {}
     try:
         parsed = parse_sql(sql)
     except ParseError:
