@@ -42,7 +42,7 @@ RISKY = [
      "fk-without-not-valid", "risky: foreign key constraints", 'VALIDATE CONSTRAINT "Post_authorId_fkey"',
      "adding-foreign-key-constraint"),
     ("column type change", 'ALTER TABLE "User" ALTER COLUMN "age" SET DATA TYPE BIGINT;', "type-change",
-     "risky: changing column types", 'ADD COLUMN "age_new" bigint', "changing-column-type"),
+     "risky: changing column types", 'ADD COLUMN age_new bigint', "changing-column-type"),
     ("dropped column", 'ALTER TABLE "Post" DROP COLUMN "title";', "drop-column", "risky: removing columns",
      'ALTER TABLE "Post" DROP COLUMN "title"', "ban-drop-column"),
     ("dropped table", 'DROP TABLE "Old";', "drop-table", "risky: removing tables", "migrate or archive the data",

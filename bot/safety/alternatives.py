@@ -81,6 +81,21 @@ def _alter(stmt: Any, cmd: Any) -> str:
     return _sql(one).strip()
 
 
+def _rest(stmt: Any, old: Any, *new: Any) -> str:
+    """The statement with the finding's command replaced by ``new`` (or left out), keeping its other commands:
+    Prisma puts several column changes of one table in one ALTER TABLE. "" when nothing is left."""
+    if type(stmt).__name__ != "AlterTableStmt" or old is None:
+        return ""
+    cmds: list[Any] = []
+    for cmd in stmt.cmds or ():
+        cmds.extend(new if cmd is old else (cmd,))
+    if not cmds:
+        return ""
+    whole = ast.AlterTableStmt(relation=stmt.relation, cmds=tuple(cmds), objtype=stmt.objtype,
+                               missing_ok=stmt.missing_ok)
+    return _sql(whole).strip()
+
+
 def _cmds(stmt: Any, subtype: enums.AlterTableType) -> list[Any]:
     if not isinstance(stmt, ast.AlterTableStmt):
         return []
@@ -144,7 +159,7 @@ def _required_column(s: Subject) -> list[Phase] | None:
     nullable = _column_without(col, {enums.ConstrType.CONSTR_NOTNULL})
     column = col.colname
     return [
-        Phase("here", _alter(s.stmt, ast.AlterTableCmd(subtype=cmd.subtype, def_=nullable)),
+        Phase("here", _rest(s.stmt, cmd, ast.AlterTableCmd(subtype=cmd.subtype, def_=nullable)),
               "the column is added nullable: existing rows get NULL, nothing is rewritten"),
         _deploy(f"make the Prisma field optional ({column}?) and deploy code that writes it"),
         _backfill(s.rel, column, VALUE),
@@ -158,7 +173,8 @@ def _set_not_null(s: Subject) -> list[Phase] | None:
     if not column:
         return None
     return [
-        Phase("here", "", "leave SET NOT NULL out of this migration"),
+        Phase("here", _rest(s.stmt, _cmd(s.stmt, enums.AlterTableType.AT_SetNotNull, column)),
+              "leave SET NOT NULL out of this migration"),
         _backfill(s.rel, column, VALUE),
         *_not_null_phases(s.rel, column, s.table),
     ]
@@ -205,7 +221,7 @@ def _not_valid(s: Subject) -> list[Phase] | None:
     kept = "its ON DELETE / ON UPDATE actions and DEFERRABLE as written" \
         if contype == enums.ConstrType.CONSTR_FOREIGN else "the same condition"
     return [
-        Phase("here", _alter(s.stmt, ast.AlterTableCmd(subtype=cmd.subtype, def_=con)),
+        Phase("here", _rest(s.stmt, cmd, ast.AlterTableCmd(subtype=cmd.subtype, def_=con)),
               f"NOT VALID: only new rows are checked; {kept}"),
         Phase("migration", f"ALTER TABLE {s.rel} VALIDATE CONSTRAINT {quote(con.conname)}",
               "checks the existing rows under SHARE UPDATE EXCLUSIVE: reads and writes continue"),
@@ -216,7 +232,8 @@ def _validate_later(s: Subject) -> list[Phase] | None:
     constraint = s.name("constraint")
     if not constraint:
         return None
-    return [Phase("here", "", "leave VALIDATE out of this migration"),
+    validate = _cmd(s.stmt, enums.AlterTableType.AT_ValidateConstraint, constraint)
+    return [Phase("here", _rest(s.stmt, validate), "leave VALIDATE out of this migration"),
             Phase("migration", f"ALTER TABLE {s.rel} VALIDATE CONSTRAINT {quote(constraint)}",
                   "in its own, later migration: the ADD CONSTRAINT lock is no longer held")]
 
@@ -229,9 +246,10 @@ def _type_change(s: Subject) -> list[Phase] | None:
     new = _name63(f"{column}_new")
     type_sql = _sql(cmd.def_.typeName)
     expr = _sql(cmd.def_.raw_default) if cmd.def_.raw_default is not None else f"{quote(column)}::{type_sql}"
+    add = ast.AlterTableCmd(subtype=enums.AlterTableType.AT_AddColumn, def_=ast.ColumnDef(
+        colname=new, typeName=cmd.def_.typeName, is_local=True))
     return [
-        Phase("here", f"ALTER TABLE {s.rel} ADD COLUMN {quote(new)} {type_sql}",
-              "a new nullable column: no rewrite"),
+        Phase("here", _rest(s.stmt, cmd, add), "a new nullable column: no rewrite"),
         _deploy(f"dual-write: code writes both {column} and {new} (map {new} with a second Prisma field); "
                 f"give {new} the NOT NULL, default and indexes {column} has"),
         _backfill(s.rel, new, expr, f" AND {quote(column)} IS NOT NULL"),
@@ -246,7 +264,8 @@ def _drop_column(s: Subject) -> list[Phase] | None:
     column = s.name("column")
     if not column:
         return None
-    return [Phase("here", "", "leave the column in place for now"),
+    drop = _cmd(s.stmt, enums.AlterTableType.AT_DropColumn, column)
+    return [Phase("here", _rest(s.stmt, drop), "leave the column in place for now"),
             _deploy(f"stop reading and writing {column}: mark the field @ignore in schema.prisma (or make it "
                     "optional) and deploy"),
             Phase("migration", f"ALTER TABLE {s.rel} DROP COLUMN {quote(column)}",
@@ -283,7 +302,7 @@ def _volatile_default(s: Subject) -> list[Phase] | None:
     expr = _sql(default.raw_expr)
     column = col.colname
     phases = [
-        Phase("here", _alter(s.stmt, ast.AlterTableCmd(subtype=cmd.subtype, def_=bare)) + ";\n"
+        Phase("here", _rest(s.stmt, cmd, ast.AlterTableCmd(subtype=cmd.subtype, def_=bare)) + ";\n"
               f"ALTER TABLE {s.rel} ALTER COLUMN {quote(column)} SET DEFAULT {expr}",
               "column without a default, then the default for new rows only: no rewrite"),
         _backfill(s.rel, column, expr),
@@ -298,6 +317,7 @@ def _unique(s: Subject) -> list[Phase] | None:
     here = Phase("here", "", "leave the constraint out of this migration")
     if found is not None:
         cmd, con = found
+        here = Phase("here", _rest(s.stmt, cmd), "leave the constraint out of this migration")
         keys = [k.sval for k in con.keys or ()]
         if not keys or con.including or con.exclusions:
             return None
@@ -317,7 +337,7 @@ def _unique(s: Subject) -> list[Phase] | None:
         plain = _column_without(add.def_, {con.contype})
         if con.contype == enums.ConstrType.CONSTR_PRIMARY:
             plain.is_not_null = True
-        here = Phase("here", _alter(s.stmt, ast.AlterTableCmd(subtype=add.subtype, def_=plain)),
+        here = Phase("here", _rest(s.stmt, add, ast.AlterTableCmd(subtype=add.subtype, def_=plain)),
                      "the column without the constraint")
     elems = tuple(ast.IndexElem(name=k, ordering=enums.SortByDir.SORTBY_DEFAULT,
                                 nulls_ordering=enums.SortByNulls.SORTBY_NULLS_DEFAULT) for k in keys)
@@ -360,10 +380,10 @@ def _detach(s: Subject) -> list[Phase] | None:
     cmd = _cmd(s.stmt, enums.AlterTableType.AT_DetachPartition)
     if cmd is None:
         return None
-    cmd = copy.deepcopy(cmd)
-    cmd.def_.concurrent = True
-    return [Phase("here", "", "leave DETACH PARTITION out of this migration"),
-            Phase("alone", _alter(s.stmt, cmd), "the only statement of its migration (PG 14+); it leaves a CHECK "
+    concurrent = copy.deepcopy(cmd)
+    concurrent.def_.concurrent = True
+    return [Phase("here", _rest(s.stmt, cmd), "leave DETACH PARTITION out of this migration"),
+            Phase("alone", _alter(s.stmt, concurrent), "the only statement of its migration (PG 14+); it leaves a CHECK "
                   "constraint matching the partition bound on the detached table: keep it to re-attach without a "
                   "scan, or drop it later")]
 
@@ -399,12 +419,13 @@ def _batched_dml(s: Subject) -> list[Phase] | None:
             Phase("script", sql, "not in a migration: Prisma runs a migration file as one transaction")]
 
 
-def _squawk_move(what: str) -> Builder:
+def _squawk_move(what: str, subtype: enums.AlterTableType | None = None) -> Builder:
     def build(s: Subject) -> list[Phase] | None:
         text = s.sql.strip().rstrip(";").strip()
         if not text:
             return None
-        return [Phase("here", "", "leave it out of this migration"), _deploy(what),
+        cmd = _cmd(s.stmt, subtype, s.name("column") or s.name("constraint")) if subtype is not None else None
+        return [Phase("here", _rest(s.stmt, cmd), "leave it out of this migration"), _deploy(what),
                 Phase("migration", text, "alone in a later migration, with a short lock_timeout")]
     return build
 
@@ -452,9 +473,11 @@ def _serial(s: Subject) -> list[Phase] | None:
         return None  # PostgreSQL would shorten the name its own way
     qualified = (quote(schema) + "." if schema else "") + quote(sequence)
     col_sql = quote(column)
+    plain = ast.AlterTableCmd(subtype=cmd.subtype, def_=ast.ColumnDef(
+        colname=column, typeName=ast.TypeName(names=(ast.String(sval=base),), typemod=-1), is_local=True))
     return [
         Phase("here", f"CREATE SEQUENCE {qualified} AS {base};\n"
-                      f"ALTER TABLE {s.rel} ADD COLUMN {col_sql} {base};\n"
+                      f"{_rest(s.stmt, cmd, plain)};\n"
                       f"ALTER TABLE {s.rel} ALTER COLUMN {col_sql} SET DEFAULT nextval('{qualified.replace(chr(39), chr(39) * 2)}');\n"
                       f"ALTER SEQUENCE {qualified} OWNED BY {s.rel}.{col_sql}",
               "what SERIAL does, without filling every row under ACCESS EXCLUSIVE: new rows get numbers at once"),
@@ -478,9 +501,12 @@ TIMEOUTS = {"lock_timeout": "5s", "statement_timeout": "15min"}
 BUILDERS["set-timeout"] = _set_timeout
 BUILDERS["identity-column"] = _serial
 BUILDERS["drop-constraint"] = _squawk_move("deploy code that no longer relies on the constraint (or its "
-                                           "replacement first, for a drop-and-re-add)")
-BUILDERS["drop-default"] = _squawk_move("deploy code that sets the column on every insert")
-BUILDERS["drop-not-null"] = _squawk_move("deploy code that reads the column as optional (handles NULL)")
+                                           "replacement first, for a drop-and-re-add)",
+                                           enums.AlterTableType.AT_DropConstraint)
+BUILDERS["drop-default"] = _squawk_move("deploy code that sets the column on every insert",
+                                        enums.AlterTableType.AT_ColumnDefault)
+BUILDERS["drop-not-null"] = _squawk_move("deploy code that reads the column as optional (handles NULL)",
+                                         enums.AlterTableType.AT_DropNotNull)
 BUILDERS["drop-type"] = _squawk_move("remove every column and code path that uses the type, and deploy")
 BUILDERS["rename-object"] = _squawk_move("deploy code that uses the new name (or keep the old name with "
                                          "map: in schema.prisma)")
