@@ -242,3 +242,28 @@ class TestShownInTheThread:
         pieces = split_message(paragraphs)
         assert all(len(piece) <= MESSAGE_LIMIT for piece in pieces)
         assert max(len(p) for p in paragraphs) < MESSAGE_LIMIT, "one finding fits one message"
+
+
+class TestLintCommand:
+    def test_json_lists_phases_and_tables_with_live_sizes(self, scratch_db, tmp_path, capsys):
+        """`migrate-bot lint DIR --database-url URL --format json`: each finding lists its phases and every table
+        it locks (the FK's referenced table too) with live rows."""
+        from bot.cli.main import main
+
+        with psycopg.connect(scratch_db, autocommit=True) as conn:
+            conn.execute(INIT)
+            conn.execute(ROWS)
+            conn.execute('ANALYZE "Post"; ANALYZE "Comment"')
+        directory = tmp_path / "migrations"
+        directory.mkdir()
+        _write(directory, CHANGE_NAME, _case("fk_on_delete_change")[1])
+        assert main(["lint", str(directory), "--database-url", scratch_db, "--format", "json"]) in (0, 1)
+        data = json.loads(capsys.readouterr().out)
+        findings = {f["rule"]: f for f in data["migrations"][0]["findings"]}
+        fk = findings["fk-without-not-valid"]
+        assert {t["table"]: t["rows"] for t in fk["tables"]} == {"Comment": 500, "Post": 12000}
+        assert [p["kind"] for p in fk["phases"]] == ["here", "migration"]
+        assert fk["phases"][0]["sql"].endswith("ON DELETE CASCADE ON UPDATE CASCADE NOT VALID")
+        dropped = findings["ban-drop-constraint"]
+        assert dropped["lock"] == "ACCESS EXCLUSIVE" and dropped["rows"] == 500 and dropped["phases"]
+        assert {t["table"] for t in dropped["tables"]} == {"Comment", "Post"}

@@ -73,7 +73,8 @@ def _backfill(rel: str, column: str, expr: str, extra: str = "") -> Phase:
     col = quote(column)
     return Phase("script", f"UPDATE {rel} SET {col} = {expr} WHERE ctid IN (SELECT ctid FROM {rel} "
                            f"WHERE {col} IS NULL{extra} LIMIT {BATCH_ROWS})",
-                 "not in a migration: Prisma runs a migration file as one transaction")
+                 (f"{VALUE} is what existing rows should hold; " if expr == VALUE else "")
+                 + "not in a migration: Prisma runs a migration file as one transaction")
 
 
 def _alter(stmt: Any, cmd: Any) -> str:
