@@ -119,7 +119,7 @@ _add(Advice(
     "ALTER COLUMN TYPE holds ACCESS EXCLUSIVE (no reads, no writes) and, unless the change is binary-coercible, "
     "rewrites the table and every index; running app code may also break on the new type.",
     "Phase 1: add a new column {c_new} {type} (nullable) and dual-write both columns. Phase 2: backfill "
-    "{c_new} in batches. Phase 3: switch reads to {c_new}. Phase 4: stop writing {c}, then drop it (and rename "
+    "{c_new} with a script run outside Prisma, in batches. Phase 3: switch reads to {c_new}. Phase 4: stop writing {c}, then drop it (and rename "
     "with @map in schema.prisma instead of a SQL rename). Binary-coercible changes need no rewrite: "
     "varchar(n) to a larger varchar or text, numeric precision up at the same scale."))
 _add(Advice(
@@ -164,14 +164,16 @@ _add(Advice(
 _add(Advice(
     "generated-column", 'Stored generated column {t}.{c}', risky("column that rewrites the table"),
     "A STORED generated column is computed for every row: a full rewrite under ACCESS EXCLUSIVE.",
-    "Add a plain nullable column, fill it from the app or a trigger, backfill in batches.",
+    "Add a plain nullable column, fill it from the app or a trigger, backfill with a script run outside "
+    "Prisma, in batches.",
     manual="a plain column filled by the app replaces the generated one: a different schema by design"))
 _add(Advice(
     "identity-column", 'Serial or identity column {t}.{c}', risky("column that rewrites the table"),
     "Adding a serial/identity column fills every existing row: a full rewrite under ACCESS EXCLUSIVE.",
-    "For SERIAL: create the sequence, add the column without a default, set the default, backfill in batches, "
+    "For SERIAL: create the sequence, add the column without a default, set the default, backfill with a script run "
+    "outside Prisma in batches, "
     "then NOT NULL through a validated CHECK. For an identity column: create a new table with it, copy the data "
-    "in batches, then switch (as for a table rename).",
+    "in batches with a script run outside Prisma, then switch (as for a table rename).",
 ))
 _add(Advice(
     "unique-build", 'Unique or primary key constraint on {t} built under ACCESS EXCLUSIVE',

@@ -568,7 +568,7 @@ def render(phases: list[Phase]) -> str:
             parts.append(f"Migration {number}{alone}: {phase.sql}{note}.")
         elif phase.kind == "script":
             parts.append(f"Then a script run outside Prisma, in batches, between migrations {number} and "
-                         f"{number + 1}, repeated until it changes 0 rows: {phase.sql}.")
+                         f"{number + 1}, repeated until it changes 0 rows: {phase.sql}{note}.")
         else:
             parts.append(f"Deploy: {phase.note}.")
     return " ".join(parts)
