@@ -1,9 +1,16 @@
-"""P5: review_migrations (our lock analysis + squawk, no database) vs squawk alone on the same 400 files."""
+"""P5: the safety review vs squawk alone on the same 400 files, in-process and as commands, plus start-up time.
+
+Sides, alternated each round: A review_migrations in-process; B one `squawk` command over all files; B2 squawk once
+per file (information); ACMD the `migrate-bot lint DIR --format json` command (a new Python process, run as
+`python -m bot` from this checkout, exactly what the console script runs); HELP `migrate-bot --help`; PASS
+`python -c pass`. Ratios: A/B (goal 1.3), ACMD/B (goal 1.5), HELP/PASS (goal 2).
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import subprocess
 import sys
 import tempfile
@@ -96,21 +103,40 @@ def main() -> int:
         assert done.stdout.strip().startswith("["), done.stdout[:200]
         return seconds
 
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+
+    def command(args: list[str], ok: tuple[int, ...] = (0,)) -> float:
+        seconds, done = timed(lambda: subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                                                     cwd=root, env=env))
+        assert done.returncode in ok, (args, done.returncode, done.stderr[-300:])
+        return seconds
+
+    def lint_command() -> float:
+        """What a user runs: `migrate-bot lint DIR --format json` (exit 1 = high findings)."""
+        return command(["-m", "bot", "lint", str(work / "migrations"), "--format", "json"], ok=(0, 1))
+
     def squawk_per_file() -> float:
         """squawk alone, but one process per file as our review starts it (same flags, via run_squawk)."""
         return timed(lambda: [run_squawk(sql, filename=name) for name, sql in migrations])[0]
 
     ours()  # warm-up: imports, pglast, page cache
     squawk_once()
+    lint_command()
+    load_before = os.getloadavg()
     times: dict[str, list[float]] = {"A review_migrations": [], "B squawk (one run, all files)": [],
-                                     "B2 squawk (one run per file)": []}
+                                     "B2 squawk (one run per file)": [],
+                                     "ACMD migrate-bot lint DIR --format json": [],
+                                     "HELP migrate-bot --help": [], "PASS python -c pass": []}
     if head is not None:
         times[f"C review_migrations at {args.with_head}"] = []
     squawk_share: list[float] = []
     names = list(times)
     for r in range(rounds):
         for side in (names if r % 2 == 0 else list(reversed(names))):
-            if side.startswith("A"):
+            if side.startswith("ACMD"):
+                times[side].append(lint_command())
+            elif side.startswith("A"):
                 seconds, inside = ours()
                 times[side].append(seconds)
                 squawk_share.append(inside)
@@ -118,15 +144,26 @@ def main() -> int:
                 times[side].append(ours_head())
             elif side.startswith("B2"):
                 times[side].append(squawk_per_file())
+            elif side.startswith("HELP"):
+                times[side].append(command(["-m", "bot", "--help"]))
+            elif side.startswith("PASS"):
+                times[side].append(command(["-c", "pass"]))
             else:
                 times[side].append(squawk_once())
         say(f"  round {r + 1}/{rounds}: " + ", ".join(f"{k.split()[0]} {times[k][-1]:.3f}s" for k in names))
 
+    load_after = os.getloadavg()
     b = median(times["B squawk (one run, all files)"])
     a = median(times["A review_migrations"])
-    rows = [[k, median(v), min(v), ratio(median(v), b), median(v) / n * 1000] for k, v in times.items()]
-    print_table(f"P5 safety review: {n} migrations, {rounds} rounds (goal A/B ≤ 1.3)",
+    acmd = median(times["ACMD migrate-bot lint DIR --format json"])
+    helped, passed = median(times["HELP migrate-bot --help"]), median(times["PASS python -c pass"])
+    rows = [[k, median(v), min(v), ratio(median(v), b), median(v) / n * 1000] for k, v in times.items()
+            if not k.startswith(("HELP", "PASS"))]
+    print_table(f"P5 safety review: {n} migrations, {rounds} rounds (goals A/B ≤ 1.3, ACMD/B ≤ 1.5)",
                 ["side", "median s", "min s", "ratio to B", "ms / file"], rows)
+    print_table("Start-up (goal HELP/PASS ≤ 2)", ["side", "median s", "min s", "ratio to PASS"],
+                [[k, median(v), min(v), ratio(median(v), passed)] for k, v in times.items()
+                 if k.startswith(("HELP", "PASS"))])
     inside = median(squawk_share)
     print_table("Where A's time goes (median)", ["part", "seconds", "share"], [
         ["waiting for squawk after our analysis (it runs alongside)", inside, f"{inside / a:.0%}"],
@@ -137,12 +174,17 @@ def main() -> int:
         "median_s": {k: median(v) for k, v in times.items()},
         "a_waiting_for_squawk_median_s": inside,
         "ratio_a_b": ratio(a, b),
+        "ratio_acmd_b": ratio(acmd, b), "goal_ratio_acmd_b": 1.5,
+        "ratio_help_pass": ratio(helped, passed), "goal_ratio_help_pass": 2.0,
+        "loadavg_before": load_before, "loadavg_after": load_after, "cpus": os.cpu_count(),
         "ratio_a_b2": ratio(a, median(times["B2 squawk (one run per file)"])),
         **({"ratio_c_b": ratio(median(times[f"C review_migrations at {args.with_head}"]), b)}
            if head is not None else {}),
         "goal_ratio": 1.3,
     })
-    say(f"ratio A/B = {ratio(a, b):.3f} (goal ≤ 1.3); A/B2 = {ratio(a, median(times['B2 squawk (one run per file)'])):.3f}; "
+    say(f"ratio A/B = {ratio(a, b):.3f} (goal ≤ 1.3); ACMD/B = {ratio(acmd, b):.3f} (goal ≤ 1.5); "
+        f"HELP/PASS = {ratio(helped, passed):.3f} (goal ≤ 2); "
+        f"A/B2 = {ratio(a, median(times['B2 squawk (one run per file)'])):.3f}; load {load_before} -> {load_after}; "
         f"results in {out}")
     return 0
 

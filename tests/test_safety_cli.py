@@ -154,3 +154,31 @@ class TestStatementTimeout:
         data = json.loads(capsys.readouterr().out)
         assert not any(f["rule"] == "require-statement-timeout" for m in data["migrations"] for f in m["findings"])
         assert data["timeouts"] == "lock_timeout set by the bot; statement_timeout 60000 ms set by the bot"
+
+
+class TestStartUp:
+    def test_overview_help_matches_each_command_module(self):
+        """`migrate-bot --help` lists every command with the help its module registers (no drift between the
+        table main.py prints without importing and the parsers themselves)."""
+        from bot.cli.main import COMMANDS
+
+        parser = build_parser()
+        sub = next(a for a in parser._actions if a.dest == "command")
+        registered = {choice.dest: choice.help for choice in sub._choices_actions}
+        assert registered == {name: text for name, (_module, text) in COMMANDS.items()}
+
+    @pytest.mark.parametrize("argv", [["--help"], ["lint", "--help"]])
+    def test_help_loads_no_driver_parser_or_sdk(self, argv, tmp_path):
+        """`migrate-bot --help` and `migrate-bot lint --help` start without loading psycopg, pglast, redis, the
+        Slack SDK, httpx or pydantic (they cost ~1 CPU-second of imports), and print the help."""
+        import subprocess
+        import sys
+
+        heavy = ["psycopg", "pglast", "redis", "slack_sdk", "slack_bolt", "httpx", "pydantic", "boto3"]
+        probe = ("import sys; from bot.cli.main import main\n"
+                 f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+                 f"print('LOADED', sorted(m for m in {heavy!r} if m in sys.modules))")
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                              cwd=Path(__file__).resolve().parents[1])
+        assert "usage: migrate-bot" in done.stdout
+        assert done.stdout.strip().splitlines()[-1] == "LOADED []", done.stdout[-300:]

@@ -385,3 +385,30 @@ class TestHoldRanges:
         locks = {t.table: t for t in analysis.table_locks}
         assert analysis.explicit_transaction
         assert (locks["A"].first_index, locks["A"].last_index) == (1, 2)
+
+
+class TestTablesTouched:
+    INIT = ('CREATE TABLE "User" ("id" TEXT NOT NULL, CONSTRAINT "User_pkey" PRIMARY KEY ("id"));\n'
+            'CREATE TABLE "Post" ("id" TEXT NOT NULL, "authorId" TEXT);\n'
+            'ALTER TABLE "Post" ADD CONSTRAINT "Post_authorId_fkey" FOREIGN KEY ("authorId") REFERENCES "User"("id") '
+            "ON DELETE RESTRICT ON UPDATE CASCADE;\n")
+
+    def test_fk_drop_and_readd_name_the_parent_without_a_database(self):
+        """Prisma's "drop FK, re-add with a new onDelete", after the history that made the FK: each statement and
+        each check lists (table, lock) for the child and the parent, from the schema model alone."""
+        model = SchemaModel()
+        analyze_file(self.INIT, model)
+        sql = ('-- DropForeignKey\nALTER TABLE "Post" DROP CONSTRAINT "Post_authorId_fkey";\n\n'
+               '-- AddForeignKey\nALTER TABLE "Post" ADD CONSTRAINT "Post_authorId_fkey" FOREIGN KEY ("authorId") '
+               'REFERENCES "User"("id") ON DELETE CASCADE ON UPDATE CASCADE;\n')
+        drop, add = analyze_file(sql, model).statements
+        assert drop.tables_touched == [("Post", Lock.ACCESS_EXCLUSIVE), ("User", Lock.ACCESS_EXCLUSIVE)]
+        assert add.tables_touched == [("Post", Lock.SHARE_ROW_EXCLUSIVE), ("User", Lock.SHARE_ROW_EXCLUSIVE)]
+        (check,) = add.checks
+        assert check.key == "fk-without-not-valid"
+        assert check.tables_touched == [("Post", Lock.SHARE_ROW_EXCLUSIVE), ("User", Lock.SHARE_ROW_EXCLUSIVE)]
+
+    def test_unknown_fk_drop_locks_only_what_is_known(self):
+        """Without the history or a database the parent of a dropped FK is unknown: only the child is listed."""
+        (drop,) = analyze_file('ALTER TABLE "Post" DROP CONSTRAINT "Post_authorId_fkey";').statements
+        assert drop.tables_touched == [("Post", Lock.ACCESS_EXCLUSIVE)]

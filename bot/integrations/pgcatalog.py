@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import psycopg
+from typing import TYPE_CHECKING
 
 from bot.safety.analysis import TypeKey, canonical_type
 
-Connection = psycopg.Connection
-"""The connection type the safety review is given (so bot.safety needs no import of psycopg)."""
+if TYPE_CHECKING:  # only for annotations: a review without a database (migrate-bot lint) never loads psycopg
+    import psycopg
+
+    Connection = psycopg.Connection
+    """The connection type the safety review is given (so bot.safety needs no import of psycopg)."""
 
 
 def _regclass_arg(name: str) -> str:

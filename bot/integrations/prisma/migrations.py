@@ -7,9 +7,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
 from bot.errors import MigrationError
 from bot.redact import redact
 
@@ -247,6 +244,10 @@ def format_prisma_timestamp(value: datetime) -> str:
 
 def split_database_url(url: str) -> tuple[str, str | None]:
     """A libpq conninfo without Prisma-only parameters, and the `?schema=` value (None = server default)."""
+    # psycopg is loaded here, not at import: reading the migrations folder (migrate-bot lint) needs no driver.
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
     try:
         params = conninfo_to_dict(url)
         schema = None
