@@ -280,12 +280,12 @@ def _tables(st: StatementAnalysis | None, analysis: FileAnalysis, ctx: _Context)
     """Every table the statement locks, strongest lock each, with live rows and size when a database is given."""
     if st is None:
         return []
-    locks: dict[str, tuple[Lock, str]] = {}
+    roles: dict[str, str] = {}
     for eff in st.effects:
-        prev = locks.get(eff.table)
-        locks[eff.table] = (max(prev[0], eff.lock), prev[1]) if prev else (eff.lock, eff.role)
+        roles.setdefault(eff.table, eff.role)
     out: list[dict[str, Any]] = []
-    for table, (lock, role) in locks.items():
+    for table, lock in st.tables_touched:  # the analysis' contract: target first, strongest lock each
+        role = roles.get(table, "target")
         size = ctx.size(table, analysis) if ctx.catalog is not None else None
         out.append({"table": table, "lock": lock.label, "role": role,
                     "rows": size.rows if size is not None else None, "bytes": size.bytes if size is not None else None})
