@@ -267,3 +267,4 @@ class TestLintCommand:
         dropped = findings["ban-drop-constraint"]
         assert dropped["lock"] == "ACCESS EXCLUSIVE" and dropped["rows"] == 500 and dropped["phases"]
         assert {t["table"] for t in dropped["tables"]} == {"Comment", "Post"}
+        assert dropped["category"] == "risky: foreign key constraints"

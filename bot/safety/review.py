@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from bot.integrations.pgcatalog import LiveCatalog, TableSize, server_version_num
 from bot.integrations.squawk import SquawkBatch, SquawkConfig, SquawkViolation
 from bot.messages import statements
-from bot.safety.advice import REGISTRY, SAFE, Level, advise
+from bot.safety.advice import REGISTRY, SAFE, Level, advise, risky
 from bot.safety.analysis import (
     Check,
     FileAnalysis,
@@ -483,9 +483,12 @@ def _squawk_finding(name: str, v: SquawkViolation, index: int | None, analysis: 
     where = f' on "{table}"{size}' if table else ""
     why = (f"{lock}{where}: brief, but it queues behind long queries and everything queues behind it. "
            if lock else "") + adv.why + _others_line(tables, table)
-    alternative, phases = _alternative(key, adv.category, adv.alternative, st.sql if st else None, table, names)
+    category = adv.category
+    if key == "drop-constraint" and any(t["role"] == "referenced" for t in tables):
+        category = risky("foreign key constraints")  # the seed's own category: it locks the parent table too
+    alternative, phases = _alternative(key, category, adv.alternative, st.sql if st else None, table, names)
     return Finding(
-        migration=name, statement_index=index, rule=v.rule, level=level, category=adv.category,
+        migration=name, statement_index=index, rule=v.rule, level=level, category=category,
         message=adv.title if key != "squawk-rule" else v.message, why=why, alternative=alternative, table=table,
         lock=lock, source="squawk", squawk_rules=[v.rule], line=v.line, statement=st.sql[:300] if st else None,
         tables=tables, phases=phases, rows=own["rows"] if own else None, bytes=own["bytes"] if own else None)
