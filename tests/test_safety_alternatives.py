@@ -268,3 +268,15 @@ class TestLintCommand:
         assert dropped["lock"] == "ACCESS EXCLUSIVE" and dropped["rows"] == 500 and dropped["phases"]
         assert {t["table"] for t in dropped["tables"]} == {"Comment", "Post"}
         assert dropped["category"] == "risky: foreign key constraints"
+
+
+class TestShapesWithoutARewrite:
+    @pytest.mark.parametrize("sql", [
+        'UPDATE "User" SET ("name", "role") = (\'x\', \'USER\') WHERE true;',  # multi-column assignment
+        'ALTER TABLE "User" ADD COLUMN "seq" INT GENERATED ALWAYS AS IDENTITY;',  # identity, not SERIAL
+    ])
+    def test_prose_alternative_and_no_phases(self, sql):
+        """A shape the rewrite does not handle keeps the prose alternative: never wrong SQL, never a crash."""
+        finding = next(f for f in _review({}, sql).migrations[1].findings if f.level in ("high", "medium"))
+        assert finding.alternative and finding.phases == [] and finding.lock
+        assert "outside Prisma" in finding.alternative

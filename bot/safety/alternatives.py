@@ -404,7 +404,8 @@ def _batched_dml(s: Subject) -> list[Phase] | None:
         where = f" WHERE {_sql(s.stmt.whereClause)}" if s.stmt.whereClause is not None else ""
         sql = f"DELETE FROM {rel} WHERE ctid IN (SELECT ctid FROM {rel}{where} LIMIT {BATCH_ROWS})"
     elif isinstance(s.stmt, ast.UpdateStmt) and not s.stmt.fromClause and not s.stmt.withClause \
-            and s.stmt.targetList and all(t.name and not t.indirection for t in s.stmt.targetList):
+            and s.stmt.targetList and all(t.name and not t.indirection and not isinstance(t.val, ast.MultiAssignRef)
+                                          for t in s.stmt.targetList):
         if s.stmt.relation is None or s.stmt.relation.alias is not None:
             return None
         targets = list(s.stmt.targetList)
