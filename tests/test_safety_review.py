@@ -42,7 +42,7 @@ RISKY = [
      "fk-without-not-valid", "risky: foreign key constraints", 'VALIDATE CONSTRAINT "Post_authorId_fkey"',
      "adding-foreign-key-constraint"),
     ("column type change", 'ALTER TABLE "User" ALTER COLUMN "age" SET DATA TYPE BIGINT;', "type-change",
-     "risky: changing column types", 'add a new column "age_new"', "changing-column-type"),
+     "risky: changing column types", 'ADD COLUMN age_new bigint', "changing-column-type"),
     ("dropped column", 'ALTER TABLE "Post" DROP COLUMN "title";', "drop-column", "risky: removing columns",
      'ALTER TABLE "Post" DROP COLUMN "title"', "ban-drop-column"),
     ("dropped table", 'DROP TABLE "Old";', "drop-table", "risky: removing tables", "migrate or archive the data",
@@ -178,6 +178,6 @@ class TestAdvice:
                                              "new_name": "n", "type": "text", "old": "a", "new": "b",
                                              "value": "v", "function": "f", "what": "x", "held": "H",
                                              "lock": "SHARE", "first": "0", "slow": "1", "slow_kind": "k",
-                                             "old_type": "varchar(5)"})
+                                             "old_type": "varchar(5)", "setting": "lock_timeout"})
             assert not re.search(r"<[a-z_]+>", advice.title + advice.alternative), key
             assert advice.category == "safe" or advice.category.startswith("risky: ")

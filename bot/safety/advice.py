@@ -32,6 +32,10 @@ class Advice:
     alternative: str
     kind: str = "lock"
     level: Level = "info"
+    # Why the alternative has no runnable SQL phases (bot.safety.alternatives); "" when it has them.
+    manual: str = ""
+    # The lock to show when the statement locks no table (a type, an index rename).
+    lock: str = ""
 
 
 class _Names(dict[str, str]):
@@ -39,8 +43,22 @@ class _Names(dict[str, str]):
         return f"<{key}>"
 
 
+def quote(name: str) -> str:
+    """An identifier quoted as PostgreSQL needs for a name written exactly so (Prisma's mixed-case names)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_qualified(name: str) -> str:
+    """``audit.Log`` -> ``"audit"."Log"`` (the review shows tables of the default schema bare)."""
+    return ".".join(quote(part) for part in name.split("."))
+
+
 def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"' if name and not name.startswith("<") else name
+    return quote(name) if name and not name.startswith("<") else name
+
+
+def _qt(name: str) -> str:
+    return quote_qualified(name) if name and not name.startswith("<") else name
 
 
 REGISTRY: dict[str, Advice] = {}
@@ -55,8 +73,8 @@ _add(Advice(
     "ADD COLUMN ... NOT NULL with no default fails on any non-empty table, and the old app code, which "
     "inserts without the column, starts failing as soon as it succeeds.",
     "Phase 1: ALTER TABLE {t} ADD COLUMN {c} {type} (nullable, or NOT NULL with a constant DEFAULT); make the "
-    "Prisma field optional ({column}?) and deploy code that writes it. Phase 2 (separate migration): backfill "
-    "in batches, e.g. UPDATE {t} SET {c} = ... WHERE {c} IS NULL AND id IN (...). Phase 3: "
+    "Prisma field optional ({column}?) and deploy code that writes it. Phase 2: backfill with a script run "
+    "outside Prisma, in batches, between two migrations. Phase 3: "
     "ALTER TABLE {t} ADD CONSTRAINT {t_c_check} CHECK ({c} IS NOT NULL) NOT VALID; then in its own migration "
     "ALTER TABLE {t} VALIDATE CONSTRAINT {t_c_check}; ALTER TABLE {t} ALTER COLUMN {c} SET NOT NULL "
     "(no scan on PG 12+); ALTER TABLE {t} DROP CONSTRAINT {t_c_check}.",
@@ -101,7 +119,7 @@ _add(Advice(
     "ALTER COLUMN TYPE holds ACCESS EXCLUSIVE (no reads, no writes) and, unless the change is binary-coercible, "
     "rewrites the table and every index; running app code may also break on the new type.",
     "Phase 1: add a new column {c_new} {type} (nullable) and dual-write both columns. Phase 2: backfill "
-    "{c_new} in batches. Phase 3: switch reads to {c_new}. Phase 4: stop writing {c}, then drop it (and rename "
+    "{c_new} with a script run outside Prisma, in batches. Phase 3: switch reads to {c_new}. Phase 4: stop writing {c}, then drop it (and rename "
     "with @map in schema.prisma instead of a SQL rename). Binary-coercible changes need no rewrite: "
     "varchar(n) to a larger varchar or text, numeric precision up at the same scale."))
 _add(Advice(
@@ -129,26 +147,34 @@ _add(Advice(
     "Old app instances keep using {column} during the deploy and fail until every instance runs the new code.",
     "Keep the database name and rename only in Prisma: {new_name} ... @map(\"{column}\"). If the database column "
     "must change: add {n}, dual-write both columns, backfill, move reads to {n}, stop writing {c}, then drop it.",
-    kind="fixed", level="high"))
+    kind="fixed", level="high",
+    manual="it keeps the database name (@map), so the schema deliberately stays as it was"))
 _add(Advice(
     "rename-table", 'Renaming table {t} to {n}', risky("renaming tables without a dual-write period"),
     "Old app instances keep querying {table} during the deploy and fail until every instance runs the new code.",
     "Keep the table name and rename only the Prisma model with @@map(\"{table}\"). If the table itself must "
     "change: create {n}, dual-write, backfill, move reads, stop writing {t}, then drop it.",
-    kind="fixed", level="high"))
+    kind="fixed", level="high",
+    manual="it keeps the database name (@@map), so the schema deliberately stays as it was"))
 _add(Advice(
     "volatile-default", 'Column {t}.{c} with volatile default {function}()', risky("column default that rewrites the table"),
     "A volatile DEFAULT (one value per row) rewrites the table and all its indexes under ACCESS EXCLUSIVE.",
-    "ALTER TABLE {t} ADD COLUMN {c} (no default); then ALTER COLUMN {c} SET DEFAULT {function}() (new rows only); "
-    "backfill existing rows in batches in a separate migration."))
+    "ALTER TABLE {t} ADD COLUMN {c} {type} (no default); then ALTER COLUMN {c} SET DEFAULT {function}() (new rows "
+    "only); backfill existing rows with a script run outside Prisma, in batches, between two migrations."))
 _add(Advice(
     "generated-column", 'Stored generated column {t}.{c}', risky("column that rewrites the table"),
     "A STORED generated column is computed for every row: a full rewrite under ACCESS EXCLUSIVE.",
-    "Add a plain nullable column, fill it from the app or a trigger, backfill in batches."))
+    "Add a plain nullable column, fill it from the app or a trigger, backfill with a script run outside "
+    "Prisma, in batches.",
+    manual="a plain column filled by the app replaces the generated one: a different schema by design"))
 _add(Advice(
     "identity-column", 'Serial or identity column {t}.{c}', risky("column that rewrites the table"),
     "Adding a serial/identity column fills every existing row: a full rewrite under ACCESS EXCLUSIVE.",
-    "Create a new table with the column, copy the data in batches, then switch (as for a table rename)."))
+    "For SERIAL: create the sequence, add the column without a default, set the default, backfill with a script run "
+    "outside Prisma in batches, "
+    "then NOT NULL through a validated CHECK. For an identity column: create a new table with it, copy the data "
+    "in batches with a script run outside Prisma, then switch (as for a table rename).",
+))
 _add(Advice(
     "unique-build", 'Unique or primary key constraint on {t} built under ACCESS EXCLUSIVE',
     risky("unique constraint builds an index under ACCESS EXCLUSIVE"),
@@ -171,7 +197,8 @@ _add(Advice(
 _add(Advice(
     "table-rewrite", '{what} rewrites {t}', risky("table rewrite"),
     "The table is rewritten under ACCESS EXCLUSIVE: no reads or writes until it finishes.",
-    "Avoid it in a deploy migration; schedule a maintenance window or use a shadow-table copy."))
+    "Avoid it in a deploy migration; schedule a maintenance window or use a shadow-table copy.",
+    manual="a maintenance window or a shadow-table copy, not a migration rewrite"))
 _add(Advice(
     "truncate", 'TRUNCATE {t}', risky("removing data"),
     "All rows are removed under ACCESS EXCLUSIVE; the data is gone.",
@@ -181,8 +208,9 @@ _add(Advice(
     "backfill-in-migration", '{what} on {t} inside the schema migration', risky("data backfill inside the DDL transaction"),
     "The whole file is one transaction: every lock taken earlier in the file is held until the data change "
     "finishes, and one huge UPDATE bloats the table and replication.",
-    "Run the backfill as its own migration (or a script) in batches of a few thousand rows, e.g. "
-    "UPDATE {t} SET ... WHERE id IN (SELECT id FROM {t} WHERE ... LIMIT 5000), with no DDL in the same file."))
+    "Take it out of the migration and run it as a script outside Prisma, in batches of a few thousand rows, "
+    "between two migrations (a migration file is one transaction, so batches inside it do not help): "
+    "UPDATE {t} SET ... WHERE ctid IN (SELECT ctid FROM {t} WHERE ... LIMIT 5000), repeated until 0 rows."))
 _add(Advice(
     "lock-held", '{lock} on {h} held while statement {slow} runs', risky("lock held for the rest of the migration"),
     "A Prisma migration file is one transaction, so the lock on {h} taken at statement {first} is held until "
@@ -202,25 +230,72 @@ _add(Advice(
     "enum-add-value", "Adding value '{value}' to enum {ty}", SAFE,
     "Allowed in a transaction on PG 12+, but the new value cannot be used until the migration commits; "
     "without BEFORE/AFTER it sorts last, so ordering comparisons on the enum include it at the end.",
-    "", kind="fixed", level="info"))
+    "", kind="fixed", level="info",
+    lock="EXCLUSIVE on the type (no table lock)"))
 _add(Advice(
     "enum-add-value-old-pg", "Adding value '{value}' to enum {ty} before PostgreSQL 12",
     risky("adding enum values before PostgreSQL 12"),
     "Before PG 12, ALTER TYPE ... ADD VALUE cannot run inside a transaction block; Prisma's file transaction "
     "makes the migration fail.", "Put the ADD VALUE alone in its own migration, or upgrade to PG 12+.",
-    kind="fixed", level="high"))
+    kind="fixed", level="high",
+    lock="EXCLUSIVE on the type (no table lock)"))
 _add(Advice(
     "rename-enum-value", "Renaming value '{old}' of enum {ty}", risky("renaming enum values"),
     "Running code still sends and expects '{old}'.",
     "Add '{new}' as a new value, handle both in the app, backfill rows, then stop using '{old}'.",
-    kind="fixed", level="medium"))
+    kind="fixed", level="medium",
+    manual="PostgreSQL cannot drop the old value, so the end schema differs by design",
+    lock="EXCLUSIVE on the type (no table lock)"))
 _add(Advice(
     "opaque-block", 'DO block', risky("code the review cannot inspect"),
     "The contents of a DO block are not analysed for locks.", "Review it by hand, or write it as plain SQL.",
-    kind="fixed", level="medium"))
+    kind="fixed", level="medium",
+    manual="the block's contents are not analysed",
+    lock="unknown: the block is not analysed"))
 _add(Advice(
     "syntax-error", 'Syntax error', risky("unparsable SQL"),
-    "PostgreSQL will reject this file and the migration will fail.", "Fix the SQL.", kind="fixed", level="high"))
+    "PostgreSQL will reject this file and the migration will fail.", "Fix the SQL.", kind="fixed", level="high",
+    manual="the SQL does not parse",
+    lock="none: PostgreSQL rejects the file before locking anything"))
+
+
+# Findings squawk raises on its own: the statement is fine SQL but breaks running code or drops a guarantee.
+_add(Advice(
+    "drop-constraint", "Dropping constraint {k} on {t}", risky("removing constraints"),
+    "Dropping a constraint takes ACCESS EXCLUSIVE on {t} (and, for a foreign key, on the table it references) and "
+    "removes a guarantee running code may rely on.",
+    "Deploy code that no longer relies on it, then drop it alone in a later migration.", level="low",
+    kind="squawk"))
+_add(Advice(
+    "drop-default", "Dropping the default of {t}.{c}", risky("removing column defaults"),
+    "Running code that inserts without {column} starts writing NULL or failing.",
+    "Deploy code that sets {column} on every insert, then drop the default in a later migration.",
+    level="low", kind="squawk"))
+_add(Advice(
+    "drop-not-null", "Dropping NOT NULL on {t}.{c}", risky("relaxing NOT NULL"),
+    "Running code and Prisma's generated types still assume {column} is never NULL.",
+    "Deploy code that reads {column} as optional first, then drop NOT NULL in a later migration.",
+    level="low", kind="squawk"))
+_add(Advice(
+    "drop-type", "Dropping type {ty}", risky("removing types"),
+    "Running code and any column still using {ty} break (Prisma emits this when it replaces an enum).",
+    "Remove every use of the type and deploy, then drop it in a later migration.", level="low", kind="squawk",
+    lock="ACCESS EXCLUSIVE on the type"))
+_add(Advice(
+    "rename-object", "Renaming {what}", risky("renaming without a dual-write period"),
+    "Running code or tools that use the old name fail until every instance uses the new one.",
+    "Keep the old name (map: in schema.prisma), or deploy code that uses the new name and rename in a later "
+    "migration.", level="low", kind="squawk", lock="SHARE UPDATE EXCLUSIVE on the index"))
+_add(Advice(
+    "set-timeout", "No {setting} before this statement", risky("statements that can wait or run without bound"),
+    "Without {setting}, a statement that waits for a lock (or runs long) holds everything queued behind it.",
+    "Set it at the top of the migration file, or set migrate.statement_timeout_ms so the bot's runner sets it.",
+    level="low", kind="squawk"))
+_add(Advice(
+    "squawk-rule", "{what}", risky("a change running code may depend on"),
+    "squawk flags this statement: {help}",
+    "Deploy code that no longer depends on it, then run the statement alone in a later migration.",
+    level="medium", kind="squawk"))
 
 
 def advise(key: str, table: str | None = None, names: Mapping[str, str] | None = None) -> Advice:
@@ -232,10 +307,10 @@ def advise(key: str, table: str | None = None, names: Mapping[str, str] | None =
     short = (values.get("table", "t") or "t").split(".")[-1]
     column = values.get("column", "")
     derived = {
-        "t": _q(values.get("table", "<table>")), "c": _q(column or "<column>"),
-        "k": _q(values.get("constraint", "<constraint>")), "p": _q(values.get("parent", "<parent>")),
-        "i": _q(values.get("index", "<index>")), "n": _q(values.get("new_name", "<new_name>")),
-        "ty": _q(values.get("type", "<type>")), "h": _q(values.get("held", "<table>")),
+        "t": _qt(values.get("table", "<table>")), "c": _q(column or "<column>"),
+        "k": _q(values.get("constraint", "<constraint>")), "p": _qt(values.get("parent", "<parent>")),
+        "i": _qt(values.get("index", "<index>")), "n": _q(values.get("new_name", "<new_name>")),
+        "ty": _qt(values.get("type", "<type>")), "h": _qt(values.get("held", "<table>")),
         "t_c_check": _q(f"{short}_{column or 'col'}_not_null"),
         "c_new": _q(f"{column or 'col'}_new"), "t_archive": _q(f"{short}_archive"),
         "t_idx": _q(f"{short}_{column or 'key'}_key"),
@@ -250,4 +325,4 @@ def advise(key: str, table: str | None = None, names: Mapping[str, str] | None =
         return text.format_map(values)
 
     return Advice(base.key, fill(base.title), base.category, fill(base.why), fill(base.alternative), base.kind,
-                  base.level)
+                  base.level, base.manual, base.lock)

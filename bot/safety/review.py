@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from bot.integrations.pgcatalog import LiveCatalog, TableSize, server_version_num
 from bot.integrations.squawk import SquawkBatch, SquawkConfig, SquawkViolation
 from bot.messages import statements
-from bot.safety.advice import SAFE, Level, advise
+from bot.safety.advice import REGISTRY, SAFE, Level, advise, risky
 from bot.safety.analysis import (
     Check,
     FileAnalysis,
@@ -58,12 +58,12 @@ SQUAWK_LEVELS: dict[str, Level] = {
 }
 # squawk rule -> analysis checks about the same issue (merged into one finding, the rule kept visible).
 SQUAWK_TO_CHECKS: dict[str, frozenset[str]] = {
-    "adding-required-field": frozenset({"required-column"}),
+    "adding-required-field": frozenset({"required-column", "identity-column"}),
     "adding-not-nullable-field": frozenset({"set-not-null"}),
     "require-concurrent-index-creation": frozenset({"non-concurrent-index"}),
     "adding-foreign-key-constraint": frozenset({"fk-without-not-valid"}),
     "constraint-missing-not-valid": frozenset({"fk-without-not-valid", "check-without-not-valid",
-                                               "validate-same-transaction"}),
+                                               "validate-same-transaction", "unique-build"}),
     "changing-column-type": frozenset({"type-change", "type-change-safe"}),
     "ban-drop-column": frozenset({"drop-column"}),
     "ban-drop-table": frozenset({"drop-table"}),
@@ -78,7 +78,14 @@ SQUAWK_TO_CHECKS: dict[str, frozenset[str]] = {
     "ban-concurrent-index-creation-in-transaction": frozenset({"concurrently-in-transaction"}),
     "syntax-error": frozenset({"syntax-error"}),
     "prefer-repack": frozenset({"table-rewrite"}),
-    "require-enum-value-ordering": frozenset({"enum-add-value"}),
+    "require-enum-value-ordering": frozenset({"enum-add-value", "enum-add-value-old-pg"}),
+}
+
+# Advice for findings squawk raises alone (no analysis check covers them); other rules get "squawk-rule".
+SQUAWK_ADVICE: dict[str, str] = {
+    "ban-drop-constraint": "drop-constraint", "ban-drop-default": "drop-default",
+    "ban-drop-not-null": "drop-not-null", "ban-drop-type": "drop-type", "renaming-object": "rename-object",
+    "require-lock-timeout": "set-timeout", "require-statement-timeout": "set-timeout",
 }
 
 
@@ -104,6 +111,10 @@ class Finding:
     squawk_rules: list[str] = field(default_factory=list)
     line: int | None = None
     statement: str | None = None
+    # Every table the statement locks (an FK's referenced table too): table, lock, role, rows, bytes.
+    tables: list[dict[str, Any]] = field(default_factory=list)
+    # The alternative as runnable phases (bot.safety.alternatives.Phase.to_json); [] when it is prose only.
+    phases: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-friendly form (every field; a shallow copy: dataclasses.asdict's deep walk cost 80 ms per 1,000)."""
@@ -265,6 +276,58 @@ class _Context:
         return found
 
 
+def _tables(st: StatementAnalysis | None, analysis: FileAnalysis, ctx: _Context) -> list[dict[str, Any]]:
+    """Every table the statement locks, strongest lock each, with live rows and size when a database is given."""
+    if st is None:
+        return []
+    roles: dict[str, str] = {}
+    for eff in st.effects:
+        roles.setdefault(eff.table, eff.role)
+    out: list[dict[str, Any]] = []
+    for table, lock in st.tables_touched:  # the analysis' contract: target first, strongest lock each
+        role = roles.get(table, "target")
+        size = ctx.size(table, analysis) if ctx.catalog is not None else None
+        out.append({"table": table, "lock": lock.label, "role": role,
+                    "rows": size.rows if size is not None else None, "bytes": size.bytes if size is not None else None})
+    return out
+
+
+def _with_held(tables: list[dict[str, Any]], held: str, lock: Lock, size: TableSize | None) -> list[dict[str, Any]]:
+    """The statement's tables plus the table whose earlier lock is still held (the stronger lock kept)."""
+    for entry in tables:
+        if entry["table"] == held:
+            if Lock[entry["lock"].replace(" ", "_")] < lock:
+                entry["lock"], entry["role"] = lock.label, "held"
+            return tables
+    return [{"table": held, "lock": lock.label, "role": "held", "rows": size.rows if size is not None else None,
+             "bytes": size.bytes if size is not None else None}, *tables]
+
+
+def _others_line(tables: list[dict[str, Any]], table: str | None) -> str:
+    """`` Also locks "User" (SHARE ROW EXCLUSIVE, 12 k rows, 3.1 MB).`` for the tables besides the finding's own."""
+    others = []
+    for t in tables:
+        if t["table"] == table:
+            continue
+        sized = f", {human_rows(t['rows'])}, {human_bytes(t['bytes'])}" if t["rows"] is not None else ""
+        others.append(f'"{t["table"]}" ({t["lock"]}{sized})')
+    return f" Also locks {', '.join(others)}." if others else ""
+
+
+def _alternative(key: str, category: str, prose: str, sql: str | None, table: str | None,
+                 names: dict[str, str]) -> tuple[str, list[dict[str, Any]]]:
+    """The alternative text and its runnable phases (none for a safe finding; the prose when no SQL form fits)."""
+    if category == SAFE:
+        return "", []
+    # pglast's deparser is loaded only when a review has a risky finding to rewrite
+    from bot.safety.alternatives import build, render
+
+    phases = build(key, sql, table, names) if sql and not REGISTRY[key].manual else None
+    if not phases:
+        return prose, []
+    return render(phases), [p.to_json() for p in phases]
+
+
 def _check_finding(name: str, st: StatementAnalysis, check: Check, analysis: FileAnalysis,
                    ctx: _Context) -> Finding:
     key = check.key
@@ -295,10 +358,12 @@ def _check_finding(name: str, st: StatementAnalysis, check: Check, analysis: Fil
                 analysis.created_here and ctx.catalog is not None:
             level = "medium"
             why = f"\"{check.table}\" is empty now, so the migration will pass; old app code inserting rows still fails. " + why
-    alternative = adv.alternative if category != SAFE else ""
+    alternative, phases = _alternative(key, category, adv.alternative, st.sql, check.table, names)
+    tables = _tables(st, analysis, ctx)
     return Finding(
         migration=name, statement_index=st.index, rule=key, level=level, category=category, message=adv.title,
-        why=why, alternative=alternative, table=check.table, lock=lock.label if lock else None,
+        why=why + _others_line(tables, check.table), alternative=alternative, table=check.table,
+        lock=lock.label if lock else (adv.lock or None), tables=tables, phases=phases,
         rewrites=check.rewrites, scans=check.scans or check.rewrites,
         rows=size.rows if size is not None and ctx.catalog is not None else None,
         bytes=size.bytes if size is not None and ctx.catalog is not None else None,
@@ -334,7 +399,10 @@ def _lock_held_findings(name: str, analysis: FileAnalysis, by_statement: dict[in
                     why=f"{lock.label} on \"{table}\" (taken at {statements(first)}) blocks {blocked} until "
                         f"{statements(st.index)} ({st.kind} on \"{st.target}\") and the rest of the file finish. "
                         + adv.why,
-                    alternative=adv.alternative, table=table, lock=lock.label,
+                    alternative=_alternative("lock-held", adv.category, adv.alternative, st.sql, table, {})[0],
+                    phases=_alternative("lock-held", adv.category, adv.alternative, st.sql, table, {})[1],
+                    tables=_with_held(_tables(st, analysis, ctx), table, lock, size if ctx.catalog else None),
+                    table=table, lock=lock.label,
                     rows=size.rows if size is not None and ctx.catalog is not None else None,
                     bytes=size.bytes if size is not None and ctx.catalog is not None else None,
                     source="analysis", line=st.line, statement=st.sql[:300]))
@@ -363,8 +431,25 @@ def _statement_for(violation: SquawkViolation, line_starts: list[int], analysis:
     return max(bisect.bisect_right(starts, offset) - 1, 0)
 
 
+def _object_lock(key: str, fallback: str, names: dict[str, str], st: StatementAnalysis | None) -> str:
+    """The lock of a statement that locks no table: on the type, index, view or other object it changes."""
+    kind = st.kind if st else ""
+    if key == "rename-object" and names.get("kind") not in (None, "index"):
+        return f"ACCESS EXCLUSIVE on the {names['kind']}"
+    if fallback:
+        return fallback
+    if kind == "ALTER INDEX RENAME":
+        return "SHARE UPDATE EXCLUSIVE on the index"
+    if kind.startswith("DROP "):
+        return f"ACCESS EXCLUSIVE on the {kind.removeprefix('DROP ').lower().replace('_', ' ')}"
+    if kind.startswith("ALTER TYPE"):
+        return "EXCLUSIVE on the type (no table lock)"
+    return "no table lock"
+
+
 def _squawk_finding(name: str, v: SquawkViolation, index: int | None, analysis: FileAnalysis,
-                    ) -> Finding:
+                    ctx: _Context) -> Finding:
+    """A finding squawk raised alone, completed like the analysis' own: lock, tables, size, category, phases."""
     if v.rule in INFO_RULES:
         level: Level = "info"
     elif v.rule in TIMEOUT_RULES:
@@ -372,12 +457,41 @@ def _squawk_finding(name: str, v: SquawkViolation, index: int | None, analysis: 
     else:
         level = SQUAWK_LEVELS.get(v.rule, "medium")
     st = analysis.statements[index] if index is not None else None
-    category = SAFE if level == "info" else f"risky: {v.rule.replace('-', ' ')}"
+    table = st.target if st else None
+    tables = _tables(st, analysis, ctx)
+    own = next((t for t in tables if t["table"] == table), None)
+    if level == "info":
+        return Finding(
+            migration=name, statement_index=index, rule=v.rule, level=level, category=SAFE, message=v.message,
+            why=v.help or "", alternative="", table=table, lock=own["lock"] if own else None, source="squawk",
+            squawk_rules=[v.rule], line=v.line, statement=st.sql[:300] if st else None, tables=tables,
+            rows=own["rows"] if own else None, bytes=own["bytes"] if own else None)
+    key = SQUAWK_ADVICE.get(v.rule, "squawk-rule")
+    from bot.safety.alternatives import statement_names
+
+    names = statement_names(key, st.sql) if st else {}
+    if key == "set-timeout":
+        names["setting"] = "lock_timeout" if v.rule == "require-lock-timeout" else "statement_timeout"
+    names.setdefault("what", v.message)
+    names["help"] = v.help or v.message
+    adv = advise(key, table, names)
+    lock = own["lock"] if own else None
+    if lock is None:
+        lock = _object_lock(key, adv.lock, names, st)
+    size = (f" ({human_rows(own['rows'])}, {human_bytes(own['bytes'])})"
+            if own is not None and own["rows"] is not None else "")
+    where = f' on "{table}"{size}' if table else ""
+    why = (f"{lock}{where}: brief, but it queues behind long queries and everything queues behind it. "
+           if lock else "") + adv.why + _others_line(tables, table)
+    category = adv.category
+    if key == "drop-constraint" and any(t["role"] == "referenced" for t in tables):
+        category = risky("foreign key constraints")  # the seed's own category: it locks the parent table too
+    alternative, phases = _alternative(key, category, adv.alternative, st.sql if st else None, table, names)
     return Finding(
-        migration=name, statement_index=index, rule=v.rule, level=level, category=category, message=v.message,
-        why="", alternative=v.help or "", table=st.target if st else None,
-        lock=st.lock.label if st and st.lock else None, source="squawk", squawk_rules=[v.rule],
-        line=v.line, statement=st.sql[:300] if st else None)
+        migration=name, statement_index=index, rule=v.rule, level=level, category=category,
+        message=adv.title if key != "squawk-rule" else v.message, why=why, alternative=alternative, table=table,
+        lock=lock, source="squawk", squawk_rules=[v.rule], line=v.line, statement=st.sql[:300] if st else None,
+        tables=tables, phases=phases, rows=own["rows"] if own else None, bytes=own["bytes"] if own else None)
 
 
 def _assume_in_transaction(analysis: FileAnalysis) -> bool:
@@ -393,16 +507,18 @@ def _analysis_findings(name: str, sql: str, analysis: FileAnalysis, ctx: _Contex
         adv = advise("syntax-error")
         line = sql.count("\n", 0, analysis.parse_error_offset) + 1 if analysis.parse_error_offset else None
         findings.append(Finding(name, None, "syntax-error", "high", adv.category, f"Syntax error: {analysis.parse_error}",
-                                adv.why, adv.alternative, line=line))
+                                adv.why, adv.alternative, line=line, lock=adv.lock))
     multi = len(analysis.statements) > 1 or analysis.explicit_transaction
     for st in analysis.statements:
         for check in st.checks:
             findings.append(_check_finding(name, st, check, analysis, ctx))
         if st.concurrent and multi:
             adv = advise("concurrently-in-transaction", st.target, {"what": st.kind})
+            alternative, phases = _alternative(adv.key, adv.category, adv.alternative, st.sql, st.target, {})
             findings.append(Finding(name, st.index, adv.key, "high", adv.category, adv.title, adv.why,
-                                    adv.alternative, table=st.target, lock=st.lock.label if st.lock else None,
-                                    line=st.line, statement=st.sql[:300]))
+                                    alternative, table=st.target, lock=st.lock.label if st.lock else None,
+                                    line=st.line, statement=st.sql[:300], tables=_tables(st, analysis, ctx),
+                                    phases=phases))
     by_statement: dict[int, list[Finding]] = {}
     for f in findings:
         if f.statement_index is not None:
@@ -412,7 +528,7 @@ def _analysis_findings(name: str, sql: str, analysis: FileAnalysis, ctx: _Contex
 
 
 def _review_one(name: str, sql: str, analysis: FileAnalysis, findings: list[Finding],
-                violations: list[SquawkViolation]) -> MigrationReview:
+                violations: list[SquawkViolation], ctx: _Context) -> MigrationReview:
     """Join squawk's violations of one file into its analysis findings."""
     line_starts = _line_starts(sql) if violations and analysis.statements else []
     for v in violations:
@@ -436,7 +552,7 @@ def _review_one(name: str, sql: str, analysis: FileAnalysis, findings: list[Find
         same = next((f for f in findings if f.source == "squawk" and f.rule == v.rule
                      and f.statement_index == index), None)
         if same is None:
-            findings.append(_squawk_finding(name, v, index, analysis))
+            findings.append(_squawk_finding(name, v, index, analysis, ctx))
     findings.sort(key=lambda f: (f.statement_index if f.statement_index is not None else -1, _RANK[f.level]))
     existing_locks = [t for t in analysis.table_locks if not t.new and t.lock >= Lock.SHARE_UPDATE_EXCLUSIVE]
     summary = f"{name}: {_summarise(_count(findings))}"
@@ -503,7 +619,7 @@ def review_migrations(
     if squawk_config is not None and squawk_config.excluded_paths:
         violations = [[] if squawk_config.excludes(name) else found for name, found in zip(names, violations,
                                                                                           strict=True)]
-    reviews = [_review_one(name, sql, analysis, findings, found)
+    reviews = [_review_one(name, sql, analysis, findings, found, ctx)
                for name, sql, analysis, findings, found in zip(names, sqls, analyses, own, violations, strict=True)]
     return Review(reviews, pg_version=pg_version, with_database=conn is not None,
                   squawk_config=squawk_config.describe() if squawk_config is not None else None,

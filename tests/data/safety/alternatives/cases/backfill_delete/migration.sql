@@ -1,0 +1,1 @@
+DELETE FROM "Post" WHERE "views" IS NULL;

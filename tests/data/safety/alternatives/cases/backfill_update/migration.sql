@@ -1,0 +1,1 @@
+UPDATE "User" SET "role" = 'ADMIN', "name" = upper("name") WHERE "email" LIKE '%1@example.com';

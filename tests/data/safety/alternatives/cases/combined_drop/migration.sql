@@ -1,0 +1,3 @@
+-- AlterTable
+ALTER TABLE "User" DROP COLUMN "legacyToken",
+ADD COLUMN     "bio" TEXT;

@@ -1,0 +1,4 @@
+-- AlterTable
+ALTER TABLE "Post" ADD COLUMN     "slug" TEXT,
+ALTER COLUMN "views" SET DATA TYPE BIGINT,
+ALTER COLUMN "published" DROP DEFAULT;

@@ -1,0 +1,1 @@
+REINDEX INDEX "Post_title_idx";

@@ -1,0 +1,1 @@
+ALTER TABLE "Post" ADD CONSTRAINT "Post_title_key" UNIQUE ("title");

@@ -1,0 +1,2 @@
+-- CreateIndex
+CREATE UNIQUE INDEX "Post_title_key" ON "Post"("title");
