@@ -254,8 +254,9 @@ BACKTICK_SQL = ('-- Required for the `profile` screen; see ```docs/rename.md```\
 
 class TestTheWholeReviewInTheThread:
     def test_45_pending_migrations_show_every_finding(self, fresh):
-        """45 pending migrations (2 examples + 43 renames): every high and medium finding of the review is in the
-        thread, numbered, each whole in one message under Slack's length; the SQL with backticks keeps its fence."""
+        """45 pending migrations (2 examples + 43 new required columns): the thread opens the review under Slack's
+        length and the file beside it holds every high and medium finding, numbered, each whole; the SQL file holds
+        every migration, the one with backticks unchanged."""
         world = fresh
         for i in range(43):
             directory = world["migrations"] / f"20250101{i:06d}_rename_{i}"
@@ -267,24 +268,26 @@ class TestTheWholeReviewInTheThread:
         assert len(run.pending_migrations) == 45
         review = run.facts.review
         assert review is not None and len(review.details) >= 43, review
+        fake = world["fake"]
 
         def thread():
-            return [m.get("text", "") for m in world["fake"].thread(PROD_CHANNEL, ts)]
+            return [m.get("text", "") for m in fake.thread(PROD_CHANNEL, ts)]
 
-        def numbered():
-            return {int(n) for text in thread() for n in re.findall(r"^[🔴🟠] (\d+)\. ", text, re.M)}
+        def review_file():
+            return next((f.content.decode() for f in fake.files if f.name == f"safety-review-{run_id}.txt"), "")
 
-        wait_until(lambda: numbered() == set(range(1, len(review.details) + 1)), timeout=30)
-        posts = [t for t in thread() if "*Safety review*" in t or re.search(r"^[🔴🟠] \d+\. ", t, re.M)]
-        assert len(posts) > 1 and all(len(t) <= 3900 for t in posts)
-        joined = "\n".join(posts)
+        wait_until(lambda: review_file() and any("*Safety review*" in t for t in thread()), timeout=30)
+        opening = next(t for t in thread() if "*Safety review*" in t)
+        assert len(opening) <= 3900 and "the whole review (" in opening
+        whole = review_file()
         for number, finding in enumerate(review.details, 1):
-            entry = re.search(rf"^[🔴🟠] {number}\. (.*?)(?=^[🔴🟠] \d+\. |\Z)", joined, re.M | re.S)
-            assert entry is not None
+            entry = re.search(rf"^[🔴🟠] {number}\. (.*?)(?=^[🔴🟠] \d+\. |\Z)", whole, re.M | re.S)
+            assert entry is not None, number
             assert finding.migration in entry.group(1) and finding.message in entry.group(1)
             assert "_instead:_" in entry.group(1)
-        sql_post = next(t for t in thread() if t.startswith("*20250101000000_rename_0*"))
-        assert sql_post.count("`") == 2 + 2 * len(FENCE) and sql_post.endswith(FENCE)  # `sha` + one block
+        bundle = next(f.content.decode() for f in fake.files if f.name == f"pending-migrations-{run_id}.sql")
+        assert BACKTICK_SQL.strip() in bundle and bundle.count("-- ==== ") == 45
+        assert all(len(t) <= 3900 for t in thread())
 
     def test_status_in_slack_mentions_the_requester_and_labels_the_steps(self, fresh):
         """`/migrate status <run>` over HTTP: <@U…>, the state in words, the backup by its label."""
