@@ -14,7 +14,6 @@ from typing import Any
 
 from bot.config import BotConfig, Settings, load_config
 from bot.configcheck import EXIT_ERRORS, check, exit_code
-from bot.errors import ConfigError
 from bot.redact import safe_url
 
 log = logging.getLogger(__name__)
