@@ -14,6 +14,7 @@ from typing import Any
 
 from bot.config import BotConfig, Settings, load_config
 from bot.configcheck import EXIT_ERRORS, check, exit_code
+from bot.edge import one_line
 from bot.redact import safe_url
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,15 @@ def _serve(args: argparse.Namespace, settings: Settings, config: BotConfig, sock
 
         assert settings.slack_app_token  # Settings.from_environ(socket_mode=True) refused without it
         handler = SocketModeHandler(app, settings.slack_app_token)  # type: ignore[no-untyped-call]  # slack_bolt: untyped
-        handler.connect()  # type: ignore[no-untyped-call]
+        try:
+            handler.connect()  # type: ignore[no-untyped-call]
+        except Exception as exc:  # slack_sdk's SlackApiError (bot.cli does not import slack_sdk): its error code
+            response = getattr(exc, "response", None)
+            code = response.get("error") if response is not None and hasattr(response, "get") else None
+            reason = f"apps.connections.open: {code}" if code else one_line(exc)
+            print(f"migrate-bot: Slack refused the Socket Mode connection ({reason}): check SLACK_APP_TOKEN "
+                  "(an app-level xapp- token with connections:write)", file=sys.stderr)
+            return EXIT_NOT_STARTED
         background = start_background_jobs(deps)
         try:
             log.info("serving over Socket Mode")
