@@ -551,12 +551,12 @@ def redis_url_problem(url: str) -> str | None:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a port that is not a number
     except ValueError:
-        return "REDIS_URL is not a valid URL (expected redis://[:password@]host:port/db)"
+        return "REDIS_URL is not a valid URL (expected redis://HOST:PORT/DB)"
     if parts.scheme not in REDIS_SCHEMES:
         return (f"REDIS_URL must start with {', '.join(s + '://' for s in REDIS_SCHEMES)} "
                 f"(got {parts.scheme + '://' if parts.scheme else 'no scheme'})")
     if parts.scheme != "unix" and not parts.hostname:
-        return "REDIS_URL names no host (expected redis://[:password@]host:port/db)"
+        return "REDIS_URL names no host (expected redis://HOST:PORT/DB)"
     if parts.scheme == "unix" and not parts.path:
         return "REDIS_URL names no socket path (expected unix:///path/to/redis.sock)"
     return None
