@@ -81,7 +81,7 @@ def _bind(host: str, port: int) -> socket.socket | str:
         family, kind, proto, _name, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     except (socket.gaierror, UnicodeError) as exc:
-        return f"cannot listen on {host}:{port}: the address does not resolve ({exc.strerror or exc})"
+        return f"cannot listen on {host}:{port}: the address does not resolve ({getattr(exc, 'strerror', None) or exc})"
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -160,7 +160,7 @@ def _serve(args: argparse.Namespace, settings: Settings, config: BotConfig, sock
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
         assert settings.slack_app_token  # Settings.from_environ(socket_mode=True) refused without it
-        handler = SocketModeHandler(app, settings.slack_app_token)  # type: ignore[no-untyped-call]  # slack_bolt: untyped
+        handler = SocketModeHandler(app, settings.slack_app_token)
         try:
             handler.connect()  # type: ignore[no-untyped-call]
         except Exception as exc:  # slack_sdk's SlackApiError (bot.cli does not import slack_sdk): its error code
