@@ -19,8 +19,8 @@ from bot.redact import register_secret
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_CONFIG_PATH = Path(__file__).parent / "defaults" / "environments.yml"
 """The demo's bundled environments file: `migrate-bot demo` passes it explicitly; `serve` never falls back to it."""
-NO_CONFIG = ("no environments file given: set MIGRATE_BOT_CONFIG or pass --config PATH "
-             "(examples/environments.yml is a commented starting point)")
+NO_CONFIG = ("no environments file given: set MIGRATE_BOT_CONFIG to its path (or `serve --config PATH`, "
+             "`check-config PATH`; examples/environments.yml is a commented starting point)")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 _SLACK_ID = re.compile(r"^[UWSB][A-Z0-9]{2,}$")

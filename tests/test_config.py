@@ -240,7 +240,7 @@ class TestCheckConfig:
         assert run_cli("check-config", str(good), config=bad).returncode == 0
         assert run_cli("check-config", config=bad).returncode == 2
 
-    @pytest.mark.parametrize("verb", ["serve", "check-config"])
+    @pytest.mark.parametrize("verb", ["serve", "check-config", "status"])
     def test_no_config_is_refused_not_the_demo_one(self, verb):
         """Without MIGRATE_BOT_CONFIG (or a path) nothing falls back to the bundled demo file."""
         result = subprocess.run(
@@ -248,8 +248,9 @@ class TestCheckConfig:
             env={"PATH": os.environ["PATH"], "SLACK_BOT_TOKEN": "xoxb-1-2", "SLACK_SIGNING_SECRET": "s"},
             capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert result.returncode == 2
-        assert result.stderr.strip() == ("migrate-bot: no environments file given: set MIGRATE_BOT_CONFIG or pass "
-                                         "--config PATH (examples/environments.yml is a commented starting point)")
+        assert result.stderr.strip() == (
+            "migrate-bot: no environments file given: set MIGRATE_BOT_CONFIG to its path (or `serve --config PATH`, "
+            "`check-config PATH`; examples/environments.yml is a commented starting point)")
         assert "local" not in result.stdout
 
     def test_the_shipped_files_are_clean(self):
