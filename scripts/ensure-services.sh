@@ -104,27 +104,39 @@ if ! pg_trusts; then
     have_apt || how_to_start "PostgreSQL does not answer on 127.0.0.1:$PGPORT and its programs are not installed"
     apt_install postgresql
     bin=$(pg_bin) || { say "no initdb/pg_ctl found after installing PostgreSQL"; exit 1; }
+    if ! pg_trusts && pg_listening && command -v pg_ctlcluster >/dev/null 2>&1; then
+      # The package just created and started a cluster of its own that asks for passwords on TCP: stop that
+      # (it is new, nothing uses it) rather than edit its pg_hba.conf, and start the throwaway one below.
+      for version in $(ls /etc/postgresql 2>/dev/null); do
+        say "stopping the PostgreSQL $version cluster the package just started (its pg_hba.conf is left as it is)"
+        as_root pg_ctlcluster --skip-systemctl-redirect "$version" main stop || true
+      done
+    fi
   fi
-  data=$SERVICES_DIR/pg
-  run_pg() { "$@"; }
-  if [ "$(id -u)" = 0 ]; then
-    # initdb refuses to run as root: the cluster belongs to the postgres account (Debian's packages create it)
-    id postgres >/dev/null 2>&1 || { say "running as root and there is no 'postgres' account to own the cluster"; exit 1; }
-    run_pg() { runuser -u postgres -- "$@"; }
+  if ! pg_trusts; then
+    data=$SERVICES_DIR/pg
+    run_pg() { "$@"; }
+    if [ "$(id -u)" = 0 ]; then
+      # initdb refuses to run as root: the cluster belongs to the postgres account (Debian's packages create it)
+      id postgres >/dev/null 2>&1 || { say "running as root and there is no 'postgres' account to own the cluster"; exit 1; }
+      run_pg() { runuser -u postgres -- "$@"; }
+    fi
+    mkdir -p "$SERVICES_DIR"
+    if [ ! -s "$data/PG_VERSION" ]; then
+      say "creating a throwaway PostgreSQL cluster in $data (trust on loopback, its own pg_hba.conf)"
+      mkdir -p "$data"
+      [ "$(id -u)" = 0 ] && chown postgres "$data" "$SERVICES_DIR"
+      chmod 700 "$data"
+      run_pg test -w "$data" || { say "the account that runs PostgreSQL cannot reach $data (a parent directory is
+  private): set SERVICES_DIR to a directory it can reach, e.g. /tmp/migrate-bot-services"; exit 1; }
+      run_pg "$bin/initdb" -D "$data" -U postgres -A trust --no-sync >/dev/null
+      printf 'local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n' \
+        | run_pg tee "$data/pg_hba.conf" >/dev/null
+    fi
+    say "starting it on 127.0.0.1:$PGPORT (log: $data.log)"
+    run_pg "$bin/pg_ctl" -D "$data" -l "$data.log" -w -t 60 \
+      -o "-c listen_addresses=127.0.0.1 -p $PGPORT -k $data -c fsync=off" start >/dev/null
+    pg_trusts || { say "PostgreSQL did not come up on 127.0.0.1:$PGPORT: see $data.log"; exit 1; }
   fi
-  mkdir -p "$SERVICES_DIR"
-  if [ ! -s "$data/PG_VERSION" ]; then
-    say "creating a throwaway PostgreSQL cluster in $data (trust on loopback, its own pg_hba.conf)"
-    mkdir -p "$data"
-    [ "$(id -u)" = 0 ] && chown postgres "$data" "$SERVICES_DIR"
-    chmod 700 "$data"
-    run_pg "$bin/initdb" -D "$data" -U postgres -A trust --no-sync >/dev/null
-    printf 'local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n' \
-      | run_pg tee "$data/pg_hba.conf" >/dev/null
-  fi
-  say "starting it on 127.0.0.1:$PGPORT (log: $data.log)"
-  run_pg "$bin/pg_ctl" -D "$data" -l "$data.log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $PGPORT -k $data -c fsync=off" start >/dev/null
-  pg_trusts || { say "PostgreSQL did not come up on 127.0.0.1:$PGPORT: see $data.log"; exit 1; }
 fi
 say "PostgreSQL (127.0.0.1:$PGPORT) and Redis (127.0.0.1:$REDIS_PORT) answer"
