@@ -89,6 +89,11 @@ class TestRefusals:
         assert "Traceback" not in output and "serving" not in output
         assert keys(redis_url, key_prefix) == []
 
+    def test_a_port_out_of_range_is_one_line(self, tmp_path, fake, redis_url, key_prefix):
+        bot = make_bot(tmp_path, fake, redis_url, key_prefix)
+        code, output = run_to_exit(bot, "--port", "99999")
+        assert (code, output.strip()) == (2, "migrate-bot: --port must be a number from 1 to 65535, got 99999")
+
     @pytest.mark.parametrize(("env", "line"), [
         ({"SLACK_BOT_TOKEN": "xoxp-user-token-123456"},
          "SLACK_BOT_TOKEN is not a bot token (it starts with xoxb-; OAuth & Permissions → Bot User OAuth Token)"),

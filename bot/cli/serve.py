@@ -15,6 +15,7 @@ from typing import Any
 from bot.config import BotConfig, Settings, load_config
 from bot.configcheck import EXIT_ERRORS, check, exit_code
 from bot.edge import one_line
+from bot.errors import ConfigError
 from bot.redact import safe_url
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,9 @@ def wait_for_redis(url: str, stop: threading.Event | None = None) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     # 1. Every setting, before anything starts: environment variables, then the environments file and its checks.
     settings = Settings.from_environ(require_slack=True, socket_mode=args.socket_mode)
+    port = args.port if args.port is not None else settings.port
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port must be a number from 1 to 65535, got {port}")
     path = settings.require_config(args.config)
     config = _checked_config(path)
     if config is None:
@@ -126,7 +130,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     # 2. The port, so a taken one is one line and nothing else has started.
     sock: socket.socket | None = None
-    port = args.port if args.port is not None else settings.port
     if not args.socket_mode:
         bound = _bind(args.host, port)
         if isinstance(bound, str):
