@@ -69,6 +69,9 @@ def _references(name: str, env: EnvironmentConfig, config: BotConfig) -> list[Fi
     if staging not in config.environments:
         known = ", ".join(sorted(config.environments))
         return [Finding("error", where, f"unknown environment {staging!r} (known: {known})")]
+    if not config.environments[staging].database_url:
+        return [Finding("warning", where, f"{staging!r} has no database_url, so its _prisma_migrations cannot be "
+                                          "read as staging evidence")]
     return []
 
 

@@ -177,6 +177,14 @@ class TestCheckConfig:
         assert not finding_lines(result, "error")
         assert result.stdout.splitlines()[-1] == f"{path}: 0 errors, {len(warnings)} warnings"
 
+    def test_staging_env_without_a_database_is_a_warning(self, tmp_path):
+        path = write(tmp_path, {"prod": env_block(safety={"staging_env": "staging"}),
+                                "staging": env_block(channel="C2BBB", database_url=None, backup=None)})
+        result = run_cli("check-config", str(path))
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert (f"{path}: warning: environments.prod.safety.staging_env: 'staging' has no database_url, so its "
+                "_prisma_migrations cannot be read as staging evidence") in finding_lines(result, "warning")
+
     @pytest.mark.parametrize("verb", sorted(reserved_names()))
     def test_every_verb_is_a_reserved_name(self, tmp_path, verb):
         """Every first word of a `/migrate` verb (from bot.runbook.access.VERBS) is refused as an environment."""
