@@ -45,9 +45,16 @@ def build_deps(settings: Settings, config: BotConfig, *, jobs: Callable[[Deps], 
     )
 
 
+def _not_token_unused(record: logging.LogRecord) -> bool:
+    """Bolt reads SLACK_BOT_TOKEN itself and warns it is unused beside our client, given on purpose (its retry
+    handlers, its base URL): that warning says nothing true about this bot."""
+    return "token` will be unused" not in record.getMessage()
+
+
 def build_bolt_app(settings: Settings, deps: Deps, listeners: Callable[[App, Deps], None]) -> App:
     """The Bolt app with every listener registered by ``listeners`` (handlers.register, given by `serve`)."""
     assert deps.slack is not None
+    logging.getLogger("slack_bolt.App").addFilter(_not_token_unused)
     # process_before_response: each listener runs on the request's own thread and the HTTP response goes out
     # when it returns. Listeners do only fast Redis work before returning and hand everything that talks to
     # Slack or AWS to deps.background(), so no polling for ack() and no shared listener pool to saturate.

@@ -18,6 +18,10 @@ from bot.redact import register_secret
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_CONFIG_PATH = Path(__file__).parent / "defaults" / "environments.yml"
+"""The demo's bundled environments file: `migrate-bot demo` passes it explicitly; `serve` never falls back to it."""
+NO_CONFIG = ("no environments file given: set MIGRATE_BOT_CONFIG to its path (or `serve --config PATH`, "
+             "`check-config PATH`; examples/environments.yml is a commented starting point)")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 _SLACK_ID = re.compile(r"^[UWSB][A-Z0-9]{2,}$")
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
@@ -532,16 +536,40 @@ def _describe(error: ValidationError, path: Path) -> str:
     return f"{path}: {loc}: {message}{suffix}"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key written twice in one mapping is an error (not: the last one wins)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` merges; an explicit key beside it overrides on purpose
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:
+                continue  # an unhashable key: the safe loader's own error names it
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {first}; the second would silently win)",
+                    key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> BotConfig:
     """Read and validate the environments file. Raises ConfigError with one line naming the field."""
     path = Path(path)
     environ = os.environ if environ is None else environ
     try:
-        raw = yaml.safe_load(path.read_text("utf-8"))
+        raw = yaml.load(path.read_text("utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found (set MIGRATE_BOT_CONFIG to your environments file)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not an environments file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "somewhere"
@@ -567,6 +595,23 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> B
     return config
 
 
+def redis_url_problem(url: str) -> str | None:
+    """What is wrong with a REDIS_URL (without repeating it: it may hold a password), or None."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        return "REDIS_URL is not a valid URL (expected redis://HOST:PORT/DB)"
+    if parts.scheme not in REDIS_SCHEMES:
+        return (f"REDIS_URL must start with {', '.join(s + '://' for s in REDIS_SCHEMES)} "
+                f"(got {parts.scheme + '://' if parts.scheme else 'no scheme'})")
+    if parts.scheme != "unix" and not parts.hostname:
+        return "REDIS_URL names no host (expected redis://HOST:PORT/DB)"
+    if parts.scheme == "unix" and not parts.path:
+        return "REDIS_URL names no socket path (expected unix:///path/to/redis.sock)"
+    return None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Process-level settings from the environment variables."""
@@ -576,36 +621,71 @@ class Settings:
     slack_app_token: str | None
     slack_api_url: str
     redis_url: str
-    config_path: Path
+    config_path: Path | None
+    """MIGRATE_BOT_CONFIG; None when unset (serve and the CLI refuse then: see ``require_config``)."""
     key_prefix: str
     port: int
     demo: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
+    def require_config(self, given: str | Path | None = None) -> Path:
+        """The environments file to read: ``given`` (a --config or a PATH argument), else MIGRATE_BOT_CONFIG."""
+        if given:
+            return Path(given)
+        if self.config_path is None:
+            raise ConfigError(NO_CONFIG)
+        return self.config_path
+
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None, *, require_slack: bool = True) -> Settings:
+    def from_environ(cls, environ: Mapping[str, str] | None = None, *, require_slack: bool = True,
+                     socket_mode: bool = False) -> Settings:
+        """Every setting checked before anything starts; each problem is one ConfigError line that names the
+        variable (never its value: tokens and URLs may be secret)."""
         environ = os.environ if environ is None else environ
         token = environ.get("SLACK_BOT_TOKEN", "")
         secret = environ.get("SLACK_SIGNING_SECRET", "")
+        app_token = environ.get("SLACK_APP_TOKEN", "")
+        for value in (token, secret, app_token):
+            register_secret(value)
         if require_slack and not token:
             raise ConfigError("SLACK_BOT_TOKEN is not set (the bot token, xoxb-…; see README 'Connect a workspace')")
-        if require_slack and not secret:
+        if token and not token.startswith("xoxb-"):
+            raise ConfigError("SLACK_BOT_TOKEN is not a bot token (it starts with xoxb-; OAuth & Permissions "
+                              "→ Bot User OAuth Token)")
+        if require_slack and not secret.strip():
             raise ConfigError("SLACK_SIGNING_SECRET is not set (Basic Information → App Credentials in Slack)")
+        if secret and secret != secret.strip():
+            raise ConfigError("SLACK_SIGNING_SECRET has spaces or a newline around it (copy it again)")
+        if socket_mode and not app_token:
+            raise ConfigError("SLACK_APP_TOKEN is not set: Socket Mode needs an app-level token (xapp-…) with "
+                              "connections:write (Basic Information → App-Level Tokens)")
+        if app_token and not app_token.startswith("xapp-"):
+            raise ConfigError("SLACK_APP_TOKEN is not an app-level token (it starts with xapp-; Basic "
+                              "Information → App-Level Tokens)")
         port_text = environ.get("PORT", "3000")
-        if not port_text.isdigit():
-            raise ConfigError(f"PORT must be a number, got {port_text!r}")
-        for value in (token, secret, environ.get("SLACK_APP_TOKEN")):
-            register_secret(value)
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ConfigError(f"PORT must be a number from 1 to 65535, got {port_text!r}")
+        redis_url = environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+        problem = redis_url_problem(redis_url)
+        if problem:
+            raise ConfigError(problem)
         api_url = environ.get("SLACK_API_URL", DEFAULT_SLACK_API_URL)
+        if urlsplit(api_url).scheme not in ("http", "https"):
+            raise ConfigError("SLACK_API_URL must be an http(s) URL like https://slack.com/api/")
         if not api_url.endswith("/"):
             api_url += "/"
+        prefix = environ.get("MIGRATE_BOT_KEY_PREFIX", "migbot:")
+        if not prefix or any(ch.isspace() or ch in "*?[]" for ch in prefix):
+            raise ConfigError("MIGRATE_BOT_KEY_PREFIX must be non-empty, without spaces or * ? [ ] "
+                              f"(got {prefix!r})")
+        config = environ.get("MIGRATE_BOT_CONFIG", "").strip()
         return cls(
             slack_bot_token=token,
             slack_signing_secret=secret,
-            slack_app_token=environ.get("SLACK_APP_TOKEN") or None,
+            slack_app_token=app_token or None,
             slack_api_url=api_url,
-            redis_url=environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-            config_path=Path(environ.get("MIGRATE_BOT_CONFIG", str(DEFAULT_CONFIG_PATH))),
-            key_prefix=environ.get("MIGRATE_BOT_KEY_PREFIX", "migbot:"),
+            redis_url=redis_url,
+            config_path=Path(config) if config else None,
+            key_prefix=prefix,
             port=int(port_text),
         )

@@ -48,6 +48,11 @@ def redact(text: str) -> str:
     return text
 
 
+def safe_url(url: str) -> str:
+    """``url`` as it may be shown: its password (``scheme://user:password@host``) replaced by ``***``."""
+    return redact(re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", url))
+
+
 class RedactingFilter(logging.Filter):
     """A logging filter that redacts the rendered message of every record it sees."""
 

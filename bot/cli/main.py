@@ -93,8 +93,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler.addFilter(RedactingFilter())
     for noisy in ("httpx", "httpcore", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # Bolt warns that `token` is unused when a client is given: we give it one on purpose (retry handlers).
-    logging.getLogger("slack_bolt.App").setLevel(logging.ERROR)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

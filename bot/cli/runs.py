@@ -43,7 +43,7 @@ def register(subparsers: Any) -> None:
 
 def _settings_and_config(require_slack: bool) -> tuple[Settings, BotConfig]:
     settings = Settings.from_environ(require_slack=require_slack)
-    return settings, load_config(settings.config_path)
+    return settings, load_config(settings.require_config())
 
 
 def add_identity(parser: argparse.ArgumentParser) -> None:

@@ -5,41 +5,147 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
-from bot.config import Settings, load_config
+from bot.config import BotConfig, Settings, load_config
+from bot.configcheck import EXIT_ERRORS, check, exit_code
+from bot.edge import one_line
 from bot.errors import ConfigError
+from bot.redact import safe_url
 
 log = logging.getLogger(__name__)
+
+EXIT_NOT_STARTED = 1  # the port is taken, or Slack refused the Socket Mode connection: nothing was started
+REDIS_BACKOFF_MAX_S = 30.0
 
 
 def register(subparsers: Any) -> None:
     serve = subparsers.add_parser("serve", help="run the bot (HTTP on /slack/events, or Socket Mode)")
+    serve.add_argument("--config", metavar="PATH", default=None,
+                       help="the environments file (default: $MIGRATE_BOT_CONFIG; one of them is required)")
     serve.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
     serve.add_argument("--port", type=int, default=None, help="port (default $PORT, else 3000)")
     serve.add_argument("--socket-mode", action="store_true", help="connect to Slack over Socket Mode instead")
     serve.set_defaults(func=cmd_serve)
 
-    check = subparsers.add_parser("check-config", help="validate the environments file and exit")
-    check.set_defaults(func=cmd_check_config)
+    check_parser = subparsers.add_parser(
+        "check-config", help="check an environments file: one line per problem; exit 0 clean, 1 warnings only, "
+                             "2 errors (serve refuses to start on errors)")
+    check_parser.add_argument("path", nargs="?", default=None, metavar="PATH",
+                              help="the environments file (default: $MIGRATE_BOT_CONFIG)")
+    check_parser.set_defaults(func=cmd_check_config)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    settings = Settings.from_environ(require_slack=False)
-    config = load_config(settings.config_path)
-    print(f"{settings.config_path}: ok ({', '.join(config.environments)})")
-    return 0
+    path = Path(args.path) if args.path else Settings.from_environ(require_slack=False).require_config()
+    config = load_config(path)  # a file that does not parse: one ConfigError line, exit 2 (bot.cli.main)
+    findings = check(config)
+    for finding in findings:
+        print(f"{path}: {finding.line()}")
+    errors = sum(f.level == "error" for f in findings)
+    warnings = len(findings) - errors
+    if not findings:
+        print(f"{path}: ok ({', '.join(config.environments)})")
+    else:
+        print(f"{path}: {errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}")
+    return exit_code(findings)
+
+
+def _checked_config(path: Path) -> BotConfig | None:
+    """The config, its warnings logged; None after printing each error (serve must not start on any)."""
+    config = load_config(path)
+    findings = check(config)
+    errors = [f for f in findings if f.level == "error"]
+    if not errors:
+        for finding in findings:
+            log.warning("%s: %s", path, finding.line())
+        return config
+    for finding in errors:
+        print(f"migrate-bot: {path}: {finding.line()}", file=sys.stderr)
+    print(f"migrate-bot: not starting: {len(errors)} error{'s' * (len(errors) != 1)} in {path} "
+          "(`migrate-bot check-config` lists them)", file=sys.stderr)
+    return None
 
 
 def _exit_on_sigterm(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
 
+def _bind(host: str, port: int) -> socket.socket | str:
+    """The listening socket, bound before anything else starts; or the one line saying why it cannot be."""
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"cannot listen on {host}:{port}: the address does not resolve ({getattr(exc, 'strerror', None) or exc})"
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        hint = " (another process holds it: stop it, or pass --port / set PORT)" if exc.errno == 98 else ""
+        return f"cannot listen on {host}:{port}: {(exc.strerror or str(exc)).lower()}{hint}"
+    sock.set_inheritable(True)
+    return sock
+
+
+def wait_for_redis(url: str, stop: threading.Event | None = None) -> None:
+    """Block until Redis answers, naming its (redacted) URL once, retrying with exponential backoff."""
+    from bot.store.runs import ping_problem
+
+    problem = ping_problem(url)
+    if problem is None:
+        return
+    started, delay = time.monotonic(), 0.5
+    log.warning("Redis at %s is not answering (%s); nothing is started until it does (retrying with backoff "
+                "up to %.0f s)", safe_url(url), problem, REDIS_BACKOFF_MAX_S)
+    stop = stop or threading.Event()
+    while problem is not None:
+        if stop.wait(delay):
+            return
+        delay = min(delay * 2, REDIS_BACKOFF_MAX_S)
+        problem = ping_problem(url)
+    log.info("Redis at %s answers after %.0f s; starting", safe_url(url), time.monotonic() - started)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = Settings.from_environ(require_slack=True)
-    config = load_config(settings.config_path)
+    # 1. Every setting, before anything starts: environment variables, then the environments file and its checks.
+    settings = Settings.from_environ(require_slack=True, socket_mode=args.socket_mode)
+    port = args.port if args.port is not None else settings.port
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port must be a number from 1 to 65535, got {port}")
+    path = settings.require_config(args.config)
+    config = _checked_config(path)
+    if config is None:
+        return EXIT_ERRORS
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit lets the finally below
+    # stop the background jobs (releasing the scheduler's leader lock) instead of dying mid-way.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # 2. The port, so a taken one is one line and nothing else has started.
+    sock: socket.socket | None = None
+    if not args.socket_mode:
+        bound = _bind(args.host, port)
+        if isinstance(bound, str):
+            print(f"migrate-bot: {bound}", file=sys.stderr)
+            return EXIT_NOT_STARTED
+        sock = bound
+    try:
+        # 3. Redis: the bot keeps everything there, so nothing starts (no scheduler, no leader lock) until it answers.
+        wait_for_redis(settings.redis_url)
+        return _serve(args, settings, config, sock)
+    finally:
+        if sock is not None:
+            sock.close()
+
+
+def _serve(args: argparse.Namespace, settings: Settings, config: BotConfig, sock: socket.socket | None) -> int:
     # slack_bolt: only `serve` builds the Bolt app and its listeners, so the other verbs start fast
     import handlers
     from bot.app import build_bolt_app, build_deps
@@ -53,30 +159,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     deps = build_deps(settings, config, jobs=queue_for)
     app = build_bolt_app(settings, deps, handlers.register)
+    if sock is None:
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        assert settings.slack_app_token  # Settings.from_environ(socket_mode=True) refused without it
+        handler = SocketModeHandler(app, settings.slack_app_token)
+        try:
+            handler.connect()  # type: ignore[no-untyped-call]
+        except Exception as exc:  # slack_sdk's SlackApiError (bot.cli does not import slack_sdk): its error code
+            response = getattr(exc, "response", None)
+            code = response.get("error") if response is not None and hasattr(response, "get") else None
+            reason = f"apps.connections.open: {code}" if code else one_line(exc)
+            print(f"migrate-bot: Slack refused the Socket Mode connection ({reason}): check SLACK_APP_TOKEN "
+                  "(an app-level xapp- token with connections:write)", file=sys.stderr)
+            return EXIT_NOT_STARTED
+        background = start_background_jobs(deps)
+        try:
+            log.info("serving over Socket Mode")
+            threading.Event().wait()
+        finally:
+            background.stop()
+            handler.close()  # type: ignore[no-untyped-call]
+        return 0
+    import uvicorn
+
+    # starlette and uvicorn: only HTTP serving needs them (not Socket Mode)
+    from bot.server import build_asgi
+
     background = start_background_jobs(deps)
     try:
-        if args.socket_mode:
-            if not settings.slack_app_token:
-                raise ConfigError("SLACK_APP_TOKEN is not set (an app-level xapp- token with connections:write)")
-            from slack_bolt.adapter.socket_mode import SocketModeHandler
-
-            log.info("serving over Socket Mode")
-            SocketModeHandler(app, settings.slack_app_token).start()  # type: ignore[no-untyped-call]  # slack_bolt: untyped
-            return 0
-        import uvicorn
-
-        # starlette and uvicorn: only HTTP serving needs them (not Socket Mode)
-        from bot.server import build_asgi
-
-        port = args.port if args.port is not None else settings.port
-        # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit lets the finally
-        # below stop the background jobs (releasing the scheduler's leader lock) instead of dying mid-way.
-        signal.signal(signal.SIGTERM, _exit_on_sigterm)
-        log.info("serving on %s:%s", args.host, port)
+        host, port = sock.getsockname()[:2]
+        log.info("serving on %s:%s", args.host if args.host in ("0.0.0.0", "::") else host, port)
         sys.stdout.flush()
         asgi = build_asgi(app, deps.store, max_body_bytes=config.limits.max_body_bytes)
-        uvicorn.run(asgi, host=args.host, port=port, log_config=None, access_log=False, log_level="warning",
-                    timeout_graceful_shutdown=5)
+        server = uvicorn.Server(uvicorn.Config(asgi, log_config=None, access_log=False, log_level="warning",
+                                               timeout_graceful_shutdown=5))
+        server.run(sockets=[sock])
         return 0
     finally:
         background.stop()

@@ -113,6 +113,18 @@ def reachable(url: str, *, timeout_s: float = 1.0) -> bool:
         return False
 
 
+def ping_problem(url: str, *, timeout_s: float = 2.0) -> str | None:
+    """None when Redis answers PING at ``url``; else the kind of failure (for one log line, without the URL)."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        client.ping()
+    except RedisError as exc:
+        return type(exc).__name__
+    finally:
+        client.close()
+    return None
+
+
 @contextmanager
 def store_errors() -> Iterator[None]:
     """Redis failures become StateStoreUnavailable (a WatchError stays: the compare-and-set loops retry on it)."""

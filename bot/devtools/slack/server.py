@@ -107,10 +107,14 @@ class FakeSlack:
     def __init__(self, token: str = "xoxb-devslack-token", team_id: str = "T0DEV",
                  bot_user_id: str = "U0BOT", *, bot_id: str = "B0BOT", app_id: str = "A0DEV",
                  host: str = "127.0.0.1", port: int = 0, trigger_ttl_s: float | None = 3.0,
-                 latency_s: float = 0.0) -> None:
+                 latency_s: float = 0.0, app_token: str = "xapp-devslack-token") -> None:
         self.token = token
         self.latency_s = latency_s
         """Every Web API call is answered this much later, as Slack's own take tens of milliseconds (benchmarks)."""
+        self.app_token = app_token
+        # Socket Mode: the ws:// URL `apps.connections.open` hands out (a WebSocket server the test runs); None
+        # answers as Slack does for an app without Socket Mode.
+        self.socket_mode_url: str | None = None
         self.team_id = team_id
         self.bot_user_id = bot_user_id
         self.bot_id = bot_id
@@ -471,7 +475,8 @@ class FakeSlack:
             impl = _METHODS.get(method)
             if impl is None:
                 return _Result(200, {"ok": False, "error": "unknown_method"})
-            if token != self.token:
+            # apps.connections.open takes the app-level token (xapp-), every other method the bot token
+            if token != (self.app_token if method == "apps.connections.open" else self.token):
                 return _Result(200, {"ok": False, "error": "invalid_auth"})
             try:
                 with self._lock:
@@ -636,6 +641,13 @@ def _auth_test(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, "url": "https://devslack.slack.com/", "team": "DevSlack", "user": "migrate-bot",
             "team_id": fake.team_id, "user_id": fake.bot_user_id, "bot_id": fake.bot_id,
             "is_enterprise_install": False}
+
+
+def _apps_connections_open(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    """Socket Mode's handshake: the WebSocket URL to connect to."""
+    if fake.socket_mode_url is None:
+        raise _ApiError("socket_mode_not_enabled")
+    return {"ok": True, "url": fake.socket_mode_url}
 
 
 def _chat_post_message(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
@@ -914,6 +926,7 @@ def _reactions_add(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
 
 _METHODS: dict[str, Callable[[FakeSlack, dict[str, Any]], dict[str, Any]]] = {
     "auth.test": _auth_test,
+    "apps.connections.open": _apps_connections_open,
     "chat.postMessage": _chat_post_message,
     "chat.update": _chat_update,
     "chat.postEphemeral": _chat_post_ephemeral,
