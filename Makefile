@@ -60,7 +60,7 @@ lint: $(DEV_STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/vulture
-	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint --config .hadolint.yaml Dockerfile
 
 ## What earlier demos left behind (Redis keys under a demo prefix whose demo is not running, the demo databases),
 ## then the virtualenv, caches and .demo/. Nothing else in Redis or PostgreSQL is touched.
