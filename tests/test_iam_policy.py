@@ -344,28 +344,41 @@ class TestScoping:
         assert allowed(load_policy(), action, resource, context)
         assert not allowed(without(load_policy(), sid), action, resource, context)
 
-    def test_every_action_the_adapter_calls_is_in_the_policy(self):
-        """Each boto3 operation bot/integrations/aws.py calls maps to an action the policy names (and no other)."""
+    def test_every_call_the_adapter_makes_is_in_the_policy(self):
+        """Each boto3 operation bot/integrations/aws.py calls maps to actions the policy names, and the policy names
+        no other: a new call there fails here until its action is added to deploy/iam-policy.json."""
+        import re
+
         source = (ROOT / "bot" / "integrations" / "aws.py").read_text()
+        calls = {f"{service}.{operation}" for service, operation in
+                 re.findall(r"\b(?:self\.)?(rds|s3|ecs|cloudwatch|logs|ecr)\.([a-z_]+)\b", source)}
+        calls |= {f"paginate.{operation}" for operation in re.findall(r'get_paginator\("([a-z_]+)"\)', source)}
+        calls -= {"rds.get_paginator", "s3.get_paginator", "s3.transfer"}  # a paginator, and boto3's import
+        assert calls <= set(ACTIONS_OF_CALL), f"add the IAM actions of {sorted(calls - set(ACTIONS_OF_CALL))}"
+        # Called at run time by ecs.register_task_definition (tags, task roles) and by h14b's image check.
+        needed = {a for call in calls for a in ACTIONS_OF_CALL[call]} | {"ecs:TagResource", "iam:PassRole",
+                                                                         "ecr:DescribeImages"}
         policy_actions = {a for s in load_policy()["Statement"]
                           for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])}
-        called = {
-            "rds": ["describe_db_snapshots", "create_db_snapshot", "describe_db_instances",
-                    "restore_db_instance_from_db_snapshot", "delete_db_instance", "modify_db_instance"],
-            "s3": ["get_bucket_versioning", "head_object", "upload_file", "list_object_versions", "download_file"],
-            "ecs": ["describe_services", "update_service", "describe_task_definition", "register_task_definition"],
-            "cloudwatch": ["get_metric_data", "get_metric_statistics"],
-            "logs": ["filter_log_events"],
-        }
-        for service, operations in called.items():
-            for operation in operations:
-                assert f".{operation}" in source or f'"{operation}"' in source, f"{operation} no longer called"
-        needed = {
-            "rds:DescribeDBSnapshots", "rds:CreateDBSnapshot", "rds:AddTagsToResource", "rds:DescribeDBInstances",
-            "rds:RestoreDBInstanceFromDBSnapshot", "rds:DeleteDBInstance", "rds:ModifyDBInstance",
-            "s3:GetBucketVersioning", "s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:AbortMultipartUpload",
-            "s3:ListBucketVersions", "ecs:DescribeServices", "ecs:UpdateService", "ecs:DescribeTaskDefinition",
-            "ecs:RegisterTaskDefinition", "ecs:TagResource", "iam:PassRole", "ecr:DescribeImages",
-            "cloudwatch:GetMetricData", "cloudwatch:GetMetricStatistics", "logs:FilterLogEvents",
-        }
         assert policy_actions == needed
+
+
+# The IAM actions each boto3 call of the adapter needs (the S3 transfer manager's calls included).
+ACTIONS_OF_CALL = {
+    "rds.describe_db_snapshots": ["rds:DescribeDBSnapshots"], "paginate.describe_db_snapshots": ["rds:DescribeDBSnapshots"],
+    "rds.create_db_snapshot": ["rds:CreateDBSnapshot", "rds:AddTagsToResource"],
+    "rds.describe_db_instances": ["rds:DescribeDBInstances"],
+    "rds.restore_db_instance_from_db_snapshot": ["rds:RestoreDBInstanceFromDBSnapshot"],
+    "rds.delete_db_instance": ["rds:DeleteDBInstance"], "rds.modify_db_instance": ["rds:ModifyDBInstance"],
+    "s3.get_bucket_versioning": ["s3:GetBucketVersioning"], "s3.head_object": ["s3:GetObject", "s3:GetObjectVersion"],
+    "s3.upload_file": ["s3:PutObject", "s3:AbortMultipartUpload"],
+    "s3.download_file": ["s3:GetObject", "s3:GetObjectVersion"],
+    "paginate.list_object_versions": ["s3:ListBucketVersions"],
+    "ecs.describe_services": ["ecs:DescribeServices"], "ecs.update_service": ["ecs:UpdateService"],
+    "ecs.describe_task_definition": ["ecs:DescribeTaskDefinition"],
+    "ecs.register_task_definition": ["ecs:RegisterTaskDefinition"],
+    "ecr.describe_images": ["ecr:DescribeImages"],
+    "cloudwatch.get_metric_data": ["cloudwatch:GetMetricData"],
+    "cloudwatch.get_metric_statistics": ["cloudwatch:GetMetricStatistics"],
+    "logs.filter_log_events": ["logs:FilterLogEvents"],
+}
