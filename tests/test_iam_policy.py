@@ -30,7 +30,6 @@ import httpx
 import pytest
 
 from bot.backup.rds import take_rds_snapshot_backup
-from bot.errors import IntegrationError
 from bot.integrations.aws import Aws, MetricQuery
 from tests.aws_world import APP_IMAGE, client, make_ecs_service, make_rds_instance
 
@@ -243,7 +242,7 @@ def failing_paths(account: Account, tmp_path: Path) -> dict[str, str]:
         scratch.mkdir(exist_ok=True)
         try:
             path(bot_aws(account), account, scratch)
-        except (IntegrationError, boto3.exceptions.Boto3Error, Exception) as exc:  # noqa: B014 — any failure counts
+        except Exception as exc:  # any failure counts; the tests then check each one is a refusal
             failed[name] = f"{type(exc).__name__}: {exc}"
     return failed
 
