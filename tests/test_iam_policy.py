@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -103,13 +102,7 @@ def _build_world(endpoint: str) -> None:
     s3 = client(endpoint, "s3")
     s3.create_bucket(Bucket=BUCKET)
     s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    make_ecs_service(endpoint)
-    ecr = client(endpoint, "ecr")
-    ecr.create_repository(repositoryName="api")
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-                           "config": {"digest": "sha256:" + hashlib.sha256(b"c").hexdigest(), "size": 1,
-                                      "mediaType": "application/vnd.docker.container.image.v1+json"}, "layers": []})
-    ecr.put_image(repositoryName="api", imageManifest=manifest, imageTag="v2")
+    make_ecs_service(endpoint)  # also pushes the app's images api:v1 and api:v2 to ECR
     now = datetime.now(UTC)
     client(endpoint, "cloudwatch").put_metric_data(Namespace="AWS/ApplicationELB", MetricData=[
         {"MetricName": "RequestCount", "Dimensions": [{"Name": "LoadBalancer", "Value": "app/api/1"}],
@@ -202,12 +195,7 @@ def ecs_deploy(aws: Aws, account: Account, tmp: Path) -> None:
 
 def ecr_image(aws: Aws, account: Account, tmp: Path) -> None:
     """The deploy step's check that ECR holds the tag (ecr:DescribeImages, as the deploy step calls it)."""
-    # A session of its own, as the adapter makes: the bot's credentials from the environment (boto3's default
-    # session would keep an earlier test's).
-    ecr = boto3.session.Session(region_name=REGION).client("ecr", endpoint_url=account.endpoint)
-    repository, _, _ = APP_IMAGE.partition("/")[2].partition(":")
-    found = ecr.describe_images(registryId=ACCOUNT, repositoryName=repository, imageIds=[{"imageTag": "v2"}])
-    assert found["imageDetails"][0]["imageTags"] == ["v2"]
+    assert aws.require_image(APP_IMAGE.rsplit(":", 1)[0] + ":v2")
 
 
 def cloudwatch_watch(aws: Aws, account: Account, tmp: Path) -> None:
