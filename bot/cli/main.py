@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from bot.edge import operator_text
 from bot.errors import ConfigError
-from bot.redact import RedactingFilter
+from bot.observability import settings as observability
 
 # Each module listed here exposes ``register(subparsers)``; its parsers set ``func(args) -> int``.
 _COMMAND_MODULES = [
@@ -47,12 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactingFilter())
+    # Logging (text, or JSON lines with LOG_FORMAT=json; redacted either way), Sentry, where /metrics goes.
+    try:
+        observability.apply(os.environ, verbose=args.verbose)
+    except ConfigError as exc:
+        print(f"migrate-bot: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
     for noisy in ("httpx", "httpcore", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Bolt warns that `token` is unused when a client is given: we give it one on purpose (retry handlers).

@@ -53,6 +53,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     deps = build_deps(settings, config, jobs=queue_for)
     app = build_bolt_app(settings, deps, handlers.register)
+    from bot.observability import metrics  # h15d: /metrics on a port of its own when METRICS_PORT says so
+
+    metrics.start_own_listener(args.host)
     background = start_background_jobs(deps)
     try:
         if args.socket_mode:
