@@ -13,9 +13,6 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import sentry_sdk
-from sentry_sdk.integrations.logging import LoggingIntegration
-
 from bot.observability.logs import current_context
 from bot.redact import redact, register_secret
 
@@ -30,6 +27,10 @@ def init(dsn: str, *, environment: str | None = None) -> None:
     """Start reporting to ``dsn``; its key is registered as a secret so it never shows in a log or a message."""
     register_secret(dsn)
     register_secret(urlsplit(dsn).username)
+    # sentry_sdk takes ~60 ms to import: only a process that reports loads it.
+    import sentry_sdk
+    from sentry_sdk.integrations.logging import LoggingIntegration
+
     sentry_sdk.init(
         dsn=dsn,
         environment=environment,
@@ -48,6 +49,8 @@ def capture(exc: BaseException) -> None:
     """Report ``exc`` (a bug the caller contained) with the log context's run, environment and step as tags."""
     if not _state["on"]:
         return
+    import sentry_sdk
+
     try:
         with sentry_sdk.new_scope() as scope:
             for key, value in current_context().items():

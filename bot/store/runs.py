@@ -225,9 +225,11 @@ class RunStore:
                                         self.keys.audit(run_id), self.keys.thread_cursor(run_id)))
 
     def states_of_runs(self, limit: int = 1000) -> list[tuple[str, str]]:
-        """(environment, state) of the newest ``limit`` runs, in one round trip (the runs gauge of /metrics)."""
-        with store_errors():
-            flat = self.redis.eval(_RUN_STATES, 1, self.keys.runs, limit, self.keys.run_prefix) or []
+        """(environment, state) of the newest ``limit`` runs, in one round trip (the runs gauge of /metrics).
+
+        A Redis error is raised as it is, not counted: the scrape reports it as ``migrate_bot_state_store_up 0``,
+        and ``migrate_bot_redis_errors`` keeps counting only what the bot's own work met."""
+        flat = self.redis.eval(_RUN_STATES, 1, self.keys.runs, limit, self.keys.run_prefix) or []
         return [(str(flat[i]), str(flat[i + 1])) for i in range(0, len(flat) - 1, 2)]
 
     def active_runs(self) -> list[Run]:
