@@ -55,8 +55,8 @@ SLACK_RETRIES = Counter(
     ["method", "reason"], registry=REGISTRY)
 REMINDERS = Counter(
     "migrate_bot_reminders",
-    "Maintenance-window timeline messages by kind and outcome: posted, late (posted after a restart), missed "
-    "(grace period passed), failed (Slack refused), skipped (no longer relevant).",
+    "Maintenance-window timeline messages by kind and outcome: posted, late (posted over a minute after due, or "
+    "after a restart), missed (grace period passed), failed (Slack refused), skipped (no longer relevant).",
     ["kind", "outcome"], registry=REGISTRY)
 REDIS_ERRORS = Counter(
     "migrate_bot_redis_errors",
