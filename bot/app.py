@@ -14,7 +14,9 @@ from slack_bolt import App
 from bot.config import BotConfig, Settings
 from bot.context import Deps, JobQueue
 from bot.integrations.slack import Slack, make_client
+from bot.observability import metrics
 from bot.runbook.publisher import Publisher
+from bot.runbook.rules import RunStatus
 from bot.store.runs import RunStore, connect
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,10 @@ def build_deps(settings: Settings, config: BotConfig, *, jobs: Callable[[Deps], 
     store = RunStore(connect(settings.redis_url), prefix=settings.key_prefix,
                      retention_s=config.retention_days * 86400)
     slack = Slack(make_client(settings.slack_bot_token, settings.slack_api_url))
+    # The runs gauge of /metrics reads Redis at each scrape: every replica reports the same truth.
+    metrics.watch_runs(metrics.RunsSource(states_of_runs=store.states_of_runs,
+                                          environments=tuple(config.environments),
+                                          states=tuple(status.value for status in RunStatus)))
     return Deps(
         config=config,
         store=store,

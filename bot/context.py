@@ -13,6 +13,7 @@ from bot.config import BotConfig, EnvironmentConfig
 from bot.edge import contained
 from bot.errors import BotError, NotAllowed
 from bot.integrations.slack import Slack
+from bot.observability.logs import carry_context
 from bot.runbook import access
 from bot.runbook.access import Rule
 from bot.runbook.publisher import Publisher
@@ -93,13 +94,14 @@ class Deps:
 
 
 def _guarded(fn: Callable[[], object], doing: str) -> Callable[[], None]:
-    """``fn`` with any failure turned into one log line (bot.edge.contained)."""
+    """``fn`` with any failure turned into one log line (bot.edge.contained), logging with the run, environment
+    and user of the thread that handed it over (bot.observability.logs)."""
 
     def guarded() -> None:
         with contained(doing):
             fn()
 
-    return guarded
+    return carry_context(guarded)
 
 
 @dataclass

@@ -3,7 +3,8 @@
 Every place where an error meets a person or would otherwise end a thread uses it: the Slack listeners
 (``user_text``), the CLI's main (``operator_text``) and background work nobody waits on (``contained``).
 The ladder is always the same: Redis down, then any BotError (its own redacted one-line message), then anything
-else, which is a bug: never a traceback, only one redacted line in the log.
+else, which is a bug: never a traceback, only one redacted line in the log (counted in /metrics, and sent to
+Sentry when SENTRY_DSN is set: bot.observability).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 
 from bot import messages
 from bot.errors import BotError, StateStoreUnavailable
+from bot.observability import metrics, reports
 from bot.redact import redact
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ def user_text(exc: Exception, *, doing: str) -> str:
     if isinstance(exc, BotError):
         return exc.message
     log.error("%s failed: %s", doing, one_line(exc))
+    report(exc)
     return messages.internal_error()
 
 
@@ -44,6 +47,7 @@ def operator_text(exc: Exception) -> str:
     Redis down included; anything else named by its type, redacted, on one line."""
     if isinstance(exc, BotError):
         return exc.message
+    report(exc)
     return f"unexpected error: {one_line(exc, limit=1000)}"
 
 
@@ -59,3 +63,10 @@ def contained(doing: str) -> Iterator[None]:
         log.warning("%s failed: %s", doing, exc)
     except Exception as exc:
         log.error("%s failed: %s", doing, one_line(exc))
+        report(exc)
+
+
+def report(exc: BaseException) -> None:
+    """A bug was contained: count it (migrate_bot_internal_errors) and send it to Sentry when SENTRY_DSN is set."""
+    metrics.internal_error()
+    reports.capture(exc)

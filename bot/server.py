@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from slack_bolt import App
@@ -14,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot.integrations.slack import signature_valid
+from bot.observability import metrics
 from bot.store.runs import RunStore
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,7 @@ def build_asgi(bolt_app: App, store: RunStore, *, max_body_bytes: int = DEFAULT_
     """POST /slack/events for commands, interactivity and events; GET /healthz reports Redis."""
 
     async def slack_events(request: Request) -> Response:
+        started = time.monotonic()
         body = await _read_capped(request, max_body_bytes)
         if body is None:
             # Answer before reading the rest, and close the connection so the rest is never read.
@@ -45,6 +48,7 @@ def build_asgi(bolt_app: App, store: RunStore, *, max_body_bytes: int = DEFAULT_
             # Our listeners catch their own errors, so a 5xx is Bolt failing on a malformed (but signed) payload.
             log.warning("malformed Slack request: Bolt answered %s", bolt_response.status)
             return Response("bad request", status_code=400)
+        metrics.observe_ack(_kind(bolt_request.body), time.monotonic() - started)
         return to_starlette_response(bolt_response)
 
     async def healthz(_: Request) -> Response:
@@ -52,10 +56,30 @@ def build_asgi(bolt_app: App, store: RunStore, *, max_body_bytes: int = DEFAULT_
         body: dict[str, Any] = {"status": "ok" if ok else "degraded", "redis": "ok" if ok else "unreachable"}
         return JSONResponse(body, status_code=200 if ok else 503)
 
-    return Starlette(routes=[
+    async def prometheus(_: Request) -> Response:
+        # No signature: a scraper has none. It shows counts by environment, state, step and Slack method only (no
+        # user, no run id, no secret); METRICS_PORT moves it to a port of its own, or turns it off (README).
+        text = await run_in_threadpool(metrics.exposition)
+        return Response(text, media_type=metrics.CONTENT_TYPE)
+
+    routes = [
         Route("/slack/events", slack_events, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
-    ])
+    ]
+    if metrics.on_main_port():
+        routes.append(Route("/metrics", prometheus, methods=["GET"]))
+    return Starlette(routes=routes)
+
+
+def _kind(body: Any) -> str:
+    """What a Slack request is, for the ack-latency histogram: command, action, view, event, options or other."""
+    if not isinstance(body, dict):
+        return "other"
+    if "command" in body:
+        return "command"
+    kind = str(body.get("type", ""))
+    return {"block_actions": "action", "view_submission": "view", "view_closed": "view", "event_callback": "event",
+            "block_suggestion": "options", "shortcut": "action", "message_action": "action"}.get(kind, "other")
 
 
 async def _read_capped(request: Request, limit: int) -> bytes | None:

@@ -11,6 +11,7 @@ from slack_bolt import Ack, App
 from bot import messages
 from bot.context import Deps, Reply, authorize
 from bot.edge import contained, user_text
+from bot.observability.logs import log_context
 from bot.runbook import access, engine, rollback
 from bot.runbook.operations import (
     approve_run,
@@ -126,22 +127,23 @@ def _submission(deps: Deps, ack: Ack, field: str, operation: Callable[[], Reply]
                 user: str = "", run_id: str = "") -> None:
     """Check the form's permission (bot.runbook.access.VIEWS) on its run, then run its operation; any refusal becomes a
     field error on the modal, success closes it."""
-    try:
-        rule = access.VIEWS.get(callback_id)
-        run = deps.store.get(run_id)
-        refused = authorize(deps, rule, user, env_name=run.env, run=run) if rule else "🚫 Unknown form."
-        if refused:
-            ack(response_action="errors", errors={field: refused[:150]})
+    with log_context(run_id=run_id, env=_env_of(deps, run_id), user=user):
+        try:
+            rule = access.VIEWS.get(callback_id)
+            run = deps.store.get(run_id)
+            refused = authorize(deps, rule, user, env_name=run.env, run=run) if rule else "🚫 Unknown form."
+            if refused:
+                ack(response_action="errors", errors={field: refused[:150]})
+                return
+            reply = operation()
+        except Exception as exc:
+            ack(response_action="errors", errors={field: user_text(exc, doing=f"form {callback_id}")[:150]})
             return
-        reply = operation()
-    except Exception as exc:
-        ack(response_action="errors", errors={field: user_text(exc, doing=f"form {callback_id}")[:150]})
-        return
-    if reply.text:
-        ack(response_action="errors", errors={field: reply.text[:150]})
-        return
-    ack()
-    follow_up(deps, reply)
+        if reply.text:
+            ack(response_action="errors", errors={field: reply.text[:150]})
+            return
+        ack()
+        follow_up(deps, reply)
 
 
 def register(app: App, deps: Deps) -> None:
@@ -172,10 +174,18 @@ def register(app: App, deps: Deps) -> None:
         click = Click(body)
         if not click.run_id or not click.user:
             return
-        if click.action_id in FORM_BUTTONS:
-            deps.promptly(lambda: _open_form(deps, click), doing=f"click {click.action_id}")
-        else:
-            deps.background(lambda: _answer(deps, click, _decide(deps, click)))
+        # The work goes to a pool, and its log lines name the run, its environment and who clicked.
+        with log_context(run_id=click.run_id, env=_env_of(deps, click.run_id), user=click.user):
+            if click.action_id in FORM_BUTTONS:
+                deps.promptly(lambda: _open_form(deps, click), doing=f"click {click.action_id}")
+            else:
+                deps.background(lambda: _answer(deps, click, _decide(deps, click)))
+
+
+def _env_of(deps: Deps, run_id: str) -> str | None:
+    """The environment a run id names (``prod-261124-a1b2c3``), when it is a configured one."""
+    env = run_id.rsplit("-", 2)[0]
+    return env if deps.config.environment(env) is not None else None
 
 
 def _decide(deps: Deps, click: Click) -> Reply:

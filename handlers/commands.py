@@ -9,6 +9,7 @@ from slack_bolt import Ack, App, Respond
 from bot import messages
 from bot.context import Deps, Invocation, Reply, authorize
 from bot.edge import contained, user_text
+from bot.observability.logs import log_context
 from bot.runbook import access
 from bot.runbook.operations import handle_command
 from bot.slowwork import Flights
@@ -30,23 +31,30 @@ def register(app: App, deps: Deps) -> None:
             trigger_id=command.get("trigger_id"),
         )
         words = invocation.text.split()
-        if len(words) == 2 and words[0].lower() in SLOW_VERBS and deps.config.environment(words[1]) is not None:
-            # Ack first; the operation (and its permission decision) runs on the pool and answers through
-            # response_url. A second request for the same check while it runs joins it instead of opening
-            # its own connections.
-            key = (words[0].lower(), words[1])
-            # The permission is decided before the ack: an outsider is refused at once, never told "Checking…".
-            refused = _refusal(deps, invocation, key)
-            if refused:
-                ack(response_type="ephemeral", text=refused)
-                return
-            ack(response_type="ephemeral", text=messages.checking(*key))
-            flights.join(key, lambda: _answer_later(deps, invocation, respond))
+        env = next((word for word in words[:2] if deps.config.environment(word) is not None), None)
+        with log_context(user=invocation.user, env=env):  # every log line of this command names them
+            _migrate(deps, flights, invocation, words, ack, respond)
+
+
+def _migrate(deps: Deps, flights: Flights, invocation: Invocation, words: list[str], ack: Ack,
+             respond: Respond) -> None:
+    if len(words) == 2 and words[0].lower() in SLOW_VERBS and deps.config.environment(words[1]) is not None:
+        # Ack first; the operation (and its permission decision) runs on the pool and answers through
+        # response_url. A second request for the same check while it runs joins it instead of opening
+        # its own connections.
+        key = (words[0].lower(), words[1])
+        # The permission is decided before the ack: an outsider is refused at once, never told "Checking…".
+        refused = _refusal(deps, invocation, key)
+        if refused:
+            ack(response_type="ephemeral", text=refused)
             return
-        # Every other operation is a few Redis round trips (milliseconds), so its answer goes in the ack itself.
-        reply = _decide(deps, invocation)
-        ack(response_type="ephemeral", text=reply.text or "Done.", blocks=reply.blocks)
-        follow_up(deps, reply)
+        ack(response_type="ephemeral", text=messages.checking(*key))
+        flights.join(key, lambda: _answer_later(deps, invocation, respond))
+        return
+    # Every other operation is a few Redis round trips (milliseconds), so its answer goes in the ack itself.
+    reply = _decide(deps, invocation)
+    ack(response_type="ephemeral", text=reply.text or "Done.", blocks=reply.blocks)
+    follow_up(deps, reply)
 
 
 def _refusal(deps: Deps, invocation: Invocation, key: tuple[str, str]) -> str | None:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.redis import RedisJobStore
@@ -31,6 +31,8 @@ from redis.exceptions import LockError, RedisError
 from bot.calendar.delivery import deliver, record_missed
 from bot.calendar.rules import parse_job_id
 from bot.context import Deps
+from bot.edge import report
+from bot.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +257,21 @@ def start_scheduler(deps: Deps) -> WindowScheduler:
     with _lock:
         if _current is None:
             _current = WindowScheduler(deps).start()
+            metrics.watch_leadership(is_leader)  # h15d: migrate_bot_scheduler_leader, read at each scrape
+            _current.scheduler.add_listener(_report_job_error, EVENT_JOB_ERROR)  # h15d: a job's bug to Sentry
         return _current
+
+
+def _report_job_error(event: JobExecutionEvent) -> None:
+    """A job raised (APScheduler logs it): count it and report it like any contained bug (bot.edge.report)."""
+    if event.exception is not None:
+        report(event.exception)
+
+
+def is_leader() -> bool:
+    """Whether this process's scheduler holds the leader lock just now (it posts the reminders)."""
+    current = _current
+    return current is not None and current.is_leader
 
 
 def stop_scheduler() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 
 from bot.calendar.rules import WindowStatus, next_allowed_day
@@ -222,13 +223,17 @@ class TestRestart:
         first.stop()
         reminder_due = start - timedelta(seconds=FAST["reminder_before_s"])
         time.sleep(max((reminder_due - datetime.now(UTC)).total_seconds() + 1.5, 0))
-        start_bot(config, "second")
+        second = start_bot(config, "second")
         kinds = complete_timeline(fake, window_id)
         assert "reminder" not in kinds
         assert_once_each(kinds, ["announce", "final", "start", "complete"])
         skipped = [e for e in WindowStore(deps.store).audit_entries(window_id) if e.outcome == "skipped"]
         assert [e.action for e in skipped] == ["reminder.reminder"]
         assert "grace period passed" in skipped[0].detail and skipped[0].data["late_s"] > 1
+        # The /metrics of the process that took over says the same (README "Connect a real workspace", step 6).
+        scraped = httpx.get(second.url + "/metrics", timeout=5).text
+        for kind, outcome in [("reminder", "missed"), ("final", "posted"), ("start", "posted")]:
+            assert f'migrate_bot_reminders_total{{kind="{kind}",outcome="{outcome}"}} 1.0' in scraped, scraped
 
 
     def inflight(self, deps: Deps, kind: str) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ from bot.config import CalendarConfig
 from bot.context import Deps
 from bot.errors import BotError
 from bot.integrations.slack import SlackUnavailable
+from bot.observability import metrics
 from bot.runbook.rules import CHECKLIST_LABELS, Run, RunStatus, blocking_findings
 from bot.store import keys as names
 from bot.store.prechecks import PrecheckResults
@@ -21,6 +22,15 @@ from bot.store.windows import InFlight, WindowStore
 log = logging.getLogger(__name__)
 
 _CLAIM_MIN_TTL_S = 86400
+_KINDS = ("announce", "reminder", "final", "start", "status", "complete")
+LATE_AFTER_S = 60.0
+"""A timeline message posted this long after it was due counts as late in /metrics (a healthy leader posts within
+a second or two; a minute means a failover, a restart or a Redis outage came between)."""
+
+
+def _count(kind: str, outcome: str) -> None:
+    """migrate_bot_reminders{kind, outcome}: posted, late, missed, failed or skipped."""
+    metrics.reminder(base_kind(kind), outcome, kinds=_KINDS)
 
 
 def _claim_ttl(window: Window, now: datetime) -> int:
@@ -129,8 +139,12 @@ def deliver(deps: Deps, window_id: str, kind: str, revision: int) -> str:
                       {"kind": kind, "revision": revision, "late_s": round((now - _due(window, kind, env.calendar))
                                                                            .total_seconds(), 1)})
         inflight.end(claim)
+        _count(kind, "skipped")
         return "skipped"
-    return _deliver_claimed(deps, window, kind, revision, now, claim, thread=thread)
+    outcome = _deliver_claimed(deps, window, kind, revision, now, claim, thread=thread)
+    late = outcome == "posted" and (now - _due(window, kind, env.calendar)).total_seconds() > LATE_AFTER_S
+    _count(kind, "late" if late else outcome)
+    return outcome
 
 
 def _deliver_claimed(deps: Deps, window: Window, kind: str, revision: int, now: datetime, claim: str, *,
@@ -256,6 +270,7 @@ def recover_interrupted(deps: Deps, alive: Callable[[str], bool]) -> list[tuple[
             _deliver_claimed(deps, window, kind, revision, now, claim, thread=entry.get("thread_ts"), posted_ts=found,
                              note="posted before the bot stopped; confirmed in the channel")
             handled.append((window.id, kind, "confirmed"))
+            _count(kind, "posted")  # by the process that died: this one only recorded it
             continue
         if in_time:
             # Not in the channel, or the channel cannot be read: a message that may show twice (and says so)
@@ -263,8 +278,10 @@ def recover_interrupted(deps: Deps, alive: Callable[[str], bool]) -> list[tuple[
             note = f"posted {format_duration(late)} late: the bot stopped while posting it"
             if unchecked:
                 note += f" (could not check the channel: {unchecked}; it may show twice)"
-            _deliver_claimed(deps, window, kind, revision, now, claim, thread=entry.get("thread_ts"), note=note)
+            result = _deliver_claimed(deps, window, kind, revision, now, claim, thread=entry.get("thread_ts"),
+                                      note=note)
             handled.append((window.id, kind, "posted"))
+            _count(kind, "late" if result == "posted" else result)
             continue
         detail = "missed: the bot stopped while posting it, and its grace period has passed"
         if unchecked:
@@ -276,6 +293,7 @@ def recover_interrupted(deps: Deps, alive: Callable[[str], bool]) -> list[tuple[
             windows.update(window.id, _completed_at(now))
         inflight.end(claim)
         handled.append((window.id, kind, "missed"))
+        _count(kind, "missed")
     return handled
 
 
@@ -293,6 +311,7 @@ def record_missed(deps: Deps, window_id: str, kind: str, revision: int, due: dat
     windows.audit(window_id, "bot", f"reminder.{base_kind(kind)}", "skipped", now,
                   f"missed by {format_duration(late)} (grace period passed)",
                   {"kind": kind, "revision": revision, "due": due, "late_s": round(late, 1)})
+    _count(kind, "missed")
     if base_kind(kind) == "complete":
         windows.update(window_id, _completed_at(now))
 

@@ -81,16 +81,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser(only=command)  # an unknown command gets the full parser's usage error
     args = parser.parse_args(arguments)
     import logging
+    import os
 
     from bot.errors import ConfigError
-    from bot.redact import RedactingFilter
+    from bot.observability import settings as observability
 
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactingFilter())
+    # Logging (text, or JSON lines with LOG_FORMAT=json; redacted either way), Sentry, where /metrics goes.
+    try:
+        observability.apply(os.environ, verbose=args.verbose)
+    except ConfigError as exc:
+        print(f"migrate-bot: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
     for noisy in ("httpx", "httpcore", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if not getattr(args, "func", None):

@@ -159,6 +159,9 @@ def _serve(args: argparse.Namespace, settings: Settings, config: BotConfig, sock
 
     deps = build_deps(settings, config, jobs=queue_for)
     app = build_bolt_app(settings, deps, handlers.register)
+    from bot.observability import metrics  # h15d: /metrics on a port of its own when METRICS_PORT says so
+
+    metrics.start_own_listener(args.host)
     if sock is None:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 

@@ -8,6 +8,10 @@ SentryStub serves exactly what ``bot.integrations.sentry`` reads:
     GET /api/0/organizations/{org}/events/               {"data": [{"count()": total}], "meta": ...} (needs field=count())
 and answers 401 unless ``Authorization: Bearer <token>`` matches.
 
+SentryIngestStub takes what sentry-sdk sends for a DSN ``http://<key>@127.0.0.1:<port>/<project id>``:
+``POST /api/<project id>/envelope/`` (gzip or plain), answered 200 ``{"id": ...}``; ``events()`` reads the events
+back out of the envelopes (the bot's own error reports, SENTRY_DSN).
+
 PagerDutyStub serves ``POST /v2/enqueue`` like the Events API v2: 202 ``{"status": "success", "message":
 "Event processed", "dedup_key": ...}``, or 400 ``{"status": "invalid event", ...}`` for a malformed event.
 
@@ -20,6 +24,7 @@ commit, the reviews of a pull request), paginated with ``Link: <…>; rel="next"
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 import uuid
@@ -92,7 +97,10 @@ class StubServer:
             def _handle(self) -> None:
                 parts = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length).decode("utf-8", "replace") if length else ""
+                data = self.rfile.read(length) if length else b""
+                if (self.headers.get("Content-Encoding") or "").lower() == "gzip":
+                    data = gzip.decompress(data)
+                raw = data.decode("utf-8", "replace")
                 try:
                     body: Any = json.loads(raw) if raw else None
                 except json.JSONDecodeError:
@@ -233,6 +241,46 @@ class SentryStub(StubServer):
 
 _PD_ACTIONS = ("trigger", "acknowledge", "resolve")
 _PD_SEVERITIES = ("critical", "error", "warning", "info")
+
+
+class SentryIngestStub(StubServer):
+    """Sentry's ingest endpoint for one project: records the envelopes sentry-sdk sends (bodies as raw text)."""
+
+    name = "sentry-ingest-stub"
+
+    def __init__(self, *, key: str = "0123456789abcdef0123456789abcdef", project_id: str = "42",
+                 port: int = 0) -> None:
+        super().__init__(port=port)
+        self.key, self.project_id = key, project_id
+
+    @property
+    def dsn(self) -> str:
+        """The DSN that points sentry-sdk here."""
+        return f"http://{self.key}@127.0.0.1:{self.port}/{self.project_id}"
+
+    def answer(self, request: RecordedRequest) -> JsonAnswer:
+        if request.method != "POST" or request.path != f"/api/{self.project_id}/envelope/":
+            return 404, {"detail": "not an envelope endpoint of this project"}
+        return 200, {"id": uuid.uuid4().hex}
+
+    def envelopes(self) -> list[str]:
+        """Every envelope received, as the text it was sent as (newline-separated JSON)."""
+        with self._lock:
+            return [r.body if isinstance(r.body, str) else json.dumps(r.body) for r in self.requests
+                    if r.method == "POST" and r.path.endswith("/envelope/")]
+
+    def events(self) -> list[dict[str, Any]]:
+        """The error events in the envelopes (items of type "event")."""
+        found: list[dict[str, Any]] = []
+        for envelope in self.envelopes():
+            lines = envelope.split("\n")
+            i = 1  # line 0 is the envelope header
+            while i + 1 < len(lines):
+                header = json.loads(lines[i]) if lines[i].strip() else {}
+                if header.get("type") == "event":
+                    found.append(json.loads(lines[i + 1]))
+                i += 2
+        return found
 
 
 class PagerDutyStub(StubServer):

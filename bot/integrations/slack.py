@@ -14,10 +14,15 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
     ServerErrorRetryHandler,
 )
+from slack_sdk.http_retry.handler import RetryHandler
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.signature import SignatureVerifier
 
 from bot.errors import IntegrationError
 from bot.messages import split_message
+from bot.observability import metrics
 from bot.redact import redact
 
 log = logging.getLogger(__name__)
@@ -84,7 +89,31 @@ class SlackUnavailable(IntegrationError):
 def _failed(method: str, error: str | None = None, detail: str = "") -> SlackUnavailable:
     """The error for a failed call: readable for people; Slack's own code (or the connection error) is logged."""
     log.warning("Slack %s failed: %s", method, error or redact(detail)[:200] or "no response")
+    # The label is a code this module knows (Slack's are a fixed list; anything else is "other"), or "unreachable".
+    metrics.slack_error(method, "unreachable" if error is None else error if error in READABLE_ERRORS else "other")
     return SlackUnavailable(readable_error(error), error=error)
+
+
+class _CountedRetries(RetryHandler):
+    """One of slack_sdk's retry handlers, unchanged, except that each retry it makes is counted by method."""
+
+    def __init__(self, inner: RetryHandler, reason: str) -> None:
+        super().__init__(max_retry_count=inner.max_retry_count, interval_calculator=inner.interval_calculator)
+        self.inner, self.reason = inner, reason
+
+    def can_retry(self, *, state: RetryState, request: HttpRequest, response: HttpResponse | None = None,
+                  error: Exception | None = None) -> bool:
+        return bool(self.inner.can_retry(state=state, request=request, response=response, error=error))
+
+    def prepare_for_next_attempt(self, *, state: RetryState, request: HttpRequest,
+                                 response: HttpResponse | None = None, error: Exception | None = None) -> None:
+        metrics.slack_retry(_method_of(request.url), self.reason)
+        self.inner.prepare_for_next_attempt(state=state, request=request, response=response, error=error)
+
+
+def _method_of(url: str) -> str:
+    """``chat.postMessage`` of ``https://slack.com/api/chat.postMessage?…``."""
+    return url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
 
 
 def make_client(token: str, base_url: str, *, timeout_s: int = 10) -> WebClient:
@@ -94,9 +123,9 @@ def make_client(token: str, base_url: str, *, timeout_s: int = 10) -> WebClient:
         base_url=base_url,
         timeout=timeout_s,
         retry_handlers=[
-            ConnectionErrorRetryHandler(max_retry_count=2),
-            RateLimitErrorRetryHandler(max_retry_count=5),
-            ServerErrorRetryHandler(max_retry_count=3),
+            _CountedRetries(ConnectionErrorRetryHandler(max_retry_count=2), "connection"),
+            _CountedRetries(RateLimitErrorRetryHandler(max_retry_count=5), "ratelimited"),
+            _CountedRetries(ServerErrorRetryHandler(max_retry_count=3), "server_error"),
         ],
     )
 

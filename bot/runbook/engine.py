@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING, Any
 from bot import messages
 from bot.config import EnvironmentConfig
 from bot.context import Deps, Reply, environment_or_refuse
+from bot.edge import report
 from bot.errors import AlreadyDone, BotError, Refusal, StaleMessage, WrongState
+from bot.observability import metrics
+from bot.observability.logs import log_context
 from bot.redact import redact
 from bot.runbook import access
 from bot.runbook.rules import (
@@ -231,6 +234,20 @@ def run_step(deps: Deps, steps: StepTable, *, run_id: str, name: str, user: str,
 
 def execute_claimed(deps: Deps, steps: StepTable, run: Run, name: str) -> None:
     """Run one claimed step and record how it ended. Never raises."""
+    state = next((step for step in run.steps if step.name == name), None)
+    with log_context(run_id=run.id, env=run.env, step=name, user=state.by if state else None):
+        _execute(deps, steps, run, name)
+
+
+def _execute(deps: Deps, steps: StepTable, run: Run, name: str) -> None:
+    started = time.monotonic()
+
+    def took(outcome: str) -> None:
+        """How long the executor worked, by how it ended: one log line, and migrate_bot_step_duration_seconds."""
+        elapsed = time.monotonic() - started
+        log.info("step %s of %s %s after %.1f s", name, run.id, outcome, elapsed)
+        metrics.observe_step(name, outcome, elapsed, steps=STEP_SPECS)
+
     env = deps.config.environment(run.env)
     deps.publish(run.id)
     if env is None:
@@ -240,15 +257,18 @@ def execute_claimed(deps: Deps, steps: StepTable, run: Run, name: str) -> None:
     try:
         outcome = steps.executors[name](ctx)
     except ApprovalVoided as exc:
+        took("voided")
         ctx.flush_log(STEP_SPECS[name].label)
         _record_voided(deps, steps, run.id, name, str(exc))
         return
     except RollbackVoided as exc:
+        took("voided")
         ctx.flush_log(STEP_SPECS[name].label)
         if steps.rollback_voided is not None:
             steps.rollback_voided(deps, run.id, str(exc))
         return
     except StepHeld as held:
+        took("held")
         reason, blockers = str(held), held.blockers
         try:
             deps.store.apply(run.id, lambda current: hold_step(current, name=name, now=deps.clock(),
@@ -258,14 +278,18 @@ def execute_claimed(deps: Deps, steps: StepTable, run: Run, name: str) -> None:
         deps.publish(run.id)
         return
     except BotError as exc:
+        took("failed")
         ctx.flush_log(STEP_SPECS[name].label)
         _record_failure(deps, steps, run.id, name, str(exc))
         return
     except Exception as exc:  # a bug must still end the step visibly, without a traceback in Slack
+        took("crashed")
         log.error("step %s of %s crashed: %s: %s", name, run.id, type(exc).__name__, redact(str(exc))[:300])
+        report(exc)
         ctx.flush_log(STEP_SPECS[name].label)
         _record_failure(deps, steps, run.id, name, f"unexpected error ({type(exc).__name__}); see the bot's logs")
         return
+    took("succeeded")
     ctx.flush_log(STEP_SPECS[name].label)
     try:
         deps.store.apply(run.id, lambda current: finish_step(
