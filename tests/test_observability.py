@@ -237,13 +237,17 @@ class TestPlacementAndOutages:
         the state store is down, and counts the failures the users met."""
         from tests.harness import free_port
 
+        from tests.chaos import ThrowawayRedis
+
         fake = FakeSlack(token=BOT_TOKEN).start()
-        metrics_port, dead = free_port(), free_port()
+        metrics_port = free_port()
+        own_redis = ThrowawayRedis(tmp_path / "redis").start()  # the bot starts only once Redis answers
         bot = BotProcess(config_path=write_config(tmp_path / "env.yml", base_config()), slack_api_url=fake.base_url,
-                         redis_url=f"redis://127.0.0.1:{dead}/0", key_prefix=f"test:obs2:{time.time_ns()}:",
+                         redis_url=own_redis.url, key_prefix=f"test:obs2:{time.time_ns()}:",
                          log_path=tmp_path / "bot.log", extra_env={"METRICS_PORT": str(metrics_port)})
         try:
             bot.start()
+            own_redis.kill()  # then it goes away
             assert httpx.get(bot.url + "/metrics", timeout=5).status_code == 404
             own = f"http://127.0.0.1:{metrics_port}/metrics"
 
@@ -267,6 +271,7 @@ class TestPlacementAndOutages:
         finally:
             bot.stop()
             fake.stop()
+            own_redis.stop()
 
 
 class TestSettings:

@@ -27,7 +27,8 @@ _COMMAND_MODULES = [
 # neither pays for the bot's other imports (Slack, Redis, pydantic, psycopg: ~1 CPU-second at start-up).
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("bot.cli.serve", "run the bot (HTTP on /slack/events, or Socket Mode)"),
-    "check-config": ("bot.cli.serve", "validate the environments file and exit"),
+    "check-config": ("bot.cli.serve", "check an environments file: one line per problem; exit 0 clean, 1 warnings only, "
+                                      "2 errors (serve refuses to start on errors)"),
     "status": ("bot.cli.runs", "show runs from Redis (works without Slack)"),
     "cancel": ("bot.cli.runs", "cancel a run from the command line (audited as cli:<os user> as <@U…>)"),
     "timeline": ("bot.cli.runs", "print a run's post-mortem timeline (Markdown) from Redis"),
