@@ -235,9 +235,8 @@ class TestPlacementAndOutages:
     def test_own_port_and_a_redis_outage(self, tmp_path, redis_url):
         """METRICS_PORT moves /metrics off the Slack-facing port; with Redis gone the scrape still answers, says
         the state store is down, and counts the failures the users met."""
-        from tests.harness import free_port
-
         from tests.chaos import ThrowawayRedis
+        from tests.harness import free_port
 
         fake = FakeSlack(token=BOT_TOKEN).start()
         metrics_port = free_port()
