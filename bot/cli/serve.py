@@ -48,10 +48,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for base in {env.rehearsal.local_dir for env in config.environments.values()}:
         sweep(Path(base) if base else None)  # throwaway clusters a killed bot left behind
     # The composition root: the one place in bot/ that imports jobs/ (the job queue, the background jobs).
+    from bot.store.connection import ServerWatch
     from jobs.runner import start_background_jobs
     from jobs.scheduler import queue_for
 
     deps = build_deps(settings, config, jobs=queue_for)
+    redis_watch = ServerWatch(deps.store.redis, settings.redis_url)
+    redis_watch.check()  # a Cluster node is refused here, before anything starts; AOF off is logged
     app = build_bolt_app(settings, deps, handlers.register)
     background = start_background_jobs(deps)
     try:
@@ -70,11 +73,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         port = args.port if args.port is not None else settings.port
         # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit lets the finally
-        # below stop the background jobs (releasing the scheduler's leader lock) instead of dying mid-way.
+        # below stop the background jobs instead of dying mid-way.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
         log.info("serving on %s:%s", args.host, port)
         sys.stdout.flush()
-        asgi = build_asgi(app, deps.store, max_body_bytes=config.limits.max_body_bytes)
+        asgi = build_asgi(app, deps.store, max_body_bytes=config.limits.max_body_bytes,
+                          redis_details=redis_watch.details)
         uvicorn.run(asgi, host=args.host, port=port, log_config=None, access_log=False, log_level="warning",
                     timeout_graceful_shutdown=5)
         return 0

@@ -19,6 +19,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from bot.errors import AlreadyDone, RunActive, RunNotFound, StaleMessage, StateStoreUnavailable
 from bot.messages import escape
 from bot.runbook.rules import AuditEvent, Run, Transition, record_message
+
+# Clients are built in bot.store.connection; re-exported here for the callers that import them from the store.
+from bot.store.connection import connect as connect
+from bot.store.connection import reachable as reachable
 from bot.store.keys import Keys
 
 UNAVAILABLE = "state store unavailable — nothing was changed"
@@ -92,25 +96,6 @@ class AuditEntry:
     at: datetime
     detail: str
     data: dict[str, Any]
-
-
-def connect(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
-    """A Redis client whose every call gives up quickly, so a dead Redis turns into a clear error."""
-    return redis.Redis.from_url(
-        url,
-        socket_connect_timeout=timeout_s,
-        socket_timeout=timeout_s,
-        health_check_interval=30,
-        decode_responses=True,
-    )
-
-
-def reachable(url: str, *, timeout_s: float = 1.0) -> bool:
-    """Whether a Redis server answers at ``url`` (the demo starts a private one when none does)."""
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout_s).ping())
-    except RedisError:
-        return False
 
 
 @contextmanager
