@@ -8,7 +8,7 @@ import logging
 
 import bot.devtools.slack
 from bot.calendar.rules import Window
-from bot.config import CalendarConfig
+from bot.config import CalendarConfig, SchedulerConfig
 from bot.devtools.demoapp import _WakeableServer
 from bot.integrations.squawk import SquawkViolation
 from bot.runbook.rules import MigrateResult, RestoreDbResult, Run, StepResult
@@ -49,3 +49,6 @@ bot.devtools.slack.__getattr__
 
 # Named as "jobs.scheduler:fire_reminder" in jobs pickled into Redis.
 fire_reminder
+
+# Accepted (and ignored) so that configs written for the leader-lock scheduler still load (jobs.scheduler).
+SchedulerConfig.leader_ttl_s
