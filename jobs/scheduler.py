@@ -242,7 +242,9 @@ def start_scheduler(deps: Deps) -> WindowScheduler:
     global _current
     with _lock:
         if _current is None:
-            _current = WindowScheduler(deps).start()
+            # Known before it starts: a job already due runs at once, and its function looks this scheduler up.
+            _current = WindowScheduler(deps)
+            _current.start()
         return _current
 
 
