@@ -10,7 +10,7 @@ import pglast.ast
 
 import bot.devtools.slack
 from bot.calendar.rules import Window
-from bot.config import CalendarConfig
+from bot.config import CalendarConfig, SchedulerConfig
 from bot.devtools.demoapp import _WakeableServer
 from bot.integrations.squawk import SquawkViolation
 from bot.runbook.rules import MigrateResult, RestoreDbResult, Run, StepResult
@@ -55,3 +55,5 @@ fire_reminder
 # Parse-tree fields set on a copied pglast node, read by pglast's deparser (bot.safety.alternatives: NOT VALID).
 pglast.ast.Constraint.skip_validation
 pglast.ast.Constraint.initially_valid
+# Accepted (and ignored) so that configs written for the leader-lock scheduler still load (jobs.scheduler).
+SchedulerConfig.leader_ttl_s

@@ -1,10 +1,12 @@
-"""P4: reminder delays, duplicates and misses with two bot replicas on a compressed timeline, and RSS with 10,000 windows."""
+"""P4: reminder delays, duplicates and misses with two bot replicas on a compressed timeline, RSS with 10,000 windows,
+and (``--failover``) the delay of a reminder whose poster is killed 1 s before it is due, with 3 replicas."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import re
 import sys
 import tempfile
@@ -58,17 +60,17 @@ def main() -> int:
     parser.add_argument("--rss-windows", type=int, help="windows scheduled for the RSS reading (default 10,000)")
     parser.add_argument("--spread", type=int, help="seconds over which the window starts are spread (default 30)")
     parser.add_argument("--duration", type=int, default=3, help="window length, s (status every 1 s; default 3)")
-    parser.add_argument("--leader-ttl", type=float, default=30, help="scheduler.leader_ttl_s (default 30)")
     parser.add_argument("--renew-every", type=float, default=10, help="scheduler.renew_every_s (default 10)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent /migrate schedule senders (default 8)")
-    parser.add_argument("--kill-leader-at", type=float, metavar="S",
-                        help="kill -9 the scheduler leader S seconds after the first window start (failover; "
-                             "skips the RSS phase)")
+    parser.add_argument("--failover", action="store_true",
+                        help="measure only the failover: 3 replicas, kill -9 the replica that posted the last "
+                             "message 1 s before the next reminder is due, --rounds times")
+    parser.add_argument("--rounds", type=int, default=5, help="failover rounds (default 5)")
     args = parser.parse_args()
+    if args.failover:
+        return failover(args)
     n = args.windows or (20 if args.quick else 200)
     n_rss = args.rss_windows if args.rss_windows is not None else (500 if args.quick else 10_000)
-    if args.kill_leader_at is not None:
-        n_rss = 0
     spread = args.spread or (8 if args.quick else 30)
 
     from bot.calendar.operations import WindowRequest, schedule_window
@@ -97,7 +99,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-p4-"))
     prefix = f"benchp4-{uuid.uuid4().hex[:8]}:"
     config = base_config(calendar=FAST)
-    config["scheduler"] = {"leader_ttl_s": args.leader_ttl, "renew_every_s": args.renew_every}
+    config["scheduler"] = {"renew_every_s": args.renew_every}
     # One simulated user books every window: lift the per-user rate limit, which is not what P4 measures.
     config["limits"] = {"burst": 1_000_000, "per_minute": 60_000_000}
     config_path = write_config(work / "env.yml", config)
@@ -119,11 +121,6 @@ def main() -> int:
         for bot in bots:
             bot.start()
         pids = [bot.proc.pid for bot in bots if bot.proc]
-        leader_key = deps.store.key("scheduler", "leader-instance")
-        t = time.monotonic()
-        while not redis_client.get(leader_key) and time.monotonic() - t < args.leader_ttl + 15:
-            time.sleep(0.05)
-        result["leader_elected_after_s"] = round(time.monotonic() - t, 2)
         result["rss_idle_mib"] = [vm(p) for p in pids]
 
         # ---- phase 1: n windows through signed /migrate schedule requests, alternating replicas -------------
@@ -162,20 +159,9 @@ def main() -> int:
         say(f"  {len(expected)} timeline messages expected; waiting until {last_due - time.time():.0f} s after now "
             "(+ 10 s) for them")
         rss_during: list[list[dict[str, float]]] = []
-        killed_at: float | None = None
-        while time.time() < last_due + 10 + (args.leader_ttl + args.renew_every if args.kill_leader_at is not None else 0):
-            if args.kill_leader_at is not None and killed_at is None and time.time() >= first + args.kill_leader_at:
-                leader = str(redis_client.get(leader_key) or "")
-                victim = next((b for b in bots if b.proc and leader.split(":")[1:2] == [str(b.proc.pid)]), None)
-                if victim is not None:
-                    victim.kill()
-                    killed_at = time.time()
-                    result["killed_leader"] = {"pid": victim.proc.pid if victim.proc else None,
-                                               "at_s_after_first_start": round(killed_at - first, 2)}
-                    say(f"  killed the leader (pid {result['killed_leader']['pid']}) with SIGKILL")
-            if killed_at is None:
-                rss_during.append([vm(p) for p in pids])
-            time.sleep(0.2 if args.kill_leader_at is not None else 1)
+        while time.time() < last_due + 10:
+            rss_during.append([vm(p) for p in pids])
+            time.sleep(1)
         fake.wait_idle(quiet_s=1.0, timeout=30)
 
         posts: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -248,7 +234,7 @@ def main() -> int:
             rss_schedule_s = time.monotonic() - t
             jobs = redis_client.hlen(deps.store.key("scheduler", "jobs"))
             say(f"  {made:,} windows, {jobs:,} jobs in the shared store after {rss_schedule_s:.0f} s")
-            time.sleep(max(args.renew_every, 2) + 1)  # a leader tick and a wake-up over the full store
+            time.sleep(max(args.renew_every, 2) + 1)  # a periodic re-read of the full store by every replica
             after_schedule = [vm(p) for p in pids]
             listing = [senders[i].slash(ALICE, "windows prod", channel_id=PROD_CHANNEL) for i in range(2)]
             after_listing = [vm(p) for p in pids]
@@ -275,6 +261,122 @@ def main() -> int:
     peak = max((r["VmRSS"] for r in result.get("rss_after_listing_mib", [])), default=float("nan"))
     say(f"max delay {worst:.0f} ms (goal ≤ 2000), duplicates {result.get('duplicates')}, misses {result.get('misses')}, "
         f"RSS {peak:.0f} MiB (goal < 200); results in {out}")
+    return 0
+
+
+def failover(args: argparse.Namespace) -> int:
+    """Kill -9 the replica that posted a window's announcement (the last claim it won) 1 s before the window's
+    "24 h" reminder is due, with 3 replicas; the reminder's delay from its due time, duplicates and misses."""
+    from bot.calendar.rules import timeline
+    from bot.config import BotConfig, CalendarConfig
+    from bot.devtools.slack.client import SlackSender
+    from bot.devtools.slack.server import FakeSlack
+    from bot.store import keys as names
+    from bot.store.runs import RunStore, connect
+    from bot.store.windows import WindowStore
+    from tests.harness import (
+        ALICE,
+        BOT_TOKEN,
+        PROD_CHANNEL,
+        SIGNING_SECRET,
+        BotProcess,
+        base_config,
+        write_config,
+    )
+    from tests.harness import COMPRESSED_CALENDAR as FAST
+
+    work = Path(tempfile.mkdtemp(prefix="bench-p4-failover-"))
+    prefix = f"benchp4f-{uuid.uuid4().hex[:8]}:"
+    config = base_config(calendar=FAST)
+    config["scheduler"] = {"renew_every_s": args.renew_every}
+    config["limits"] = {"burst": 1_000_000, "per_minute": 60_000_000}
+    config_path = write_config(work / "env.yml", config)
+    cfg = CalendarConfig.model_validate(FAST)
+    BotConfig.model_validate(config)
+    redis_client = connect(REDIS_URL)
+    store = RunStore(redis_client, prefix=prefix)
+    windows = WindowStore(store)
+    fake = FakeSlack(token=BOT_TOKEN).start()
+    fake.add_user(ALICE, "alice")
+    made = 0
+
+    def replica() -> BotProcess:
+        nonlocal made
+        made += 1
+        return BotProcess(config_path=config_path, slack_api_url=fake.base_url, redis_url=REDIS_URL,
+                          key_prefix=prefix, log_path=work / f"bot-{made}.log").start()
+
+    def posts(window_id: str, kind: str) -> list[float]:
+        return [call.at for call in fake.calls_to("chat.postMessage") if call.ok
+                and kind_of(str(call.args.get("text") or "")) == kind and window_id in json.dumps(call.args.get("blocks"))]
+
+    def wait_for(predicate: Any, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.02)
+        return None
+
+    rounds: list[dict[str, Any]] = []
+    say(f"P4 failover: {args.rounds} rounds, 3 replicas on {REDIS_URL.split('@')[-1]}, prefix {prefix}; logs in {work}")
+    bots = [replica() for _ in range(3)]
+    try:
+        for number in range(args.rounds):
+            sender = SlackSender(bots[number % 3].url + "/slack/events", SIGNING_SECRET, fake=fake)
+            start = datetime.fromtimestamp(math.ceil(time.time()) + 7, UTC)
+            local = start.astimezone(NEW_YORK)
+            text = sender.slash(ALICE, f"schedule prod {local:%Y-%m-%d} {local:%H:%M:%S} {args.duration}s "
+                                       f"\"failover round {number}\"", channel_id=PROD_CHANNEL).json()["text"]
+            found = re.search(r"window `([a-z0-9-]+)`", text)
+            if found is None:
+                say(f"  round {number}: refused: {text[:200]}")
+                continue
+            window_id = found.group(1)
+            wait_for(lambda w=window_id: posts(w, "announce"), 10)
+            window = windows.get(window_id)
+            assert window is not None
+            holder = str(redis_client.get(store.keys.once(names.window_message(window_id, window.revision,
+                                                                               "announce"))) or "")
+            victim = next(b for b in bots if b.proc and f":{b.proc.pid}:" in f":{holder}")
+            due = {item.kind: item.due.timestamp() for item in timeline(window, cfg, window.created_at)}
+            time.sleep(max(0.0, due["reminder"] - 1 - time.time()))
+            killed_at = time.time()
+            victim.kill()
+            posted = wait_for(lambda w=window_id: posts(w, "reminder"), 30) or []
+            wait_for(lambda w=window_id: posts(w, "complete"), 40)
+            time.sleep(0.5)
+            counts = Counter(kind_of(str(c.args.get("text") or "")) for c in fake.calls_to("chat.postMessage")
+                             if c.ok and window_id in json.dumps(c.args.get("blocks")))
+            delay = (posted[0] - due["reminder"]) if posted else None
+            rounds.append({"window": window_id, "killed_s_before_due": round(due["reminder"] - killed_at, 3),
+                           "reminder_delay_ms": round(delay * 1000, 1) if delay is not None else None,
+                           "reminder_posts": len(posted), "messages": dict(counts)})
+            say(f"  round {number}: killed pid {victim.proc.pid if victim.proc else '?'} "
+                f"{due['reminder'] - killed_at:.2f} s before due; reminder "
+                f"{'missed' if delay is None else f'{delay * 1000:.0f} ms after due'}, posted {len(posted)}x")
+            bots = [b for b in bots if b is not victim] + [replica()]
+    finally:
+        for bot in bots:
+            bot.stop()
+        fake.stop()
+        keys = list(redis_client.scan_iter(match=prefix + "*", count=1000))
+        for i in range(0, len(keys), 1000):
+            redis_client.delete(*keys[i:i + 1000])
+    delays = [r["reminder_delay_ms"] for r in rounds if r["reminder_delay_ms"] is not None]
+    duplicates = sum(max(0, count - 1) for r in rounds for kind, count in r["messages"].items()
+                     if kind and not kind.startswith("status"))
+    misses = sum(1 for r in rounds if r["reminder_delay_ms"] is None)
+    print_table("P4 failover: reminder delay after its poster is killed 1 s before due (goal ≤ 2,000 ms, once)",
+                ["round", "killed s before due", "delay ms", "reminder posts"],
+                [[i, r["killed_s_before_due"], r["reminder_delay_ms"], r["reminder_posts"]] for i, r in enumerate(rounds)])
+    summary = {"rounds": rounds, "replicas": 3, "median_delay_ms": percentile(delays, 50) if delays else None,
+               "max_delay_ms": max(delays, default=None), "duplicates": duplicates, "misses": misses,
+               "load_avg_1m": os.getloadavg()[0]}
+    out = write_results("p4_failover", summary)
+    say(f"median {summary['median_delay_ms']} ms, max {summary['max_delay_ms']} ms, duplicates {duplicates}, "
+        f"misses {misses}; results in {out}")
     return 0
 
 

@@ -282,17 +282,15 @@ class CalendarConfig(_Strict):
 
 
 class SchedulerConfig(_Strict):
-    """The reminder scheduler: one leader among the replicas runs the jobs; the lock expires after leader_ttl_s."""
+    """The reminder scheduler: every replica runs due jobs (claims pick one poster; see jobs.scheduler).
+
+    ``renew_every_s`` is how often a replica re-reads the shared job store even without a wake-up message.
+    ``leader_ttl_s`` is accepted for configs written for the previous release (its leader lock) and ignored.
+    """
 
     enabled: bool = True
     leader_ttl_s: float = Field(default=30, gt=0)
     renew_every_s: float = Field(default=10, gt=0)
-
-    @model_validator(mode="after")
-    def _renew_in_time(self) -> SchedulerConfig:
-        if self.renew_every_s >= self.leader_ttl_s:
-            raise ValueError("renew_every_s must be shorter than leader_ttl_s")
-        return self
 
 
 class LimitsConfig(_Strict):

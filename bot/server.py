@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import App
@@ -24,8 +25,10 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # Slack's payloads are a few KB; a modal submission stays well under this
 
 
-def build_asgi(bolt_app: App, store: RunStore, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
-    """POST /slack/events for commands, interactivity and events; GET /healthz reports Redis."""
+def build_asgi(bolt_app: App, store: RunStore, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               redis_details: Callable[[], list[str]] | None = None) -> Starlette:
+    """POST /slack/events for commands, interactivity and events; GET /healthz reports Redis (and, with
+    ``redis_details``, what the start-up check found: AOF off, or that persistence could not be checked)."""
 
     async def slack_events(request: Request) -> Response:
         started = time.monotonic()
@@ -54,6 +57,8 @@ def build_asgi(bolt_app: App, store: RunStore, *, max_body_bytes: int = DEFAULT_
     async def healthz(_: Request) -> Response:
         ok = await run_in_threadpool(store.ping)
         body: dict[str, Any] = {"status": "ok" if ok else "degraded", "redis": "ok" if ok else "unreachable"}
+        if redis_details is not None:
+            body["details"] = await run_in_threadpool(redis_details)
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def prometheus(_: Request) -> Response:

@@ -1,15 +1,31 @@
-"""Reminder jobs in APScheduler 3 with a shared Redis job store: one leader replica runs them, any replica adds them.
+"""Reminder jobs in APScheduler 3 with a shared Redis job store, run by every replica: no leader to wait for.
 
-APScheduler 3 has no interprocess locking ("you can't" share a job store, says its FAQ), so:
+Why every replica runs the jobs (issue 17, P4: a reminder must survive the death of the replica that would post
+it, within 2 s of its due time, exactly once):
 
-- every replica starts its scheduler paused: it can add and remove jobs in Redis, but never runs them;
-- a leader lock in Redis (redis-py ``Lock``: a random token, renewed every ``renew_every_s``) picks the one
-  replica whose scheduler is resumed; losing the lock pauses it again at once;
-- a replica that changes jobs publishes a wake-up, so the leader re-reads the store without waiting;
-- each job posts only after claiming an idempotency key per (window, revision, reminder), which covers the
-  split-brain gap between a lock expiring and its old holder noticing.
+- With one leader, a leader that dies is replaced only when its lock expires (30 s), so a reminder due in that
+  gap is late by up to the lock's TTL. Shortening the TTL trades lateness for false failovers under load.
+- Here every replica's scheduler is running. At a job's due time each of them (they all read the same store and
+  wake at the same run time) picks it up and calls the job function; every job function is idempotent across
+  replicas: a timeline message is posted only by the replica that wins its claim (``bot.calendar.delivery``:
+  claim -> post -> end, one Lua step for the claim and its in-flight entry), and a watch tick claims its slot.
+  A replica killed before the due time simply is not among those that try; the others post on time.
+- A replica killed after winning a claim but before posting leaves an in-flight entry; its heartbeat expires
+  (``jobs.heartbeat``, 10 s) and another replica recovers the entry, looking in Slack first so that a message
+  that did reach the channel is not posted twice. Only that narrow case waits for the heartbeat.
+- Behind Sentinel a claim is also confirmed by a replica (``WAIT``) before the post, so a failover of Redis
+  itself cannot forget a claim whose message went out (``bot.store.windows.InFlight.claim``).
 
-Job functions are referenced by module path and take only ids, because jobs are pickled into Redis.
+Why not each replica's own in-memory schedule rebuilt from the windows: it would be correct too, but it would
+drop the job store that the previous release wrote (``tests/test_upgrade.py`` loads its pickled jobs), and it
+would cost every replica a full read of the calendar on start and on each change; the shared store is already
+the single source of the schedule, and APScheduler's one weakness here (no locking between runners) is covered
+by the claims. ``SharedRedisJobStore`` tolerates the races that remain: a job removed or updated by another
+replica between its read and its write is not an error.
+
+A replica that changes jobs publishes a wake-up so the others re-read the store at once; each replica also
+re-reads it every ``renew_every_s`` and after any Redis error (a failover), so a lost wake-up delays nothing
+for longer than that. Job functions are referenced by module path and take only ids, because jobs are pickled.
 """
 
 from __future__ import annotations
@@ -20,19 +36,19 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.redis import RedisJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import RedisError
 
 from bot.calendar.delivery import deliver, record_missed
 from bot.calendar.rules import parse_job_id
 from bot.context import Deps
 from bot.edge import report
 from bot.observability import metrics
+from bot.store.connection import with_bytes
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +65,17 @@ class SharedRedisJobStore(RedisJobStore):  # type: ignore[misc]  # APScheduler 3
     between (a reschedule or a cancel), the stock store raises JobLookupError and the loop thread dies.
     """
 
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.failed = threading.Event()  # set on a Redis error, so the scheduler re-reads the store soon
+
     def update_job(self, job: Any) -> None:
         try:
             super().update_job(job)
         except JobLookupError:
             log.debug("job %s was removed by another replica; not re-adding it", job.id)
         except RedisError as exc:
+            self.failed.set()
             log.warning("could not update job %s: %s", job.id, type(exc).__name__)
 
     def remove_job(self, job_id: str) -> None:
@@ -64,130 +85,97 @@ class SharedRedisJobStore(RedisJobStore):  # type: ignore[misc]  # APScheduler 3
                 pipe.zrem(self.run_times_key, job_id)
                 pipe.execute()
         except RedisError as exc:
+            self.failed.set()
             log.warning("could not remove job %s: %s", job_id, type(exc).__name__)
 
     def get_next_run_time(self) -> datetime | None:
         try:
             return super().get_next_run_time()  # type: ignore[no-any-return]  # APScheduler 3 is untyped
         except RedisError as exc:
+            self.failed.set()
             log.warning("could not read the next run time: %s", type(exc).__name__)
             return None
 
 
-def _binary_client(client: redis.Redis) -> redis.Redis:
-    """A client on the same server as ``client`` but returning bytes (the job store pickles)."""
-    pool = client.connection_pool
-    kwargs = dict(pool.connection_kwargs)
-    kwargs["decode_responses"] = False
-    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
-
-
 class WindowScheduler:
-    """One process's APScheduler, paused unless this process holds the leader lock."""
+    """One process's APScheduler on the shared store: running in every server process, paused in a writer."""
 
-    def __init__(self, deps: Deps, *, elect: bool = True) -> None:
+    def __init__(self, deps: Deps, *, run_jobs: bool = True) -> None:
         self.deps = deps
-        self.elect = elect
+        self.run_jobs = run_jobs
         self.settings = deps.config.scheduler
         store = deps.store
         self.wakeup_channel = store.keys.scheduler_wakeup
-        self.leader_key = store.keys.scheduler_leader
-        self.leader_info_key = store.keys.scheduler_leader_instance
-        jobstore = SharedRedisJobStore(jobs_key=store.keys.scheduler_jobs,
-                                       run_times_key=store.keys.scheduler_run_times)
-        jobstore.redis = _binary_client(store.redis)
+        self.jobstore = SharedRedisJobStore(jobs_key=store.keys.scheduler_jobs,
+                                            run_times_key=store.keys.scheduler_run_times)
+        self.jobstore.redis = with_bytes(store.redis)
         self.scheduler = BackgroundScheduler(
-            jobstores={"default": jobstore},
+            jobstores={"default": self.jobstore},
             executors={"default": ThreadPoolExecutor(max_workers=4)},
             job_defaults={"coalesce": True, "max_instances": 1},
             timezone=UTC,
             daemon=True,
+            # After a failed read of the store (Redis failing over) look again soon, not after APScheduler's 10 s.
+            jobstore_retry_interval=1,
         )
         self.scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
-        self.is_leader = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._lock = store.redis.lock(self.leader_key, timeout=self.settings.leader_ttl_s, thread_local=False)
+
+    @property
+    def running(self) -> bool:
+        """Whether this process runs due jobs (every server process does; a writer-only queue does not)."""
+        return self.run_jobs and self._thread is not None and not self._stop.is_set()
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> WindowScheduler:
-        self.scheduler.start(paused=True)
-        if self.elect:
-            self._thread = threading.Thread(target=self._elect_loop, name="scheduler-leader", daemon=True)
+        self.scheduler.start(paused=not self.run_jobs)
+        if self.run_jobs:
+            self._thread = threading.Thread(target=self._wake_loop, name="scheduler-wakeup", daemon=True)
             self._thread.start()
+            log.info("scheduler running in %s (every replica runs due jobs; claims pick one poster)",
+                     self.deps.instance_id)
         return self
 
     def stop(self) -> None:
-        """Stop electing, pause and shut down; a leader releases its lock so another replica takes over now."""
+        """Stop waking and shut down; jobs stay in Redis for the other replicas (and this one's next start)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=self.settings.renew_every_s + 2)
-        if self.is_leader:
-            self._step_down("shutting down")
-            try:
-                self._lock.release()
-                self.deps.store.redis.delete(self.leader_info_key)
-            except (LockError, RedisError):
-                pass
+            self._thread.join(timeout=3)
         try:
             self.scheduler.shutdown(wait=False)
         except Exception as exc:  # stopping must not raise
             log.warning("scheduler shutdown: %s", type(exc).__name__)
 
-    # ---- leader election ---------------------------------------------------------------------
+    # ---- wake-ups ----------------------------------------------------------------------------
 
-    def _become_leader(self) -> None:
-        self.is_leader = True
-        self.scheduler.resume()
-        log.info("scheduler leader: %s", self.deps.instance_id)
-
-    def _step_down(self, why: str) -> None:
-        if self.is_leader:
-            self.is_leader = False
-            try:
-                self.scheduler.pause()
-            except Exception as exc:  # the scheduler may already be shut down
-                log.debug("pause failed: %s", type(exc).__name__)
-            log.warning("scheduler leadership lost (%s): paused", why)
-
-    def _tick(self) -> None:
-        """Renew the lock if we hold it, else try to take it; then let the leader look at due jobs."""
-        redis_client = self.deps.store.redis
-        try:
-            if self.is_leader:
-                self._lock.reacquire()
-            elif self._lock.acquire(blocking=False):
-                self._become_leader()
-            if self.is_leader:
-                redis_client.set(self.leader_info_key, self.deps.instance_id,
-                                 px=int(self.settings.leader_ttl_s * 1000))
-                self.scheduler.wakeup()
-        except LockError:
-            self._step_down("lock expired or taken")
-        except RedisError as exc:
-            self._step_down(f"Redis: {type(exc).__name__}")
-
-    def _elect_loop(self) -> None:
+    def _wake_loop(self) -> None:
+        """Re-read the store on every wake-up message, every ``renew_every_s``, and after any Redis error."""
         pubsub = None
-        last_tick = 0.0
+        last_read = time.monotonic()
         while not self._stop.is_set():
-            if time.monotonic() - last_tick >= self.settings.renew_every_s:
-                self._tick()
-                last_tick = time.monotonic()
+            wake = False
             try:
                 if pubsub is None:
                     # redis-py's Redis.pubsub is untyped
                     pubsub = self.deps.store.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
                     pubsub.subscribe(self.wakeup_channel)
-                # Wait at most a second at a time, so a shutdown releases the lock promptly.
+                    wake = True  # (re)subscribed: a wake-up sent meanwhile may have been lost
+                # Wait at most a second at a time, so a shutdown is prompt.
                 message = pubsub.get_message(timeout=min(1.0, self.settings.renew_every_s))
-                if message is not None and self.is_leader:
-                    self.scheduler.wakeup()
+                wake = wake or message is not None
             except (RedisError, OSError, ValueError) as exc:
                 log.warning("scheduler wake-up channel: %s", type(exc).__name__)
                 pubsub = None
-                self._stop.wait(self.settings.renew_every_s)
+                self._stop.wait(0.2)
+                wake = True
+            if self.jobstore.failed.is_set() or time.monotonic() - last_read >= self.settings.renew_every_s:
+                wake = True
+            if wake and not self._stop.is_set():
+                self.jobstore.failed.clear()
+                last_read = time.monotonic()
+                self.scheduler.wakeup()
         # Only stop() reaches here.
 
     # ---- the job queue used by bot.calendar.operations and bot.runbook.watch ------------------------------
@@ -252,12 +240,14 @@ def fire_reminder(window_id: str, kind: str, revision: int) -> str:
 
 
 def start_scheduler(deps: Deps) -> WindowScheduler:
-    """Start this process's scheduler (paused) and its leader election; jobs.runner calls this at startup."""
+    """Start this process's scheduler (it runs due jobs, as every replica's does); jobs.runner calls this at startup."""
     global _current
     with _lock:
         if _current is None:
-            _current = WindowScheduler(deps).start()
-            metrics.watch_leadership(is_leader)  # h15d: migrate_bot_scheduler_leader, read at each scrape
+            # Known before it starts: a job already due runs at once, and its function looks this scheduler up.
+            _current = WindowScheduler(deps)
+            _current.start()
+            metrics.watch_scheduler(is_running)  # h15d: migrate_bot_scheduler_running, read at each scrape
             _current.scheduler.add_listener(_report_job_error, EVENT_JOB_ERROR)  # h15d: a job's bug to Sentry
         return _current
 
@@ -268,10 +258,9 @@ def _report_job_error(event: JobExecutionEvent) -> None:
         report(event.exception)
 
 
-def is_leader() -> bool:
-    """Whether this process's scheduler holds the leader lock just now (it posts the reminders)."""
-    current = _current
-    return current is not None and current.is_leader
+def is_running() -> bool:
+    """Whether this process's scheduler runs due reminder jobs just now (every server's does: no leader)."""
+    return bool(status()["running"])
 
 
 def stop_scheduler() -> None:
@@ -292,5 +281,13 @@ def queue_for(deps: Deps) -> WindowScheduler:
             return _current
         writer = _writers.get(id(deps.store))
         if writer is None:
-            writer = _writers[id(deps.store)] = WindowScheduler(deps, elect=False).start()
+            writer = _writers[id(deps.store)] = WindowScheduler(deps, run_jobs=False).start()
         return writer
+
+
+def status() -> dict[str, Any]:
+    """This process's scheduler for health and metrics: whether it runs due jobs (no leader: every server does)."""
+    with _lock:
+        current = _current
+    return {"running": bool(current is not None and current.running),
+            "instance": current.deps.instance_id if current is not None else None}

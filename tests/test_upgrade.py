@@ -143,7 +143,7 @@ class TestWindowsSurviveTheUpgrade:
         """APScheduler unpickles every job the old release stored; each refers to this code's job functions."""
         deps, old = upgraded["deps"], upgraded["old"]
         window = WindowStore(deps.store).get(old["window"]["id"])
-        scheduler = jobs.scheduler.WindowScheduler(deps, elect=False).start()
+        scheduler = jobs.scheduler.WindowScheduler(deps, run_jobs=False).start()
         try:
             loaded = {job.id: job for job in scheduler.scheduler.get_jobs()}
         finally:

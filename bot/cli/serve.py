@@ -154,10 +154,13 @@ def _serve(args: argparse.Namespace, settings: Settings, config: BotConfig, sock
     for base in {env.rehearsal.local_dir for env in config.environments.values()}:
         sweep(Path(base) if base else None)  # throwaway clusters a killed bot left behind
     # The composition root: the one place in bot/ that imports jobs/ (the job queue, the background jobs).
+    from bot.store.connection import ServerWatch
     from jobs.runner import start_background_jobs
     from jobs.scheduler import queue_for
 
     deps = build_deps(settings, config, jobs=queue_for)
+    redis_watch = ServerWatch(deps.store.redis, settings.redis_url)
+    redis_watch.check()  # a Cluster node is refused here, before anything starts; AOF off is logged
     app = build_bolt_app(settings, deps, handlers.register)
     from bot.observability import metrics  # h15d: /metrics on a port of its own when METRICS_PORT says so
 
@@ -194,7 +197,8 @@ def _serve(args: argparse.Namespace, settings: Settings, config: BotConfig, sock
         host, port = sock.getsockname()[:2]
         log.info("serving on %s:%s", args.host if args.host in ("0.0.0.0", "::") else host, port)
         sys.stdout.flush()
-        asgi = build_asgi(app, deps.store, max_body_bytes=config.limits.max_body_bytes)
+        asgi = build_asgi(app, deps.store, max_body_bytes=config.limits.max_body_bytes,
+                          redis_details=redis_watch.details)
         server = uvicorn.Server(uvicorn.Config(asgi, log_config=None, access_log=False, log_level="warning",
                                                timeout_graceful_shutdown=5))
         server.run(sockets=[sock])

@@ -143,10 +143,10 @@ def watch_runs(source: RunsSource) -> None:
         _sources.runs = source
 
 
-def watch_leadership(is_leader: Callable[[], bool]) -> None:
-    """Report ``migrate_bot_scheduler_leader`` from ``is_leader()`` at every scrape (jobs.scheduler hands it)."""
+def watch_scheduler(is_running: Callable[[], bool]) -> None:
+    """Report ``migrate_bot_scheduler_running`` from ``is_running()`` at every scrape (jobs.scheduler hands it)."""
     with _sources.lock:
-        _sources.leader = is_leader
+        _sources.leader = is_running
 
 
 def count_runs(pairs: Iterable[tuple[str, str]], source: RunsSource) -> Mapping[tuple[str, str], int]:
@@ -181,12 +181,12 @@ class _ScrapeTimeCollector(Collector):
                     gauge.add_metric([env, state], count)
                 yield gauge
         if leader is not None:
-            gauge = GaugeMetricFamily("migrate_bot_scheduler_leader",
-                                      "1 while this process holds the scheduler's leader lock (runs reminders).")
+            gauge = GaugeMetricFamily("migrate_bot_scheduler_running",
+                                      "1 while this process's scheduler runs due reminders (every replica's does).")
             try:
                 gauge.add_metric([], 1 if leader() else 0)
             except Exception as exc:
-                log.debug("leadership not read: %s", type(exc).__name__)
+                log.debug("scheduler state not read: %s", type(exc).__name__)
                 gauge.add_metric([], 0)
             yield gauge
 

@@ -121,7 +121,8 @@ class Keys:
         """A `/migrate schedule` retried by Slack with the same trigger id: the first answer."""
         return self.join("once", "schedule", trigger_id)
 
-    # ---- the job store (jobs.scheduler: APScheduler's RedisJobStore, leader lock, wake-ups) ---
+    # ---- the job store (jobs.scheduler: APScheduler's RedisJobStore, wake-ups; the previous release's leader lock
+    # keys scheduler:leader and scheduler:leader-instance are no longer written and expire on their own) ---
     @property
     def scheduler_jobs(self) -> str:
         return self.join("scheduler", "jobs")
@@ -129,14 +130,6 @@ class Keys:
     @property
     def scheduler_run_times(self) -> str:
         return self.join("scheduler", "run_times")
-
-    @property
-    def scheduler_leader(self) -> str:
-        return self.join("scheduler", "leader")
-
-    @property
-    def scheduler_leader_instance(self) -> str:
-        return self.join("scheduler", "leader-instance")
 
     @property
     def scheduler_wakeup(self) -> str:

@@ -20,6 +20,10 @@ from bot.errors import AlreadyDone, RunActive, RunNotFound, StaleMessage, StateS
 from bot.messages import escape
 from bot.observability import metrics
 from bot.runbook.rules import AuditEvent, Run, Transition, record_message
+
+# Clients are built in bot.store.connection; re-exported here for the callers that import them from the store.
+from bot.store.connection import connect as connect
+from bot.store.connection import reachable as reachable
 from bot.store.keys import Keys
 
 UNAVAILABLE = "state store unavailable — nothing was changed"
@@ -112,28 +116,12 @@ class AuditEntry:
     data: dict[str, Any]
 
 
-def connect(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
-    """A Redis client whose every call gives up quickly, so a dead Redis turns into a clear error."""
-    return redis.Redis.from_url(
-        url,
-        socket_connect_timeout=timeout_s,
-        socket_timeout=timeout_s,
-        health_check_interval=30,
-        decode_responses=True,
-    )
-
-
-def reachable(url: str, *, timeout_s: float = 1.0) -> bool:
-    """Whether a Redis server answers at ``url`` (the demo starts a private one when none does)."""
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout_s).ping())
-    except RedisError:
-        return False
-
-
 def ping_problem(url: str, *, timeout_s: float = 2.0) -> str | None:
     """None when Redis answers PING at ``url``; else the kind of failure (for one log line, without the URL)."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        client = connect(url, timeout_s=timeout_s)
+    except Exception as exc:  # a malformed URL is already refused by the settings; say its kind, never the URL
+        return type(exc).__name__
     try:
         client.ping()
     except RedisError as exc:

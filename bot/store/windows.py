@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from redis.exceptions import WatchError
+from redis.exceptions import RedisError, WatchError
 
 from bot.calendar.rules import MAX_WINDOW_S, Window, WindowStatus
 from bot.errors import NotAllowed, StateStoreUnavailable
 from bot.store import keys as names
+from bot.store.connection import behind_sentinel
 from bot.store.runs import AuditEntry, RunStore, store_errors
 
+log = logging.getLogger(__name__)
+
 RECOVERY_CLAIM_TTL_S = 60
+# Behind Sentinel, how long a claim waits for a replica to confirm it before the post goes ahead anyway.
+CLAIM_REPLICATED_WAIT_MS = 500
+UNREPLICATED_BACKOFF_S = 30
+_unreplicated_until = 0.0
+
 HOME_VIEWERS_MAX = 500
 """App Home tabs republished when a window changes: the most recent openers, oldest dropped first."""
 HOME_VIEWER_TTL_S = 30 * 86400
@@ -251,8 +261,27 @@ class InFlight:
         entry = json.dumps({"instance": self.instance_id, "window_id": window.id, "kind": kind,
                             "revision": revision, "at": now.timestamp(), "thread_ts": thread_ts})
         with store_errors():
-            return bool(self.redis.eval(_CLAIM_AND_TRACK, 2, self.keys.once(claim), self.keys.window_inflight,
-                                        self.instance_id, ttl_s, claim, entry))
+            won = bool(self.redis.eval(_CLAIM_AND_TRACK, 2, self.keys.once(claim), self.keys.window_inflight,
+                                       self.instance_id, ttl_s, claim, entry))
+        if won and behind_sentinel(self.redis):
+            self._replicated(claim)
+        return won
+
+    def _replicated(self, claim: str) -> None:
+        """Wait (briefly) until a replica has the claim: a failover right after it then cannot forget it and let
+        a second replica post the same message. A replica that does not answer in time only delays the post."""
+        global _unreplicated_until
+        if time.monotonic() < _unreplicated_until:
+            return  # no replica answered a moment ago (the primary is alone after a failover): do not wait again
+        try:
+            acked = int(self.redis.wait(1, CLAIM_REPLICATED_WAIT_MS))
+        except RedisError as exc:
+            acked = 0
+            log.warning("claim %s: could not confirm it on a replica: %s", claim, type(exc).__name__)
+        if acked < 1:
+            _unreplicated_until = time.monotonic() + UNREPLICATED_BACKOFF_S
+            log.warning("claim %s: no replica confirmed it within %d ms; posting anyway (and not waiting for one "
+                        "for %d s)", claim, CLAIM_REPLICATED_WAIT_MS, UNREPLICATED_BACKOFF_S)
 
     def claim_missed(self, claim: str, ttl_s: int) -> bool:
         """The claim alone, for a message that will not be posted (it was missed): no in-flight entry."""
