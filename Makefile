@@ -53,7 +53,7 @@ test-full: $(DEV_STAMP) services
 
 ## Benchmarks against their baselines (full size: see BENCHMARKS.md; BENCH_ARGS=--quick for a smoke run).
 bench: $(DEV_STAMP) services
-	@for b in p1_ack_latency p2_backup p3_native_migrate p4_reminders p5_safety_review; do \
+	@for b in p1_ack_latency p1_click_to_update p2_backup p3_native_migrate p4_reminders p5_safety_review p6_big_calendar p7_big_history; do \
 		$(BIN)/python bench/$$b.py $(BENCH_ARGS) || exit 1; done
 
 lint: $(DEV_STAMP)
