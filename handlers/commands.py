@@ -51,6 +51,18 @@ def _migrate(deps: Deps, flights: Flights, invocation: Invocation, words: list[s
         ack(response_type="ephemeral", text=messages.checking(*key))
         flights.join(key, lambda: _answer_later(deps, invocation, respond))
         return
+    if words and deps.config.environment(words[0].lower()) is not None \
+            and deps.config.environments[words[0].lower()].migrate.source.git is not None:
+        # A release-pinned start fetches the repository first (seconds): ack, then start on the pool. The
+        # permission is decided before the ack, as for the slow verbs; bad input gets one line, no run.
+        refused = _refusal(deps, invocation, (access.ENV_VERB, words[0].lower()))
+        if refused:
+            ack(response_type="ephemeral", text=refused)
+            return
+        ref = next((w for w in words[1:2] if not w.startswith("-")), None)
+        ack(response_type="ephemeral", text=messages.resolving_release(words[0].lower(), ref))
+        flights.join(("start", words[0].lower()), lambda: _answer_later(deps, invocation, respond))
+        return
     # Every other operation is a few Redis round trips (milliseconds), so its answer goes in the ack itself.
     reply = _decide(deps, invocation)
     ack(response_type="ephemeral", text=reply.text or "Done.", blocks=reply.blocks)

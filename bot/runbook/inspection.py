@@ -11,6 +11,7 @@ from bot.context import Deps, Reply, environment_or_refuse, require
 from bot.edge import one_line
 from bot.errors import BotError, Refusal, WrongState
 from bot.messages import MESSAGE_LIMIT, code_block, escape, split_message
+from bot.runbook import engine
 from bot.runbook.access import VERBS
 from bot.runbook.code_review import review_evidence  # h14b
 from bot.runbook.rules import (
@@ -115,7 +116,7 @@ def inspect_run(deps: Deps, run_id: str) -> None:
         return
 
     try:
-        status = NativeRunner(env.database_url).status(Path(env.migrate.migrations_dir))
+        status = NativeRunner(env.database_url).status(engine.migrations_dir(env, run))
         pending = [m for m in status.local if m.name in set(status.pending)]
         review = review_pending(env.database_url, pending, env) if pending else Review(
             summary="nothing pending", lines={}, high=[], details=[])
@@ -235,7 +236,7 @@ def _rehearse(deps: Deps, run_id: str, env: EnvironmentConfig) -> None:
         try:
             evidence = result_of(run, BackupResult).model_dump()
             result = rehearse_from_evidence(evidence, database_url=env.database_url,
-                                            migrations_dir=Path(env.migrate.migrations_dir),
+                                            migrations_dir=engine.migrations_dir(env, run),
                                             aws=aws, pending=run.pending_migrations, run_id=run_id,
                                             isolation=env.rehearsal, timeout_s=env.rehearsal.timeout_s,
                                             lock_timeout_ms=env.migrate.lock_timeout_ms)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from bot import messages
@@ -12,7 +11,7 @@ from bot.config import EnvironmentConfig
 from bot.context import Deps, Reply, environment_or_refuse
 from bot.errors import AlreadyDone, BotError, MigrationError, Refusal, StaleMessage, WrongState
 from bot.redact import redact
-from bot.runbook.engine import apply_click, fingerprint_of, may_operate
+from bot.runbook.engine import apply_click, fingerprint_of, may_operate, migrations_dir
 from bot.runbook.inspection import post_scripts, review_pending
 from bot.runbook.rules import (
     ROLLBACK_LABELS,
@@ -83,7 +82,7 @@ def down_scripts(env: EnvironmentConfig, run: Run) -> list[DownScript]:
     applied = list(result_of(run, MigrateResult).applied)
     if not applied:
         raise MigrationError("This run applied no migrations, so there is no down.sql to run.")
-    local = {m.name: m for m in list_local_migrations(Path(env.migrate.migrations_dir))}
+    local = {m.name: m for m in list_local_migrations(migrations_dir(env, run))}
     scripts: list[DownScript] = []
     for name in reversed(applied):
         migration = local.get(name)
