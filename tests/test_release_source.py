@@ -329,6 +329,15 @@ def test_file_url_source_and_default_ref(world):
     wait_until(lambda: store.active_run("stage") is None)
 
 
+def test_check_and_lint_read_the_default_ref(world):
+    """Without a run, `/migrate check` and `lint` read the commit ``ref_default`` names now (stage: v1.1.0)."""
+    world["repo"].tag("v1.1.0", world["shas"]["v1.1.0"])
+    lint = answer(world, "lint stage", "stage")
+    assert COUNSEL in lint and EMAIL not in lint, lint
+    check = answer(world, "check stage", "stage")
+    assert f"1: {COUNSEL}" in check, check
+
+
 def test_bad_input_gets_one_line_and_starts_nothing(world):
     repo, store = world["repo"], world["store"]
     doomed = repo.commit("Experiment", {"prisma/migrations/20990101000000_x/migration.sql": "SELECT 1;"},

@@ -430,6 +430,14 @@ def migrations_dir(env: EnvironmentConfig, run: Run | None = None) -> Path:
     return release_tree(env, release.sha) / (config.path if config else "")
 
 
+def latest_migrations_dir(env: EnvironmentConfig) -> Path:
+    """For `/migrate check` and `lint` (no run): the folder at ``ref_default`` now, or ``migrations_dir``."""
+    source, config = git_source(env), env.migrate.source.git
+    if source is None or config is None:
+        return Path(env.migrate.migrations_dir)
+    return release_tree(env, source.resolve(config.ref_default).sha) / config.path
+
+
 def prisma_cwd(env: EnvironmentConfig, run: Run | None = None) -> Path:
     """Where the Prisma CLI runs: the checkout of the run's commit (schema found under it), else ``prisma_cwd``."""
     release = run.facts.release if run is not None else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from bot.config import EnvironmentConfig
@@ -335,7 +334,7 @@ def _lint(env: Any) -> tuple[list[Any], Review | None, str]:
     from bot.integrations.prisma.migrations import list_local_migrations
     from bot.integrations.prisma.native import NativeRunner
 
-    directory = Path(env.migrate.migrations_dir)
+    directory = engine.latest_migrations_dir(env)
     note = ""
     try:
         if not env.database_url:
