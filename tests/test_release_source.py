@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -375,8 +376,13 @@ def test_tokens_never_leak(world):
     assert "refused the credentials" in answer(world, "denied", "denied")
     assert world["http"].refused >= 1  # the wrong token was really sent and refused
     bot = world["bot"]
-    outputs = [bot.cli("status").stdout, bot.cli("status").stderr, bot.cli("check-config").stdout,
-               bot.cli("check-config").stderr, bot.cli("timeline", run_id).stdout]
+    status = bot.cli("status", run_id, "--as", ALICE)
+    assert f"release {store.get(run_id).facts.release.short} (main)" in status.stdout, status
+    timeline = bot.cli("timeline", run_id, "--as", ALICE)
+    assert store.get(run_id).facts.release.sha in timeline.stdout, timeline  # the audit records the commit
+    check = bot.cli("check-config")
+    outputs = [status.stdout, status.stderr, timeline.stdout, timeline.stderr, check.stdout, check.stderr,
+               bot.cli("status", "--as", ALICE).stdout]
     slack = json.dumps([{"method": c.method, "args": c.args} for c in world["fake"].calls], ensure_ascii=False)
     slack += json.dumps(world["fake"].ephemerals(), ensure_ascii=False)
     configs = "".join(p.read_text() for p in world["cache"].glob("*/repo.git/config"))
@@ -387,3 +393,26 @@ def test_tokens_never_leak(world):
         assert all(secret not in out for out in outputs)
         assert secret not in configs
     assert "x-access-token" not in configs
+
+
+def test_client_refetches_a_lost_cache_and_refuses_a_vanished_commit(tmp_path):
+    """The git client alone: a cache lost with its container is fetched again for the run's SHA; a SHA that no
+    branch or tag holds any more is refused with what to do; a ref that is an option or expression is refused."""
+    from bot.integrations.git import GitError
+
+    repo = ReleaseRepo(tmp_path / "repo")
+    first = repo.commit("one", _files(INIT))
+    feature = repo.commit("two", _files(INIT, COUNSEL), branch="feature")
+    cache = tmp_path / "cache"
+    source = GitSource(repo.file_url, path="prisma/migrations", cache_dir=cache)
+    assert source.resolve("feature").sha == feature
+    assert source.commits_between(first, feature) == 1
+    shutil.rmtree(cache)  # a new container: the cache is gone, the run still has its SHA
+    assert (source.tree(first) / "prisma" / "migrations" / INIT / "migration.sql").is_file()
+    repo.delete_branch("feature")
+    shutil.rmtree(cache)
+    with pytest.raises(GitError, match="no longer on any branch or tag"):
+        source.tree(feature)
+    for bad in ("-oops", "a..b", "HEAD~1", "main:secret", "x" * 300, "--upload-pack=touch"):
+        with pytest.raises(GitError, match="not a tag, branch or commit SHA"):
+            source.resolve(bad)

@@ -289,6 +289,9 @@ def describe_run(run: Run, now: datetime, *, for_slack: bool = True) -> str:
         approvals += f" ({', '.join(who(a.by) for a in run.approvals)})"
     line = (f"{run.id} · {env} · {STATUS_LABEL[run.status]} · requested by {who(run.requested_by)} {age} · "
             f"{len(run.checklist)}/{len(CHECKLIST_LABELS)} checklist · {approvals}")
+    if run.facts.release is not None:
+        ref = messages.escape(run.facts.release.ref[:60]) if for_slack else run.facts.release.ref[:60]
+        line += f" · release {run.facts.release.short} ({ref})"
     steps = [f"{s.label} ({STEP_STATE_WORDS[s.status]})" for s in run.steps if s.status in STEP_STATE_WORDS]
     return line + ("\n    " + " · ".join(steps) if steps else "")
 
