@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import shutil
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -38,6 +39,7 @@ from tests.harness import (
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "prisma" / "migrations"
+FAKE_PRISMA = ROOT / "tests" / "fakes" / "fake_prisma.py"
 INIT, COUNSEL, EMAIL = "20240101000000_init", "20240215000000_add_counseling_session", "20240301000000_add_email_verified"
 TOKEN = "ghp_releaseTok3n0123456789abcdefABCDEF"  # the environment variable's token
 URL_TOKEN = "urlTok3n-5f3a9c1e77d0b2"  # a token someone wrote into the URL
@@ -74,7 +76,7 @@ def world(tmp_path_factory, pg_admin_url, redis_url):
         repo.tag(tag, shas[tag])
     http = GitHttpServer(tmp / "repos", TOKEN, URL_TOKEN).start()
     admin = psycopg.connect(pg_admin_url, autocommit=True)
-    dbs = {name: f"{DB}_{name}" for name in ("prod", "stage", "urltok")}
+    dbs = {name: f"{DB}_{name}" for name in ("prod", "stage", "urltok", "cli")}
     urls = {}
     for name, db in dbs.items():
         admin.execute(f'CREATE DATABASE "{db}"')
@@ -101,6 +103,8 @@ def world(tmp_path_factory, pg_admin_url, redis_url):
             config["backup"] = {"method": "pg_dump", "local_dir": str(tmp / f"backups-{db}")}
         return config
 
+    cli_migrate = {"runner": "prisma_cli", "prisma_command": [sys.executable, str(FAKE_PRISMA), "migrate"],
+                   "source": {"git": {"url": repo.file_url, "cache_dir": str(cache)}}}
     config = {"environments": {
         "prod": env(PROD_CHANNEL, {"url": http.url("api.git"), "token_env": "RELEASE_GIT_TOKEN", "web_url": WEB},
                     "prod"),
@@ -113,9 +117,11 @@ def world(tmp_path_factory, pg_admin_url, redis_url):
         "nopath": {**env("C0NOPATH", {"url": repo.file_url}),
                    "migrate": {"source": {"git": {"url": repo.file_url, "path": "db/migrations",
                                                   "cache_dir": str(cache)}}}},
+        "cli": {**env("C0CLI", {"url": repo.file_url}, "cli"), "safety": {"rehearsal": True}},
         "local": {"channel": "C0LOCAL", "requesters": [ALICE], "approvers": [BOB],
                   "migrate": {"migrations_dir": str(EXAMPLES)}},
     }, "limits": SCRIPTED_LIMITS}
+    config["environments"]["cli"]["migrate"] = cli_migrate
     prefix = f"test:release:{time.time_ns()}:"
     bot = BotProcess(config_path=write_config(tmp / "env.yml", config), slack_api_url=fake.base_url,
                      redis_url=redis_url, key_prefix=prefix, log_path=tmp / "bot.log",
@@ -190,20 +196,22 @@ def click(world, ts: str, user: str, action_id: str, channel: str = PROD_CHANNEL
                                  action_id=action_id)
 
 
-def to_approval(world, run_id: str, ts: str) -> None:
+def to_approval(world, run_id: str, ts: str, channel: str = PROD_CHANNEL) -> None:
     store = world["store"]
     for item in MANUAL_ITEMS:
-        click(world, ts, BOB if item == "script_reviewed" else ALICE, f"checklist:{item}")
+        click(world, ts, BOB if item == "script_reviewed" else ALICE, f"checklist:{item}", channel)
         wait_until(lambda: item in store.get(run_id).checklist)
-    click(world, ts, ALICE, "step_run:backup")
+    click(world, ts, ALICE, "step_run:backup", channel)
     wait_until(lambda: store.get(run_id).status.value == "awaiting_approval", timeout=60)
-    wait_until(lambda: '"approve"' in text_of(world, PROD_CHANNEL, ts))
+    if store.get(run_id).facts.rehearsal_expected:
+        wait_until(lambda: store.get(run_id).facts.rehearsal is not None, timeout=120)
+    wait_until(lambda: '"approve"' in text_of(world, channel, ts))
 
 
-def run_migrate(world, run_id: str, ts: str) -> str:
+def run_migrate(world, run_id: str, ts: str, channel: str = PROD_CHANNEL) -> str:
     store = world["store"]
-    wait_until(lambda: "step_run:migrate" in text_of(world, PROD_CHANNEL, ts))
-    click(world, ts, ALICE, "step_run:migrate")
+    wait_until(lambda: "step_run:migrate" in text_of(world, channel, ts))
+    click(world, ts, ALICE, "step_run:migrate", channel)
     wait_until(lambda: store.get(run_id).step("migrate").status.value in ("succeeded", "failed")
                or store.get(run_id).status.value == "awaiting_approval", timeout=60)
     return store.get(run_id).step("migrate").status.value
@@ -328,6 +336,23 @@ def test_file_url_source_and_default_ref(world):
     assert "Add counseling sessions" in text_of(world, "C0STAGE", ts)
     answer(world, f"cancel {run_id}", "stage")
     wait_until(lambda: store.active_run("stage") is None)
+
+
+def test_rehearsal_and_the_prisma_cli_run_in_a_checkout_of_the_commit(world):
+    """The rehearsal applies the pinned commit's migrations to a restored copy; the Prisma CLI (the stand-in, which
+    reads ./prisma/migrations) runs in a checkout of that commit, not where the bot was started."""
+    store, shas = world["store"], world["shas"]
+    world["repo"].tag("v1.1.0", shas["v1.1.0"])
+    run_id, ts = start(world, "cli v1.1.0", env="cli")
+    to_approval(world, run_id, ts, "C0CLI")
+    rehearsal = store.get(run_id).facts.rehearsal
+    assert rehearsal is not None and rehearsal.ok, rehearsal
+    assert [m.name for m in rehearsal.migrations] == [COUNSEL]
+    assert click(world, ts, BOB, "approve", "C0CLI").status_code == 200
+    wait_until(lambda: store.get(run_id).status.value == "running")
+    assert run_migrate(world, run_id, ts, "C0CLI") == "succeeded", store.get(run_id).step("migrate")
+    assert set(rows(world, "cli")) == {INIT, COUNSEL}
+    answer(world, f"cancel {run_id}", "cli")
 
 
 def test_check_and_lint_read_the_default_ref(world):
