@@ -16,6 +16,7 @@ import psycopg
 import pytest
 import redis
 
+from bot.devtools.slack.blockkit import validate_blocks
 from bot.devtools.slack.client import SlackSender
 from bot.devtools.slack.server import FakeSlack
 from bot.integrations.git import GitSource
@@ -255,6 +256,7 @@ def test_run_pinned_to_a_tag_over_http_reads_that_commit(world):
     assert "by Eve &amp; Co" in shown
     assert f"this release adds 1 migration since `{INIT}`" in shown  # from prod's _prisma_migrations
     assert "no earlier release recorded as run in prod" in shown
+    assert validate_blocks(message(world, PROD_CHANNEL, ts)["blocks"], surface="message") == []
     thread = "\n".join(m.get("text", "") for m in world["fake"].thread(PROD_CHANNEL, ts))
     assert "CounselingSession" in thread and "email_verified" not in thread.lower()
 
