@@ -72,6 +72,14 @@ class MaintenanceConfig(_Strict):
         return self
 
 
+_GIT_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
+
+
+def valid_ref(ref: str) -> bool:
+    """A ref a person may type or configure: a tag, branch or SHA; never an option, a range or an expression."""
+    return bool(_GIT_REF.match(ref)) and ".." not in ref and "//" not in ref and not ref.endswith((".lock", "/", "."))
+
+
 class GitSourceConfig(_Strict):
     """A repository the migrations of a release come from: `/migrate <env> <ref>` pins a run to one commit of it."""
 
@@ -110,7 +118,7 @@ class GitSourceConfig(_Strict):
     @field_validator("ref_default")
     @classmethod
     def _ref(cls, value: str) -> str:
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$", value) or ".." in value:
+        if not valid_ref(value):
             raise ValueError("must be a tag, branch or commit SHA, e.g. main")
         return value
 

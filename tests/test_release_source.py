@@ -443,3 +443,41 @@ def test_client_refetches_a_lost_cache_and_refuses_a_vanished_commit(tmp_path):
     for bad in ("-oops", "a..b", "HEAD~1", "main:secret", "x" * 300, "--upload-pack=touch"):
         with pytest.raises(GitError, match="not a tag, branch or commit SHA"):
             source.resolve(bad)
+
+
+@pytest.mark.parametrize(("git", "field", "says"), [
+    ({"url": "https://github.com/acme/api.git", "token_env": "ghp_notAVariableName-123"}, "token_env",
+     "name of an environment variable"),
+    ({"url": "https://github.com/acme/api.git", "web_url": "https://github.com/acme/api/commit/"}, "web_url",
+     "{sha}"),
+    ({"url": "https://github.com/acme/api.git", "path": "../etc"}, "path", "folder inside the repository"),
+    ({"url": "https://github.com/acme/api.git", "ref_default": "--upload-pack=x"}, "ref_default",
+     "tag, branch or commit SHA"),
+    ({"url": "ftp://x-access-token:ftpSecretTok3n@host/api.git"}, "url", "URL git can fetch"),
+    ({"url": "https://github.com/acme/api.git", "branch": "main"}, "branch", "unknown field"),
+])
+def test_source_config_is_checked_in_one_line(tmp_path, git, field, says):
+    """A wrong `migrate.source.git` is one line naming the field; the value (maybe a token) is never echoed."""
+    from bot.config import load_config
+    from bot.errors import ConfigError
+
+    config = {"environments": {"prod": {"channel": PROD_CHANNEL, "requesters": [ALICE], "approvers": [BOB],
+                                        "migrate": {"source": {"git": git}}}}}
+    with pytest.raises(ConfigError) as raised:
+        load_config(write_config(tmp_path / "env.yml", config))
+    text = str(raised.value)
+    assert f"prod.migrate.source.git.{field}" in text and says in text and "\n" not in text, text
+    assert "ghp_notAVariableName" not in text and "ftpSecretTok3n" not in text
+
+
+def test_a_token_in_the_url_is_a_secret_once_the_file_is_read(tmp_path):
+    from bot.config import load_config
+    from bot.redact import redact
+
+    secret = "urlOnlyTok3n-0f9e8d7c"
+    config = {"environments": {"prod": {"channel": PROD_CHANNEL, "requesters": [ALICE], "approvers": [BOB],
+                                        "migrate": {"source": {"git": {
+                                            "url": f"https://x-access-token:{secret}@github.com/acme/api.git"}}}}}}
+    loaded = load_config(write_config(tmp_path / "env.yml", config))
+    assert loaded.environments["prod"].migrate.source.git is not None
+    assert secret not in redact(f"fetching with {secret} failed")

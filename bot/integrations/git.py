@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from bot.config import valid_ref
 from bot.errors import IntegrationError
 from bot.redact import redact, register_secret
 
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _SHORT_SHA = re.compile(r"^[0-9a-f]{7,40}$")
-_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 
 
 class GitError(IntegrationError):
@@ -55,11 +55,6 @@ def split_credentials(url: str) -> tuple[str, str | None, str | None]:
     user, _, password = userinfo.partition(":")
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)), unquote(user) or None, \
         unquote(password) or None
-
-
-def valid_ref(ref: str) -> bool:
-    """A ref a person may type: a tag, branch or SHA; never an option, a range or a revision expression."""
-    return bool(_REF.match(ref)) and ".." not in ref and not ref.endswith((".lock", "/", ".")) and "//" not in ref
 
 
 class GitSource:
