@@ -364,6 +364,9 @@ def test_check_and_lint_read_the_default_ref(world):
     assert COUNSEL in lint and EMAIL not in lint, lint
     check = answer(world, "check stage", "stage")
     assert f"1: {COUNSEL}" in check, check
+    world["repo"].commit("Squawk config", {".squawk.toml": 'excluded_rules = ["prefer-robust-stmts"]\n'})
+    lint = answer(world, "lint prod", "prod")  # the repository's .squawk.toml, from main's commit
+    assert "squawk config:" in lint and ".squawk.toml" in lint and "prefer-robust-stmts" in lint, lint
 
 
 def test_bad_input_gets_one_line_and_starts_nothing(world):

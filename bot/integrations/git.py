@@ -208,7 +208,8 @@ class GitSource:
     def tree(self, sha: str, *, extra: tuple[str, ...] = ()) -> Path:
         """A directory holding ``path`` (and ``extra`` paths) exactly as at ``sha``; made once per commit.
 
-        Keyed by the SHA, it never changes: a crash while extracting leaves only a temporary directory behind.
+        Keyed by the SHA, it never changes: a crash while extracting leaves only a temporary directory behind. Its
+        root holds an empty ``.git``, so a lookup that climbs to the repository root (squawk's config) stops there.
         """
         suffix = hashlib.sha256("\n".join((self.path, *extra)).encode()).hexdigest()[:8]
         target = self.root / "trees" / f"{sha}-{suffix}"
@@ -225,6 +226,7 @@ class GitSource:
         try:
             with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
                 tar.extractall(staging, filter="data")
+            (staging / ".git").mkdir(exist_ok=True)
             staging.rename(target)
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)

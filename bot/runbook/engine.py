@@ -411,14 +411,17 @@ def git_source(env: EnvironmentConfig) -> GitSource | None:
 
 
 def release_tree(env: EnvironmentConfig, sha: str) -> Path:
-    """The repository's files at ``sha`` that a run reads: ``path``, and for the Prisma CLI its parent (the schema)."""
+    """The repository's files at ``sha`` that a run reads: ``path``, every ``.squawk.toml`` from it up to the root
+    (the safety review honours the repository's), and for the Prisma CLI the parent of ``path`` (the schema)."""
     source = git_source(env)
     if source is None:
         raise WrongState(f"This run is pinned to commit {sha[:7]}, but {env.name} no longer has "
                          "migrate.source.git configured: cancel it, or restore the source.")
-    parent = str(PurePosixPath(source.path).parent)
-    extra = (parent,) if env.migrate.runner == "prisma_cli" and parent not in (".", "") else ()
-    return source.tree(sha, extra=extra)
+    folder = PurePosixPath(source.path)
+    squawk = tuple(str(p / ".squawk.toml").removeprefix("./") for p in (folder, *folder.parents))
+    parent = str(folder.parent)
+    schema = (parent,) if env.migrate.runner == "prisma_cli" and parent not in (".", "") else ()
+    return source.tree(sha, extra=schema + squawk)
 
 
 def migrations_dir(env: EnvironmentConfig, run: Run | None = None) -> Path:
