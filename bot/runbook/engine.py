@@ -415,8 +415,7 @@ def release_tree(env: EnvironmentConfig, sha: str) -> Path:
     (the safety review honours the repository's), and for the Prisma CLI the parent of ``path`` (the schema)."""
     source = git_source(env)
     if source is None:
-        raise WrongState(f"This run is pinned to commit {sha[:7]}, but {env.name} no longer has "
-                         "migrate.source.git configured: cancel it, or restore the source.")
+        raise WrongState(f"{env.name} has no migrate.source.git to read commit {sha[:7]} from.")
     folder = PurePosixPath(source.path)
     squawk = tuple(str(p / ".squawk.toml").removeprefix("./") for p in (folder, *folder.parents))
     parent = str(folder.parent)
@@ -424,13 +423,23 @@ def release_tree(env: EnvironmentConfig, sha: str) -> Path:
     return source.tree(sha, extra=schema + squawk)
 
 
+def _pinned(env: EnvironmentConfig, run: Run | None) -> str | None:
+    """The commit ``run`` reads its files from: its release's SHA when the environment has a git source.
+
+    Without one (a release recorded on a run of a local folder, or the source removed from the file mid-run) the
+    run reads ``migrations_dir`` as any local run does; the approval still binds the SHA and the checksums of
+    exactly those files, so different files void it.
+    """
+    release = run.facts.release if run is not None else None
+    return release.sha if release is not None and env.migrate.source.git is not None else None
+
+
 def migrations_dir(env: EnvironmentConfig, run: Run | None = None) -> Path:
     """The folder of migrations ``run`` reads: its release's commit when pinned to one, else ``migrations_dir``."""
-    release = run.facts.release if run is not None else None
-    if release is None:
+    sha, config = _pinned(env, run), env.migrate.source.git
+    if sha is None or config is None:
         return Path(env.migrate.migrations_dir)
-    config = env.migrate.source.git
-    return release_tree(env, release.sha) / (config.path if config else "")
+    return release_tree(env, sha) / config.path
 
 
 def latest_migrations_dir(env: EnvironmentConfig) -> Path:
@@ -443,10 +452,10 @@ def latest_migrations_dir(env: EnvironmentConfig) -> Path:
 
 def prisma_cwd(env: EnvironmentConfig, run: Run | None = None) -> Path:
     """Where the Prisma CLI runs: the checkout of the run's commit (schema found under it), else ``prisma_cwd``."""
-    release = run.facts.release if run is not None else None
-    if release is None:
+    sha = _pinned(env, run)
+    if sha is None:
         return Path(env.migrate.prisma_cwd or ".")
-    return release_tree(env, release.sha) / (env.migrate.prisma_cwd or "")
+    return release_tree(env, sha) / (env.migrate.prisma_cwd or "")
 
 
 def pending_migrations(env: EnvironmentConfig, run: Run | None = None) -> list[tuple[str, str]]:
