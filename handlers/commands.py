@@ -11,7 +11,7 @@ from bot.context import Deps, Invocation, Reply, authorize
 from bot.edge import contained, user_text
 from bot.observability.logs import log_context
 from bot.runbook import access
-from bot.runbook.operations import handle_command
+from bot.runbook.operations import handle_command, parse_start
 from bot.slowwork import Flights
 
 # Verbs that query databases, run checks or squawk: answered after the ack, from a small pool (bot.slowwork).
@@ -59,8 +59,9 @@ def _migrate(deps: Deps, flights: Flights, invocation: Invocation, words: list[s
         if refused:
             ack(response_type="ephemeral", text=refused)
             return
-        ref = next((w for w in words[1:2] if not w.startswith("-")), None)
-        ack(response_type="ephemeral", text=messages.resolving_release(words[0].lower(), ref))
+        parsed = parse_start(words[1:])
+        ack(response_type="ephemeral", text=messages.resolving_release(words[0].lower(),
+                                                                       parsed[0] if parsed else None))
         flights.join(("start", words[0].lower()), lambda: _answer_later(deps, invocation, respond))
         return
     # Every other operation is a few Redis round trips (milliseconds), so its answer goes in the ack itself.

@@ -383,6 +383,7 @@ def test_bad_input_gets_one_line_and_starts_nothing(world):
         ("prod", f"prod {doomed}", "no longer on any branch or tag"),
         ("prod", "prod 0123456789abcdef0123456789abcdef01234567", "No tag, branch or commit"),
         ("prod", "prod v1.1.0 main", "Unexpected"),
+        ("prod", "prod --image api:v9 no-such-tag", "No tag, branch or commit `no-such-tag`"),
         ("denied", "denied main", "refused the credentials"),
         ("offline", "offline", "could not be reached"),
         ("nopath", "nopath main", "has no folder `db/migrations`"),
@@ -390,6 +391,8 @@ def test_bad_input_gets_one_line_and_starts_nothing(world):
     ]
     for env, text, expected in cases:
         reply = answer(world, text, env)
+        if "no-such-tag" in text:  # the ack named what is being resolved
+            assert any("Resolving `no-such-tag`" in e["text"] for e in world["fake"].ephemerals(ALICE)), text
         assert expected in reply, (text, reply)
         assert "\n" not in reply.strip() or expected == "Unexpected", reply
         assert store.active_run(env) is None, text
