@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -72,10 +72,89 @@ class MaintenanceConfig(_Strict):
         return self
 
 
+_GIT_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
+
+
+def valid_ref(ref: str) -> bool:
+    """A ref a person may type or configure: a tag, branch or SHA; never an option, a range or an expression."""
+    return bool(_GIT_REF.match(ref)) and ".." not in ref and "//" not in ref and not ref.endswith((".lock", "/", "."))
+
+
+class GitSourceConfig(_Strict):
+    """A repository the migrations of a release come from: `/migrate <env> <ref>` pins a run to one commit of it."""
+
+    url: str
+    """Anything `git` can fetch: https (token from ``token_env``), ssh, or file:// (tests)."""
+    path: str = "prisma/migrations"
+    """The migrations folder inside the repository."""
+    ref_default: str = "main"
+    token_env: str | None = None
+    """The name of the environment variable holding the token (never the token itself)."""
+    web_url: str | None = None
+    """A link to a commit, with ``{sha}``: e.g. ``https://github.com/acme/api/commit/{sha}``."""
+    cache_dir: str | None = None
+    """Where the bot keeps its partial clone and the commits' folders (default: a migrate-bot cache in the temp dir)."""
+    timeout_s: float = Field(default=120, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _fetchable(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme in ("http", "https") and parts.password:
+            register_secret(unquote(parts.password))  # a token written into the URL: used, never shown
+            register_secret(parts.password)
+        if parts.scheme not in ("https", "http", "ssh", "file", "git") and not re.match(r"^[\w.-]+@[\w.-]+:", value):
+            raise ValueError("must be a URL git can fetch: https://…, ssh://…, git@host:owner/repo.git or file://…")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        cleaned = value.strip("/")
+        if not cleaned or ".." in cleaned.split("/") or cleaned.startswith("-"):
+            raise ValueError("must be a folder inside the repository, e.g. prisma/migrations")
+        return cleaned
+
+    @field_validator("ref_default")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        if not valid_ref(value):
+            raise ValueError("must be a tag, branch or commit SHA, e.g. main")
+        return value
+
+    @field_validator("token_env")
+    @classmethod
+    def _variable_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", value):
+            raise ValueError("must be the name of an environment variable (e.g. GITHUB_TOKEN), not the token")
+        return value
+
+    @field_validator("web_url")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is not None and "{sha}" not in value:
+            raise ValueError("must contain {sha}, e.g. https://github.com/acme/api/commit/{sha}")
+        return value
+
+    def token(self) -> str | None:
+        """The token from the process environment (registered as a secret), or None."""
+        value = os.environ.get(self.token_env) if self.token_env else None
+        register_secret(value)
+        return value or None
+
+
+class SourceConfig(_Strict):
+    """Where a release's migrations come from, besides the local ``migrations_dir``."""
+
+    git: GitSourceConfig | None = None
+
+
 class MigrateConfig(_Strict):
     """Where the migrations are and which runner applies them."""
 
     migrations_dir: str = "prisma/migrations"
+    """A folder on the bot's disk: local use and the demo; ``source.git`` pins each run to a commit instead."""
+    source: SourceConfig = Field(default_factory=SourceConfig)
     runner: Literal["native", "prisma_cli"] = "native"
     prisma_command: list[str] = Field(default_factory=lambda: ["npx", "prisma", "migrate"])
     prisma_cwd: str | None = None

@@ -6,7 +6,7 @@ import difflib
 from datetime import datetime
 
 USAGE = (
-    "*Usage:* `/migrate <env> [--image <tag>]` starts a run · `/migrate status [env|run-id]` · "
+    "*Usage:* `/migrate <env> [<ref>] [--image <tag>]` starts a run (pinned to a tag, branch or SHA) · `/migrate status [env|run-id]` · "
     "`/migrate cancel <run-id> [reason]` · `/migrate check <env>` · `/migrate lint <env>` · "
     "`/migrate timeline <run-id>` · `/migrate schedule <env> [YYYY-MM-DD HH:MM 2h \"notes\"]` · "
     "`/migrate windows [env]` · `/migrate help`"
@@ -136,6 +136,11 @@ def slow_down() -> str:
 def checking(verb: str, env: str) -> str:
     what = "Checking" if verb == "check" else "Reviewing the pending migrations of"
     return f"⏳ {what} {env}… the result follows here in a moment."
+
+
+def resolving_release(env: str, ref: str | None) -> str:
+    what = f"`{escape(ref[:60])}`" if ref else "the default branch"
+    return f"⏳ Resolving {what} in {env}'s release repository… the run starts here in a moment."
 
 
 def internal_error() -> str:

@@ -11,7 +11,7 @@ from bot.context import Deps, Invocation, Reply, authorize
 from bot.edge import contained, user_text
 from bot.observability.logs import log_context
 from bot.runbook import access
-from bot.runbook.operations import handle_command
+from bot.runbook.operations import handle_command, parse_start
 from bot.slowwork import Flights
 
 # Verbs that query databases, run checks or squawk: answered after the ack, from a small pool (bot.slowwork).
@@ -50,6 +50,19 @@ def _migrate(deps: Deps, flights: Flights, invocation: Invocation, words: list[s
             return
         ack(response_type="ephemeral", text=messages.checking(*key))
         flights.join(key, lambda: _answer_later(deps, invocation, respond))
+        return
+    if words and deps.config.environment(words[0].lower()) is not None \
+            and deps.config.environments[words[0].lower()].migrate.source.git is not None:
+        # A release-pinned start fetches the repository first (seconds): ack, then start on the pool. The
+        # permission is decided before the ack, as for the slow verbs; bad input gets one line, no run.
+        refused = _refusal(deps, invocation, (access.ENV_VERB, words[0].lower()))
+        if refused:
+            ack(response_type="ephemeral", text=refused)
+            return
+        parsed = parse_start(words[1:])
+        ack(response_type="ephemeral", text=messages.resolving_release(words[0].lower(),
+                                                                       parsed[0] if parsed else None))
+        flights.join(("start", words[0].lower()), lambda: _answer_later(deps, invocation, respond))
         return
     # Every other operation is a few Redis round trips (milliseconds), so its answer goes in the ack itself.
     reply = _decide(deps, invocation)

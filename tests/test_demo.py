@@ -99,6 +99,7 @@ class TestDemo:
         assert "✅ Approved by @bob" in text
         assert "Smoke tests" in text and "✅ counsel: 201 in" in text
         assert "🟢 Succeeded" in text
+        assert "Release" in text and "from `v1.1.0`: Add email verification" in text  # pinned to the demo's tag
         assert "Traceback" not in text and "\n! " not in text
         assert list((tmp_path / "demo" / "backups").glob("pre-migration-local-*"))
 

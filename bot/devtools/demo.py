@@ -256,6 +256,61 @@ def prepare_database(admin_url: str, name: str = DEMO_DB, workdir: Path = Path("
     return url
 
 
+RELEASE_COMMITS = [("Initial schema", 1, "v1.0.0"), ("Add counseling sessions", 2, None),
+                   ("Add email verification", 3, "v1.1.0")]
+"""The demo's release repository: (subject, how many example migrations the commit holds, its tag)."""
+
+
+def _git(cwd: Path, *args: str) -> str:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("GIT_")}, "GIT_CONFIG_NOSYSTEM": "1",
+           "GIT_CONFIG_GLOBAL": os.devnull, "GIT_AUTHOR_NAME": "Dana Dev", "GIT_AUTHOR_EMAIL": "dana@example.com",
+           "GIT_COMMITTER_NAME": "Dana Dev", "GIT_COMMITTER_EMAIL": "dana@example.com"}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True,
+                          timeout=60).stdout.strip()
+
+
+def make_release_repo(workdir: Path) -> Path | None:
+    """A bare git repository of the example migrations, one commit per migration (tags v1.0.0 and v1.1.0): what
+    a team's repository looks like to the bot. None when git is not installed (the demo reads the folder then)."""
+    if shutil.which("git") is None:
+        return None
+    bare, work = workdir / "release.git", workdir / "release-work"
+    for old in (bare, work, workdir / "git-cache"):
+        shutil.rmtree(old, ignore_errors=True)
+    work.mkdir(parents=True)
+    _git(workdir, "init", "--quiet", "--bare", "-b", "main", str(bare))
+    _git(workdir, "init", "--quiet", "-b", "main", str(work))
+    examples = ROOT / "examples" / "prisma" / "migrations"
+    target = work / "prisma" / "migrations"
+    target.mkdir(parents=True)
+    shutil.copy(examples / "migration_lock.toml", target / "migration_lock.toml")
+    migrations = sorted(examples.glob("2*"))
+    for subject, count, tag in RELEASE_COMMITS:
+        for folder in migrations[:count]:
+            if not (target / folder.name).exists():
+                shutil.copytree(folder, target / folder.name)
+        _git(work, "add", "-A")
+        _git(work, "commit", "--quiet", "-m", subject)
+        if tag:
+            _git(work, "tag", tag)
+    _git(work, "push", "--quiet", str(bare), "main", "--tags")
+    shutil.rmtree(work, ignore_errors=True)
+    return bare
+
+
+def demo_config(workdir: Path, release: Path | None) -> Path:
+    """The embedded defaults, with the `local` environment reading its migrations from the demo's repository."""
+    config = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text("utf-8"))
+    if release is not None:
+        config["environments"]["local"]["migrate"]["source"] = {"git": {
+            "url": release.resolve().as_uri(), "path": "prisma/migrations", "ref_default": "main",
+            "cache_dir": str(workdir / "git-cache")}}
+    path = workdir / "environments.yml"
+    path.write_text("# Written by `migrate-bot demo` from bot/defaults/environments.yml.\n"
+                    + yaml.safe_dump(config, sort_keys=False), "utf-8")
+    return path
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo until `quit`, end of input, Ctrl-C or SIGTERM; then remove its keys and databases."""
     workdir = Path(args.workdir).resolve()
@@ -286,6 +341,7 @@ def _run(args: argparse.Namespace, stack: ExitStack, workdir: Path, redis_url: s
     from bot.devtools.slack.server import FakeSlack
 
     database_url = prepare_database(args.admin_url, args.database, workdir)
+    release = make_release_repo(workdir)
     maintenance_token = "demo-maintenance-token"
     app = DemoApp(database_url=database_url, maintenance_token=maintenance_token).start()
     stack.callback(app.stop)
@@ -301,7 +357,7 @@ def _run(args: argparse.Namespace, stack: ExitStack, workdir: Path, redis_url: s
         "SLACK_SIGNING_SECRET": DEMO_SECRET,
         "SLACK_API_URL": fake.base_url,
         "REDIS_URL": redis_url,
-        "MIGRATE_BOT_CONFIG": str(DEFAULT_CONFIG_PATH),
+        "MIGRATE_BOT_CONFIG": str(demo_config(workdir, release)),
         "MIGRATE_BOT_KEY_PREFIX": prefix,
         "DEMO_DATABASE_URL": database_url,
         "DEMO_BACKUP_DIR": str(workdir / "backups"),
@@ -337,6 +393,12 @@ def _run(args: argparse.Namespace, stack: ExitStack, workdir: Path, redis_url: s
     print(f"  database {args.database} (2 migrations pending), demo app {app.base_url}, bot {bot_url}", file=out)
     print(f"  Redis key prefix {prefix} — the demo removes its keys and databases when it ends "
           "(`make clean` removes leftovers).", file=out)
+    if release is not None:
+        print(f"  release repository {release} (tags v1.0.0, v1.1.0; main): `/migrate local v1.1.0` pins a run "
+              "to a tag, `/migrate local` to main", file=out)
+    else:
+        print("  git is not installed: runs read examples/prisma/migrations instead of a release repository",
+              file=out)
     print("  Type `/migrate local` to start, a number to click a button, `user bob` to switch person, "
           "`help`, `quit`.", file=out)
     sender = SlackSender(bot_url + "/slack/events", DEMO_SECRET, fake=fake)

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from bot import messages
@@ -45,6 +46,7 @@ from bot.runbook.rules import (
 
 if TYPE_CHECKING:
     from bot.integrations.aws import Aws
+    from bot.integrations.git import GitSource
 
 log = logging.getLogger(__name__)
 
@@ -394,20 +396,76 @@ def apply_click(deps: Deps, run_id: str, change: Callable[[Run], Transition], *,
     return Reply("", publish_run=run_id, after=after)
 
 
-# ---- migrations fingerprint ----------------------------------------------------------------------
+# ---- where a run's migrations are, and the fingerprint of what was approved ------------------------
 
-def migrations_dir(env: EnvironmentConfig) -> Path:
-    return Path(env.migrate.migrations_dir)
+def git_source(env: EnvironmentConfig) -> GitSource | None:
+    """The client of the environment's release repository (``migrate.source.git``), or None."""
+    config = env.migrate.source.git
+    if config is None:
+        return None
+    from bot.integrations.git import GitSource  # loaded only where a release is read
+
+    cache = Path(config.cache_dir) if config.cache_dir else Path(tempfile.gettempdir()) / "migrate-bot-git"
+    return GitSource(config.url, path=config.path, cache_dir=cache, token=config.token(),
+                     timeout_s=config.timeout_s)
 
 
-def pending_migrations(env: EnvironmentConfig) -> list[tuple[str, str]]:
+def release_tree(env: EnvironmentConfig, sha: str) -> Path:
+    """The repository's files at ``sha`` that a run reads: ``path``, every ``.squawk.toml`` from it up to the root
+    (the safety review honours the repository's), and for the Prisma CLI the parent of ``path`` (the schema)."""
+    source = git_source(env)
+    if source is None:
+        raise WrongState(f"{env.name} has no migrate.source.git to read commit {sha[:7]} from.")
+    folder = PurePosixPath(source.path)
+    squawk = tuple(str(p / ".squawk.toml").removeprefix("./") for p in (folder, *folder.parents))
+    parent = str(folder.parent)
+    schema = (parent,) if env.migrate.runner == "prisma_cli" and parent not in (".", "") else ()
+    return source.tree(sha, extra=schema + squawk)
+
+
+def _pinned(env: EnvironmentConfig, run: Run | None) -> str | None:
+    """The commit ``run`` reads its files from: its release's SHA when the environment has a git source.
+
+    Without one (a release recorded on a run of a local folder, or the source removed from the file mid-run) the
+    run reads ``migrations_dir`` as any local run does; the approval still binds the SHA and the checksums of
+    exactly those files, so different files void it.
+    """
+    release = run.facts.release if run is not None else None
+    return release.sha if release is not None and env.migrate.source.git is not None else None
+
+
+def migrations_dir(env: EnvironmentConfig, run: Run | None = None) -> Path:
+    """The folder of migrations ``run`` reads: its release's commit when pinned to one, else ``migrations_dir``."""
+    sha, config = _pinned(env, run), env.migrate.source.git
+    if sha is None or config is None:
+        return Path(env.migrate.migrations_dir)
+    return release_tree(env, sha) / config.path
+
+
+def latest_migrations_dir(env: EnvironmentConfig) -> Path:
+    """For `/migrate check` and `lint` (no run): the folder at ``ref_default`` now, or ``migrations_dir``."""
+    source, config = git_source(env), env.migrate.source.git
+    if source is None or config is None:
+        return Path(env.migrate.migrations_dir)
+    return release_tree(env, source.resolve(config.ref_default).sha) / config.path
+
+
+def prisma_cwd(env: EnvironmentConfig, run: Run | None = None) -> Path:
+    """Where the Prisma CLI runs: the checkout of the run's commit (schema found under it), else ``prisma_cwd``."""
+    sha = _pinned(env, run)
+    if sha is None:
+        return Path(env.migrate.prisma_cwd or ".")
+    return release_tree(env, sha) / (env.migrate.prisma_cwd or "")
+
+
+def pending_migrations(env: EnvironmentConfig, run: Run | None = None) -> list[tuple[str, str]]:
     """(name, checksum) of the migrations not yet applied in this environment's database."""
     if not env.database_url:
         return []
     # psycopg is loaded only by the work that talks to PostgreSQL
     from bot.integrations.prisma.native import NativeRunner
 
-    return pending_of(NativeRunner(env.database_url).status(migrations_dir(env)))
+    return pending_of(NativeRunner(env.database_url).status(migrations_dir(env, run)))
 
 
 def pending_of(status: Any) -> list[tuple[str, str]]:
@@ -416,8 +474,14 @@ def pending_of(status: Any) -> list[tuple[str, str]]:
     return [(name, by_name[name]) for name in status.pending if name in by_name]
 
 
-def fingerprint_of(pending: list[tuple[str, str]]) -> str:
-    return hashlib.sha256("\n".join(f"{n}:{c}" for n, c in pending).encode()).hexdigest()
+def fingerprint_of(pending: list[tuple[str, str]], sha: str | None = None) -> str:
+    """The checksums of ``pending``, and for a release-pinned run its commit: an approval binds all of them."""
+    lines = [f"release:{sha}"] if sha else []
+    return hashlib.sha256("\n".join(lines + [f"{n}:{c}" for n, c in pending]).encode()).hexdigest()
+
+
+def release_sha(run: Run) -> str | None:
+    return run.facts.release.sha if run.facts.release is not None else None
 
 
 def approval_fingerprint(deps: Deps, run: Run) -> str:
@@ -429,10 +493,10 @@ def approval_fingerprint(deps: Deps, run: Run) -> str:
     env = deps.config.environment(run.env)
     if env is None:
         raise WrongState(f"Environment {run.env} is no longer configured, so there is nothing to approve.")
-    if not env.database_url:
-        return fingerprint_of([])  # nothing can be migrated here: the migrate step refuses without a database
+    if not env.database_url:  # nothing can be migrated here: the migrate step refuses without a database
+        return fingerprint_of([], release_sha(run))
     try:
-        pending = pending_migrations(env)
+        pending = pending_migrations(env, run)
     except (BotError, OSError, UnicodeError) as exc:
         log.warning("could not read pending migrations for the approval fingerprint: %s", redact(str(exc))[:300])
         raise WrongState("The pending migrations could not be read just now "
@@ -443,7 +507,7 @@ def approval_fingerprint(deps: Deps, run: Run) -> str:
         raise WrongState(f"None of the {len(reviewed)} reviewed migration(s) can be found pending now: the "
                          "migrations folder looks empty or unreadable, or they were applied elsewhere. "
                          "Nothing can be approved until the pending migrations can be read.")
-    return fingerprint_of(pending)
+    return fingerprint_of(pending, release_sha(run))
 
 
 def unapproved_migrations(run: Run, status: Any) -> str | None:
@@ -457,12 +521,13 @@ def unapproved_migrations(run: Run, status: Any) -> str | None:
     if not run.fingerprint:
         return "this run's approval recorded no fingerprint of the migrations it approved; approve again"
     pending = pending_of(status)
-    if fingerprint_of(pending) == run.fingerprint:
+    sha = release_sha(run)
+    if fingerprint_of(pending, sha) == run.fingerprint:
         return None
     changed = ("the pending migrations changed after approval "
                f"(now: {', '.join(n for n, _ in pending) or 'none'}); approve again")
     reviewed = [(p.name, p.checksum) for p in run.facts.pending or []]
-    if not reviewed or fingerprint_of(reviewed) != run.fingerprint:
+    if not reviewed or fingerprint_of(reviewed, sha) != run.fingerprint:
         return changed
     approved = dict(reviewed)
     if any(approved.get(name) != checksum for name, checksum in pending):

@@ -11,6 +11,7 @@ from bot.context import Deps, Reply, environment_or_refuse, require
 from bot.edge import one_line
 from bot.errors import BotError, Refusal, WrongState
 from bot.messages import MESSAGE_LIMIT, code_block, escape, split_message
+from bot.runbook import engine
 from bot.runbook.access import VERBS
 from bot.runbook.code_review import review_evidence  # h14b
 from bot.runbook.rules import (
@@ -44,29 +45,31 @@ def finding_key(migration: str, finding: Any) -> str:
     return f"{migration}#{finding.statement_index}:{finding.rule}"
 
 
-def review_options(env: EnvironmentConfig | None) -> dict[str, Any]:
+def review_options(env: EnvironmentConfig | None, directory: Path | None = None) -> dict[str, Any]:
     """How the environment runs migrations, for review_migrations: which timeouts its runner sets (the native
     runner sets migrate.lock_timeout_ms and migrate.statement_timeout_ms; the Prisma CLI runner sets neither) and
-    the repository's .squawk.toml next to the migrations or at the repository root."""
+    the repository's .squawk.toml next to the migrations or at the repository root (``directory``: the folder
+    the migrations are read from, e.g. a run's commit; default ``migrations_dir``)."""
     if env is None:
         return {}
     from bot.integrations.squawk import find_squawk_config, load_squawk_config
 
     native = env.migrate.runner == "native"
-    directory = Path(env.migrate.migrations_dir)
+    directory = directory or Path(env.migrate.migrations_dir)
     found = find_squawk_config(directory) if directory.is_dir() else None
     return {"bot_sets_timeouts": native and bool(env.migrate.lock_timeout_ms),
             "statement_timeout_ms": env.migrate.statement_timeout_ms if native else None,
             "squawk_config": load_squawk_config(found, directory) if found is not None else None}
 
 
-def review_pending(database_url: str, pending: list[Any], env: EnvironmentConfig | None = None) -> Review:
+def review_pending(database_url: str, pending: list[Any], env: EnvironmentConfig | None = None,
+                   directory: Path | None = None) -> Review:
     """Run the safety review on the pending migrations, weighed against the live database."""
     # psycopg and pglast (the SQL parser) are loaded only when a review runs
     from bot.integrations.postgres import Postgres
     from bot.safety import review_migrations
 
-    options = review_options(env)
+    options = review_options(env, directory)
     with Postgres(database_url).read_only_connection() as conn:
         review = review_migrations([(m.name, m.sql) for m in pending], conn=conn, **options)
     checksums = {m.name: m.checksum for m in pending}
@@ -115,9 +118,10 @@ def inspect_run(deps: Deps, run_id: str) -> None:
         return
 
     try:
-        status = NativeRunner(env.database_url).status(Path(env.migrate.migrations_dir))
+        directory = engine.migrations_dir(env, run)
+        status = NativeRunner(env.database_url).status(directory)
         pending = [m for m in status.local if m.name in set(status.pending)]
-        review = review_pending(env.database_url, pending, env) if pending else Review(
+        review = review_pending(env.database_url, pending, env, directory) if pending else Review(
             summary="nothing pending", lines={}, high=[], details=[])
     except BotError as exc:
         log.warning("inspection of %s failed: %s", run_id, exc)
@@ -235,7 +239,7 @@ def _rehearse(deps: Deps, run_id: str, env: EnvironmentConfig) -> None:
         try:
             evidence = result_of(run, BackupResult).model_dump()
             result = rehearse_from_evidence(evidence, database_url=env.database_url,
-                                            migrations_dir=Path(env.migrate.migrations_dir),
+                                            migrations_dir=engine.migrations_dir(env, run),
                                             aws=aws, pending=run.pending_migrations, run_id=run_id,
                                             isolation=env.rehearsal, timeout_s=env.rehearsal.timeout_s,
                                             lock_timeout_ms=env.migrate.lock_timeout_ms)
@@ -334,21 +338,21 @@ def _lint(env: Any) -> tuple[list[Any], Review | None, str]:
     from bot.integrations.prisma.migrations import list_local_migrations
     from bot.integrations.prisma.native import NativeRunner
 
-    directory = Path(env.migrate.migrations_dir)
+    directory = engine.latest_migrations_dir(env)
     note = ""
     try:
         if not env.database_url:
             raise BotError("no database_url configured")
         status = NativeRunner(env.database_url).status(directory)
         pending = [m for m in status.local if m.name in set(status.pending)]
-        review = review_pending(env.database_url, pending, env) if pending else None
+        review = review_pending(env.database_url, pending, env, directory) if pending else None
     except BotError as exc:
         # pglast (the SQL parser) is loaded only when a review runs
         from bot.safety import review_migrations
 
         migrations = list_local_migrations(directory)
         pending = migrations
-        static = review_migrations([(m.name, m.sql) for m in migrations], **review_options(env))
+        static = review_migrations([(m.name, m.sql) for m in migrations], **review_options(env, directory))
         review = Review(summary=static.summary() + (f" · {static.squawk_config}" if static.squawk_config else ""), lines={m.name: m.summary_line for m in static.migrations},
                         details=[FindingDetail(migration=f.migration, level=f.level, message=f.message, why=f.why,
                                                alternative=f.alternative, category=f.category)

@@ -6,6 +6,7 @@ import logging
 import shlex
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from bot import messages
@@ -20,6 +21,7 @@ from bot.runbook import access, engine, inspection, precheck, rollback, steps, t
 from bot.runbook.rules import (
     CHECKLIST_LABELS,
     AuditEvent,
+    Release,
     Run,
     RunFacts,
     RunStatus,
@@ -44,11 +46,23 @@ log = logging.getLogger(__name__)
 
 # ---- /migrate <env> ------------------------------------------------------------------------------
 
-def start_run(deps: Deps, *, env_name: str, user: str, image_tag: str | None = None) -> Reply:
+def start_run(deps: Deps, *, env_name: str, user: str, image_tag: str | None = None,
+              ref: str | None = None) -> Reply:
     env = environment_or_refuse(deps, env_name)
     if not deps.policy(env).may_start(user, deps.groups_of(user, env)):
         return Reply(messages.not_allowed_to_start(user, env.name))
-    facts = RunFacts(rehearsal_expected=rehearsal_enabled(env))
+    source = env.migrate.source.git
+    if source is None and ref:
+        return Reply(f"{env.name} reads its migrations from a folder on the bot's disk, not from a git repository, "
+                     f"so there is no `{messages.escape(ref[:60])}` to pin to: start with `/migrate {env.name}`.")
+    release: Release | None = None
+    if source is not None:
+        active = deps.store.active_run(env.name)
+        if active is not None:  # refused before fetching anything: the lock would refuse it anyway
+            return Reply(f"A run is already active in {env.name}: `{active.id}`. Finish or cancel it first "
+                         f"(`/migrate cancel {active.id}`).")
+        release = resolve_release(deps, env, ref or source.ref_default)  # a GitError is the user's one line
+    facts = RunFacts(rehearsal_expected=rehearsal_enabled(env), release=release)
     # h14b: the image the deploy would use is checked in ECR now, so the requester learns early (no run).
     refused = deploy_step.image_refusal(env, image_tag=image_tag, release=facts.release)
     if refused:
@@ -66,12 +80,53 @@ def start_run(deps: Deps, *, env_name: str, user: str, image_tag: str | None = N
         facts=facts,
     )
     run = deps.store.create(transition, lock_hours=env.lock_hours, reason=f"/migrate {env.name}")
+    if release is not None:
+        deps.store.audit(run.id, AuditEvent(user, "release.pinned", "ok", now,
+                                            f"{release.ref} → {release.sha}", {"sha": release.sha,
+                                                                              "ref": release.ref}))
     calendar_ops.link_started_run(deps, run)  # a run started inside a maintenance window belongs to it
 
     def inspect() -> None:
         inspection.inspect_run(deps, run.id)
 
     return Reply(messages.run_started(run.id, env.name, env.channel), publish_run=run.id, after=inspect)
+
+
+def resolve_release(deps: Deps, env: EnvironmentConfig, ref: str) -> Release:
+    """``ref`` resolved once to the commit the run will read everything from, with what prod last ran.
+
+    Fetches the repository and reads the migrations folder at that commit: a ref that is unknown, a remote that
+    cannot be reached or refuses the token, or a commit without the folder raises a GitError (one line).
+    """
+    source, config = engine.git_source(env), env.migrate.source.git
+    assert source is not None and config is not None
+    commit = source.resolve(ref)
+    folder = engine.release_tree(env, commit.sha) / config.path
+    last = deps.store.last_release(env.name)
+    baseline = last["sha"] if last else None
+    return Release(
+        sha=commit.sha, ref=ref, subject=commit.subject[:200], author=commit.author[:100],
+        url=config.web_url.replace("{sha}", commit.sha) if config.web_url else "",
+        baseline_sha=baseline, baseline_ref=str(last.get("ref", ""))[:100] if last else "",
+        commits_ahead=source.commits_between(baseline, commit.sha) if baseline else None,
+        baseline_migration=_last_applied(env, folder),
+    )
+
+
+def _last_applied(env: EnvironmentConfig, folder: Path) -> str:
+    """The newest migration `_prisma_migrations` records as applied (prod's own history), or '' if unknown."""
+    if not env.database_url:
+        return ""
+    # psycopg is loaded only by the work that talks to PostgreSQL
+    from bot.integrations.prisma.native import NativeRunner
+
+    try:
+        rows = [row for row in NativeRunner(env.database_url).status(folder).rows if row.applied]
+    except BotError as exc:
+        log.warning("could not read _prisma_migrations for the baseline: %s", exc)
+        return ""
+    newest = max(rows, key=lambda row: (row.finished_at is not None, row.finished_at), default=None)
+    return newest.migration_name if newest is not None else ""
 
 
 def rehearsal_enabled(env: EnvironmentConfig) -> bool:
@@ -179,7 +234,7 @@ def waive_findings(deps: Deps, *, run_id: str, user: str, reason: str) -> Reply:
 
 
 def _reviewed_fingerprint(run: Run) -> str:
-    return engine.fingerprint_of([(p.name, p.checksum) for p in run.facts.pending or []])
+    return engine.fingerprint_of([(p.name, p.checksum) for p in run.facts.pending or []], engine.release_sha(run))
 
 
 def may_cancel(deps: Deps, run: Run, user: str) -> bool:
@@ -234,6 +289,9 @@ def describe_run(run: Run, now: datetime, *, for_slack: bool = True) -> str:
         approvals += f" ({', '.join(who(a.by) for a in run.approvals)})"
     line = (f"{run.id} · {env} · {STATUS_LABEL[run.status]} · requested by {who(run.requested_by)} {age} · "
             f"{len(run.checklist)}/{len(CHECKLIST_LABELS)} checklist · {approvals}")
+    if run.facts.release is not None:
+        ref = messages.escape(run.facts.release.ref[:60]) if for_slack else run.facts.release.ref[:60]
+        line += f" · release {run.facts.release.short} ({ref})"
     steps = [f"{s.label} ({STEP_STATE_WORDS[s.status]})" for s in run.steps if s.status in STEP_STATE_WORDS]
     return line + ("\n    " + " · ".join(steps) if steps else "")
 
@@ -279,13 +337,11 @@ def handle_command(deps: Deps, inv: Invocation) -> Reply:
                 return Reply("Which run? `/migrate cancel <run-id> [reason]`")
             return cancel_run(deps, run_id=rest[0], user=inv.user, reason=" ".join(rest[1:]))
         if verb in deps.config.environments:
-            image_tag = None
-            if rest:
-                if len(rest) == 2 and rest[0] == "--image" and rest[1]:
-                    image_tag = rest[1]
-                else:
-                    return Reply(f"Unexpected `{messages.escape(' '.join(rest))}`.\n{messages.USAGE}")
-            return start_run(deps, env_name=verb, user=inv.user, image_tag=image_tag)
+            parsed = parse_start(rest)
+            if parsed is None:
+                return Reply(f"Unexpected `{messages.escape(' '.join(rest)[:200])}`.\n{messages.USAGE}")
+            ref, image_tag = parsed
+            return start_run(deps, env_name=verb, user=inv.user, image_tag=image_tag, ref=ref)
         target = VERBS.get(verb)
         if target is not None:
             return target(deps, inv, rest)
@@ -296,6 +352,22 @@ def handle_command(deps: Deps, inv: Invocation) -> Reply:
         return Reply(str(exc))
     except Refusal as exc:
         return Reply(str(exc))
+
+
+def parse_start(rest: list[str]) -> tuple[str | None, str | None] | None:
+    """`/migrate <env> [<ref>] [--image <tag>]` after the environment: (ref, image tag), or None if malformed."""
+    ref: str | None = None
+    image_tag: str | None = None
+    words = list(rest)
+    while words:
+        word = words.pop(0)
+        if word == "--image" and words and words[0] and image_tag is None:
+            image_tag = words.pop(0)
+        elif not word.startswith("-") and ref is None:
+            ref = word
+        else:
+            return None
+    return ref, image_tag
 
 
 def _verb_key(verb: str, rest: list[str]) -> str:

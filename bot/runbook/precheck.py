@@ -13,6 +13,7 @@ from bot.errors import BotError
 from bot.messages import slack_date
 from bot.redact import redact
 from bot.runbook.access import VERBS
+from bot.runbook.engine import latest_migrations_dir
 from bot.slowwork import shared
 from bot.store.prechecks import PrecheckResults
 
@@ -48,7 +49,7 @@ def _database(env: EnvironmentConfig) -> list[PrecheckItem]:
     from bot.integrations.prisma.native import NativeRunner
 
     try:
-        status = NativeRunner(env.database_url).status(Path(env.migrate.migrations_dir))
+        status = NativeRunner(env.database_url).status(latest_migrations_dir(env))
     except BotError as exc:
         return items + [PrecheckItem("Migration status", False, str(exc))]
     if status.failed:

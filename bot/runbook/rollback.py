@@ -12,7 +12,7 @@ from bot.config import EnvironmentConfig
 from bot.context import Deps, Reply, environment_or_refuse
 from bot.errors import AlreadyDone, BotError, MigrationError, Refusal, StaleMessage, WrongState
 from bot.redact import redact
-from bot.runbook.engine import apply_click, fingerprint_of, may_operate
+from bot.runbook.engine import apply_click, fingerprint_of, may_operate, migrations_dir
 from bot.runbook.inspection import post_scripts, review_pending
 from bot.runbook.rules import (
     ROLLBACK_LABELS,
@@ -83,7 +83,7 @@ def down_scripts(env: EnvironmentConfig, run: Run) -> list[DownScript]:
     applied = list(result_of(run, MigrateResult).applied)
     if not applied:
         raise MigrationError("This run applied no migrations, so there is no down.sql to run.")
-    local = {m.name: m for m in list_local_migrations(Path(env.migrate.migrations_dir))}
+    local = {m.name: m for m in list_local_migrations(migrations_dir(env, run))}
     scripts: list[DownScript] = []
     for name in reversed(applied):
         migration = local.get(name)
@@ -97,13 +97,13 @@ def down_fingerprint(scripts: list[DownScript]) -> str:
     return fingerprint_of([(script.name, script.checksum) for script in scripts])
 
 
-def _review_down(env: EnvironmentConfig, scripts: list[DownScript]) -> Review:
+def _review_down(env: EnvironmentConfig, scripts: list[DownScript], directory: Path | None = None) -> Review:
     """The safety review of the down.sql scripts, weighed against the live database."""
     shown = [DownScript(f"{s.name}/down.sql", s.sql, s.checksum) for s in scripts]
     try:
         if not env.database_url:
             raise BotError("no database_url configured")
-        return review_pending(env.database_url, shown, env)
+        return review_pending(env.database_url, shown, env, directory)
     except BotError as exc:
         return Review(summary=f"could not review: {redact(str(exc))[:200]}", lines={}, high=[], details=[])
 
@@ -142,7 +142,7 @@ def start_rollback(deps: Deps, *, run_id: str, option: str, user: str, reason: s
         except (BotError, OSError) as exc:
             return Reply(messages.denied(f"The down.sql scripts could not be read ({redact(str(exc))[:200]}), "
                                          "so Option 1 cannot be requested."), publish_run=run_id)
-        review = _review_down(env, scripts)
+        review = _review_down(env, scripts, migrations_dir(env, run))
     down = [DownSql(name=script.name, checksum=script.checksum) for script in scripts]
     try:
         deps.store.apply(run_id, lambda current: request_rollback(

@@ -345,6 +345,10 @@ class Release(Record):
     """The commit of the last run that succeeded on this environment, if known."""
     commits_ahead: int | None = None
     """How many commits ``sha`` is ahead of ``baseline_sha``, if known."""
+    baseline_ref: str = ""
+    """What that last succeeded run was started from (e.g. ``v1.4.1``), if known."""
+    baseline_migration: str = ""
+    """The last migration `_prisma_migrations` records as applied when the run started, if any."""
 
     @property
     def short(self) -> str:

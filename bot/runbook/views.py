@@ -84,6 +84,39 @@ def _button(text: str, action_id: str, value: str, style: str | None = None,
     return button
 
 
+def release_text(run: Run) -> str:
+    """The commit a release-pinned run reads, and how far it is from what the environment last ran."""
+    release = run.facts.release
+    assert release is not None
+    short = f"`{release.short}`"
+    if release.url.startswith(("https://", "http://")):
+        short = f"<{escape(release.url).replace('|', '%7C')}|{release.short}>"
+    head = f"📦 Release {short} from `{escape(release.ref[:60])}`"
+    if release.subject:
+        head += f": {escape(release.subject[:150])}"
+    if release.author:
+        head += f" · by {escape(release.author[:60])}"
+    if release.baseline_sha is None:
+        ahead = f"no earlier release recorded as run in {run.env}"
+    elif release.commits_ahead is None:
+        ahead = f"commits ahead of what {run.env} last ran (`{release.baseline_sha[:7]}`): unknown (history not fetched)"
+    else:
+        ahead = (f"{release.commits_ahead} commit{'s' if release.commits_ahead != 1 else ''} ahead of what "
+                 f"{run.env} last ran (`{release.baseline_sha[:7]}`)")
+    lines = [head, ahead]
+    if run.facts.pending is not None:
+        count = len(run.facts.pending)
+        if release.baseline_sha:
+            since = (f"{escape(release.baseline_ref[:60])} ({release.baseline_sha[:7]})" if release.baseline_ref
+                     else f"{release.baseline_sha[:7]}")
+        elif release.baseline_migration:
+            since = f"`{escape(release.baseline_migration[:100])}` (the last migration {run.env} ran)"
+        else:
+            since = "an empty migration history"
+        lines.append(f"this release adds {count} migration{'s' if count != 1 else ''} since {since}")
+    return "\n".join(lines)
+
+
 def fallback_text(run: Run) -> str:
     return f"Migration {run.id} in {run.env}: {STATUS_LABEL[run.status]}"
 
@@ -98,8 +131,11 @@ def render_run(run: Run) -> dict[str, Any]:
         {"type": "context", "block_id": f"meta:{v}", "elements": [_text(
             f"*{STATUS_LABEL[run.status]}* · requested by <@{run.requested_by}> · {slack_date(run.created_at)}"
             + (f" · image `{run.image_tag}`" if run.image_tag else ""))]},
-        {"type": "divider", "block_id": f"d1:{v}"},
     ]
+    if run.facts.release is not None:
+        blocks.append({"type": "context", "block_id": f"release:{v}",
+                       "elements": [_text(release_text(run))]})
+    blocks.append({"type": "divider", "block_id": f"d1:{v}"})
     checklist_open = run.status in (RunStatus.COLLECTING, RunStatus.AWAITING_APPROVAL)
     done = len(run.checklist)
     blocks.append({"type": "section", "block_id": f"cl:{v}",

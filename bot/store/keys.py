@@ -73,6 +73,10 @@ class Keys:
         return [self.audit(run_id), self.rendered(run_id), self.thread_cursor(run_id), self.watch(run_id),
                 self.watch_samples(run_id), self.watch_active(run_id)]
 
+    def released(self, env: str) -> str:
+        """The release of an environment's last run that succeeded (JSON: sha, ref, run_id, at): the baseline."""
+        return self.join("released", env)
+
     # ---- /migrate check and liveness -----------------------------------------------------------
     def check(self, env: str) -> str:
         """An environment's last pre-migration check."""

@@ -19,7 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from bot.errors import AlreadyDone, RunActive, RunNotFound, StaleMessage, StateStoreUnavailable
 from bot.messages import escape
 from bot.observability import metrics
-from bot.runbook.rules import AuditEvent, Run, Transition, record_message
+from bot.runbook.rules import AuditEvent, Run, RunStatus, Transition, record_message
 
 # Clients are built in bot.store.connection; re-exported here for the callers that import them from the store.
 from bot.store.connection import connect as connect
@@ -335,6 +335,7 @@ class RunStore:
                         pipe.xadd(self.keys.audit(run_id), self._audit_fields(event))
                     if transition.run.is_terminal and not current.is_terminal:
                         self._queue_release(pipe, transition.run)
+                        self._queue_released(pipe, transition.run)
                     if transition.run.is_terminal:
                         self._queue_retention(pipe, run_id)
                     pipe.execute()
@@ -363,6 +364,26 @@ class RunStore:
             "if v and cjson.decode(v)['run_id'] == ARGV[1] then return redis.call('DEL', KEYS[1]) end; return 0",
             1, self.keys.lock(run.env), run.id,
         )
+
+    def _queue_released(self, pipe: Any, run: Run) -> None:
+        """A release-pinned run that succeeded is what its environment now runs: the next run's baseline."""
+        release = run.facts.release
+        if run.status is RunStatus.SUCCEEDED and release is not None:
+            pipe.set(self.keys.released(run.env), json.dumps({
+                "sha": release.sha, "ref": release.ref, "run_id": run.id,
+                "at": run.updated_at.isoformat()}))
+
+    def last_release(self, env: str) -> dict[str, str] | None:
+        """The release of ``env``'s last succeeded run (sha, ref, run_id, at), or None."""
+        with store_errors():
+            raw = self.redis.get(self.keys.released(env))
+        if raw is None:
+            return None
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) and isinstance(value.get("sha"), str) else None
 
     def set_message(self, run_id: str, channel: str, ts: str) -> bool:
         """Remember the status message; only the first writer wins, so a run never gets two messages."""

@@ -198,7 +198,16 @@ class Console:
             close = difflib.get_close_matches(command, self.commands, n=1)
             self._fail(_SLACK_BAD_COMMAND.format(command=command) + (f" Did you mean {close[0]}?" if close else ""))
             return
+        before = len(self.fake.ephemerals(user=self.current))
         self._act(lambda: self.sender.slash(self.current, text, channel_id=self.channel_id, command=command))
+        said = self.fake.ephemerals(user=self.current)[before:]
+        if said and str(said[-1].get("text", "")).startswith("⏳"):
+            # A slow verb (a check, a release resolved from git): its answer follows, as in Slack, a moment later.
+            deadline = time.monotonic() + self.reaction_timeout_s
+            while len(self.fake.ephemerals(user=self.current)) <= before + len(said) \
+                    and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self._settle(time.time())
 
     def _switch_user(self, arg: str) -> None:
         wanted = arg.lstrip("@").lower()

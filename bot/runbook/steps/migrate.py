@@ -15,6 +15,7 @@ from bot.runbook.engine import (
     StepOutcome,
     migrations_dir,
     pending_of,
+    prisma_cwd,
     unapproved_migrations,
 )
 from bot.runbook.rules import STEP_SPECS, AuditEvent, MigrateResult, Run
@@ -30,7 +31,7 @@ def migrate(ctx: StepContext) -> StepOutcome:
     from bot.integrations.prisma.migrations import PrismaError
     from bot.integrations.prisma.native import NativeRunner
 
-    directory = Path(env.migrate.migrations_dir)
+    directory = migrations_dir(env, ctx.run)
     before = NativeRunner(env.database_url).status(directory)
     unapproved = unapproved_migrations(ctx.run, before)
     if unapproved:
@@ -41,7 +42,7 @@ def migrate(ctx: StepContext) -> StepOutcome:
                           statement_timeout_ms=env.migrate.statement_timeout_ms,
                           lock_retries=env.migrate.lock_retries)
     if env.migrate.runner == "prisma_cli":
-        cli = CliRunner(env.migrate.prisma_command, cwd=Path(env.migrate.prisma_cwd or "."),
+        cli = CliRunner(env.migrate.prisma_command, cwd=prisma_cwd(env, ctx.run),
                         database_url=env.database_url, timeout_s=env.migrate.timeout_s, on_line=ctx.log)
         result = cli.deploy()
     else:
@@ -101,7 +102,7 @@ def _record_interrupted_migrations_applied(deps: Deps, run: Run) -> None:
     from bot.integrations.prisma.native import NativeRunner
 
     runner = NativeRunner(env.database_url)
-    directory = migrations_dir(env)
+    directory = migrations_dir(env, run)
     names = set(run.pending_migrations)
     for row in runner.status(directory).failed:
         if row.migration_name not in names:
@@ -123,7 +124,7 @@ def _migrations_still_open(deps: Deps, run: Run) -> str:
         return ""
     from bot.integrations.prisma.native import NativeRunner  # psycopg: loaded when a migration runs
 
-    status = NativeRunner(env.database_url).status(migrations_dir(env))
+    status = NativeRunner(env.database_url).status(migrations_dir(env, run))
     problems = []
     if status.pending:
         problems.append("still pending: " + ", ".join(status.pending))

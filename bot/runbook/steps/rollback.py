@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bot.errors import BotError, DeployError, MigrationError
 from bot.redact import redact
-from bot.runbook.engine import Executor, RollbackVoided, StepContext, StepOutcome
+from bot.runbook.engine import Executor, RollbackVoided, StepContext, StepOutcome, migrations_dir
 from bot.runbook.rollback import down_fingerprint, down_scripts
 from bot.runbook.rules import (
     ApplyDownResult,
@@ -41,7 +41,7 @@ def resolve_failed(ctx: StepContext) -> StepOutcome:
     env = ctx.env
     assert env.database_url
     runner = NativeRunner(env.database_url)
-    directory = Path(env.migrate.migrations_dir)
+    directory = migrations_dir(env, ctx.run)
     failed = sorted({row.migration_name for row in runner.status(directory).failed})
     if not failed:
         raise MigrationError("No failed migration is recorded; nothing to mark rolled back.")
@@ -76,7 +76,7 @@ def apply_down(ctx: StepContext) -> StepOutcome:
         raise RollbackVoided("the down.sql scripts changed after they were approved; nothing was run. Request "
                              "Option 1 again to review them as they are now")
     runner = NativeRunner(env.database_url)
-    directory = Path(env.migrate.migrations_dir)
+    directory = migrations_dir(env, ctx.run)
     reverted = list(result_of(ctx.run, ApplyDownResult).reverted)
     for script in scripts:
         if script.name in reverted:
