@@ -19,10 +19,8 @@ DEFAULT_MIGRATIONS_PATH = "prisma/migrations"
 def migrations_path(env: EnvironmentConfig) -> str:
     """Where the migrations are inside the repository: the git source's ``path`` (``migrate.source.git.path``,
     when that source is configured), else Prisma's default."""
-    source = getattr(env.migrate, "source", None)
-    git = getattr(source, "git", None)
-    path = getattr(git, "path", None)
-    return (str(path) if path else DEFAULT_MIGRATIONS_PATH).strip("/")
+    git = env.migrate.source.git
+    return (git.path if git is not None else DEFAULT_MIGRATIONS_PATH).strip("/")
 
 
 def collect(config: GithubReviewConfig, *, sha: str, migrations: list[str], path: str) -> CodeReview:
