@@ -21,7 +21,8 @@ DEFAULT_CONFIG_PATH = Path(__file__).parent / "defaults" / "environments.yml"
 """The demo's bundled environments file: `migrate-bot demo` passes it explicitly; `serve` never falls back to it."""
 NO_CONFIG = ("no environments file given: set MIGRATE_BOT_CONFIG to its path (or `serve --config PATH`, "
              "`check-config PATH`; examples/environments.yml is a commented starting point)")
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 
 _SLACK_ID = re.compile(r"^[UWSB][A-Z0-9]{2,}$")
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
@@ -673,9 +674,19 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> B
 
 
 def redis_url_problem(url: str) -> str | None:
-    """What is wrong with a REDIS_URL (without repeating it: it may hold a password), or None."""
+    """What is wrong with a REDIS_URL (without repeating it: it may hold a password), or None.
+
+    A Sentinel URL names several hosts; its full form is checked where the client is built
+    (bot.store.connection.parse_sentinel), here only that it names sentinels and a service.
+    """
     try:
         parts = urlsplit(url)
+        if parts.scheme in SENTINEL_SCHEMES:
+            hosts = parts.netloc.rpartition("@")[2]
+            if not hosts or not parts.path.strip("/"):
+                return ("REDIS_URL names no sentinels or no service (expected "
+                        "redis+sentinel://host:port[,host:port…]/service-name[/db])")
+            return None
         parts.port  # noqa: B018 - raises ValueError on a port that is not a number
     except ValueError:
         return "REDIS_URL is not a valid URL (expected redis://HOST:PORT/DB)"

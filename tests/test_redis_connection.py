@@ -45,6 +45,8 @@ def redis_server(tmp_path: Path, *args: str) -> Iterator[int]:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
     port = free_port()
+    while "--cluster-enabled" in args and port > 55535:  # the cluster bus listens on port + 10000
+        port = free_port()
     plain = "--tls-port" not in args
     proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path),
                              *(["--port", str(port)] if plain else ["--port", "0"]), *args],

@@ -100,7 +100,10 @@ class TestRefusals:
         ({"SLACK_APP_TOKEN": "xoxb-not-an-app-token-1"},
          "SLACK_APP_TOKEN is not an app-level token (it starts with xapp-; Basic Information → App-Level Tokens)"),
         ({"REDIS_URL": "http://:hunter2-secret@127.0.0.1:6379/0"},
-         "REDIS_URL must start with redis://, rediss://, unix:// (got http://)"),
+         "REDIS_URL must start with redis://, rediss://, unix://, redis+sentinel://, rediss+sentinel:// (got http://)"),
+        ({"REDIS_URL": "redis+sentinel://:hunter2-secret@/0"},
+         "REDIS_URL names no sentinels or no service (expected "
+         "redis+sentinel://host:port[,host:port…]/service-name[/db])"),
         ({"REDIS_URL": "redis://:hunter2-secret@/0"},
          "REDIS_URL names no host (expected redis://HOST:PORT/DB)"),
         ({"PORT": "70000"}, "PORT must be a number from 1 to 65535, got '70000'"),

@@ -33,12 +33,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
+from bot.config import SENTINEL_SCHEMES
 from bot.errors import ConfigError
 from bot.redact import redact, register_secret
 
 log = logging.getLogger(__name__)
 
-SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 DEFAULT_FAILOVER_S = 15.0
 _BACKOFF_CAP_S = 0.5
 AOF_OFF = "AOF off: a Redis restart can lose runs"
