@@ -53,6 +53,8 @@ from bot.store.connection import with_bytes
 log = logging.getLogger(__name__)
 
 JOB_FUNCTION = "jobs.scheduler:fire_reminder"
+DRAIN_S = 10.0
+"""How long a stopping process waits for the jobs already running to finish."""
 
 _lock = threading.Lock()
 _current: WindowScheduler | None = None
@@ -143,8 +145,15 @@ class WindowScheduler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=3)
+        # A job already handed to the executor has been taken out of the shared store: let it finish (a reminder
+        # or a watch tick takes seconds), but never hold a stopping process for long.
+        drain = threading.Thread(target=self._shutdown, name="scheduler-drain", daemon=True)
+        drain.start()
+        drain.join(DRAIN_S)
+
+    def _shutdown(self) -> None:
         try:
-            self.scheduler.shutdown(wait=False)
+            self.scheduler.shutdown(wait=True)
         except Exception as exc:  # stopping must not raise
             log.warning("scheduler shutdown: %s", type(exc).__name__)
 
@@ -264,11 +273,16 @@ def is_running() -> bool:
 
 
 def stop_scheduler() -> None:
+    """Stop this process's scheduler. It stays the current one until its running jobs are done, because they look
+    it up (fire_reminder, jobs.watch)."""
     global _current
     with _lock:
-        scheduler, _current = _current, None
+        scheduler = _current
     if scheduler is not None:
         scheduler.stop()
+    with _lock:
+        if _current is scheduler:
+            _current = None
 
 
 _writers: dict[int, WindowScheduler] = {}

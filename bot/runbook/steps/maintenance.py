@@ -25,6 +25,9 @@ def maintenance_on(ctx: StepContext) -> StepOutcome:
         aws, deploy = ctx.aws(), ctx.env.deploy
         assert deploy.cluster and deploy.service and cfg.task_definition
         before = aws.service(deploy.cluster, deploy.service)
+        # Remembered before ECS is switched: if the bot dies mid-switch and a person marks the step done, the deploy
+        # and the way back still know what the app ran (not the maintenance task definition now on the service).
+        ctx.remember(MaintenanceOnResult(previous_task_definition=before.task_definition, method=cfg.method))
         aws.update_service(deploy.cluster, deploy.service, task_definition=cfg.task_definition)
         aws.wait_stable(deploy.cluster, deploy.service, on_progress=lambda text: ctx.progress(str(text)))
         return StepOutcome(f"ECS {deploy.service} on {cfg.task_definition}",
