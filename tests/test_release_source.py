@@ -29,6 +29,7 @@ from tests.harness import (
     BOB,
     BOT_TOKEN,
     CAROL,
+    MALLORY,
     PROD_CHANNEL,
     SCRIPTED_LIMITS,
     SIGNING_SECRET,
@@ -370,6 +371,19 @@ def test_check_and_lint_read_the_default_ref(world):
     world["repo"].commit("Squawk config", {".squawk.toml": 'excluded_rules = ["prefer-robust-stmts"]\n'})
     lint = answer(world, "lint prod", "prod")  # the repository's .squawk.toml, from main's commit
     assert "squawk config:" in lint and ".squawk.toml" in lint and "prefer-robust-stmts" in lint, lint
+
+
+def test_only_a_requester_starts_a_pinned_run_and_a_refusal_fetches_nothing(world):
+    """An approver who is not a requester and an outsider are refused in the ack: no run, and the permission is
+    checked before the ref is resolved, so the git server sees no request from their commands."""
+    world["fake"].add_user(MALLORY, "mallory")
+    store, http = world["store"], world["http"]
+    seen = len(http.requests)
+    for user in (CAROL, MALLORY):
+        body = world["sender"].slash(user, "prod v1.1.0", channel_id=PROD_CHANNEL).json()
+        assert "not on the requester list" in body["text"], body
+    assert len(http.requests) == seen
+    assert all(run.requested_by not in (CAROL, MALLORY) for run in store.recent_runs(limit=100))
 
 
 def test_bad_input_gets_one_line_and_starts_nothing(world):
