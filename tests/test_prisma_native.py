@@ -368,3 +368,96 @@ class TestLockTimeoutRetry:
         assert column_exists(scratch_db, "User", "nickname")
         rows = [r for r in fast_runner(scratch_db).rows() if r.migration_name == "20240105000000_nickname"]
         assert len(rows) == 1 and rows[0].applied
+
+
+class TestOneQueryPerMigration:
+    """A multi-statement file shares its query with its own bookkeeping; every failure still reads as Prisma's."""
+
+    TWO_STATEMENTS = 'ALTER TABLE "User" ADD COLUMN "nickname" TEXT;\nCREATE INDEX "User_nickname_idx" ON "User"("nickname");\n'
+
+    def test_blocked_two_statement_file_retries_and_leaves_one_failed_row(self, scratch_db: str, tmp_path: Path) -> None:
+        """The retry path deletes the attempt's row even though it was committed inside the script's query."""
+        migrations = copy_migrations(tmp_path, "blog", only=["20240101000000_init"])
+        fast_runner(scratch_db).deploy(migrations)
+        add_migration(migrations, "20240105000000_nickname", self.TWO_STATEMENTS)
+        with psycopg.connect(scratch_db) as blocker:
+            blocker.execute('LOCK TABLE "User" IN ACCESS EXCLUSIVE MODE')
+            runner = fast_runner(scratch_db, lock_timeout_ms=300, lock_retries=1, lock_retry_backoff_s=0.05)
+            with pytest.raises(PrismaError) as failure:
+                runner.deploy(migrations)
+            pid = blocker.info.backend_pid
+            blocker.rollback()
+        assert failure.value.database_error_code == "55P03" and f"blocked by pid {pid}" in str(failure.value)
+        rows = [r for r in fast_runner(scratch_db).rows() if r.migration_name == "20240105000000_nickname"]
+        assert len(rows) == 1 and rows[0].failed and rows[0].logs and "55P03" in rows[0].logs
+        assert not column_exists(scratch_db, "User", "nickname")
+
+    def test_text_the_server_cannot_parse_is_recorded_as_prisma_would(self, scratch_db: str, tmp_path: Path) -> None:
+        """Syntax our parser knows but this server does not: the file fails alone, with its row, after the previous
+        migration was marked finished; nothing of the file ran."""
+        if fetch(scratch_db, "SHOW server_version_num")[0][0] >= "170000":
+            pytest.skip("needs a server older than PostgreSQL 17 (SET EXPRESSION is 17's syntax)")
+        migrations = copy_migrations(tmp_path, "blog", only=["20240101000000_init", "20240102000000_add_post"])
+        add_migration(
+            migrations,
+            "20240106000000_generated",
+            'CREATE TABLE "Gen" ("a" INTEGER, "b" INTEGER GENERATED ALWAYS AS ("a" + 1) STORED);\n'
+            'ALTER TABLE "Gen" ALTER COLUMN "b" SET EXPRESSION AS ("a" + 2);\n',
+        )
+        events: list[str] = []
+        with pytest.raises(PrismaError) as failure:
+            fast_runner(scratch_db).deploy(migrations, on_event=events.append)
+        assert failure.value.code == "P3018" and failure.value.database_error_code == "42601"
+        rows = {r.migration_name: r for r in fast_runner(scratch_db).rows()}
+        assert rows["20240102000000_add_post"].applied and rows["20240102000000_add_post"].applied_steps_count == 1
+        failed = rows["20240106000000_generated"]
+        assert failed.failed and failed.logs and "syntax error" in failed.logs
+        assert not table_exists(scratch_db, "Gen")
+        assert [e for e in events if e.startswith("Applied `20240102000000_add_post`")] != []
+        assert sum(e == "Applying migration `20240106000000_generated`" for e in events) == 1
+
+    def test_files_that_must_run_alone_still_do(self, scratch_db: str, tmp_path: Path) -> None:
+        """A lone VACUUM or DETACH ... CONCURRENTLY refuses a transaction block; each is sent on its own and applies."""
+        migrations = copy_migrations(tmp_path, "blog", only=["20240101000000_init"])
+        add_migration(migrations, "20240107000000_vacuum", 'VACUUM "User";\n')
+        add_migration(
+            migrations,
+            "20240108000000_partitions",
+            'CREATE TABLE "Event" ("at" DATE NOT NULL) PARTITION BY RANGE ("at");\n'
+            'CREATE TABLE "Event_2024" PARTITION OF "Event" FOR VALUES FROM (\'2024-01-01\') TO (\'2025-01-01\');\n',
+        )
+        add_migration(
+            migrations, "20240109000000_detach", 'ALTER TABLE "Event" DETACH PARTITION "Event_2024" CONCURRENTLY;\n'
+        )
+        result = fast_runner(scratch_db).deploy(migrations)
+        assert [a.name for a in result.applied] == [
+            "20240101000000_init", "20240107000000_vacuum", "20240108000000_partitions", "20240109000000_detach",
+        ]
+        assert all(r.applied for r in fast_runner(scratch_db).rows())
+        assert fetch(scratch_db, "SELECT count(*) FROM pg_inherits")[0][0] == 0
+
+    def test_a_name_with_quotes_and_backslashes_is_recorded_verbatim(self, scratch_db: str, tmp_path: Path) -> None:
+        """The bookkeeping's literals are escaped for the connection: the row names the directory exactly."""
+        migrations = copy_migrations(tmp_path, "blog", only=["20240101000000_init"])
+        name = "20240110000000_o'neil\\é; DROP TABLE \"User\"; --"
+        add_migration(migrations, name, 'ALTER TABLE "User" ADD COLUMN "x" TEXT;\nALTER TABLE "User" ADD COLUMN "y" TEXT;\n')
+        fast_runner(scratch_db).deploy(migrations)
+        rows = {r.migration_name: r for r in fast_runner(scratch_db).rows()}
+        assert rows[name].applied and rows[name].checksum == list_local_migrations(migrations)[1].checksum
+        assert table_exists(scratch_db, "User") and column_exists(scratch_db, "User", "y")
+
+
+def test_a_directory_without_its_migration_file_is_p3015(scratch_db: str, tmp_path: Path) -> None:
+    """Like Prisma: a migration directory with no migration.sql (or a directory in its place) stops the deploy
+    before anything runs, naming the file."""
+    migrations = copy_migrations(tmp_path, "blog", only=["20240101000000_init"])
+    (migrations / "20240111000000_empty").mkdir()
+    with pytest.raises(PrismaError) as missing:
+        fast_runner(scratch_db).deploy(migrations)
+    assert missing.value.code == "P3015" and missing.value.migration_name == "20240111000000_empty"
+    assert str(migrations / "20240111000000_empty" / "migration.sql") in str(missing.value)
+    (migrations / "20240111000000_empty" / "migration.sql").mkdir()
+    with pytest.raises(PrismaError) as still:
+        fast_runner(scratch_db).deploy(migrations)
+    assert still.value.code == "P3015"
+    assert not table_exists(scratch_db, "User")
