@@ -304,7 +304,7 @@ def status(deps: Deps, query: str | None = None, envs: list[str] | None = None, 
         run = deps.store.get(query)
         return describe_run(run, now, for_slack=for_slack)
     if envs is not None and not query:
-        runs = [run for run in deps.store.recent_runs(limit=200) if run.env in envs][:10]
+        runs = deps.store.recent_runs(limit=10, envs=envs)
     else:
         runs = deps.store.recent_runs(limit=10, env=query)
     if not runs:
