@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -107,8 +108,22 @@ def _steps(name: str, env: EnvironmentConfig) -> list[Finding]:
     return found
 
 
-def check(config: BotConfig) -> list[Finding]:
-    """Every finding for ``config``, errors first, each one line."""
+def _tokens(name: str, env: EnvironmentConfig, environ: Mapping[str, str]) -> list[Finding]:
+    """A token variable named but unset fails only later: at the first release fetch or pull-request read."""
+    where = f"environments.{name}"
+    named = []
+    if env.migrate.source.git is not None and env.migrate.source.git.token_env:
+        named.append(("migrate.source.git.token_env", env.migrate.source.git.token_env,
+                      "fetching a private repository will fail"))
+    if env.review.github is not None and env.review.github.token_env:
+        named.append(("review.github.token_env", env.review.github.token_env,
+                      "GitHub will refuse or rate-limit reading the pull requests"))
+    return [Finding("warning", f"{where}.{field}", f"{variable} is not set in this process's environment: {effect}")
+            for field, variable, effect in named if not environ.get(variable)]
+
+
+def check(config: BotConfig, environ: Mapping[str, str]) -> list[Finding]:
+    """Every finding for ``config`` in a process with ``environ`` (for the token variables), errors first."""
     found: list[Finding] = []
     reserved = reserved_names()
     for name, env in config.environments.items():
@@ -119,6 +134,7 @@ def check(config: BotConfig) -> list[Finding]:
         found += _approvals(name, env)
         found += _references(name, env, config)
         found += _steps(name, env)
+        found += _tokens(name, env, environ)
     return sorted(found, key=lambda f: f.level != "error")
 
 

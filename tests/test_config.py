@@ -177,6 +177,27 @@ class TestCheckConfig:
         assert not finding_lines(result, "error")
         assert result.stdout.splitlines()[-1] == f"{path}: 0 errors, {len(warnings)} warnings"
 
+    def test_a_token_variable_named_but_unset_is_a_warning(self, tmp_path):
+        """`token_env` names a variable this process lacks: the first release or review would fail, so say so now,
+        naming the variable (never a value); set, it is quiet."""
+        path = write(tmp_path, {"prod": env_block(
+            migrate={"source": {"git": {"url": "https://github.com/acme/api.git", "token_env": "MB_TEST_GIT_TOKEN"}}},
+            review={"github": {"repo": "acme/api", "token_env": "MB_TEST_GH_TOKEN"}})})
+        result = run_cli("check-config", str(path))
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert finding_lines(result, "warning") == [
+            f"{path}: warning: environments.prod.migrate.source.git.token_env: MB_TEST_GIT_TOKEN is not set in this "
+            "process's environment: fetching a private repository will fail",
+            f"{path}: warning: environments.prod.review.github.token_env: MB_TEST_GH_TOKEN is not set in this "
+            "process's environment: GitHub will refuse or rate-limit reading the pull requests",
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MIGRATE_BOT_"))}
+        env.update(MB_TEST_GIT_TOKEN="ghp_secretvalue1", MB_TEST_GH_TOKEN="ghp_secretvalue2")
+        quiet = subprocess.run([sys.executable, "-m", "bot", "check-config", str(path)], env=env,
+                               capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert quiet.returncode == 0, quiet.stdout + quiet.stderr
+        assert "ghp_secretvalue" not in quiet.stdout + quiet.stderr
+
     def test_staging_env_without_a_database_is_a_warning(self, tmp_path):
         path = write(tmp_path, {"prod": env_block(safety={"staging_env": "staging"}),
                                 "staging": env_block(channel="C2BBB", database_url=None, backup=None)})

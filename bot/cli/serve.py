@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import socket
 import sys
@@ -44,7 +45,7 @@ def register(subparsers: Any) -> None:
 def cmd_check_config(args: argparse.Namespace) -> int:
     path = Path(args.path) if args.path else Settings.from_environ(require_slack=False).require_config()
     config = load_config(path)  # a file that does not parse: one ConfigError line, exit 2 (bot.cli.main)
-    findings = check(config)
+    findings = check(config, os.environ)
     for finding in findings:
         print(f"{path}: {finding.line()}")
     errors = sum(f.level == "error" for f in findings)
@@ -59,7 +60,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def _checked_config(path: Path) -> BotConfig | None:
     """The config, its warnings logged; None after printing each error (serve must not start on any)."""
     config = load_config(path)
-    findings = check(config)
+    findings = check(config, os.environ)
     errors = [f for f in findings if f.level == "error"]
     if not errors:
         for finding in findings:
