@@ -185,6 +185,33 @@ class TestStartup:
                 server.wait(10)
 
 
+    @pytest.mark.parametrize("given", ["wrong-password-value-42", None])
+    def test_redis_refusing_the_credentials_is_one_line_not_a_wait(self, tmp_path, fake, key_prefix, given):
+        """A wrong or missing password never fixes itself: one line naming the URL (password hidden), exit 2, nothing
+        started, instead of waiting for an outage to end."""
+        server_bin = shutil.which("redis-server")
+        if server_bin is None:
+            pytest.skip("redis-server is not installed")
+        port = free_port()
+        server = subprocess.Popen([server_bin, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                   "--appendonly", "no", "--requirepass", REDIS_PASSWORD],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: redis.Redis(port=port, password=REDIS_PASSWORD, socket_timeout=1).ping(), timeout=20)
+            url = f"redis://:{given}@127.0.0.1:{port}/0" if given else f"redis://127.0.0.1:{port}/0"
+            code, printed = run_to_exit(make_bot(tmp_path, fake, url, key_prefix),
+                                        "--host", "127.0.0.1", "--port", str(free_port()))
+            assert code == 2, printed
+            shown = f"redis://:***@127.0.0.1:{port}/0" if given else f"redis://127.0.0.1:{port}/0"
+            assert f"Redis at {shown} refused the credentials: fix the password (or user) in REDIS_URL" in printed
+            assert "Traceback" not in printed and "Scheduler" not in printed and "not answering" not in printed
+            assert given is None or given not in printed
+            assert redis.Redis(port=port, password=REDIS_PASSWORD).keys(key_prefix + "*") == []
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
 def _healthy(bot: BotProcess) -> bool:
     try:
         return httpx.get(bot.url + "/healthz", timeout=1).status_code == 200

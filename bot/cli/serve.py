@@ -101,7 +101,7 @@ def wait_for_redis(url: str, stop: threading.Event | None = None) -> None:
     """Block until Redis answers, naming its (redacted) URL once, retrying with exponential backoff."""
     from bot.store.runs import ping_problem
 
-    problem = ping_problem(url)
+    problem = _fatal(url, ping_problem(url))
     if problem is None:
         return
     started, delay = time.monotonic(), 0.5
@@ -112,8 +112,23 @@ def wait_for_redis(url: str, stop: threading.Event | None = None) -> None:
         if stop.wait(delay):
             return
         delay = min(delay * 2, REDIS_BACKOFF_MAX_S)
-        problem = ping_problem(url)
+        problem = _fatal(url, ping_problem(url))
     log.info("Redis at %s answers after %.0f s; starting", safe_url(url), time.monotonic() - started)
+
+
+# Answers no wait will change: Redis refused the credentials (AUTH / ACL) or the URL's database number. An outage,
+# a timeout or a server still loading its data (BusyLoadingError) is waited out instead.
+_REFUSALS = {"AuthenticationError": "refused the credentials: fix the password (or user) in REDIS_URL",
+             "AuthenticationWrongNumberOfArgsError": "refused the credentials: fix the password (or user) in REDIS_URL",
+             "ResponseError": "refused the connection's set-up (e.g. a database number it does not have): fix "
+                              "REDIS_URL"}
+
+
+def _fatal(url: str, problem: str | None) -> str | None:
+    """``problem`` unless it is one no wait will change: then one ConfigError line (exit 2), nothing started."""
+    if problem in _REFUSALS:
+        raise ConfigError(f"Redis at {safe_url(url)} {_REFUSALS[problem]} ({problem})")
+    return problem
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
