@@ -83,12 +83,11 @@ def resync_stale_messages(deps: Deps, limit: int = 50) -> list[str]:
     a state change and its publish; without this the message would show an old state until the next click.
     """
     synced: list[str] = []
-    for run in deps.store.recent_runs(limit=limit):
-        if not run.message_ts and not run.is_active:
-            continue  # never posted and over: nothing to show
-        if deps.store.message_behind(run.id):  # also: an active run whose first chat.postMessage never got through
-            deps.publish(run.id)
-            synced.append(run.id)
+    # One round trip picks them (runs never posted and over are left out; an active run whose first
+    # chat.postMessage never got through is behind), so a quiet tick parses no run at all.
+    for run_id in deps.store.runs_behind(limit=limit):
+        deps.publish(run_id)
+        synced.append(run_id)
     return synced
 
 

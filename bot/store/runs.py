@@ -19,7 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from bot.errors import AlreadyDone, RunActive, RunNotFound, StaleMessage, StateStoreUnavailable
 from bot.messages import escape
 from bot.observability import metrics
-from bot.runbook.rules import AuditEvent, Run, RunStatus, Transition, record_message
+from bot.runbook.rules import TERMINAL, AuditEvent, Run, RunStatus, Transition, record_message
 
 # Clients are built in bot.store.connection; re-exported here for the callers that import them from the store.
 from bot.store.connection import connect as connect
@@ -68,6 +68,50 @@ for _, id in ipairs(ids) do
     if ok and type(run) == 'table' then
       out[#out + 1] = tostring(run['env'])
       out[#out + 1] = tostring(run['status'])
+    end
+  end
+end
+return out
+"""
+# The newest ARGV[1] runs that are not in a terminal state (ARGV[3..]), decoded here so only those documents travel
+# and get parsed: the heartbeat asks every few seconds, and almost every retained run is over.
+_ACTIVE_RUNS = """
+local ids = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+local terminal = {}
+for i = 3, #ARGV do terminal[ARGV[i]] = true end
+local out = {}
+for _, id in ipairs(ids) do
+  local doc = redis.call('GET', ARGV[2] .. id)
+  if doc then
+    local ok, run = pcall(cjson.decode, doc)
+    if not ok or type(run) ~= 'table' or not terminal[tostring(run['status'])] then out[#out + 1] = doc end
+  end
+end
+return out
+"""
+# Which of the newest ARGV[1] runs have a Slack message or thread behind Redis (the test of _MESSAGE_BEHIND below,
+# for each run with a message or still active), in one round trip instead of one per run.
+_RUNS_BEHIND = """
+local ids = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+local terminal = {}
+for i = 6, #ARGV do terminal[ARGV[i]] = true end
+local out = {}
+for _, id in ipairs(ids) do
+  local doc = redis.call('GET', ARGV[2] .. id)
+  local ok, run = false, nil
+  if doc then ok, run = pcall(cjson.decode, doc) end
+  if ok and type(run) == 'table' then
+    local posted = type(run['message_ts']) == 'string'
+    if posted or not terminal[tostring(run['status'])] then
+      local behind = not posted
+      if not behind then
+        behind = tonumber(run['version']) > tonumber(redis.call('GET', ARGV[3] .. id) or '0')
+      end
+      if not behind then
+        local last = redis.call('XREVRANGE', ARGV[4] .. id, '+', '-', 'COUNT', 1)
+        behind = #last > 0 and redis.call('GET', ARGV[5] .. id) ~= last[1][1]
+      end
+      if behind then out[#out + 1] = id end
     end
   end
 end
@@ -256,8 +300,21 @@ class RunStore:
         flat = self.redis.eval(_RUN_STATES, 1, self.keys.runs, limit, self.keys.run_prefix) or []
         return [(str(flat[i]), str(flat[i + 1])) for i in range(0, len(flat) - 1, 2)]
 
-    def active_runs(self) -> list[Run]:
-        return [run for run in self.recent_runs(limit=200) if run.is_active]
+    def active_runs(self, limit: int = 200) -> list[Run]:
+        """The runs not yet over among the newest ``limit``, newest first (filtered in Redis)."""
+        with store_errors():
+            raws = self.redis.eval(_ACTIVE_RUNS, 1, self.keys.runs, limit, self.keys.run_prefix,
+                                   *sorted(status.value for status in TERMINAL))
+        return [run for run in (Run.model_validate_json(str(raw)) for raw in raws or [] if raw) if run.is_active]
+
+    def runs_behind(self, limit: int = 50) -> list[str]:
+        """Ids of the newest ``limit`` runs whose Slack message or thread is behind Redis (see message_behind);
+        runs never posted and over are left out."""
+        with store_errors():
+            ids = self.redis.eval(_RUNS_BEHIND, 1, self.keys.runs, limit, self.keys.run_prefix,
+                                  self.keys.rendered(""), self.keys.audit(""), self.keys.thread_cursor(""),
+                                  *sorted(status.value for status in TERMINAL))
+        return [str(run_id) for run_id in ids or []]
 
     def audit_entries(self, run_id: str, after: str = "-") -> list[AuditEntry]:
         start = "-" if after == "-" else f"({after}"
